@@ -1,0 +1,63 @@
+"""The ``fewshot-sla`` command: one entry point with subcommands.
+
+Each subcommand lives with the code it drives and registers itself here:
+``meta-train`` and ``eval`` (``fewshot_sla.meta.cli``), ``supervised``
+(``fewshot_sla.supervised.cli``), ``plot``. Errors in user input are printed as one line
+(``fewshot-sla: error: ...``) with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+# modules with a function ``add_parser(subparsers)`` registering their subcommands; each
+# subcommand parser sets ``func`` (``func(args) -> int``) with ``set_defaults``
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "fewshot_sla.meta.cli",
+    "fewshot_sla.supervised.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fewshot-sla",
+        description="Few-shot meta-learning and supervised learning with Self-supervised Label Augmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show full Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # subcommand not built yet
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:
+        if getattr(args, "traceback", False):
+            raise
+        parser.exit(2, f"fewshot-sla {args.command}: error: {e}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

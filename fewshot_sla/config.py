@@ -1,0 +1,142 @@
+"""Configuration as dataclasses with one source of defaults.
+
+A run's configuration is a dataclass whose field defaults are the only defaults. The
+command line is generated from the fields (``--field-name``), a named or file config
+(TOML) may override the defaults, and explicit command-line options override both::
+
+    defaults (dataclass)  <  --config NAME_OR_FILE.toml  <  --option value
+
+Field metadata ``help`` (and optionally ``choices``) documents each option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "list_named_configs",
+    "load_config_file",
+    "add_dataclass_arguments",
+    "build_config",
+    "config_from_dict",
+]
+
+C = TypeVar("C")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration (unknown key, bad value, missing file)."""
+
+
+def list_named_configs() -> list[str]:
+    """Names of the configurations shipped in ``fewshot_sla/configs`` (and ``configs/``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
+    """Read a TOML config given as a path or as the name of a shipped config."""
+    p = Path(name_or_path)
+    if not p.exists():
+        named = CONFIG_DIR / f"{name_or_path}.toml"
+        if not named.exists():
+            raise ConfigError(
+                f"config '{name_or_path}' is neither a file nor a named config; named configs: "
+                f"{', '.join(list_named_configs()) or '(none)'}"
+            )
+        p = named
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from e
+    data.pop("description", None)
+    return data
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _unwrap_optional(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add ``--field-name`` options for every field of dataclass ``cls``.
+
+    Defaults are suppressed (so only options given explicitly appear in the namespace);
+    :func:`build_config` layers them over the dataclass defaults and a config file.
+    """
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        tp = _field_types(cls)[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin in (tuple, list):
+            inner = typing.get_args(tp)[0]
+            kwargs.update(nargs="+", type=inner)
+        elif tp in (int, float, str):
+            kwargs["type"] = tp
+        else:
+            kwargs["type"] = str
+        parser.add_argument(flag, **kwargs)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    norm = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(norm) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
+        )
+    types_ = _field_types(cls)
+    for k, v in list(norm.items()):
+        if typing.get_origin(types_[k]) is tuple and isinstance(v, list):
+            norm[k] = tuple(v)
+    try:
+        return cls(**norm)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid {source}: {e}") from e
+
+
+def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
+                 config: str | Path | None = None) -> C:
+    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance."""
+    data: dict[str, Any] = {}
+    if config is not None:
+        data.update(load_config_file(config))
+    explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    data.update({k: v for k, v in explicit.items() if k in names})
+    return config_from_dict(cls, data, source=f"config {config}" if config else "options")

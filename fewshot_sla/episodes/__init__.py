@@ -1,0 +1,6 @@
+"""Episode sampling, collation and NM-way expansion."""
+
+from .batch import EpisodeBatch, collate_episodes, expand_episodes
+from .sampler import EpisodeSampler, class_indices
+
+__all__ = ["EpisodeSampler", "EpisodeBatch", "class_indices", "collate_episodes", "expand_episodes"]

@@ -1,0 +1,168 @@
+"""Label algebra and losses of Self-supervised Label Augmentation (pure functions).
+
+Layout conventions (see ``DESIGN.md``):
+
+* rows are sample-major: row ``b*M + j`` holds ``t_j(x_b)``;
+* the joint label of class ``y`` under transform ``j`` is ``y*M + j`` (class outer);
+* joint logits have shape ``[..., B*M, N*M]``; column ``i*M + j`` scores the pair (i, j).
+
+Everything here is shared by the few-shot (``meta/``) and supervised (``supervised/``) code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "joint_labels",
+    "repeat_labels",
+    "transform_labels",
+    "single_logits",
+    "aggregated_logits",
+    "cross_entropy",
+    "sla_loss",
+    "distillation_loss",
+    "sla_sd_loss",
+    "da_loss",
+    "mt_loss",
+]
+
+
+def _check_m(M: int) -> None:
+    if not isinstance(M, int) or M < 1:
+        raise ValueError(f"the number of transforms M must be a positive int, got {M!r}")
+
+
+def joint_labels(y: torch.Tensor, M: int) -> torch.Tensor:
+    """Joint labels ``[..., B] -> [..., B*M]``: row ``b*M + j`` gets ``y_b*M + j``."""
+    _check_m(M)
+    j = torch.arange(M, device=y.device, dtype=y.dtype)
+    return (y.unsqueeze(-1) * M + j).flatten(-2)
+
+
+def repeat_labels(y: torch.Tensor, M: int) -> torch.Tensor:
+    """Class labels of the transformed rows ``[..., B] -> [..., B*M]`` (row ``b*M + j`` gets ``y_b``)."""
+    _check_m(M)
+    return y.repeat_interleave(M, dim=-1)
+
+
+def transform_labels(batch_size: int, M: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Transform index of each row ``[B*M]``: row ``b*M + j`` gets ``j``."""
+    _check_m(M)
+    return torch.arange(M, device=device).repeat(batch_size)
+
+
+def _split_joint(joint: torch.Tensor, M: int) -> torch.Tensor:
+    """``[..., B*M, N*M] -> [..., B, M(row transform), N, M(class transform)]``."""
+    _check_m(M)
+    *lead, rows, cols = joint.shape
+    if rows % M or cols % M:
+        raise ValueError(
+            f"joint logits of shape {tuple(joint.shape)} are not [..., B*M, N*M] for M={M}: "
+            "both of the last two dimensions must be divisible by M"
+        )
+    return joint.reshape(*lead, rows // M, M, cols // M, M)
+
+
+def single_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
+    """Single inference (SLA+SI): ``joint[..., b*M + 0, i*M + 0]``, shape ``[..., B, N]``."""
+    return _split_joint(joint, M)[..., :, 0, :, 0]
+
+
+def aggregated_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
+    """Aggregated inference (SLA+AG): ``s[b, i] = mean_j joint[b*M + j, i*M + j]``, ``[..., B, N]``.
+
+    Logits (not probabilities) are averaged; apply a softmax afterwards for probabilities.
+    """
+    x = _split_joint(joint, M)
+    return torch.diagonal(x, dim1=-3, dim2=-1).mean(-1)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over all leading dims; ``logits [..., C]``, ``target [...]``.
+
+    ``smoothing`` is MetaOptNet's label smoothing: the true class gets ``1 - eps`` and each of
+    the other ``C - 1`` classes ``eps / (C - 1)`` (unlike ``torch``'s ``label_smoothing``, which
+    spreads ``eps`` over all C classes).
+    """
+    logits = logits.reshape(-1, logits.shape[-1])
+    target = target.reshape(-1)
+    if smoothing == 0.0:
+        return F.cross_entropy(logits, target)
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    n = logits.shape[-1]
+    soft = torch.full_like(logits, smoothing / (n - 1))
+    soft.scatter_(1, target[:, None], 1.0 - smoothing)
+    return -(soft * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def sla_loss(
+    joint: torch.Tensor,
+    y: torch.Tensor,
+    M: int,
+    large_loss: bool = False,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
+    """SLA loss: cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``.
+
+    Mean over all rows; ``large_loss=True`` multiplies by M (a sum over transforms, as the
+    ``--large-loss`` option of the SLA authors' code).
+    """
+    loss = cross_entropy(joint, joint_labels(y, M), smoothing)
+    return loss * M if large_loss else loss
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, batch-mean, teacher detached.
+
+    ``student`` and ``teacher`` are logits ``[..., N]``; leading dims are flattened into the batch.
+    """
+    s = student.reshape(-1, student.shape[-1])
+    t = teacher.detach().reshape(-1, teacher.shape[-1])
+    kl = F.kl_div(F.log_softmax(s / T, dim=-1), F.log_softmax(t / T, dim=-1), reduction="batchmean", log_target=True)
+    return kl * (T * T)
+
+
+def sla_sd_loss(
+    joint: torch.Tensor,
+    single: torch.Tensor,
+    y: torch.Tensor,
+    M: int,
+    T: float = 1.0,
+    beta: float = 1.0,
+    large_loss: bool = False,
+) -> dict[str, torch.Tensor]:
+    """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
+
+    ``joint`` are joint logits ``[..., B*M, N*M]``; ``single`` are the N-way logits ``u``
+    ``[..., B, N]`` of the distillation head on the untransformed inputs; the teacher ``s``
+    is the aggregated prediction of ``joint`` (detached). Returns a dict with the ``total``
+    and its parts ``sla``, ``distill`` and ``ce``.
+    """
+    sla = sla_loss(joint, y, M, large_loss)
+    teacher = aggregated_logits(joint, M)
+    distill = distillation_loss(single, teacher, T)
+    ce = cross_entropy(single, y)
+    return {"total": sla + distill + beta * ce, "sla": sla, "distill": distill, "ce": ce}
+
+
+def da_loss(logits: torch.Tensor, y: torch.Tensor, M: int) -> torch.Tensor:
+    """Data augmentation baseline: N-way logits ``[..., B*M, N]`` of every transformed row keep
+    the original label ``y`` (invariance to the transforms is forced)."""
+    return cross_entropy(logits, repeat_labels(y, M))
+
+
+def mt_loss(
+    class_logits: torch.Tensor,
+    transform_logits: torch.Tensor,
+    y: torch.Tensor,
+    M: int,
+) -> dict[str, torch.Tensor]:
+    """Multi-task baseline: N-way head on all transformed rows ``[B*M, N]`` plus an M-way
+    transform head ``[B*M, M]``; the two cross-entropies are summed."""
+    cls = cross_entropy(class_logits, repeat_labels(y, M))
+    rows = class_logits.shape[-2] // M
+    tfm = cross_entropy(transform_logits, transform_labels(rows, M, y.device).expand(*y.shape[:-1], -1))
+    return {"total": cls + tfm, "class": cls, "transform": tfm}

@@ -1,0 +1,132 @@
+"""Label-changing input transform sets of SLA.
+
+A transform set ``T = (t_1 = identity, t_2, ..., t_M)`` maps a batch ``x`` of shape
+``[B, C, H, W]`` to ``[B*M, C, H, W]`` in *sample-major* order: row ``b*M + j`` holds
+``t_j(x_b)``. Names follow the SLA authors' code:
+
+==================  ===  ==========================================================
+name                M    transforms (index j)
+==================  ===  ==========================================================
+none                1    identity
+rotation            4    ``torch.rot90(x, k, dims=(2, 3))``, k = 0, 1, 2, 3
+rotation2           2    k in {0, 2}
+color_perm          6    channel orders RGB, RBG, GRB, GBR, BRG, BGR
+color_perm3         3    RGB, GBR, BRG
+rot_color_perm6     6    {0, 180 deg} x color_perm3
+rot_color_perm12    12   4 rotations x color_perm3
+rot_color_perm24    24   4 rotations x color_perm
+==================  ===  ==========================================================
+
+Composed sets index ``j = j_rot * M_color + j_color``: rotate first, then permute channels.
+Everything is one batched tensor op per transform; the output stays on the input's device
+and dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["TransformSet", "get_transform_set", "list_transform_sets", "TRANSFORM_SETS"]
+
+# Channel orders, as index lists into (R, G, B).
+COLOR_PERM6: tuple[tuple[int, int, int], ...] = (
+    (0, 1, 2),  # RGB
+    (0, 2, 1),  # RBG
+    (1, 0, 2),  # GRB
+    (1, 2, 0),  # GBR
+    (2, 0, 1),  # BRG
+    (2, 1, 0),  # BGR
+)
+COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))  # RGB, GBR, BRG
+
+# name -> (rotation quarter-turns k, channel orders); composed index j = j_rot * M_color + j_color
+TRANSFORM_SETS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, int], ...] | None]] = {
+    "none": ((0,), None),
+    "rotation": ((0, 1, 2, 3), None),
+    "rotation2": ((0, 2), None),
+    "color_perm": ((0,), COLOR_PERM6),
+    "color_perm3": ((0,), COLOR_PERM3),
+    "rot_color_perm6": ((0, 2), COLOR_PERM3),
+    "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
+    "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6),
+}
+
+
+@dataclass(frozen=True)
+class TransformSet:
+    """A set of M label-changing transforms, identity first.
+
+    Calling it maps ``x [B, C, H, W] -> [B*M, C, H, W]``; row ``b*M + j`` is ``t_j(x_b)``.
+    """
+
+    name: str
+    rotations: tuple[int, ...]
+    color_perms: tuple[tuple[int, int, int], ...] | None = None
+
+    @property
+    def M(self) -> int:
+        return len(self.rotations) * (len(self.color_perms) if self.color_perms else 1)
+
+    @property
+    def needs_rgb(self) -> bool:
+        """True when the set permutes colour channels (3-channel input required)."""
+        return self.color_perms is not None
+
+    def check_input(self, channels: int, height: int | None = None, width: int | None = None) -> None:
+        """Raise ``ValueError`` when inputs of this shape cannot be transformed by this set."""
+        if self.needs_rgb and channels != 3:
+            raise ValueError(
+                f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
+                f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
+                "data such as Omniglot"
+            )
+        odd = any(k % 2 for k in self.rotations)
+        if odd and height is not None and width is not None and height != width:
+            raise ValueError(
+                f"transform set '{self.name}' rotates by 90 degrees and needs square images, "
+                f"got {height}x{width}; resize or crop to a square first"
+            )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        self.check_input(c, h, w)
+        if self.M == 1:
+            return x
+        views = []
+        for k in self.rotations:
+            r = torch.rot90(x, k, dims=(2, 3)) if k else x
+            if self.color_perms is None:
+                views.append(r)
+            else:
+                views.extend(r[:, list(p)] for p in self.color_perms)
+        # [M, B, C, H, W] -> [B, M, C, H, W] -> [B*M, C, H, W]: row b*M + j = t_j(x_b)
+        out = torch.stack(views, dim=1)
+        out = out.reshape(b * self.M, c, h, w)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def __repr__(self) -> str:
+        return f"TransformSet(name={self.name!r}, M={self.M})"
+
+
+def list_transform_sets() -> list[str]:
+    """Names accepted by :func:`get_transform_set`."""
+    return list(TRANSFORM_SETS)
+
+
+def get_transform_set(name: str) -> TransformSet:
+    """Return the transform set called ``name`` (see the module docstring)."""
+    if isinstance(name, TransformSet):
+        return name
+    key = name.lower().replace("-", "_")
+    if key not in TRANSFORM_SETS:
+        raise ValueError(
+            f"unknown transform set '{name}'; choose one of: {', '.join(TRANSFORM_SETS)}"
+        )
+    rotations, perms = TRANSFORM_SETS[key]
+    return TransformSet(key, rotations, perms)

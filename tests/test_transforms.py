@@ -1,0 +1,72 @@
+"""Transform sets against torch.rot90 and explicit channel index lists."""
+
+import pytest
+import torch
+
+from fewshot_sla.transforms import get_transform_set, list_transform_sets
+
+RGB, RBG, GRB, GBR, BRG, BGR = [0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]
+
+# Expected (quarter turns, channel order) of t_j for each set, written out by hand.
+EXPECTED = {
+    "none": [(0, RGB)],
+    "rotation": [(0, RGB), (1, RGB), (2, RGB), (3, RGB)],
+    "rotation2": [(0, RGB), (2, RGB)],
+    "color_perm": [(0, p) for p in (RGB, RBG, GRB, GBR, BRG, BGR)],
+    "color_perm3": [(0, RGB), (0, GBR), (0, BRG)],
+    "rot_color_perm6": [(k, p) for k in (0, 2) for p in (RGB, GBR, BRG)],
+    "rot_color_perm12": [(k, p) for k in (0, 1, 2, 3) for p in (RGB, GBR, BRG)],
+    "rot_color_perm24": [(k, p) for k in (0, 1, 2, 3) for p in (RGB, RBG, GRB, GBR, BRG, BGR)],
+}
+
+
+def test_every_documented_set_is_registered():
+    assert set(list_transform_sets()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_rows_match_explicit_transforms(name):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 5, 5, generator=g)
+    t = get_transform_set(name)
+    assert t.M == len(EXPECTED[name])
+    out = t(x)
+    assert out.shape == (3 * t.M, 3, 5, 5)
+    for b in range(3):
+        for j, (k, perm) in enumerate(EXPECTED[name]):
+            # rotate first, then permute channels
+            ref = torch.rot90(x[b : b + 1], k, dims=(2, 3))[:, perm]
+            assert torch.equal(out[b * t.M + j], ref[0]), (name, b, j)
+
+
+def test_identity_first_and_rotation_is_exact_on_uint8():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
+    out = get_transform_set("rotation")(x)
+    assert out.dtype == torch.uint8
+    assert torch.equal(out[0], x[0]) and torch.equal(out[4], x[1])
+    # 90-degree counter-clockwise turn by hand: new[i][j] = old[j][W-1-i]
+    old = x[0, 0]
+    hand = torch.stack([torch.stack([old[j, 3 - i] for j in range(4)]) for i in range(4)])
+    assert torch.equal(out[1, 0], hand)
+
+
+def test_grayscale_color_perm_is_a_clear_error():
+    with pytest.raises(ValueError, match="3-channel"):
+        get_transform_set("color_perm")(torch.zeros(2, 1, 4, 4))
+    assert get_transform_set("rotation")(torch.zeros(2, 1, 4, 4)).shape == (8, 1, 4, 4)
+
+
+def test_non_square_rotation_and_unknown_name():
+    with pytest.raises(ValueError, match="square"):
+        get_transform_set("rotation")(torch.zeros(1, 3, 4, 6))
+    assert get_transform_set("rotation2")(torch.zeros(1, 3, 4, 6)).shape == (2, 3, 4, 6)
+    with pytest.raises(ValueError, match="choose one of"):
+        get_transform_set("rotate")
+
+
+def test_channels_last_preserved_and_values_equal():
+    x = torch.randn(2, 3, 6, 6)
+    t = get_transform_set("rot_color_perm12")
+    y = t(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, t(x))
