@@ -1,0 +1,77 @@
+"""Few-shot classification heads (base learners) and their registry.
+
+Every head is a parameter-free ``nn.Module`` with one call contract::
+
+    from fewshot_sla.heads import get_head
+    head = get_head("svm", C_reg=0.1, max_iter=15)      # "protonet", "ridge", "svm", "r2d2"
+    logits = head(query, support, support_labels, n_way)
+    # query [T, Q, D], support [T, S, D], support_labels [T, S] int64 in [0, n_way)
+    # -> logits [T, Q, n_way], differentiable w.r.t. query and support, batched over T
+
+==========  =====================================================  ===========================
+name        method                                                 options (defaults)
+==========  =====================================================  ===========================
+protonet    -||q - c_i||^2 to class means (Snell et al. 2017)      normalize=False
+ridge       MetaOptNet-RR: 2 Q S^T (K + lambda I)^-1 Y             lambda_reg=50, solver="closed"
+svm         MetaOptNet SVM-CS dual solved with qpth                C_reg=0.1, max_iter=15
+r2d2        R2-D2 ridge: Q S^T (K + lambda I)^-1 Y (Bertinetto)    lambda_reg=50, bias=False
+==========  =====================================================  ===========================
+
+Learnable logit scales (MetaOptNet's ``scale``, R2-D2's adjust layer) belong to the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from .protonet import ProtoNetHead
+from .r2d2 import R2D2Head
+from .ridge import RidgeHead
+from .svm import SVMHead
+
+__all__ = [
+    "HEADS",
+    "ProtoNetHead",
+    "R2D2Head",
+    "RidgeHead",
+    "SVMHead",
+    "get_head",
+    "list_heads",
+]
+
+#: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead``.
+HEADS: dict[str, type[nn.Module]] = {
+    "protonet": ProtoNetHead,
+    "ridge": RidgeHead,
+    "svm": SVMHead,
+    "r2d2": R2D2Head,
+}
+
+
+def list_heads() -> list[str]:
+    """Sorted names accepted by :func:`get_head`."""
+    return sorted(HEADS)
+
+
+def get_head(name: str, **options: Any) -> nn.Module:
+    """Build the head registered as ``name`` with keyword ``options``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid names) or an option the head
+            does not take (the message lists the valid options).
+        ImportError: "svm" (or ridge with ``solver="qp"``) without qpth installed.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in HEADS:
+        raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
+    cls = HEADS[key]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"head {key!r} got unknown option(s) {unknown}; valid options: {', '.join(valid)}"
+        )
+    return cls(**options)

@@ -1,0 +1,164 @@
+"""Shared helpers for the few-shot classification heads: input checks and label algebra.
+
+All heads share one call contract::
+
+    logits = head(query, support, support_labels, n_way)
+    # query [T, Q, D], support [T, S, D], support_labels [T, S] int64 in [0, n_way)
+    # -> logits [T, Q, n_way]
+
+``check_episode`` validates that contract once, with messages that name the problem and
+the fix, so that a bad episode never surfaces as a shape error deep inside torch.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_dtype", "check_episode", "check_positive", "kron_identity", "one_hot_labels"]
+
+
+def check_positive(name: str, value: float, head: str) -> float:
+    """Return ``float(value)`` or raise ``ValueError`` when it is not a finite number > 0."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{head} head: {name} must be a number > 0, got {value!r}") from err
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{head} head: {name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_dtype(dtype: torch.dtype, head: str) -> torch.dtype:
+    """Return ``dtype`` or raise ``ValueError`` when it is not a floating torch.dtype."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(
+            f"{head} head: dtype must be a floating torch.dtype such as torch.float64, "
+            f"got {dtype!r}"
+        )
+    return dtype
+
+
+def check_episode(
+    query: Tensor,
+    support: Tensor,
+    support_labels: Tensor,
+    n_way: int,
+    head: str,
+) -> tuple[Tensor, int]:
+    """Validate one batch of episodes; return the labels as int64 and ``n_way`` as an int.
+
+    Args:
+        query: [T, Q, D] floating tensor.
+        support: [T, S, D] floating tensor, same dtype and device as ``query``.
+        support_labels: [T, S] integer tensor with values in [0, n_way).
+        n_way: number of classes per task (>= 1).
+        head: head name, used in error messages.
+
+    Returns:
+        ``(labels, n_way)``: ``support_labels`` as an int64 tensor [T, S] on the support's
+        device, and ``n_way`` as a Python int (numpy / 0-d tensor integers are accepted).
+
+    Raises:
+        ValueError: on a wrong rank, mismatched T / D / S, a non-floating feature tensor,
+            mixed dtypes or devices, a label outside [0, n_way), or a class with no support
+            example in some task (the message names the task index and the class).
+    """
+    pre = f"{head} head:"
+    if not isinstance(query, Tensor) or not isinstance(support, Tensor):
+        raise ValueError(f"{pre} query and support must be torch.Tensors")
+    if not isinstance(support_labels, Tensor):
+        raise ValueError(
+            f"{pre} support_labels must be a torch.Tensor of int64 class indices "
+            f"[T, S], got {type(support_labels).__name__}"
+        )
+    try:
+        n_way_int = None if isinstance(n_way, bool) else operator.index(n_way)
+    except TypeError:
+        n_way_int = None
+    if n_way_int is None or n_way_int < 1:
+        raise ValueError(f"{pre} n_way must be a positive int, got {n_way!r}")
+    n_way = n_way_int
+    if query.dim() != 3:
+        raise ValueError(
+            f"{pre} query must be [T, Q, D] (tasks, queries, features), got shape "
+            f"{tuple(query.shape)}; add a task dimension with query.unsqueeze(0) for one task"
+        )
+    if support.dim() != 3:
+        raise ValueError(
+            f"{pre} support must be [T, S, D] (tasks, support examples, features), got "
+            f"shape {tuple(support.shape)}; add a task dimension with support.unsqueeze(0)"
+        )
+    if not (query.is_floating_point() and support.is_floating_point()):
+        raise ValueError(
+            f"{pre} query and support must be floating point, got {query.dtype} and "
+            f"{support.dtype}; cast the features with .float()"
+        )
+    if query.dtype != support.dtype:
+        raise ValueError(
+            f"{pre} query and support dtypes differ ({query.dtype} vs {support.dtype}); "
+            "cast both to the same dtype"
+        )
+    if query.device != support.device:
+        raise ValueError(
+            f"{pre} query is on {query.device} but support is on {support.device}; "
+            "move both to the same device"
+        )
+    if query.shape[0] != support.shape[0]:
+        raise ValueError(
+            f"{pre} query has T={query.shape[0]} tasks but support has T={support.shape[0]}; "
+            "query and support must hold the same tasks in the same order"
+        )
+    if query.shape[2] != support.shape[2]:
+        raise ValueError(
+            f"{pre} query has feature dimension D={query.shape[2]} but support has "
+            f"D={support.shape[2]}; both must come from the same backbone"
+        )
+    if support.shape[1] < 1:
+        raise ValueError(f"{pre} support is empty (S=0); every task needs support examples")
+    if tuple(support_labels.shape) != tuple(support.shape[:2]):
+        raise ValueError(
+            f"{pre} support_labels must be [T, S] = {tuple(support.shape[:2])} to match "
+            f"support, got shape {tuple(support_labels.shape)}"
+        )
+    if support_labels.is_floating_point() or support_labels.is_complex() or (
+        support_labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"{pre} support_labels must hold integer class indices (int64), got "
+            f"{support_labels.dtype}; convert with .long()"
+        )
+    labels = support_labels.to(device=support.device, dtype=torch.long)
+    if labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_way:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{pre} support label {bad} is outside [0, n_way) = [0, {n_way}); relabel "
+                f"each task's classes to 0..n_way-1 or pass the right n_way"
+            )
+    counts = one_hot_labels(labels, n_way, torch.float32).sum(dim=1)  # [T, N]
+    missing = (counts == 0).nonzero()
+    if missing.numel():
+        task, cls = (int(v) for v in missing[0])
+        raise ValueError(
+            f"{pre} task {task} has no support example of class {cls} "
+            f"({missing.shape[0]} empty (task, class) pair(s) in all); every class in "
+            f"[0, n_way={n_way}) needs at least one support example -- check the episode "
+            "sampler or pass the right n_way"
+        )
+    return labels, n_way
+
+
+def one_hot_labels(labels: Tensor, n_way: int, dtype: torch.dtype) -> Tensor:
+    """One-hot encode int64 labels [T, S] -> [T, S, n_way] in ``dtype``."""
+    return torch.nn.functional.one_hot(labels, n_way).to(dtype)
+
+
+def kron_identity(kernel: Tensor, n_way: int) -> Tensor:
+    """Batched ``kernel (x) I_N``: [T, S, S] -> [T, S*N, S*N], index ``s*N + i``."""
+    t, s, _ = kernel.shape
+    eye = torch.eye(n_way, dtype=kernel.dtype, device=kernel.device)
+    return torch.einsum("tab,ij->taibj", kernel, eye).reshape(t, s * n_way, s * n_way)

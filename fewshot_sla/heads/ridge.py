@@ -1,0 +1,152 @@
+"""MetaOptNet-RR: differentiable ridge-regression head (Lee et al., CVPR 2019).
+
+MetaOptNet's ``MetaOptNetHead_Ridge`` (kjunelee/MetaOptNet, models/classification_heads.py)
+solves, per task, the dual QP over a in R^{S*N} (support-major, class-minor layout, i.e.
+``a.reshape(S, N)``)::
+
+    min_a 1/2 a^T ((K + lambda I_S) (x) I_N) a - 2 y^T a,     K = S S^T (linear kernel)
+
+with y the flattened one-hot support labels [S*N], and scores queries with
+``logits(q)_i = sum_s k(q, s) a_{s,i}``. The QP is unconstrained (MetaOptNet adds an all-zero
+dummy inequality because qpth needs at least one constraint), so its solution is the closed
+form
+
+    a = 2 (K + lambda I)^-1 Y,        logits = Q S^T a                       (Y: [S, N])
+
+which ``solver="closed"`` (the default) evaluates with one batched S x S linear solve. Through
+the Woodbury identity this equals the primal ridge solution
+``logits = 2 Q (S^T S + lambda I_D)^-1 S^T Y``; ``form="auto"`` picks whichever of the S x S
+(dual) or D x D (primal) systems is smaller, ``form="dual"`` / ``"primal"`` force one.
+``solver="qp"`` solves MetaOptNet's QP with qpth instead (slower; kept to check the closed
+form and to mirror the original implementation exactly).
+
+The head has no learnable parameters; MetaOptNet's learnable logit scale belongs to the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._common import (
+    check_dtype,
+    check_episode,
+    check_positive,
+    kron_identity,
+    one_hot_labels,
+)
+from ._qp import require_qpth, solve_qp
+
+__all__ = ["RidgeHead", "ridge_logits"]
+
+_FORMS = ("auto", "dual", "primal")
+_SOLVERS = ("closed", "qp")
+
+
+def ridge_logits(
+    query: Tensor, support: Tensor, targets: Tensor, lambda_reg: float, form: str = "auto"
+) -> Tensor:
+    """Linear ridge regression of ``targets`` on ``support``, evaluated at ``query``.
+
+    Computes ``query @ W`` with ``W = argmin ||support W - targets||^2 + lambda ||W||^2``,
+    batched over tasks, via the dual (S x S) or primal (D x D) normal equations.
+
+    Args:
+        query: [T, Q, D]. support: [T, S, D]. targets: [T, S, N] (same dtype).
+        lambda_reg: ridge penalty lambda > 0.
+        form: "dual" (solve (S S^T + lambda I_S) A = Y), "primal" (solve
+            (S^T S + lambda I_D) W = S^T Y), or "auto" (dual when S <= D).
+
+    Returns:
+        [T, Q, N] predictions in the input dtype, differentiable w.r.t. query and support.
+        Half / bfloat16 inputs are solved in float32 (torch's solvers need >= float32).
+    """
+    in_dtype = support.dtype
+    work = torch.promote_types(in_dtype, torch.float32)
+    if work != in_dtype:
+        return ridge_logits(
+            query.to(work), support.to(work), targets.to(work), lambda_reg, form
+        ).to(in_dtype)
+    n_support, dim = support.shape[1], support.shape[2]
+    if form == "auto":
+        form = "dual" if n_support <= dim else "primal"
+    if form == "dual":
+        eye = torch.eye(n_support, dtype=support.dtype, device=support.device)
+        gram = torch.bmm(support, support.transpose(1, 2)) + lambda_reg * eye  # [T, S, S]
+        alpha = torch.linalg.solve(gram, targets)  # [T, S, N]
+        return torch.bmm(torch.bmm(query, support.transpose(1, 2)), alpha)
+    if form == "primal":
+        eye = torch.eye(dim, dtype=support.dtype, device=support.device)
+        cov = torch.bmm(support.transpose(1, 2), support) + lambda_reg * eye  # [T, D, D]
+        weights = torch.linalg.solve(cov, torch.bmm(support.transpose(1, 2), targets))
+        return torch.bmm(query, weights)
+    raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
+
+
+class RidgeHead(nn.Module):
+    """MetaOptNet-RR ridge-regression head; no learnable parameters.
+
+    Args:
+        lambda_reg: ridge penalty (MetaOptNet: 50).
+        solver: "closed" (batched linear solve, default) or "qp" (MetaOptNet's dual QP solved
+            with qpth; needs ``pip install qpth``).
+        form: for ``solver="closed"``: "auto" (smaller of the S x S dual / D x D primal
+            systems), "dual" or "primal"; all give the same logits up to round-off.
+        max_iter: qpth iterations for ``solver="qp"`` (the QP is unconstrained, 1-2 suffice).
+        dtype: solver dtype for ``solver="qp"`` (default float64); logits are returned in the
+            input dtype.
+
+    Call: ``head(query [T,Q,D], support [T,S,D], support_labels [T,S], n_way) -> [T,Q,n_way]``
+    with ``logits = 2 * Q S^T (S S^T + lambda I)^-1 Y``.
+    """
+
+    def __init__(
+        self,
+        lambda_reg: float = 50.0,
+        solver: str = "closed",
+        form: str = "auto",
+        max_iter: int = 20,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__()
+        self.lambda_reg = check_positive("lambda_reg", lambda_reg, "ridge")
+        if solver not in _SOLVERS:
+            raise ValueError(f"ridge head: solver must be one of {_SOLVERS}, got {solver!r}")
+        if form not in _FORMS:
+            raise ValueError(f"ridge head: form must be one of {_FORMS}, got {form!r}")
+        if solver == "qp":
+            require_qpth("ridge")
+        self.solver = solver
+        self.form = form
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"ridge head: max_iter must be a positive int, got {max_iter!r}")
+        self.max_iter = max_iter
+        self.dtype = check_dtype(dtype, "ridge")
+
+    def extra_repr(self) -> str:
+        return f"lambda_reg={self.lambda_reg}, solver={self.solver!r}, form={self.form!r}"
+
+    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> Tensor:
+        labels, n_way = check_episode(query, support, support_labels, n_way, "ridge")
+        if self.solver == "closed":
+            targets = one_hot_labels(labels, n_way, support.dtype)
+            return 2.0 * ridge_logits(query, support, targets, self.lambda_reg, self.form)
+        return self._qp_logits(query, support, labels, n_way)
+
+    def _qp_logits(self, query: Tensor, support: Tensor, labels: Tensor, n_way: int) -> Tensor:
+        """MetaOptNet's ridge dual solved with qpth (layout ``a[s*N + i]``)."""
+        t, s, _ = support.shape
+        n = s * n_way
+        sup = support.to(self.dtype)
+        eye = torch.eye(s, dtype=self.dtype, device=support.device)
+        kernel = torch.bmm(sup, sup.transpose(1, 2)) + self.lambda_reg * eye
+        quad = kron_identity(kernel, n_way)  # [T, S*N, S*N]
+        lin = -2.0 * one_hot_labels(labels, n_way, self.dtype).reshape(t, n)
+        # qpth needs >= 1 inequality: 0^T a <= 1 is always strictly satisfied.
+        g_dummy = torch.zeros(1, n, dtype=self.dtype, device=support.device)
+        h_dummy = torch.ones(1, dtype=self.dtype, device=support.device)
+        alpha = solve_qp(
+            quad, lin, g_dummy, h_dummy, None, None, max_iter=self.max_iter, head="ridge"
+        )
+        alpha = alpha.reshape(t, s, n_way).to(support.dtype)
+        return torch.bmm(torch.bmm(query, support.transpose(1, 2)), alpha)
