@@ -1,0 +1,185 @@
+"""Backbone registry, the common ``Backbone`` base class and argument checks.
+
+A backbone is an ``nn.Module`` mapping images ``[B, C, H, W]`` to features
+``[B, out_dim]``. Factories are registered by name with :func:`register_backbone`
+and built with :func:`get_backbone`, which checks the option names against the
+factory's signature so that a typo fails with a message naming the option.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TypeVar
+
+from torch import nn
+
+__all__ = [
+    "Backbone",
+    "BackboneOptionError",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+    "to_pair",
+]
+
+ImageSize = int | tuple[int, int]
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+class BackboneOptionError(TypeError, ValueError):
+    """An unknown option was passed to :func:`get_backbone`.
+
+    Subclasses both ``TypeError`` (what Python raises for an unexpected keyword)
+    and ``ValueError`` (what the rest of the package raises for bad input).
+    """
+
+
+class Backbone(nn.Module):
+    """Base class of all backbones.
+
+    Attributes:
+        out_dim: feature size D of ``forward``'s output ``[B, D]`` for inputs of
+            size ``image_size``.
+        in_channels: number of input channels C.
+        image_size: ``(H, W)`` the backbone was built for.
+        min_input_size: smallest input side the architecture accepts.
+    """
+
+    out_dim: int
+    in_channels: int
+    image_size: tuple[int, int]
+    min_input_size: int = 1
+
+    def feature_dim(self, image_size: ImageSize) -> int:
+        """Feature size D produced for ``image_size`` (int or ``(H, W)``) inputs."""
+        raise NotImplementedError
+
+    def _check_input(self, x) -> None:
+        """Raise a ValueError naming the fix when ``x`` cannot give ``out_dim`` features."""
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects images [B, C, H, W], got a tensor of shape "
+                f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) if needed"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} was built with in_channels={self.in_channels} but the "
+                f"input has {x.shape[1]} channels; pass in_channels={x.shape[1]} to get_backbone"
+            )
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if min(h, w) < self.min_input_size:
+            raise ValueError(
+                f"{type(self).__name__} needs inputs of at least {self.min_input_size}x"
+                f"{self.min_input_size} pixels, got {h}x{w}; resize the images"
+            )
+        d = self.feature_dim((h, w))
+        if d != self.out_dim:
+            built = self.image_size[0] if self.image_size[0] == self.image_size[1] else None
+            raise ValueError(
+                f"{type(self).__name__} was built for image_size={built or self.image_size} "
+                f"(out_dim={self.out_dim}) but got {h}x{w} inputs, which give {d} features; "
+                f"pass image_size={h if h == w else (h, w)} to get_backbone"
+            )
+
+
+def to_pair(image_size: ImageSize, min_size: int = 1) -> tuple[int, int]:
+    """Normalise an image size (int or ``(H, W)``) and check it is at least ``min_size``."""
+    if isinstance(image_size, bool):
+        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    if isinstance(image_size, int):
+        pair = (image_size, image_size)
+    elif (
+        isinstance(image_size, tuple | list)
+        and len(image_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in image_size)
+    ):
+        pair = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(f"image_size must be an int or a pair (H, W) of ints, got {image_size!r}")
+    if min(pair) < min_size:
+        raise ValueError(
+            f"image_size {pair} is too small for this backbone: it needs at least "
+            f"{min_size}x{min_size} pixels; resize the images or pick another backbone"
+        )
+    return pair
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is a positive int, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def register_backbone(name: str, *, overwrite: bool = False) -> Callable[[F], F]:
+    """Decorator registering a backbone factory (a class or function) under ``name``.
+
+    The factory is called as ``factory(in_channels=..., **options)`` and must
+    return a module with an ``out_dim`` attribute.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backbone name must be a non-empty string, got {name!r}")
+
+    def decorator(factory: F) -> F:
+        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
+            raise ValueError(
+                f"backbone {name!r} is already registered; pick another name or pass "
+                f"overwrite=True to register_backbone"
+            )
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    """Sorted names of all registered backbones."""
+    return sorted(_REGISTRY)
+
+
+def _option_names(factory: Callable[..., nn.Module]) -> tuple[set[str], bool]:
+    """Keyword options accepted by ``factory`` and whether it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters
+    names = {
+        p.name
+        for p in params.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return names, var_kw
+
+
+def get_backbone(name: str, in_channels: int = 3, **options) -> nn.Module:
+    """Build the backbone registered as ``name``.
+
+    Args:
+        name: one of :func:`list_backbones` (e.g. ``"resnet12"``, ``"conv4"``).
+        in_channels: image channels C (3 for RGB, 1 for Omniglot).
+        **options: backbone options, e.g. ``image_size=32``, ``avg_pool=True``.
+
+    Returns:
+        a module with ``out_dim``; forward maps ``[B, C, H, W] -> [B, out_dim]``.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the valid names).
+        BackboneOptionError: unknown option (a TypeError and ValueError; the message
+            lists the valid options).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())}"
+        )
+    factory = _REGISTRY[name]
+    valid, var_kw = _option_names(factory)
+    valid.discard("in_channels")
+    unknown = sorted(set(options) - valid)
+    if unknown and not var_kw:
+        raise BackboneOptionError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for backbone {name!r}; "
+            f"valid options: {', '.join(sorted(valid))}"
+        )
+    check_positive_int("in_channels", in_channels)
+    return factory(in_channels=in_channels, **options)

@@ -1,0 +1,100 @@
+"""DropBlock (Ghiasi et al., NeurIPS 2018) as used by MetaOptNet's ResNet-12.
+
+Semantics follow MetaOptNet's ``models/dropblock.py``:
+
+* block seeds are Bernoulli(gamma) on the ``(H - bs + 1) x (W - bs + 1)`` grid of
+  positions where a whole ``bs x bs`` block fits;
+* a seed at ``(i, j)`` zeroes ``[i : i + bs, j : j + bs]`` of the feature map, for
+  each (sample, channel) independently;
+* the kept units are rescaled by ``numel(mask) / sum(mask)``, counted over the
+  whole batch (not per sample);
+* identity in eval mode (the RNG is not touched).
+
+Differences: seeds are drawn with ``torch.bernoulli`` on the input's device (so the
+result is fixed by torch's RNG state for that device), and the block size is
+clipped to the feature map (``min(bs, H)``, ``min(bs, W)``) so that small inputs
+(28 px Omniglot, whose last ResNet-12 map is 1x1) work; MetaOptNet divides by zero
+there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DropBlock", "block_keep_mask", "dropblock_gamma"]
+
+
+def _clip_block(block_size: int, height: int, width: int) -> tuple[int, int]:
+    return min(block_size, height), min(block_size, width)
+
+
+def _gamma_factor(block_size: int, height: int, width: int) -> float:
+    bh, bw = _clip_block(block_size, height, width)
+    return (height * width) / (bh * bw * (height - bh + 1) * (width - bw + 1))
+
+
+def dropblock_gamma(drop_prob: float, block_size: int, height: int, width: int) -> float:
+    """Seed probability making the expected dropped fraction ``drop_prob``.
+
+    MetaOptNet's formula (ignoring overlapping blocks):
+    ``gamma = drop_prob / (bh * bw) * (H * W) / ((H - bh + 1) * (W - bw + 1))``
+    with ``bh, bw`` the block size clipped to the map. Clamped to ``[0, 1]``.
+    """
+    return min(max(drop_prob * _gamma_factor(block_size, height, width), 0.0), 1.0)
+
+
+def block_keep_mask(seeds: Tensor, block: tuple[int, int]) -> Tensor:
+    """Expand block seeds into a keep mask.
+
+    Args:
+        seeds: ``[B, C, H - bh + 1, W - bw + 1]`` with 1 where a block starts.
+        block: ``(bh, bw)`` block height and width.
+
+    Returns:
+        ``[B, C, H, W]`` mask, 0 inside any block ``[i : i + bh, j : j + bw]`` whose
+        seed ``seeds[..., i, j]`` is 1, and 1 elsewhere.
+    """
+    bh, bw = block
+    # dropped[p] = max(seeds[p - bh + 1 .. p]) along each axis: zero-pad by (b - 1)
+    # on both sides and max-pool with a b-wide window.
+    padded = F.pad(seeds, (bw - 1, bw - 1, bh - 1, bh - 1))
+    dropped = F.max_pool2d(padded, kernel_size=(bh, bw), stride=1)
+    return 1.0 - dropped
+
+
+class DropBlock(nn.Module):
+    """Drop contiguous ``block_size x block_size`` regions of a feature map.
+
+    ``forward(x, drop_prob)`` maps ``[B, C, H, W] -> [B, C, H, W]``; ``drop_prob`` is
+    the target fraction of dropped units (MetaOptNet passes ``1 - keep_rate``), a float
+    or a 0-dim tensor (no host sync: the seed probability stays on the device).
+    """
+
+    def __init__(self, block_size: int) -> None:
+        super().__init__()
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        self.block_size = block_size
+
+    def extra_repr(self) -> str:
+        return f"block_size={self.block_size}"
+
+    def forward(self, x: Tensor, drop_prob: float | Tensor) -> Tensor:
+        if not self.training:
+            return x
+        if not isinstance(drop_prob, Tensor) and drop_prob <= 0.0:
+            return x
+        b, c, h, w = x.shape
+        bh, bw = _clip_block(self.block_size, h, w)
+        # Float32 mask whatever x's dtype: the normaliser numel/sum overflows fp16.
+        probs = torch.empty((b, c, h - bh + 1, w - bw + 1), device=x.device)
+        if isinstance(drop_prob, Tensor):
+            gamma = drop_prob.to(probs) * _gamma_factor(self.block_size, h, w)
+            probs.fill_(gamma.clamp(0.0, 1.0))
+        else:
+            probs.fill_(dropblock_gamma(drop_prob, self.block_size, h, w))
+        mask = block_keep_mask(torch.bernoulli(probs), (bh, bw))
+        scale = mask.numel() / mask.sum().clamp_min(1.0)
+        return x * (mask * scale).to(x.dtype)

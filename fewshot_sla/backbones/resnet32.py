@@ -1,0 +1,125 @@
+"""CIFAR ResNets of He et al. (2016), as in the SLA authors' ``models/cifar_resnet.py``.
+
+``conv3x3(C, 16) BN ReLU``, then three stages of ``n = (depth - 2) / 6`` basic
+blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 has
+stride 2), global average pool -> 64-d feature. A basic block is
+``conv3x3 BN ReLU conv3x3 BN``, added to the shortcut, then ReLU. Shortcuts are
+option A: the identity, subsampled by 2 (``x[:, :, ::2, ::2]``) and zero-padded
+in channels where the shape changes, so they have no parameters. Weights
+``N(0, 2 / (k*k*cout))``, BN weight 1, bias 0. ResNet-32 (n = 5) has 463,504
+parameters (no classifier).
+
+Registered names: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._registry import Backbone, ImageSize, check_positive_int, register_backbone, to_pair
+
+__all__ = ["CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+
+
+class _ShortcutA(nn.Module):
+    """Parameter-free shortcut: ``[B, cin, H, W] -> [B, cout, ceil(H/s), ceil(W/s)]``."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.extra = cout - cin
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn_a = nn.BatchNorm2d(cout)
+        self.conv_b = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.bn_b = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            _ShortcutA(cin, cout, stride) if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn_a(self.conv_a(x)))
+        out = self.bn_b(self.conv_b(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(Backbone):
+    """CIFAR ResNet-``depth``: ``[B, C, H, W] -> [B, 4 * width]`` (64 by default).
+
+    Args:
+        depth: 6n + 2 (20, 32, 44, 56, 110).
+        in_channels: input channels C.
+        image_size: nominal input size (32); any size works, D does not depend on it.
+        width: channels of the first stage (16); stages use width, 2*width, 4*width.
+    """
+
+    def __init__(
+        self, depth: int = 32, in_channels: int = 3, image_size: ImageSize = 32, width: int = 16
+    ) -> None:
+        super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth!r}")
+        self.depth = depth
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = to_pair(image_size)
+        check_positive_int("width", width)
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages = []
+        cin = width
+        for i, cout in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(_BasicBlock(cin, cout, stride))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.stage1, self.stage2, self.stage3 = stages
+        self.out_dim = 4 * width
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def feature_dim(self, image_size: ImageSize) -> int:
+        """``4 * width`` (global average pooling), whatever the size."""
+        to_pair(image_size)
+        return self.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W] -> [B, out_dim]``."""
+        self._check_input(x)
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def _make(depth: int):
+    def factory(in_channels: int = 3, image_size: ImageSize = 32, width: int = 16) -> CifarResNet:
+        return CifarResNet(depth, in_channels=in_channels, image_size=image_size, width=width)
+
+    factory.__name__ = f"resnet{depth}"
+    factory.__qualname__ = f"resnet{depth}"
+    factory.__doc__ = f"CIFAR ResNet-{depth} (option-A shortcuts): ``[B, C, H, W] -> [B, 64]``."
+    return register_backbone(f"resnet{depth}")(factory)
+
+
+resnet20 = _make(20)
+resnet32 = _make(32)
+resnet44 = _make(44)
+resnet56 = _make(56)
+resnet110 = _make(110)
