@@ -1,0 +1,150 @@
+"""The one entry point: ``get_dataset(name, root, split, ...)`` and the dataset registry."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from .archives import source_fingerprint
+from .base import (
+    DATA_ROOT_HINT,
+    DATASET_INFO,
+    DatasetInfo,
+    DatasetNotFoundError,
+    ImageDataset,
+    resolve_split,
+)
+from .cache import cache_file, load_cached, save_cached
+from .cifar import load_cifar
+from .cifarfs import load_cifar_fs, load_fc100
+from .folder import load_folder
+from .miniimagenet import load_mini_imagenet
+from .omniglot import load_omniglot
+from .tiered import load_tiered_imagenet
+
+__all__ = ["DATASETS", "ALIASES", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    loader: Callable[..., ImageDataset]
+    info: DatasetInfo
+
+
+DATASETS: dict[str, _Entry] = {}
+ALIASES = {
+    "miniimagenet": "mini-imagenet",
+    "mini_imagenet": "mini-imagenet",
+    "tieredimagenet": "tiered-imagenet",
+    "tiered_imagenet": "tiered-imagenet",
+    "tiered": "tiered-imagenet",
+    "cifar_fs": "cifar-fs",
+    "cifarfs": "cifar-fs",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+}
+
+
+def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo) -> None:
+    """Add a loader ``loader(root, split, *, image_size, download, **options)`` under ``name``."""
+    DATASETS[name] = _Entry(loader, info)
+
+
+register_dataset("omniglot", load_omniglot, DATASET_INFO["omniglot"])
+register_dataset("mini-imagenet", load_mini_imagenet, DATASET_INFO["mini-imagenet"])
+register_dataset("tiered-imagenet", load_tiered_imagenet, DATASET_INFO["tiered-imagenet"])
+register_dataset("cifar-fs", load_cifar_fs, DATASET_INFO["cifar-fs"])
+register_dataset("fc100", load_fc100, DATASET_INFO["fc100"])
+register_dataset("cifar10", partial(load_cifar, "cifar10"), DATASET_INFO["cifar10"])
+register_dataset("cifar100", partial(load_cifar, "cifar100"), DATASET_INFO["cifar100"])
+register_dataset("folder", load_folder, DATASET_INFO["folder"])
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`get_dataset` (aliases aside)."""
+    return list(DATASETS)
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(
+            f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)} "
+            f"(aliases: {', '.join(ALIASES)})"
+        )
+    return key
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Static facts (default image size, channels, mean/std, splits) of dataset ``name``."""
+    return DATASETS[_canonical(name)].info
+
+
+def _options(loader: Callable) -> list[str]:
+    params = inspect.signature(loader).parameters
+    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def get_dataset(
+    name: str,
+    root: str | Path | None,
+    split: str,
+    *,
+    image_size: int | None = None,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+    **options,
+) -> ImageDataset:
+    """Load ``split`` of dataset ``name`` from ``root`` as an in-memory uint8 :class:`ImageDataset`.
+
+    Args:
+        name: ``omniglot``, ``mini-imagenet`` (``miniimagenet``), ``tiered-imagenet``,
+            ``cifar-fs``, ``fc100``, ``cifar10``, ``cifar100`` or ``folder``.
+        root: folder (or archive) holding the files; the CLI sets it with ``--data-root``.
+        split: ``train``, ``val`` (``validation``), ``test``; Omniglot also ``background`` and
+            ``evaluation``, folders also ``all``.
+        image_size: side length to resize to (default: the dataset's, see ``DATASET_INFO``).
+        download: fetch missing files where an official URL exists (Omniglot, CIFAR).
+        cache_dir: when set, the decoded split is stored there as ``.npz`` and read back on
+            later calls (key: name, split, options and the source's top-level sizes/mtimes).
+        **options: loader-specific options (e.g. Omniglot's ``val_alphabets``,
+            ``rotate_classes``; folder's ``split_file``); unknown ones raise ``ValueError``.
+
+    Returns:
+        An :class:`ImageDataset` (``images`` uint8 ``[N, C, S, S]``, ``labels`` int64 ``[N]``).
+    """
+    key = _canonical(name)
+    entry = DATASETS[key]
+    split = resolve_split(key, split, entry.info.splits)
+    allowed = [o for o in _options(entry.loader) if o not in ("image_size", "download")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown option(s) {unknown}; options of {key}: {', '.join(allowed) or 'none'}"
+        )
+    if root is None or str(root) == "":
+        raise DatasetNotFoundError(f"{key}: no data root given; {DATA_ROOT_HINT}")
+    root = Path(root).expanduser()
+    if not root.exists() and not download:
+        raise DatasetNotFoundError(
+            f"{key}: data root {root} does not exist; {DATA_ROOT_HINT}"
+            + (", or pass download=True (--download)" if key in ("omniglot", "cifar10", "cifar100",
+                                                                  "cifar-fs", "fc100") else "")
+        )
+    path = None
+    if cache_dir is not None:
+        ckey = {"image_size": image_size, "options": options, "source": source_fingerprint(root)}
+        path = cache_file(cache_dir, key, split, ckey)
+        cached = load_cached(path)
+        if cached is not None:
+            return cached
+    if download:
+        root.mkdir(parents=True, exist_ok=True)
+    ds = entry.loader(root, split, image_size=image_size, download=download, **options)
+    if path is not None:
+        save_cached(path, ds)
+    return ds
