@@ -1,0 +1,152 @@
+"""``fewshot-sla supervised`` (also ``python -m fewshot_sla.supervised``).
+
+Four actions::
+
+    fewshot-sla supervised [--config NAME] [--dataset cifar10] [--mode sla+sd] [...]   # train
+    fewshot-sla supervised --resume RUN_DIR [--device cuda] [--stop-after K]          # continue
+    fewshot-sla supervised --evaluate CKPT [--split test|val] [--data-root DIR]       # evaluate
+    fewshot-sla supervised --ensemble CKPT CKPT [...]                                 # logit ensemble
+
+Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named
+config in ``fewshot_sla/configs``, e.g. ``supervised_cifar10_lt100``) < explicit options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config import ConfigError, add_dataclass_arguments, build_config, config_from_dict, list_named_configs
+from .config import SupervisedConfig
+
+__all__ = ["add_parser", "configure_parser", "run", "RESUME_OVERRIDABLE"]
+
+# options that may differ when a run is resumed (they do not change what is computed)
+RESUME_OVERRIDABLE = ("device", "progress", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir")
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    actions = p.add_argument_group("actions (default: train)")
+    actions.add_argument("--config", default=None, metavar="NAME_OR_TOML",
+                         help="named config (" + ", ".join(n for n in list_named_configs()
+                                                           if n.startswith("supervised")) + ") or a TOML file")
+    actions.add_argument("--resume", default=None, metavar="RUN_DIR",
+                         help="continue the run in RUN_DIR from last.pt (exactly as if uninterrupted)")
+    actions.add_argument("--evaluate", default=None, metavar="CKPT",
+                         help="evaluate a checkpoint (.pt or run directory, best.pt preferred) instead of training")
+    actions.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
+                         help="evaluate the average of the logits of several checkpoints")
+    actions.add_argument("--split", default="test", choices=("test", "val"), help="split for --evaluate/--ensemble")
+    actions.add_argument("--output", default=None, metavar="FILE.json",
+                         help="also write the --evaluate/--ensemble results (or the training summary) there")
+    options = p.add_argument_group("run options (SupervisedConfig)")
+    add_dataclass_arguments(options, SupervisedConfig)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``supervised`` on the ``fewshot-sla`` command."""
+    p = subparsers.add_parser(
+        "supervised",
+        help="standard and long-tailed CIFAR training with SLA (baseline, da, mt, sla, sla+sd; ce, cb, ldam)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure_parser(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _explicit(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
+    run_dir = Path(args.resume)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path} not found: --resume takes the directory of a supervised run")
+    saved = config_from_dict(SupervisedConfig, json.loads(cfg_path.read_text()), source=str(cfg_path))
+    explicit = _explicit(args)
+    if args.config:
+        raise ConfigError("--config cannot be combined with --resume: the run keeps its saved configuration")
+    changed = sorted(k for k, v in explicit.items() if k not in RESUME_OVERRIDABLE and v != getattr(saved, k)
+                     and k != "out_dir")
+    if changed:
+        raise ConfigError(
+            f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming (it would "
+            f"not be the same run); only {', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDABLE)} "
+            "may differ. Start a new run with another --out-dir instead"
+        )
+    over = {"stop_after": 0}  # a per-invocation option: resuming runs to the end unless told otherwise
+    over.update({k: v for k, v in explicit.items() if k in RESUME_OVERRIDABLE})
+    return saved.replace(out_dir=str(run_dir), **over)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{100 * v:6.2f}"
+
+
+def _print_report(title: str, rep: dict) -> None:
+    print(title)
+    for name, acc in rep.get("table", {}).items():
+        print(f"  {name:<28s} {_fmt(acc)}%")
+    acc = rep.get("accuracy", {})
+    if acc:
+        print("  inferences: " + ", ".join(f"{k} {_fmt(v).strip()}%" for k, v in acc.items()))
+    groups = rep.get("groups")
+    if groups:
+        for name, g in groups.items():
+            print(f"  {name:<11s} overall {_fmt(g['overall'])}  many {_fmt(g['many'])}  "
+                  f"medium {_fmt(g['medium'])}  few {_fmt(g['few'])}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runs import atomic_write_text, to_jsonable
+
+    n_actions = sum(x is not None for x in (args.resume, args.evaluate, args.ensemble))
+    if n_actions > 1:
+        raise ConfigError("--resume, --evaluate and --ensemble are separate actions; pass one of them")
+    if args.evaluate is not None or args.ensemble is not None:
+        from .evaluate import evaluate_checkpoints
+
+        explicit = _explicit(args)
+        paths = [args.evaluate] if args.evaluate is not None else list(args.ensemble)
+        rep = evaluate_checkpoints(
+            paths, split=args.split, data_root=explicit.get("data_root"), device=explicit.get("device", "auto"),
+            batch_size=explicit.get("eval_batch_size"),
+        )
+        title = f"{args.split} accuracy of " + (paths[0] if len(paths) == 1 else f"the ensemble of {len(paths)}")
+        _print_report(title, rep)
+        if rep.get("members"):
+            for m in rep["members"]:
+                print(f"  member {m['checkpoint']}: {m['primary']} {_fmt(m['accuracy'][m['primary']]).strip()}%")
+        result = rep
+    else:
+        from .train import run_training
+
+        if args.resume is not None:
+            cfg = _resume_config(args)
+        else:
+            cfg = build_config(SupervisedConfig, args, config=args.config)
+        result = run_training(cfg, resume=args.resume is not None)
+        if "stopped_at" in result:
+            print(result["message"])
+        else:
+            print(f"run directory: {result['run_dir']} (selected iteration {result['best_iteration']}, "
+                  f"{result['selection']})")
+            _print_report("test accuracy", {**result["test"], "table": result["table"]})
+    if args.output:
+        atomic_write_text(args.output, json.dumps(to_jsonable(result), indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fewshot_sla.supervised ...`` == ``fewshot-sla supervised ...``."""
+    from ..cli import main as top_main
+
+    return top_main(["supervised", *(sys.argv[1:] if argv is None else argv)])

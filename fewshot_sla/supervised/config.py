@@ -1,0 +1,223 @@
+"""Configuration of the supervised (standard and long-tailed CIFAR) pipelines.
+
+One dataclass, :class:`SupervisedConfig`, holds every option; its defaults are the recipe
+of the SLA authors' code for standard CIFAR (ResNet-32, SGD lr 0.1, momentum 0.9, weight
+decay 1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out
+validation images). The long-tailed recipe of Cao et al. (LDAM-DRW; 200 epochs, 5 warm-up
+epochs, lr x0.01 at epoch 160 and x0.0001 at 180, weight decay 2e-4, DRW from epoch 160)
+is the named config ``supervised_cifar10_lt100`` (``fewshot_sla/configs/``).
+
+Schedules are given as *fractions of the run* so that a shortened run keeps their shape:
+``lr_milestones=(0.8, 0.9)`` with ``epochs=200`` means epochs 160 and 180; with
+``epochs=20`` it means epochs 16 and 18. The unit of the run is the epoch when
+``epochs > 0`` (each epoch is one pass over a fresh permutation of the training set,
+the last batch smaller), otherwise the iteration (each batch drawn independently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..config import ConfigError
+from ..transforms import get_transform_set
+
+__all__ = ["MODES", "LOSSES", "JOINT_LOSSES", "SupervisedConfig", "parse_backbone_options"]
+
+MODES = ("baseline", "da", "mt", "sla", "sla+sd")
+LOSSES = ("ce", "cb", "ldam")
+JOINT_LOSSES = ("ce", "weighted", "same")
+AUGMENTS = ("sla", "standard", "none")
+
+
+def _f(default, help: str, **extra):  # noqa: A002 - mirrors argparse's name
+    meta = {"help": help, **extra}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SupervisedConfig:
+    """Every option of ``fewshot-sla supervised`` (one ``--option`` per field)."""
+
+    # ---- data
+    dataset: str = _f("cifar10", "cifar10 or cifar100 (official python batches or an image-folder layout)",
+                      choices=("cifar10", "cifar100"))
+    data_root: str = _f("../shared/data", "folder holding the dataset (cifar-10-batches-py/, the official "
+                        "tar.gz, or an image folder / zip such as cifar10-jpg.zip)")
+    cache_dir: str = _f("", "store the decoded images there as .npz and reuse them on later runs ('' = off)")
+    val_size: int = _f(5000, "training images held out for validation and model selection, val_size / C per "
+                       "class (0 = none: the last checkpoint is the selected one)")
+    split_seed: int = _f(0, "seed of the validation hold-out")
+    imbalance_ratio: float = _f(1.0, "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images "
+                                "(Cao et al.); 1 = balanced")
+    imbalance_seed: int = _f(0, "seed choosing the images each class keeps (as LDAM-DRW's rand_number)")
+    augment: str = _f("sla", "training augmentation: 'sla' (crop 32 pad 4 + flip, mean = std = 0.5, the SLA "
+                      "code), 'standard' (crop + flip, the dataset's mean/std, as LDAM-DRW), 'none'",
+                      choices=AUGMENTS)
+
+    # ---- method
+    mode: str = _f("sla", "baseline | da (augmentation, label kept) | mt (multi-task) | sla | sla+sd",
+                   choices=MODES)
+    transforms: str = _f("auto", "transform set (rotation, color_perm, rot_color_perm12, ...); 'auto' = "
+                         "'none' for baseline, 'rotation' otherwise")
+    large_loss: bool = _f(False, "multiply the joint loss by M (sum over transforms; --with-large-loss of "
+                          "the SLA code)")
+    temperature: float = _f(1.0, "distillation temperature T of SLA+SD")
+    sd_beta: float = _f(1.0, "weight of CE(u(x), y) in SLA+SD")
+    loss: str = _f("ce", "loss of the N-way head: ce, cb (class-balanced weights from the start), ldam "
+                   "(label-distribution-aware margins, cosine classifier)", choices=LOSSES)
+    drw: bool = _f(False, "deferred re-weighting: class-balanced weights only from --drw-start on")
+    drw_start: float = _f(0.8, "fraction of the run where DRW switches the weights on (0.8 = epoch 160/200)")
+    cb_beta: float = _f(0.9999, "beta of the class-balanced weights (1 - beta) / (1 - beta^n_c)")
+    ldam_max_margin: float = _f(0.5, "largest LDAM margin (the rarest class)")
+    ldam_scale: float = _f(30.0, "scale s of the cosine classifiers (used with --loss ldam)")
+    joint_loss: str = _f("weighted", "long-tailed runs, loss of the joint head: 'ce' (unweighted), "
+                         "'weighted' (the N-way head's class weight w_y on every row of class y), "
+                         "'same' (weights and LDAM margins of y on joint class (y, j))",
+                         choices=JOINT_LOSSES)
+
+    # ---- model
+    backbone: str = _f("resnet32", "feature extractor (fewshot_sla.backbones)")
+    backbone_options: str = _f("", "extra backbone options as key=value,key=value (e.g. 'width=32')")
+
+    # ---- optimisation
+    batch_size: int = _f(128, "images per batch before the transforms (the effective batch is batch_size*M)")
+    iterations: int = _f(80000, "training iterations (ignored when --epochs > 0)")
+    epochs: int = _f(0, "train for this many epochs over the training set instead of --iterations")
+    lr: float = _f(0.1, "initial learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "Nesterov momentum")
+    weight_decay: float = _f(1e-4, "weight decay (all parameters)")
+    lr_milestones: tuple[float, ...] = _f((0.5, 0.75), "fractions of the run where the lr factor changes")
+    lr_factors: tuple[float, ...] = _f((1.0, 0.1, 0.01), "lr factors before, between and after the milestones")
+    warmup: float = _f(0.0, "fraction of the run of linear lr warm-up (0.025 = 5 of 200 epochs)")
+
+    # ---- evaluation and bookkeeping
+    eval_every: int = _f(2000, "validate (and checkpoint) every this many iterations (epochs when --epochs > 0)")
+    eval_test: bool = _f(False, "also evaluate the test set at every validation (logged, never used to select)")
+    eval_batch_size: int = _f(500, "images per evaluation batch (before the transforms)")
+    log_every: int = _f(100, "log the training loss every this many iterations")
+    seed: int = _f(0, "seed of initialisation, batch sampling and augmentation")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:K")
+    channels_last: bool = _f(False, "channels_last memory format (faster convolutions on recent GPUs)")
+    amp: bool = _f(False, "bfloat16 autocast on CUDA")
+    out_dir: str = _f("", "run directory (default runs/supervised/<dataset>[-lt<R>]-<mode>-<transforms>-<loss>"
+                      "-s<seed>)")
+    stop_after: int = _f(0, "stop (with a checkpoint) after this many iterations; --resume continues (0 = off)")
+    progress: bool = _f(True, "tqdm progress bar")
+    plot: bool = _f(True, "write curves.png at the end (needs matplotlib)")
+
+    def __post_init__(self) -> None:
+        self.lr_milestones = tuple(float(v) for v in self.lr_milestones)
+        self.lr_factors = tuple(float(v) for v in self.lr_factors)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the option and the fix for any invalid value."""
+
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.mode not in MODES:
+            bad(f"unknown --mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.loss not in LOSSES:
+            bad(f"unknown --loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.joint_loss not in JOINT_LOSSES:
+            bad(f"unknown --joint-loss {self.joint_loss!r}; choose one of {', '.join(JOINT_LOSSES)}")
+        if self.augment not in AUGMENTS:
+            bad(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        if self.transforms != "auto":
+            try:
+                m = get_transform_set(self.transforms).M
+            except ValueError as e:
+                bad(f"--transforms: {e}")
+            if self.mode == "baseline" and m != 1:
+                bad(f"--mode baseline trains on untransformed images, but --transforms {self.transforms} "
+                    "was given; drop --transforms (or pass 'none'), or use --mode da/mt/sla/sla+sd")
+            if self.mode != "baseline" and m == 1:
+                bad(f"--mode {self.mode} needs a transform set with M > 1 (e.g. --transforms rotation); "
+                    "use --mode baseline for plain training")
+        for name in ("batch_size", "eval_batch_size", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                bad(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.epochs < 0 or (self.epochs == 0 and self.iterations < 1):
+            bad(f"need --iterations >= 1 or --epochs >= 1, got iterations={self.iterations}, epochs={self.epochs}")
+        if self.val_size < 0:
+            bad(f"--val-size must be >= 0, got {self.val_size}")
+        if self.stop_after < 0:
+            bad(f"--stop-after must be >= 0 (0 = off), got {self.stop_after}")
+        if not self.imbalance_ratio >= 1.0:
+            bad(f"--imbalance-ratio must be >= 1 (n_max / n_min; 1 = balanced), got {self.imbalance_ratio}")
+        if not 0.0 <= self.cb_beta < 1.0:
+            bad(f"--cb-beta must be in [0, 1), got {self.cb_beta}")
+        if self.ldam_max_margin < 0 or self.ldam_scale <= 0:
+            bad(f"need --ldam-max-margin >= 0 and --ldam-scale > 0, got {self.ldam_max_margin}, {self.ldam_scale}")
+        if self.temperature <= 0:
+            bad(f"--temperature must be > 0, got {self.temperature}")
+        ms = self.lr_milestones
+        if any(not 0.0 < m < 1.0 for m in ms) or list(ms) != sorted(ms):
+            bad(f"--lr-milestones are increasing fractions of the run in (0, 1), got {ms}; e.g. 0.5 0.75")
+        if len(self.lr_factors) != len(ms) + 1:
+            bad(f"--lr-factors needs one more value than --lr-milestones ({len(ms) + 1}), got "
+                f"{len(self.lr_factors)}: {self.lr_factors}")
+        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.drw_start <= 1.0:
+            bad(f"--warmup must be in [0, 1) and --drw-start in [0, 1], got {self.warmup}, {self.drw_start}")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0.0 <= self.momentum < 1.0:
+            bad(f"need --lr > 0, --weight-decay >= 0, --momentum in [0, 1), got {self.lr}, "
+                f"{self.weight_decay}, {self.momentum}")
+        parse_backbone_options(self.backbone_options)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def transform_name(self) -> str:
+        """The transform set actually used (``auto`` resolved)."""
+        if self.transforms == "auto":
+            return "none" if self.mode == "baseline" else "rotation"
+        return get_transform_set(self.transforms).name
+
+    @property
+    def long_tailed(self) -> bool:
+        return self.imbalance_ratio > 1.0
+
+    @property
+    def cosine(self) -> bool:
+        """Cosine (normalised) classifiers with scale ``ldam_scale``: used with the LDAM loss."""
+        return self.loss == "ldam"
+
+    @property
+    def reweighted(self) -> bool:
+        """Whether class-balanced weights are used at some point of the run."""
+        return self.loss == "cb" or self.drw
+
+    def default_out_dir(self) -> str:
+        lt = f"-lt{self.imbalance_ratio:g}" if self.long_tailed else ""
+        loss = self.loss + ("-drw" if self.drw else "")
+        return f"runs/supervised/{self.dataset}{lt}-{self.mode}-{self.transform_name}-{loss}-s{self.seed}"
+
+    def replace(self, **changes) -> SupervisedConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_backbone_options(text: str) -> dict:
+    """``"width=32,avg_pool=true"`` -> ``{"width": 32, "avg_pool": True}`` (ints, floats, bools, strings)."""
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        if "=" not in part:
+            raise ConfigError(f"--backbone-options: '{part}' is not key=value; write e.g. 'width=32,hidden=64'")
+        key, value = (s.strip() for s in part.split("=", 1))
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+            continue
+        for conv in (int, float):
+            try:
+                out[key] = conv(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out

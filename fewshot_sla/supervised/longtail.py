@@ -1,0 +1,102 @@
+"""Long-tailed CIFAR (Cao et al., NeurIPS 2019, "LDAM-DRW"): the exponential profile, the
+seeded subset, and many/medium/few-shot class groups.
+
+The profile keeps ``int(n_max * (1/R) ** (c / (C - 1)))`` images of class ``c`` (Cao et
+al.'s ``get_img_num_per_cls`` with ``imb_factor = 1/R``). Published sizes: CIFAR-10 with
+R = 100 keeps 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50 (12,406 images), with
+R = 10 20,431; CIFAR-100 10,847 (R = 100) and 19,573 (R = 10).
+
+The kept images are chosen as in their code: one ``numpy`` ``RandomState(seed)`` shuffles
+the indices of each class in turn (classes in increasing label order) and the first
+``count`` are kept, so with the official batches and ``seed = 0`` the subset is the one
+their ``rand_number = 0`` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "longtail_counts",
+    "longtail_indices",
+    "class_counts",
+    "shot_groups",
+    "group_accuracy",
+    "MANY_SHOT",
+    "FEW_SHOT",
+]
+
+MANY_SHOT = 100  # classes with more than 100 training images are "many-shot"
+FEW_SHOT = 20  # classes with fewer than 20 are "few-shot"; the rest "medium-shot"
+
+
+def longtail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
+    """Images kept per class: ``int(n_max * (1/ratio) ** (c / (C - 1)))`` for ``c = 0..C-1``.
+
+    ``ratio`` is the imbalance ratio ``n_max / n_min`` (>= 1; 1 keeps ``n_max`` everywhere).
+    """
+    if num_classes < 1 or n_max < 1:
+        raise ValueError(f"need num_classes >= 1 and n_max >= 1, got {num_classes}, {n_max}")
+    if not ratio >= 1.0:
+        raise ValueError(f"the imbalance ratio must be >= 1 (n_max / n_min), got {ratio}")
+    if num_classes == 1:
+        return [int(n_max)]
+    factor = 1.0 / float(ratio)
+    return [int(n_max * factor ** (c / (num_classes - 1.0))) for c in range(num_classes)]
+
+
+def class_counts(labels: torch.Tensor | np.ndarray, num_classes: int) -> list[int]:
+    """Number of examples of each class ``0..num_classes-1``."""
+    lab = torch.as_tensor(labels).long().flatten()
+    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(lab.min())}, {int(lab.max())}]")
+    return torch.bincount(lab, minlength=num_classes).tolist()
+
+
+def longtail_indices(labels: torch.Tensor | np.ndarray, counts: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Indices (sorted by class, then by shuffle order) of the long-tailed subset.
+
+    For each class ``c`` in increasing order, its indices are shuffled by one shared
+    ``RandomState(seed)`` and the first ``counts[c]`` kept.
+    """
+    lab = np.asarray(torch.as_tensor(labels).cpu().numpy(), dtype=np.int64)
+    rng = np.random.RandomState(seed)
+    out = []
+    for c, n in enumerate(counts):
+        idx = np.where(lab == c)[0]
+        if n > len(idx):
+            raise ValueError(
+                f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; "
+                "lower n_max or the validation hold-out (--val-size)"
+            )
+        rng.shuffle(idx)
+        out.append(idx[:n])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def shot_groups(counts: Sequence[int], many: int = MANY_SHOT, few: int = FEW_SHOT) -> dict[str, list[int]]:
+    """Classes with ``> many`` training images (``many``), ``< few`` (``few``), and the rest (``medium``)."""
+    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    for c, n in enumerate(counts):
+        key = "many" if n > many else ("few" if n < few else "medium")
+        groups[key].append(c)
+    return groups
+
+
+def group_accuracy(
+    per_class: Sequence[float], counts: Sequence[int], many: int = MANY_SHOT, few: int = FEW_SHOT
+) -> dict[str, float | None]:
+    """Mean per-class accuracy over all classes and over each shot group (``None`` when empty).
+
+    With a balanced test set the group means equal the fraction of correct test images.
+    """
+    acc = np.asarray(per_class, dtype=np.float64)
+    if len(acc) != len(counts):
+        raise ValueError(f"{len(acc)} per-class accuracies for {len(counts)} class counts")
+    out: dict[str, float | None] = {"overall": float(acc.mean()) if len(acc) else None}
+    for name, classes in shot_groups(counts, many, few).items():
+        out[name] = float(acc[classes].mean()) if classes else None
+    return out

@@ -1,0 +1,145 @@
+"""Losses of the supervised pipelines: the five modes, class-balanced weights, LDAM margins.
+
+Notation: ``x`` a batch of B images with labels ``y``, ``t_j`` the M transforms (row
+``b*M + j`` of a transformed batch is ``t_j(x_b)``), ``f`` the shared feature, ``g`` the
+joint N*M-way head, ``u`` the N-way head, ``h`` the M-way transform head (MT).
+``CE_{w,d}(z, y)`` is the cross-entropy of ``z - d_y e_y`` (LDAM: the true-class logit
+lowered by the margin ``d_y``) weighted by ``w_y``, averaged as ``sum_i w_{y_i} CE_i /
+sum_i w_{y_i}`` (``torch``'s weighted mean; LDAM-DRW's ``CrossEntropyLoss(weight=w)``).
+Without weights and margins it is the plain mean cross-entropy.
+
+==========  ===================================================================================
+mode        loss
+==========  ===================================================================================
+baseline    ``CE_{w,d}(u(f(x)), y)``
+da          ``CE_{w,d}(u(f(t_j x)), y)`` over all B*M rows (the label is kept)
+mt          ``CE_{w,d}(u(f(t_j x)), y) + CE(h(f(t_j x)), j)`` over all B*M rows
+sla         ``L_joint = CE_{w',d'}(g(f(t_j x)), y*M + j)`` over all rows (x M with ``large_loss``)
+sla+sd      ``L_joint + beta * CE_{w,d}(u(f(x)), y) + T^2 KL(softmax(s/T) || softmax(u(f(x))/T))``
+            with ``s_b = mean_j g(f(t_j x_b))[y*M + j]`` (aggregated, detached), batch mean
+==========  ===================================================================================
+
+``w`` are class-balanced weights ``(1 - beta) / (1 - beta^{n_c})`` normalised to sum to C
+(``--loss cb`` from the start, ``--drw`` from ``drw_start`` on, none otherwise); ``d`` are
+LDAM margins ``s * m_c`` with ``m_c`` proportional to ``n_c^{-1/4}`` and ``max_c m_c =
+max_margin`` (``--loss ldam``; the head outputs ``s * cos``, so this is Cao et al.'s
+``s * (cos - m_y e_y)``). The joint head's ``w', d'`` follow ``joint_loss``:
+``"ce"``: none; ``"weighted"`` (default): ``w'_{y*M+j} = w_y``, no margins; ``"same"``:
+``w'_{y*M+j} = w_y`` and ``d'_{y*M+j} = d_y``. Joint class ``(y, j)`` has exactly ``n_y``
+training rows, so ``w_y`` is also its class-balanced weight among the N*M joint classes
+(normalised to sum to N*M) and ``d_y`` its LDAM margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import sla
+
+__all__ = [
+    "class_balanced_weights",
+    "ldam_margins",
+    "margin_cross_entropy",
+    "expand_to_joint",
+    "supervised_loss",
+]
+
+
+def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights (Cui et al. 2019): ``(1 - beta) / (1 - beta^{n_c})``, normalised
+    so that they sum to C. ``beta = 0`` gives all ones. Returns float32 ``[C]``."""
+    n = torch.as_tensor(list(counts), dtype=torch.float64)
+    if n.numel() == 0 or bool((n < 1).any()):
+        raise ValueError(f"every class needs at least one training example for class weights, got {list(counts)}")
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    return (w / w.sum() * len(n)).to(torch.float32)
+
+
+def ldam_margins(counts: Sequence[int], max_margin: float = 0.5) -> torch.Tensor:
+    """LDAM margins ``m_c = max_margin * n_c^{-1/4} / max_k n_k^{-1/4}`` (float32 ``[C]``);
+    the rarest class gets ``max_margin``."""
+    n = torch.as_tensor(list(counts), dtype=torch.float64)
+    if n.numel() == 0 or bool((n < 1).any()):
+        raise ValueError(f"every class needs at least one training example for LDAM margins, got {list(counts)}")
+    m = n.pow(-0.25)
+    return (m * (max_margin / m.max())).to(torch.float32)
+
+
+def margin_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``CE_{w,d}``: cross-entropy of ``logits - margin[target]`` at the target column, weighted
+    mean with per-class ``weight``. ``logits [R, K]``, ``target [R]``, ``weight, margin [K]``."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    target = target.reshape(-1)
+    if margin is not None:
+        shift = torch.zeros_like(logits).scatter_(1, target[:, None], margin.to(logits)[target][:, None])
+        logits = logits - shift
+    return F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits))
+
+
+def expand_to_joint(per_class: torch.Tensor | None, M: int) -> torch.Tensor | None:
+    """Per-class values ``[N]`` -> per-joint-class values ``[N*M]`` (entry ``y*M + j`` is ``v_y``)."""
+    return None if per_class is None else per_class.repeat_interleave(M)
+
+
+def supervised_loss(
+    mode: str,
+    out: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    M: int,
+    *,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+    joint_loss: str = "weighted",
+    large_loss: bool = False,
+    temperature: float = 1.0,
+    sd_beta: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """The training loss of ``mode`` (see the module table); returns ``total`` and its parts.
+
+    Args:
+        out: model outputs on the transformed batch of ``B*M`` rows: ``joint [B*M, N*M]``
+            (sla, sla+sd), ``class [B*M, N]`` (baseline, da, mt, sla+sd), ``transform
+            [B*M, M]`` (mt).
+        y: class labels ``[B]``.
+        weight, margin: per-class weights and logit margins ``[N]`` of the N-way head
+            (``None``: unweighted, no margin).
+    """
+    parts: dict[str, torch.Tensor] = {}
+    if mode == "baseline":
+        parts["class"] = margin_cross_entropy(out["class"], y, weight, margin)
+        total = parts["class"]
+    elif mode == "da":
+        parts["class"] = margin_cross_entropy(out["class"], sla.repeat_labels(y, M), weight, margin)
+        total = parts["class"]
+    elif mode == "mt":
+        parts["class"] = margin_cross_entropy(out["class"], sla.repeat_labels(y, M), weight, margin)
+        rows = out["class"].shape[0] // M
+        parts["transform"] = F.cross_entropy(out["transform"], sla.transform_labels(rows, M, y.device))
+        total = parts["class"] + parts["transform"]
+    elif mode in ("sla", "sla+sd"):
+        jw = expand_to_joint(weight, M) if joint_loss in ("weighted", "same") else None
+        jm = expand_to_joint(margin, M) if joint_loss == "same" else None
+        parts["joint"] = margin_cross_entropy(out["joint"], sla.joint_labels(y, M), jw, jm)
+        if large_loss:
+            parts["joint"] = parts["joint"] * M
+        total = parts["joint"]
+        if mode == "sla+sd":
+            u = out["class"][::M]
+            teacher = sla.aggregated_logits(out["joint"], M)
+            parts["ce"] = margin_cross_entropy(u, y, weight, margin)
+            parts["distill"] = sla.distillation_loss(u, teacher, temperature)
+            total = total + sd_beta * parts["ce"] + parts["distill"]
+    else:
+        raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")
+    parts["total"] = total
+    return parts

@@ -1,0 +1,122 @@
+"""The supervised classifier: a shared backbone feature and the heads each mode needs.
+
+==========  ==========================================================================
+mode        heads on the feature ``f(x) [R, D]``
+==========  ==========================================================================
+baseline    ``class``: N-way head u
+da          ``class``: N-way head u (applied to every transformed row)
+mt          ``class``: N-way head u, ``transform``: M-way head h (``Linear(D, M)``)
+sla         ``joint``: N*M-way head g
+sla+sd      ``joint``: g, and ``class``: u (self-distillation target of the aggregation)
+==========  ==========================================================================
+
+Heads are ``Linear(D, K)`` (PyTorch's default initialisation, as the SLA code), or, with
+``cosine=True`` (the LDAM loss), :class:`CosineLinear`: ``s * cos(f, w_k)`` with a fixed
+scale ``s`` (30), the ``NormedLinear`` classifier of Cao et al. with their ``s`` moved
+inside the head so that every loss (CE, KL) sees the same logits. The transform head of
+MT is always linear.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import get_backbone
+
+__all__ = ["CosineLinear", "SupervisedModel", "build_model", "HEADS_BY_MODE"]
+
+HEADS_BY_MODE: dict[str, tuple[str, ...]] = {
+    "baseline": ("class",),
+    "da": ("class",),
+    "mt": ("class", "transform"),
+    "sla": ("joint",),
+    "sla+sd": ("joint", "class"),
+}
+
+
+class CosineLinear(nn.Module):
+    """``[R, D] -> [R, K]``: ``scale * <f / |f|, w_k / |w_k|>`` (no bias).
+
+    Weights start uniform in [-1, 1] (their norm does not matter: they are normalised).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 30.0) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.scale = in_features, out_features, float(scale)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1.0, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}"
+
+
+class SupervisedModel(nn.Module):
+    """Backbone + the heads of ``mode``; ``forward(x [R, C, H, W]) -> dict`` of logits
+    ``joint [R, N*M]``, ``class [R, N]``, ``transform [R, M]`` (those the mode has).
+
+    Attributes: ``num_classes`` (N), ``M``, ``mode``, ``cosine``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        M: int,
+        mode: str,
+        cosine: bool = False,
+        scale: float = 30.0,
+    ) -> None:
+        super().__init__()
+        if mode not in HEADS_BY_MODE:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(HEADS_BY_MODE)}")
+        if num_classes < 1 or M < 1:
+            raise ValueError(f"need num_classes >= 1 and M >= 1, got {num_classes}, {M}")
+        self.backbone = backbone
+        self.num_classes, self.M, self.mode, self.cosine = int(num_classes), int(M), mode, bool(cosine)
+        d = int(backbone.out_dim)
+
+        def head(k: int) -> nn.Module:
+            return CosineLinear(d, k, scale) if cosine else nn.Linear(d, k)
+
+        heads = HEADS_BY_MODE[mode]
+        self.joint = head(num_classes * M) if "joint" in heads else None
+        self.classifier = head(num_classes) if "class" in heads else None
+        self.transform_head = nn.Linear(d, M) if "transform" in heads else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.backbone(x)
+        out: dict[str, torch.Tensor] = {}
+        if self.joint is not None:
+            out["joint"] = self.joint(f)
+        if self.classifier is not None:
+            out["class"] = self.classifier(f)
+        if self.transform_head is not None:
+            out["transform"] = self.transform_head(f)
+        return out
+
+
+def build_model(
+    backbone: str,
+    num_classes: int,
+    M: int,
+    mode: str,
+    *,
+    in_channels: int = 3,
+    image_size: int = 32,
+    cosine: bool = False,
+    scale: float = 30.0,
+    backbone_options: dict | None = None,
+) -> SupervisedModel:
+    """``get_backbone(backbone, in_channels, image_size=..., **backbone_options)`` + heads."""
+    opts = dict(backbone_options or {})
+    opts.setdefault("image_size", image_size)
+    net = get_backbone(backbone, in_channels=in_channels, **opts)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"the cosine-classifier scale must be a positive number, got {scale}")
+    return SupervisedModel(net, num_classes, M, mode, cosine=cosine, scale=scale)

@@ -1,0 +1,162 @@
+"""Losses and heads of the supervised modes against element-wise reference computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_sla import sla
+from fewshot_sla.supervised.losses import margin_cross_entropy, supervised_loss
+from fewshot_sla.supervised.model import CosineLinear, build_model
+from fewshot_sla.transforms import get_transform_set
+
+B, N, M = 3, 5, 4
+
+
+def _ce_row(z, t, margin=0.0):
+    """-log softmax(z - margin e_t)[t] for one row, in plain Python floats."""
+    zs = [float(v) for v in z]
+    zs[t] -= margin
+    mx = max(zs)
+    return -(zs[t] - mx - math.log(sum(math.exp(v - mx) for v in zs)))
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([2, 0, 4])
+    out = {
+        "joint": torch.randn(B * M, N * M, generator=g),
+        "class": torch.randn(B * M, N, generator=g),
+        "transform": torch.randn(B * M, M, generator=g),
+    }
+    return out, y
+
+
+def test_da_keeps_the_class_label(batch):
+    out, y = batch
+    ref = sum(_ce_row(out["class"][r], int(y[r // M])) for r in range(B * M)) / (B * M)
+    got = supervised_loss("da", out, y, M)["total"]
+    assert float(got) == pytest.approx(ref, rel=1e-5)
+    assert float(sla.da_loss(out["class"], y, M)) == pytest.approx(ref, rel=1e-5)
+
+
+def test_sla_uses_joint_label_y_times_m_plus_j(batch):
+    out, y = batch
+    rows = [_ce_row(out["joint"][b * M + j], int(y[b]) * M + j) for b in range(B) for j in range(M)]
+    ref = sum(rows) / len(rows)
+    assert float(supervised_loss("sla", out, y, M)["total"]) == pytest.approx(ref, rel=1e-5)
+    big = supervised_loss("sla", out, y, M, large_loss=True)["total"]
+    assert float(big) == pytest.approx(M * ref, rel=1e-5)
+
+
+def test_mt_sums_class_and_transform_heads(batch):
+    out, y = batch
+    cls = sum(_ce_row(out["class"][r], int(y[r // M])) for r in range(B * M)) / (B * M)
+    tfm = sum(_ce_row(out["transform"][r], r % M) for r in range(B * M)) / (B * M)
+    parts = supervised_loss("mt", out, y, M)
+    assert float(parts["class"]) == pytest.approx(cls, rel=1e-5)
+    assert float(parts["transform"]) == pytest.approx(tfm, rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(cls + tfm, rel=1e-5)
+    ref = sla.mt_loss(out["class"], out["transform"], y, M)
+    assert float(parts["total"]) == pytest.approx(float(ref["total"]), rel=1e-6)
+
+
+def test_sla_sd_matches_reference_formula(batch):
+    out, y = batch
+    T = 2.0
+    parts = supervised_loss("sla+sd", out, y, M, temperature=T, sd_beta=0.5)
+    u = out["class"][::M]
+    # teacher: s_b,i = mean_j joint[b*M + j, i*M + j]
+    s = torch.stack([torch.stack([out["joint"][b * M + j, i * M + j] for j in range(M)]).mean()
+                     for b in range(B) for i in range(N)]).view(B, N)
+    p, logq = F.softmax(s / T, -1), F.log_softmax(u / T, -1)
+    kl = float((p * (p.log() - logq)).sum(-1).mean()) * T * T
+    joint = float(supervised_loss("sla", out, y, M)["total"])
+    ce = sum(_ce_row(u[b], int(y[b])) for b in range(B)) / B
+    assert float(parts["distill"]) == pytest.approx(kl, rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(joint + 0.5 * ce + kl, rel=1e-5)
+    ref = sla.sla_sd_loss(out["joint"], u, y, M, T=T, beta=0.5)
+    assert float(parts["total"]) == pytest.approx(float(ref["total"]), rel=1e-6)
+
+
+def test_teacher_is_detached_in_sla_sd(batch):
+    out, y = batch
+    joint = out["joint"].clone().requires_grad_(True)
+    u = out["class"].clone().requires_grad_(True)
+    parts = supervised_loss("sla+sd", {"joint": joint, "class": u}, y, M)
+    g_joint, g_u = torch.autograd.grad(parts["distill"], (joint, u), allow_unused=True)
+    assert g_joint is None  # the aggregated teacher is detached
+    assert torch.count_nonzero(g_u[::M]) > 0 and torch.count_nonzero(g_u[1::M]) == 0  # u on identity rows only
+
+
+def test_weighted_margin_cross_entropy_by_hand():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(6, 3, generator=g) * 3
+    t = torch.tensor([0, 1, 2, 2, 1, 0])
+    w = torch.tensor([0.5, 1.0, 2.0])
+    d = torch.tensor([0.3, 0.2, 0.9])
+    losses = [_ce_row(z[i], int(t[i]), float(d[t[i]])) for i in range(6)]
+    ref = sum(float(w[t[i]]) * losses[i] for i in range(6)) / sum(float(w[t[i]]) for i in range(6))
+    assert float(margin_cross_entropy(z, t, w, d)) == pytest.approx(ref, rel=1e-5)
+    assert float(margin_cross_entropy(z, t)) == pytest.approx(float(F.cross_entropy(z, t)), rel=1e-6)
+
+
+def test_ldam_with_cosine_head_is_cao_et_al_formula():
+    torch.manual_seed(0)
+    s = 30.0
+    head = CosineLinear(8, 4, scale=s)
+    f = torch.randn(10, 8)
+    y = torch.randint(0, 4, (10,))
+    m = torch.tensor([0.1, 0.2, 0.3, 0.5])
+    cos = (f / f.norm(dim=1, keepdim=True)) @ (head.weight / head.weight.norm(dim=1, keepdim=True)).T
+    assert torch.allclose(head(f), s * cos, atol=1e-5)
+    # LDAMLoss: CE(s * (cos - m_y e_y)); ours: head logits s*cos minus the logit margin s*m_y
+    cao = F.cross_entropy(s * (cos - F.one_hot(y, 4) * m[y][:, None]), y)
+    ours = supervised_loss("baseline", {"class": head(f)}, y, 1, margin=s * m)["total"]
+    assert float(ours.detach()) == pytest.approx(float(cao.detach()), rel=1e-5)
+
+
+def test_joint_head_weighting_options(batch):
+    out, y = batch
+    w = torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0])
+    d = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    rows = [(b * M + j, int(y[b]) * M + j, int(y[b])) for b in range(B) for j in range(M)]
+
+    def ref(use_w, use_d):
+        num = den = 0.0
+        for r, t, c in rows:
+            wr = float(w[c]) if use_w else 1.0
+            num += wr * _ce_row(out["joint"][r], t, float(d[c]) if use_d else 0.0)
+            den += wr
+        return num / den
+
+    kw = {"weight": w, "margin": d}
+    assert float(supervised_loss("sla", out, y, M, joint_loss="ce", **kw)["joint"]) == pytest.approx(ref(0, 0), 1e-5)
+    assert float(supervised_loss("sla", out, y, M, joint_loss="weighted", **kw)["joint"]) == pytest.approx(
+        ref(1, 0), 1e-5)
+    assert float(supervised_loss("sla", out, y, M, joint_loss="same", **kw)["joint"]) == pytest.approx(
+        ref(1, 1), 1e-5)
+    # the N-way head of SLA+SD gets weights and margins of y on the untransformed rows
+    u = out["class"][::M]
+    ce = sum(float(w[y[b]]) * _ce_row(u[b], int(y[b]), float(d[y[b]])) for b in range(B)) / float(w[y].sum())
+    assert float(supervised_loss("sla+sd", out, y, M, **kw)["ce"]) == pytest.approx(ce, rel=1e-5)
+
+
+def test_model_heads_per_mode():
+    opts = {"hidden": 4, "out_channels": 4}
+    x = get_transform_set("rotation")(torch.randn(2, 3, 16, 16))
+    shapes = {}
+    for mode in ("baseline", "da", "mt", "sla", "sla+sd"):
+        model = build_model("conv4", N, M, mode, image_size=16, backbone_options=opts)
+        shapes[mode] = {k: tuple(v.shape) for k, v in model(x).items()}
+    assert shapes["mt"] == {"class": (8, N), "transform": (8, M)}
+    assert shapes["sla"] == {"joint": (8, N * M)}
+    assert shapes["sla+sd"] == {"joint": (8, N * M), "class": (8, N)}
+    assert shapes["da"] == shapes["baseline"] == {"class": (8, N)}
+    cos = build_model("conv4", N, M, "sla+sd", image_size=16, backbone_options=opts, cosine=True, scale=30.0)
+    assert isinstance(cos.joint, CosineLinear) and isinstance(cos.classifier, CosineLinear)
+    assert float(cos(x)["class"].detach().abs().max()) <= 30.0 + 1e-4
+    with pytest.raises(ValueError, match="unknown mode"):
+        supervised_loss("joint", {}, torch.zeros(1, dtype=torch.long), M)

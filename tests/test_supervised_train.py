@@ -1,0 +1,312 @@
+"""Supervised pipelines end to end on tiny synthetic data: batch plan, schedules, DRW,
+data preparation, every mode and loss, exact resume, evaluation, ensembles and the CLI."""
+
+import importlib.util
+import json
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from fewshot_sla.config import ConfigError, build_config
+from fewshot_sla.optim import piecewise_lr_factor
+from fewshot_sla.runs import load_checkpoint
+from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
+from fewshot_sla.supervised.evaluate import PRIMARY, predict
+from fewshot_sla.supervised.longtail import class_counts, longtail_counts
+from fewshot_sla.supervised.losses import class_balanced_weights
+from fewshot_sla.supervised.train import (
+    BatchPlan,
+    _preprocessors,
+    class_weight_schedule,
+    make_schedule,
+    model_from_checkpoint,
+)
+from fewshot_sla.transforms import get_transform_set
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are much faster on one thread (and on a busy machine, far faster)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@dataclass
+class DS:
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list
+
+
+def synth(n_per: int, C: int = 4, size: int = 16, seed: int = 0) -> DS:
+    """Class-dependent colour patterns plus noise, uint8 [C*n_per, 3, size, size]."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(C).repeat_interleave(n_per)
+    base = torch.randint(0, 256, (C, 3, size, size), generator=torch.Generator().manual_seed(99))
+    noise = torch.randint(-40, 40, (len(labels), 3, size, size), generator=g)
+    return DS((base[labels] + noise).clamp(0, 255).to(torch.uint8), labels, [f"c{i}" for i in range(C)])
+
+
+TRAIN, TEST = synth(30), synth(10, seed=1)
+TINY = {"backbone": "conv4", "backbone_options": "hidden=4,out_channels=4", "batch_size": 8,
+        "progress": False, "plot": False, "device": "cpu"}
+
+
+def tiny_cfg(out, **kw) -> SupervisedConfig:
+    base = {**TINY, "iterations": 4, "eval_every": 2, "log_every": 2, "val_size": 8, "out_dir": str(out)}
+    return SupervisedConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------- sampling and schedules
+def test_batch_plan_is_pure_and_shards_the_global_batch():
+    plan = BatchPlan(100, 16, seed=3)
+    b5 = plan.batch_indices(5)
+    _ = [plan.batch_indices(i) for i in range(10)]  # calling order does not matter
+    assert torch.equal(plan.batch_indices(5), b5)
+    assert torch.equal(BatchPlan(100, 16, seed=3).batch_indices(5), b5)
+    assert len(set(b5.tolist())) == 16 and not torch.equal(plan.batch_indices(6), b5)
+    assert not torch.equal(BatchPlan(100, 16, seed=4).batch_indices(5), b5)
+    shards = [plan.batch_indices(5, rank=r, world=3) for r in range(3)]
+    assert torch.equal(torch.cat(shards), b5) and [len(s) for s in shards] == [6, 5, 5]
+    ep = BatchPlan(50, 16, seed=0, epoch_based=True)
+    assert ep.iterations_per_epoch == 4
+    epoch0 = [ep.batch_indices(i) for i in range(4)]
+    assert [len(b) for b in epoch0] == [16, 16, 16, 2]
+    assert sorted(torch.cat(epoch0).tolist()) == list(range(50))  # one pass, no repeats
+    assert not torch.equal(torch.cat(epoch0), torch.cat([ep.batch_indices(i) for i in range(4, 8)]))
+    with pytest.raises(ValueError, match="exceeds"):
+        BatchPlan(10, 16)
+
+
+def test_long_tailed_schedule_is_ldam_drw_recipe():
+    cfg = build_config(SupervisedConfig, {}, config="supervised_cifar10_lt100")
+    assert (cfg.epochs, cfg.weight_decay, cfg.val_size, cfg.batch_size) == (200, 2e-4, 0, 128)
+    s = make_schedule(cfg, 12406)
+    ipe = 97  # ceil(12406 / 128)
+    assert s.iterations_per_epoch == ipe and s.total == 200 * ipe
+    assert s.milestones == (160 * ipe, 180 * ipe) and s.drw_start == 160 * ipe and s.warmup == 5 * ipe
+
+    def ldam_lr(epoch):  # LDAM-DRW's adjust_learning_rate (per epoch), as a factor of lr
+        e = epoch + 1
+        return e / 5 if e <= 5 else (1e-4 if e > 180 else (1e-2 if e > 160 else 1.0))
+
+    for epoch in (5, 100, 159, 160, 179, 180, 199):
+        f = piecewise_lr_factor(epoch * ipe, s.milestones, s.factors, s.warmup)
+        assert f == pytest.approx(ldam_lr(epoch)), epoch
+    # warm-up ramps linearly per iteration and reaches the epoch value at each epoch's end
+    for epoch in range(5):
+        f = piecewise_lr_factor((epoch + 1) * ipe - 1, s.milestones, s.factors, s.warmup)
+        assert f == pytest.approx(ldam_lr(epoch))
+    std = make_schedule(SupervisedConfig(), 45000)
+    assert std.total == 80000 and std.milestones == (40000, 60000) and std.warmup == 0
+
+
+def test_drw_weights_switch_on_at_drw_start():
+    counts = [30, 10, 3]
+    w = class_balanced_weights(counts, 0.9999)
+    drw = class_weight_schedule(SupervisedConfig(loss="ldam", drw=True), counts, drw_start=7)
+    assert drw(0) is None and drw(6) is None and torch.equal(drw(7), w) and torch.equal(drw(100), w)
+    cb = class_weight_schedule(SupervisedConfig(loss="cb"), counts, drw_start=7)
+    assert torch.equal(cb(0), w)
+    assert class_weight_schedule(SupervisedConfig(loss="ldam"), counts, 7)(50) is None
+
+
+def test_prepare_data_holds_out_val_then_subsamples_the_tail():
+    cfg = SupervisedConfig(val_size=8, imbalance_ratio=10.0, split_seed=1)
+    data = prepare_data(TRAIN, TEST, cfg)
+    assert class_counts(data.val_labels, 4) == [2, 2, 2, 2]
+    assert data.class_counts == longtail_counts(28, 4, 10.0) == class_counts(data.train_labels, 4)
+    # validation images are not training images (rows are distinct thanks to the noise)
+    train_rows = {bytes(x.numpy()) for x in data.train_images}
+    assert not any(bytes(x.numpy()) in train_rows for x in data.val_images)
+    again = prepare_data(TRAIN, TEST, cfg)
+    assert torch.equal(again.train_images, data.train_images)
+    with pytest.raises(ConfigError, match="val-size"):
+        prepare_data(TRAIN, TEST, SupervisedConfig(val_size=2))
+
+
+# ---------------------------------------------------------------------------- end to end
+CASES = [
+    ("baseline", {}, {"Baseline"}),
+    ("da", {}, {"DA"}),
+    ("mt", {"transforms": "rotation2"}, {"MT"}),
+    ("sla", {"large_loss": True}, {"SLA+SI", "SLA+AG"}),
+    ("sla+sd", {"transforms": "color_perm3"}, {"SLA+SD"}),
+    ("baseline", {"loss": "cb", "imbalance_ratio": 10.0, "val_size": 0}, {"CB-RW"}),
+    ("sla+sd", {"loss": "cb", "imbalance_ratio": 10.0, "plot": True, "iterations": 6}, {"CB-RW + SLA+SD"}),
+    ("baseline", {"loss": "ldam", "drw": True, "imbalance_ratio": 10.0, "val_size": 0, "epochs": 2,
+                  "drw_start": 0.5, "warmup": 0.25, "eval_every": 1}, {"LDAM-DRW"}),
+    ("sla+sd", {"loss": "ldam", "drw": True, "imbalance_ratio": 10.0, "val_size": 0, "epochs": 2,
+                "drw_start": 0.5, "joint_loss": "same", "eval_test": True, "eval_every": 1}, {"LDAM-DRW + SLA+SD"}),
+    ("mt", {"loss": "ldam", "imbalance_ratio": 10.0}, {"LDAM + MT"}),
+]
+
+
+@pytest.mark.parametrize("mode, extra, table", CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(CASES)])
+def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
+    cfg = tiny_cfg(tmp_path / "run", mode=mode, **extra)
+    data = prepare_data(TRAIN, TEST, cfg)
+    summary = run_training(cfg, data=data)
+    assert set(summary["table"]) == table
+    assert summary["primary"] == PRIMARY[mode]
+    acc = summary["test"]["accuracy"]
+    expected = {"baseline": {"single"}, "da": {"single", "aggregated"}, "mt": {"single", "aggregated", "transform"},
+                "sla": {"single", "aggregated", "joint"}, "sla+sd": {"single", "aggregated", "joint", "distilled"}}
+    assert set(acc) == expected[mode]
+    # the summary's test accuracy is reproduced by reloading best.pt (an independent path)
+    rep = evaluate_checkpoints([str(tmp_path / "run" / "best.pt")], data=data)
+    assert rep["accuracy"] == pytest.approx(acc)
+    assert rep["table"] == pytest.approx(summary["table"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_recs = [r for r in records if r["kind"] == "train"]
+    assert train_recs and all(np.isfinite(r["loss"]) for r in train_recs)
+    n_train = len(data.train_labels)
+    per_epoch = -(-n_train // cfg.batch_size) if cfg.epochs else n_train / cfg.batch_size
+    assert all(r["epoch"] == pytest.approx(r["step"] / per_epoch) for r in train_recs)
+    vals = [r for r in records if r["kind"] == "val"]
+    if cfg.val_size:  # model selection: the first step with the highest primary validation accuracy
+        assert vals and all(r["score"] == r[f"acc_{PRIMARY[mode]}"] for r in vals)
+        best = max(vals, key=lambda r: (r["score"], -r["step"]))
+        assert summary["best_iteration"] == best["step"]
+        assert summary["val"] == pytest.approx({k[4:]: v for k, v in best.items() if k.startswith("acc_")})
+    if cfg.long_tailed:
+        assert summary["class_counts"] == longtail_counts(30 - len(data.val_labels) // 4, 4, 10.0)
+        groups = summary["test"]["groups"][PRIMARY[mode]]
+        per_class = summary["test"]["per_class"][PRIMARY[mode]]
+        assert groups["overall"] == pytest.approx(float(np.mean(per_class)))
+        # counts (30|28, 13|12, 6, 3): no many-shot class (> 100), one medium, three few (< 20)
+        assert groups["many"] is None and groups["medium"] == pytest.approx(per_class[0])
+        assert groups["few"] == pytest.approx(float(np.mean(per_class[1:])))
+    if cfg.val_size == 0:
+        assert summary["best_iteration"] == summary["total_iterations"]  # the last checkpoint
+    if cfg.plot and importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "run" / "curves.png").stat().st_size > 0  # drawn by the meta side's plotter
+    if cfg.eval_test:
+        assert any(r["kind"] == "test" and not r.get("final") for r in records)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    kw = {"mode": "sla+sd", "iterations": 8, "eval_every": 4, "log_every": 3}
+    data = prepare_data(TRAIN, TEST, tiny_cfg(tmp_path / "x", **kw))
+    straight = run_training(tiny_cfg(tmp_path / "a", **kw), data=data)
+    stopped = run_training(tiny_cfg(tmp_path / "b", stop_after=5, **kw), data=data)
+    assert stopped["stopped_at"] == 5 and not (tmp_path / "b" / "summary.json").exists()
+    resumed = run_training(tiny_cfg(tmp_path / "b", **kw), data=data, resume=True)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in "ab")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["iteration"] == b["iteration"] == 8
+
+    def metrics(d):
+        lines = (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in lines]
+
+    assert metrics("a") == metrics("b")
+    assert straight["test"] == resumed["test"] and straight["best_iteration"] == resumed["best_iteration"]
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(tiny_cfg(tmp_path / "a", **kw), data=data)  # refuses to overwrite a run
+
+
+def test_ensemble_averages_the_primary_logits(tmp_path):
+    data = prepare_data(TRAIN, TEST, tiny_cfg(tmp_path))
+    ckpts = []
+    for i, (mode, tr) in enumerate([("baseline", "auto"), ("sla+sd", "rotation")]):
+        run_training(tiny_cfg(tmp_path / f"r{i}", mode=mode, transforms=tr, seed=i), data=data)
+        ckpts.append(str(tmp_path / f"r{i}" / "best.pt"))
+    rep = evaluate_checkpoints(ckpts, data=data)
+    logits = []
+    for c in ckpts:
+        state = load_checkpoint(c)
+        model, meta = model_from_checkpoint(state)
+        cfg = SupervisedConfig(**state["config"])
+        pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
+                       _preprocessors(cfg, 16)[1])
+        logits.append(pred.logits[PRIMARY[cfg.mode]])
+    ref = ((logits[0] + logits[1]) / 2).argmax(-1).eq(data.test_labels).float().mean()
+    assert rep["accuracy"]["ensemble"] == pytest.approx(float(ref))
+    assert rep["table"] == {"Ensemble of 2": rep["accuracy"]["ensemble"]}
+    assert set(rep["accuracy"]) == {"ensemble", "single"}  # single: the inference both models have
+    assert [m["primary"] for m in rep["members"]] == ["single", "distilled"]
+
+
+# ---------------------------------------------------------------------------- configuration and CLI
+def test_config_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="drop --transforms"):
+        SupervisedConfig(mode="baseline", transforms="rotation")
+    with pytest.raises(ConfigError, match="M > 1"):
+        SupervisedConfig(mode="sla", transforms="none")
+    with pytest.raises(ConfigError, match="lr-factors"):
+        SupervisedConfig(lr_milestones=(0.5,), lr_factors=(1.0, 0.1, 0.01))
+    with pytest.raises(ConfigError, match="imbalance-ratio"):
+        SupervisedConfig(imbalance_ratio=0.5)
+    with pytest.raises(ConfigError, match="key=value"):
+        SupervisedConfig(backbone_options="width")
+    assert SupervisedConfig(mode="baseline").transform_name == "none"
+    assert SupervisedConfig(mode="da").transform_name == "rotation"
+
+
+def _write_cifar10_batches(root, n_per_class=12, n_test=4, seed=0):
+    """A tiny CIFAR-10 in the official python-batch layout (5 train batches + test batch)."""
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    base = rng.integers(0, 256, (10, 3072))
+
+    def make(n):
+        labels = np.repeat(np.arange(10), n)
+        data = np.clip(base[labels] + rng.integers(-30, 30, (len(labels), 3072)), 0, 255).astype(np.uint8)
+        perm = rng.permutation(len(labels))
+        return data[perm], labels[perm].tolist()
+
+    data, labels = make(n_per_class)
+    for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
+        with open(d / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump({"data": data[part], "labels": [labels[j] for j in part]}, f)
+    tdata, tlabels = make(n_test)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({"data": tdata, "labels": tlabels}, f)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+
+def test_cli_train_evaluate_resume_on_official_batches(tmp_path, capsys):
+    from fewshot_sla.cli import main
+
+    _write_cifar10_batches(tmp_path / "data")
+    run = tmp_path / "run"
+    common = ["--data-root", str(tmp_path / "data"), "--backbone", "conv4", "--backbone-options",
+              "hidden=4,out_channels=4", "--batch-size", "8", "--no-progress", "--no-plot", "--device", "cpu"]
+    rc = main(["supervised", *common, "--mode", "sla", "--iterations", "4", "--eval-every", "2",
+               "--val-size", "20", "--out-dir", str(run), "--stop-after", "2"])
+    assert rc == 0 and "--resume" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # changing what is computed on resume is refused, in one line
+        main(["supervised", "--resume", str(run), "--lr", "0.5"])
+    assert e.value.code == 2 and "cannot change --lr" in capsys.readouterr().err
+    assert main(["supervised", "--resume", str(run), "--no-progress", "--no-plot"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_size"] == 100 and set(summary["table"]) == {"SLA+SI", "SLA+AG"}
+    out_json = tmp_path / "eval.json"
+    assert main(["supervised", "--evaluate", str(run), "--output", str(out_json), "--device", "cpu"]) == 0
+    assert "SLA+AG" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["table"] == pytest.approx(summary["table"])
+    # long-tailed from the command line: counts follow Cao et al.'s profile with n_max = 12
+    lt = tmp_path / "lt"
+    assert main(["supervised", *common, "--mode", "baseline", "--loss", "ldam", "--drw", "--imbalance-ratio", "4",
+                 "--val-size", "0", "--epochs", "1", "--eval-every", "1", "--out-dir", str(lt)]) == 0
+    assert json.loads((lt / "summary.json").read_text())["class_counts"] == longtail_counts(12, 10, 4.0)
+    with pytest.raises(SystemExit) as e:
+        main(["supervised", *common, "--mode", "baseline", "--transforms", "rotation", "--out-dir", str(tmp_path)])
+    assert e.value.code == 2 and "drop --transforms" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "fewshot_sla.supervised", "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "--imbalance-ratio" in r.stdout and "--ensemble" in r.stdout
