@@ -1,0 +1,365 @@
+"""Configuration of meta-training (:class:`MetaTrainConfig`) and episode evaluation
+(:class:`EvalConfig`).
+
+The dataclass field defaults are the only defaults; ``meta-train --config NAME`` layers a
+named TOML file from ``fewshot_sla/configs/`` over them and explicit options override both
+(see :mod:`fewshot_sla.config`). Every option is checked when the dataclass is built
+(:meth:`MetaTrainConfig.__post_init__`), so a bad value or combination fails at once with a
+one-line :class:`~fewshot_sla.config.ConfigError` naming the fix; checks that need the data
+(channels, number of classes) are in :func:`check_against_data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ConfigError, list_named_configs
+from ..transforms import get_transform_set, list_transform_sets
+
+__all__ = [
+    "MODES",
+    "HEADS",
+    "AMP_MODES",
+    "AUGMENT_RECIPES",
+    "INFERENCES",
+    "REPORTED_INFERENCE",
+    "RESUME_OVERRIDES",
+    "MetaTrainConfig",
+    "EvalConfig",
+    "parse_options",
+    "check_against_data",
+    "meta_config_names",
+]
+
+#: training modes (see :mod:`fewshot_sla.meta.methods`)
+MODES: tuple[str, ...] = ("baseline", "da", "sla", "sla+sd")
+HEADS: tuple[str, ...] = ("protonet", "ridge", "svm", "r2d2")
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+AUGMENT_RECIPES: tuple[str, ...] = ("none", "metaoptnet", "standard", "sla")
+#: inferences each mode supports, in report order
+INFERENCES: dict[str, tuple[str, ...]] = {
+    "baseline": ("plain",),
+    "da": ("plain",),
+    "sla": ("single", "aggregated"),
+    "sla+sd": ("single", "aggregated", "distilled"),
+}
+#: the inference each mode reports (and selects best.pt by)
+REPORTED_INFERENCE: dict[str, str] = {
+    "baseline": "plain",
+    "da": "plain",
+    "sla": "aggregated",
+    "sla+sd": "distilled",
+}
+#: options that may differ when a run is resumed (they do not change the numbers)
+RESUME_OVERRIDES: tuple[str, ...] = (
+    "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes",
+)
+
+
+def meta_config_names() -> list[str]:
+    """Named configs (``fewshot_sla/configs/*.toml``) meant for ``meta-train`` (all but ``supervised_*``)."""
+    return [n for n in list_named_configs() if not n.startswith("supervised")]
+
+
+def parse_options(value: Any, name: str) -> dict[str, Any]:
+    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict.
+
+    Values are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` ->
+    list), else kept as strings. Used for ``--backbone-options`` and ``--dataset-options``.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return {str(k).replace("-", "_"): v for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be 'key=value,key=value' or a table, got {value!r}")
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{name}: invalid JSON object {text!r} ({e})") from e
+        return parse_options(obj, name)
+    out: dict[str, Any] = {}
+    for item in _split_top_level(text):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"{name}: expected key=value, got {item!r} (example: {name.replace('_', '-')} hidden=16)")
+        k, v = (s.strip() for s in item.split("=", 1))
+        try:
+            out[k.replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            lowered = v.lower()
+            out[k.replace("-", "_")] = {"true": True, "false": False}.get(lowered, v)
+    return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas/semicolons outside brackets and quotes (``a=[1,2],b=3`` -> 2 items)."""
+    items, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch in ",;" and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return items
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _positive(name: str, value: Any, low: int | float = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a number >= {low}, got {value!r}")
+
+
+def _h(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {"help": text}
+    if choices is not None:
+        md["choices"] = choices
+    return md
+
+
+@dataclass
+class MetaTrainConfig:
+    """Everything a meta-training run needs; saved in every checkpoint so ``eval`` needs only
+    the checkpoint and the data root. Defaults follow MetaOptNet (Lee et al., CVPR 2019)."""
+
+    # -- data -------------------------------------------------------------------------------
+    dataset: str = field(default="mini-imagenet", metadata=_h(
+        "dataset name (omniglot, mini-imagenet, cifar-fs, fc100, tiered-imagenet, folder, ...)"))
+    data_root: str = field(default="data", metadata=_h("folder holding the dataset files"))
+    dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
+        "loader options as key=value,key=value (e.g. val_alphabets=5 for omniglot)"))
+    image_size: int | None = field(default=None, metadata=_h("resize images to this side (default: the dataset's)"))
+    train_split: str = field(default="train", metadata=_h("split used for meta-training"))
+    val_split: str = field(default="val", metadata=_h("split used for validation"))
+    download: bool = field(default=False, metadata=_h("download missing files where an official URL exists"))
+    augment: str = field(default="none", metadata=_h(
+        "on-device augmentation of training episodes (metaoptnet: crop+jitter+flip)", AUGMENT_RECIPES))
+    # -- model ------------------------------------------------------------------------------
+    backbone: str = field(default="resnet12", metadata=_h("feature extractor (resnet12, conv4, resnet18, ...)"))
+    backbone_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
+        "backbone options as key=value,key=value (e.g. hidden=32 for conv4, avg_pool=true for resnet12)"))
+    head: str = field(default="protonet", metadata=_h("few-shot head (base learner)", HEADS))
+    protonet_normalize: bool = field(default=False, metadata=_h(
+        "protonet: divide squared distances by the feature size (MetaOptNet's ProtoNet head)"))
+    ridge_lambda: float = field(default=50.0, metadata=_h("ridge/r2d2: regularisation lambda"))
+    svm_c: float = field(default=0.1, metadata=_h("svm: cost C"))
+    svm_max_iter: int = field(default=15, metadata=_h("svm: QP solver iterations in training and validation"))
+    learn_scale: bool = field(default=True, metadata=_h("learnable logit scale (init 1.0, MetaOptNet's)"))
+    # -- method -----------------------------------------------------------------------------
+    mode: str = field(default="sla", metadata=_h(
+        "baseline: N-way; da: transforms keep the label; sla: NM-way joint labels; "
+        "sla+sd: sla plus self-distillation into a single-pass N-way prediction", MODES))
+    transforms: str = field(default="rotation", metadata=_h(
+        "transform set (ignored by baseline)", tuple(list_transform_sets())))
+    label_smoothing: float = field(default=0.0, metadata=_h("MetaOptNet label smoothing eps of the training loss"))
+    large_loss: bool = field(default=False, metadata=_h("sla: sum (not mean) the joint loss over transforms"))
+    sd_temperature: float = field(default=1.0, metadata=_h("sla+sd: distillation temperature T"))
+    sd_beta: float = field(default=1.0, metadata=_h("sla+sd: weight of the distilled head's cross-entropy"))
+    # -- episodes ---------------------------------------------------------------------------
+    n_way: int = field(default=5, metadata=_h("classes per training episode"))
+    k_shot: int = field(default=5, metadata=_h("support images per class in training episodes"))
+    n_query: int = field(default=6, metadata=_h("query images per class in training episodes"))
+    episodes_per_epoch: int = field(default=8000, metadata=_h("training episodes per epoch"))
+    tasks_per_batch: int = field(default=8, metadata=_h("episodes per optimiser step"))
+    eval_way: int = field(default=5, metadata=_h("classes per validation/test episode"))
+    eval_shot: int = field(default=5, metadata=_h("support images per class in validation/test episodes"))
+    eval_query: int = field(default=15, metadata=_h("query images per class in validation/test episodes"))
+    val_episodes: int = field(default=2000, metadata=_h("fixed validation episodes (0: no validation)"))
+    val_seed: int = field(default=1, metadata=_h("seed of the fixed validation episodes"))
+    val_every: int = field(default=1, metadata=_h("validate every this many epochs (and after the last)"))
+    eval_tasks_per_batch: int = field(default=8, metadata=_h("episodes per forward pass in validation/test"))
+    test_split: str = field(default="test", metadata=_h("split of the final test (with --test-episodes)"))
+    test_episodes: int = field(default=0, metadata=_h("evaluate best.pt on this many test episodes at the end"))
+    # -- optimisation -----------------------------------------------------------------------
+    epochs: int = field(default=60, metadata=_h("training epochs"))
+    lr: float = field(default=0.1, metadata=_h("base learning rate (SGD)"))
+    momentum: float = field(default=0.9, metadata=_h("SGD momentum"))
+    weight_decay: float = field(default=5e-4, metadata=_h("SGD weight decay"))
+    nesterov: bool = field(default=True, metadata=_h("Nesterov momentum"))
+    lr_milestones: tuple[int, ...] = field(default=(20, 40, 50), metadata=_h("epochs where the lr factor changes"))
+    lr_factors: tuple[float, ...] = field(default=(1.0, 0.06, 0.012, 0.0024), metadata=_h(
+        "lr multipliers before the first milestone and after each (len = milestones + 1)"))
+    warmup_epochs: int = field(default=0, metadata=_h("linear lr warm-up epochs"))
+    # -- system -----------------------------------------------------------------------------
+    seed: int = field(default=0, metadata=_h("seed of initialisation, training episodes and augmentation"))
+    device: str = field(default="auto", metadata=_h("auto (CUDA when present), cpu, cuda, cuda:1, ..."))
+    amp: str = field(default="none", metadata=_h("mixed precision of the backbone on CUDA", AMP_MODES))
+    channels_last: bool = field(default=False, metadata=_h("channels_last memory format"))
+    data_on_device: bool = field(default=True, metadata=_h("keep the uint8 images on the device"))
+    num_threads: int = field(default=0, metadata=_h(
+        "CPU threads of torch (0: torch's default; 1 is often faster on a busy machine)"))
+    run_dir: str = field(default="", metadata=_h("run directory (default: OUT_DIR/<dataset>-<head>-<mode>-<time>)"))
+    out_dir: str = field(default="runs", metadata=_h("parent of auto-named run directories"))
+    log_every: int = field(default=100, metadata=_h("steps between metrics.jsonl records"))
+    quiet: bool = field(default=False, metadata=_h("no progress bars or epoch lines"))
+
+    def __post_init__(self) -> None:
+        self.dataset_options = parse_options(self.dataset_options, "dataset_options")
+        self.backbone_options = parse_options(self.backbone_options, "backbone_options")
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        self.lr_factors = tuple(float(f) for f in self.lr_factors)
+        self.validate()
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.episodes_per_epoch // self.tasks_per_batch
+
+    @property
+    def inferences(self) -> tuple[str, ...]:
+        return INFERENCES[self.mode]
+
+    @property
+    def reported_inference(self) -> str:
+        return REPORTED_INFERENCE[self.mode]
+
+    @property
+    def M(self) -> int:
+        """Transforms per image the mode uses (1 for baseline)."""
+        return 1 if self.mode == "baseline" else get_transform_set(self.transforms).M
+
+    def head_options(self) -> dict[str, Any]:
+        """Keyword options of ``get_head(self.head, ...)``."""
+        return {
+            "protonet": {"normalize": self.protonet_normalize},
+            "ridge": {"lambda_reg": self.ridge_lambda},
+            "r2d2": {"lambda_reg": self.ridge_lambda},
+            "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
+        }[self.head]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # -- checks -----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line, naming the fix) on any invalid option."""
+        _choice("mode", self.mode, MODES)
+        _choice("head", self.head, HEADS)
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("augment", self.augment, AUGMENT_RECIPES)
+        try:
+            tset = get_transform_set(self.transforms)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.transforms = tset.name
+        if self.mode != "baseline" and tset.M == 1:
+            raise ConfigError(
+                f"mode {self.mode!r} needs a transform set with more than one transform, got "
+                f"--transforms {self.transforms}; use e.g. --transforms rotation, or --mode baseline"
+            )
+        for name in ("n_way", "k_shot", "n_query", "episodes_per_epoch", "tasks_per_batch", "eval_way",
+                     "eval_shot", "eval_query", "epochs", "val_every", "eval_tasks_per_batch", "log_every",
+                     "svm_max_iter"):
+            _positive(name, getattr(self, name), 1)
+        for name in ("val_episodes", "test_episodes", "warmup_epochs", "ridge_lambda", "svm_c", "lr",
+                     "momentum", "weight_decay", "num_threads"):
+            _positive(name, getattr(self, name), 0)
+        if self.n_way < 2 or self.eval_way < 2:
+            raise ConfigError(f"episodes need at least 2 ways, got --n-way {self.n_way} --eval-way {self.eval_way}")
+        if self.ridge_lambda <= 0 or self.svm_c <= 0:
+            raise ConfigError("--ridge-lambda and --svm-c must be > 0")
+        if self.episodes_per_epoch % self.tasks_per_batch:
+            raise ConfigError(
+                f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "
+                f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
+                f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.sd_temperature <= 0 or self.sd_beta < 0:
+            raise ConfigError(
+                f"--sd-temperature must be > 0 and --sd-beta >= 0, got {self.sd_temperature} and {self.sd_beta}"
+            )
+        if len(self.lr_factors) != len(self.lr_milestones) + 1:
+            raise ConfigError(
+                f"--lr-factors needs one more value than --lr-milestones, got {len(self.lr_factors)} factors "
+                f"for {len(self.lr_milestones)} milestones"
+            )
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ConfigError(f"--lr-milestones must be increasing, got {list(self.lr_milestones)}")
+        if self.image_size is not None:
+            _positive("image_size", self.image_size, 1)
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def check_against_data(cfg: MetaTrainConfig, split: str, channels: int, image_size: int,
+                       num_classes: int, role: str = "train") -> None:
+    """Checks that need the data: transform set vs channels/size, ways vs classes.
+
+    ``role`` is ``train`` (checks ``n_way``) or ``val``/``test`` (checks ``eval_way``).
+    """
+    if cfg.mode != "baseline":
+        try:
+            get_transform_set(cfg.transforms).check_input(channels, image_size, image_size)
+        except ValueError as e:
+            raise ConfigError(f"{cfg.dataset}: {e}") from None
+    flag, ways = ("--n-way", cfg.n_way) if role == "train" else ("--eval-way", cfg.eval_way)
+    if ways > num_classes:
+        raise ConfigError(
+            f"{flag} {ways} needs {ways} classes but the {split} split of {cfg.dataset} has {num_classes}; "
+            f"lower {flag} to at most {num_classes}"
+        )
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``fewshot-sla eval``: episodes are drawn from ``seed``, so every checkpoint
+    evaluated with the same options sees the same episodes (paired comparisons)."""
+
+    checkpoint: str = field(default="", metadata=_h("checkpoint (.pt) or run directory (uses best.pt)"))
+    compare: tuple[str, ...] = field(default=(), metadata=_h(
+        "more checkpoints evaluated on the same episodes; paired differences against --checkpoint"))
+    data_root: str = field(default="", metadata=_h("dataset folder (default: the one stored in the checkpoint)"))
+    split: str = field(default="test", metadata=_h("split to evaluate"))
+    episodes: int = field(default=1000, metadata=_h("number of episodes"))
+    n_way: int | None = field(default=None, metadata=_h("ways (default: the checkpoint's eval_way)"))
+    k_shot: int | None = field(default=None, metadata=_h("shots (default: the checkpoint's eval_shot)"))
+    n_query: int = field(default=15, metadata=_h("queries per class"))
+    seed: int = field(default=0, metadata=_h("seed of the episodes"))
+    inferences: tuple[str, ...] = field(default=(), metadata=_h(
+        "inferences to report (plain, single, aggregated, distilled; default: all the model supports)"))
+    svm_max_iter: int = field(default=3, metadata=_h("svm: QP iterations at test time (MetaOptNet's test.py: 3)"))
+    tasks_per_batch: int = field(default=8, metadata=_h("episodes per forward pass"))
+    device: str = field(default="auto", metadata=_h("auto, cpu, cuda, cuda:N"))
+    amp: str = field(default="none", metadata=_h("mixed precision of the backbone on CUDA", AMP_MODES))
+    channels_last: bool = field(default=False, metadata=_h("channels_last memory format"))
+    num_threads: int = field(default=0, metadata=_h("CPU threads of torch (0: torch's default)"))
+    output: str = field(default="", metadata=_h("JSON file (default: next to the checkpoint)"))
+    quiet: bool = field(default=False, metadata=_h("no progress bar"))
+
+    def __post_init__(self) -> None:
+        self.compare = tuple(self.compare)
+        self.inferences = tuple(self.inferences)
+        _choice("amp", self.amp, AMP_MODES)
+        for name in ("episodes", "n_query", "svm_max_iter", "tasks_per_batch"):
+            _positive(name, getattr(self, name), 1)
+        _positive("num_threads", self.num_threads, 0)
+        for name in ("n_way", "k_shot"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), 1)
+        if self.n_way is not None and self.n_way < 2:
+            raise ConfigError(f"--n-way must be at least 2, got {self.n_way}")
+        known = sorted({i for v in INFERENCES.values() for i in v})
+        for inf in self.inferences:
+            _choice("inferences", inf, tuple(known))

@@ -1,0 +1,113 @@
+"""Data side of meta-training: datasets, preprocessing and which episodes a step uses.
+
+* The training stream is indexed globally: task ``t`` of optimiser step ``s`` is episode
+  ``i = s * tasks_per_batch + t`` of an :class:`~fewshot_sla.episodes.EpisodeSampler` seeded
+  with the run seed, so a resumed run draws exactly the episodes it would have drawn.
+* All per-rank logic for data-parallel training lives in :func:`episode_indices`: rank ``r``
+  of ``world_size`` takes the tasks ``i`` with ``i mod world_size == r``.
+* Validation and test episodes come from samplers with their own fixed seed, so every
+  epoch, method and checkpoint sees the same episodes.
+* Images stay ``uint8`` (on the device with ``data_on_device``); a batch is gathered with
+  one ``index_select`` and augmented/normalised on the device in one batched call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from ..episodes import EpisodeBatch, EpisodeSampler, collate_episodes
+
+__all__ = [
+    "EpisodeDataset",
+    "episode_indices",
+    "load_split",
+    "make_preprocess",
+    "load_batch",
+    "dataset_channels",
+]
+
+Preprocess = Callable[..., torch.Tensor]
+
+
+class EpisodeDataset(Protocol):
+    """What meta-training needs from a dataset (``fewshot_sla.data.ImageDataset`` has it)."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+    class_names: Sequence[str]
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+
+def episode_indices(step: int, tasks_per_batch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Global episode indices of optimiser step ``step`` handled by ``rank`` of ``world_size``.
+
+    Step ``s`` uses episodes ``s*T .. s*T + T-1`` (``T = tasks_per_batch``); rank ``r`` takes
+    those with ``i mod world_size == r``, so the union over ranks is the single-process batch.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if tasks_per_batch % world_size:
+        raise ValueError(
+            f"--tasks-per-batch {tasks_per_batch} is not divisible by the {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    start = step * tasks_per_batch
+    return [i for i in range(start, start + tasks_per_batch) if i % world_size == rank]
+
+
+def dataset_channels(name: str) -> int | None:
+    """Channels of a registered dataset without loading it (``None`` when unknown)."""
+    from ..data import dataset_info
+
+    try:
+        return dataset_info(name).channels if name != "folder" else None
+    except ValueError:
+        return None
+
+
+def load_split(name: str, root: str, split: str, image_size: int | None = None,
+               download: bool = False, options: dict[str, Any] | None = None) -> EpisodeDataset:
+    """``fewshot_sla.data.get_dataset`` with the error for a missing root naming ``--data-root``."""
+    from ..data import get_dataset
+
+    return get_dataset(name, root, split, image_size=image_size, download=download, **(options or {}))
+
+
+def make_preprocess(dataset: str, recipe: str, image_size: int, mean: Sequence[float],
+                    std: Sequence[float]) -> Preprocess:
+    """Batched on-device augmentation + normalisation ``uint8 [B, C, H, W] -> float``.
+
+    ``recipe`` ``none`` only scales to ``[0, 1]`` and normalises with ``mean``/``std``.
+    """
+    from ..data import dataset_info
+    from ..data.augment import get_augmentation
+
+    try:
+        dataset_info(dataset)
+        donor = dataset
+    except ValueError:
+        donor = "folder"  # only the recipe matters: size, mean and std are passed explicitly
+    recipe = "eval" if recipe == "none" else recipe
+    return get_augmentation(donor, recipe, image_size=image_size, mean=tuple(mean), std=tuple(std))
+
+
+def load_batch(dataset: EpisodeDataset, sampler: EpisodeSampler, indices: Sequence[int],
+               device: torch.device, preprocess: Preprocess,
+               generator: torch.Generator | None = None) -> EpisodeBatch:
+    """Episodes ``indices`` of ``sampler`` gathered, moved to ``device`` and preprocessed.
+
+    Returns an N-way :class:`EpisodeBatch` of float images (support ``[T, S, C, H, W]``).
+    """
+    episodes = [sampler.episode(i) for i in indices]
+    batch = collate_episodes(dataset.images, episodes, sampler.n_way, sampler.k_shot, sampler.n_query)
+    batch = batch.to(device, non_blocking=True)
+    return batch.map_images(lambda x: preprocess(x, generator=generator))
+

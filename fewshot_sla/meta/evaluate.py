@@ -1,0 +1,283 @@
+"""Episode evaluation: per-episode accuracies, 95% confidence intervals, paired comparisons.
+
+``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the
+test split from ``--seed`` (15 queries per class), and reports for every inference the
+model supports (``plain`` for baseline/da; ``single``, ``aggregated`` for sla; and
+``distilled`` for sla+sd) the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std),
+writing every per-episode accuracy to JSON. ``--compare B.pt [C.pt ...]`` evaluates more
+checkpoints on the same episodes and reports the mean paired difference (A - B) episode by
+episode with its own 95% CI, which removes the episode-difficulty variance shared by both
+methods and is much tighter than two independent intervals.
+
+JSON layout::
+
+    {"split", "dataset", "episodes", "n_way", "k_shot", "n_query", "seed",
+     "models": [{"checkpoint", "mode", "reported", "epoch",
+                 "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
+     "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
+
+``comparisons`` holds, for every extra checkpoint B, the reported inference of A minus that
+of B and each inference both support; and within each model, its reported inference minus
+each of its other inferences.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, config_from_dict
+from ..episodes import EpisodeSampler
+from ..runs import atomic_write_text, load_checkpoint, resolve_device, to_jsonable
+from ..stats import mean_ci, paired_difference
+from .config import INFERENCES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig, check_against_data
+from .data import EpisodeDataset, load_batch, load_split, make_preprocess
+from .methods import episode_accuracy, run_episodes
+from .model import FewShotModel, build_model
+
+__all__ = [
+    "evaluate_episodes",
+    "load_model",
+    "evaluate",
+    "summarize",
+    "format_report",
+    "CHECKPOINT_FORMAT",
+]
+
+CHECKPOINT_FORMAT = "fewshot-sla/meta/1"
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+@torch.no_grad()
+def evaluate_episodes(
+    model: FewShotModel,
+    dataset: EpisodeDataset,
+    preprocess,
+    *,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    n_episodes: int,
+    seed: int,
+    device: torch.device,
+    inferences: Sequence[str] | None = None,
+    tasks_per_batch: int = 8,
+    quiet: bool = True,
+    desc: str = "eval",
+) -> dict[str, np.ndarray]:
+    """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
+
+    Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is
+    put in eval mode and restored to its previous mode afterwards.
+    """
+    sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
+                             class_names=list(dataset.class_names))
+    names = tuple(inferences or INFERENCES[model.mode])
+    accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    was_training = model.training
+    model.eval()
+    try:
+        with _progress(n_episodes, desc, quiet) as bar:
+            for start in range(0, n_episodes, tasks_per_batch):
+                idx = list(range(start, min(start + tasks_per_batch, n_episodes)))
+                batch = load_batch(dataset, sampler, idx, device, preprocess)
+                out = run_episodes(model, batch, loss=None, inferences=names)
+                for k in names:
+                    accs[k].append(episode_accuracy(out.logits[k], out.labels).double().cpu().numpy())
+                bar.update(len(idx))
+    finally:
+        model.train(was_training)
+    return {k: np.concatenate(v) for k, v in accs.items()}
+
+
+def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> dict[str, dict[str, Any]]:
+    """Inference -> ``{"mean", "ci95", "std", "n"[, "accuracies"]}`` (see :func:`~fewshot_sla.stats.mean_ci`)."""
+    out = {}
+    for k, v in accuracies.items():
+        d: dict[str, Any] = mean_ci(v).as_dict()
+        if with_values:
+            d["accuracies"] = [float(a) for a in v]
+        out[k] = d
+    return out
+
+
+def load_model(path: str | Path, device: torch.device) -> tuple[FewShotModel, MetaTrainConfig, dict]:
+    """Rebuild the model of a meta-training checkpoint (a ``.pt`` file or a run directory).
+
+    Returns ``(model on device, its training config, the checkpoint dict)``.
+    """
+    try:
+        ckpt = load_checkpoint(path, map_location="cpu")
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a fewshot-sla meta-training checkpoint (written by meta-train)")
+    cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=f"checkpoint {path}")
+    data = ckpt["data"]
+    model = build_model(cfg, data["channels"], data["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device), cfg, ckpt
+
+
+def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
+    ck = Path(cfg.checkpoint)
+    folder = ck if ck.is_dir() else ck.parent
+    stem = f"eval_{cfg.split}_{n_way}way{k_shot}shot_{cfg.episodes}ep_seed{cfg.seed}"
+    if cfg.compare:
+        stem += "_compare"
+    return folder / f"{stem}.json"
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "none":
+        return None
+    if device.type != "cuda":
+        import warnings
+
+        warnings.warn(f"--amp {amp} is only used on CUDA; running in float32 on {device}", stacklevel=3)
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None) -> dict[str, Any]:
+    """Run ``fewshot-sla eval``: evaluate ``cfg.checkpoint`` (and ``cfg.compare``) on the same
+    episodes, write the JSON report and return it.
+
+    ``datasets`` maps ``(dataset, data_root, split, image_size)`` to already loaded datasets
+    (filled as datasets are loaded; tests pass in-memory data this way).
+    """
+    if not cfg.checkpoint:
+        raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    datasets = {} if datasets is None else datasets
+    paths = [cfg.checkpoint, *cfg.compare]
+    report: dict[str, Any] = {"split": cfg.split, "episodes": cfg.episodes, "n_query": cfg.n_query,
+                              "seed": cfg.seed, "models": [], "comparisons": []}
+    n_way = k_shot = None
+    reference = None
+    for p in paths:
+        model, tcfg, ckpt = load_model(p, device)
+        model.amp_dtype = _amp_dtype(cfg.amp, device)
+        if cfg.channels_last:
+            model.channels_last = True
+            model.to(memory_format=torch.channels_last)
+        if tcfg.head == "svm":
+            model.head_kwargs = {"max_iter": cfg.svm_max_iter}
+        n_way = cfg.n_way or n_way or tcfg.eval_way
+        k_shot = cfg.k_shot or k_shot or tcfg.eval_shot
+        root = cfg.data_root or tcfg.data_root
+        key = (tcfg.dataset, str(root), cfg.split, tcfg.image_size)
+        if key not in datasets:
+            datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size,
+                                       options=tcfg.dataset_options)
+        ds = datasets[key]
+        check_against_data(tcfg, cfg.split, ds.channels, ds.image_size, 10**9, role="test")
+        if n_way > len(ds.class_names):
+            raise ConfigError(f"--n-way {n_way} needs {n_way} classes but the {cfg.split} split of "
+                              f"{tcfg.dataset} has {len(ds.class_names)}; lower --n-way to at most "
+                              f"{len(ds.class_names)}")
+        if reference is None:
+            reference = (tcfg.dataset, ds.labels.shape[0], int(ds.labels.sum()))
+            report.update(dataset=tcfg.dataset, n_way=n_way, k_shot=k_shot)
+        elif reference != (tcfg.dataset, ds.labels.shape[0], int(ds.labels.sum())):
+            raise ConfigError(
+                f"{p} was trained on {tcfg.dataset} but {paths[0]} on {reference[0]}; --compare needs "
+                "checkpoints evaluated on the same split and episodes"
+            )
+        supported = INFERENCES[tcfg.mode]
+        names = [i for i in cfg.inferences if i in supported] if cfg.inferences else list(supported)
+        if not names:
+            raise ConfigError(
+                f"{p} (mode {tcfg.mode}) supports the inferences {', '.join(supported)}, none of "
+                f"{', '.join(cfg.inferences)}; change --inferences"
+            )
+        norm = ckpt["data"]
+        pre = make_preprocess(tcfg.dataset, "none", ds.image_size, norm["mean"], norm["std"])
+        t0 = time.time()
+        accs = evaluate_episodes(
+            model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
+            seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
+            quiet=cfg.quiet, desc=Path(p).name,
+        )
+        report["models"].append({
+            "checkpoint": str(p), "mode": tcfg.mode, "head": tcfg.head, "backbone": tcfg.backbone,
+            "transforms": tcfg.transforms, "reported": REPORTED_INFERENCE[tcfg.mode],
+            "epoch": ckpt.get("epoch"), "seconds": round(time.time() - t0, 3),
+            "results": summarize(accs),
+        })
+        del model
+    report["comparisons"] = compare_models(report["models"])
+    out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
+    report["output"] = str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
+    return report
+
+
+def compare_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired differences (see the module docs) between evaluated models' per-episode accuracies."""
+    out = []
+
+    def pair(a: dict, ia: str, b: dict, ib: str) -> None:
+        d = paired_difference(a["results"][ia]["accuracies"], b["results"][ib]["accuracies"])
+        out.append({"a": a["checkpoint"], "b": b["checkpoint"], "inference_a": ia, "inference_b": ib,
+                    **d.as_dict()})
+
+    for m in models:  # within a model: reported minus each other inference
+        r = m["reported"] if m["reported"] in m["results"] else None
+        for other in m["results"]:
+            if r is not None and other != r:
+                pair(m, r, m, other)
+    if len(models) > 1:
+        a = models[0]
+        for b in models[1:]:
+            done = set()
+            ra, rb = a["reported"], b["reported"]
+            if ra in a["results"] and rb in b["results"]:
+                pair(a, ra, b, rb)
+                done.add((ra, rb))
+            for inf in a["results"]:
+                if inf in b["results"] and (inf, inf) not in done:
+                    pair(a, inf, b, inf)
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable table of an evaluation report."""
+    lines = [
+        f"{report.get('dataset', '?')} {report['split']}: {report['episodes']} episodes, "
+        f"{report.get('n_way')}-way {report.get('k_shot')}-shot, {report['n_query']} queries/class, "
+        f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"
+    ]
+    width = max(len(m["checkpoint"]) for m in report["models"])
+    for m in report["models"]:
+        for inf, r in m["results"].items():
+            star = " *" if inf == m["reported"] else ""
+            lines.append(f"  {m['checkpoint']:<{width}}  {m['mode']:<7} {inf:<11} "
+                         f"{100 * r['mean']:6.2f} +- {100 * r['ci95']:.2f}%{star}")
+    if report["comparisons"]:
+        lines.append("paired differences (A - B, same episodes):")
+        for c in report["comparisons"]:
+            a = c["a"] if c["a"] == c["b"] else f"{c['a']} vs {c['b']}"
+            lines.append(f"  {a}: {c['inference_a']} - {c['inference_b']} = "
+                         f"{100 * c['mean']:+.2f} +- {100 * c['ci95']:.2f}%")
+    lines.append(f"per-episode accuracies: {report['output']}")
+    return "\n".join(lines)

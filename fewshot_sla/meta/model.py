@@ -1,0 +1,110 @@
+"""The meta-learning model: backbone + few-shot head + learnable logit scale(s).
+
+:class:`FewShotModel` embeds the support and query images of a whole batch of episodes
+in ONE backbone call (support and query rows concatenated), then applies the head per
+task::
+
+    support [T, S, C, H, W], query [T, Q, C, H, W]
+      -> backbone(cat(support.flatten(0, 1), query.flatten(0, 1)))   one call, [T*S + T*Q, D]
+      -> head(query [T, Q, D], support [T, S, D], support_labels [T, S], n_way) * scale
+      -> logits [T, Q, n_way]
+
+``scale`` is MetaOptNet's learnable logit scale (``ClassificationHead(enable_scale=True)``,
+init 1.0). In ``sla+sd`` mode the distilled N-way prediction has its own scale
+``distill_scale`` (init 1.0): it is the only parameter of the "second head" of SLA+SD,
+whose logits live on a different scale than the NM-way joint logits.
+
+Mixed precision: the backbone runs under ``torch.autocast`` when ``amp_dtype`` is set; the
+features are cast to float32 and the head always runs outside autocast (the SVM head then
+solves its QP in float64), so a distance or a QP is never computed in half precision.
+
+Everything needed to rebuild the model is in the run's :class:`MetaTrainConfig` (saved in
+every checkpoint) plus the data's channels and image size: :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..backbones import get_backbone
+from ..heads import get_head
+from ..transforms import TransformSet, get_transform_set
+from .config import MetaTrainConfig
+
+__all__ = ["FewShotModel", "build_model"]
+
+
+class FewShotModel(nn.Module):
+    """Backbone + head + logit scale(s) of one training mode.
+
+    Args:
+        backbone: module ``[B, C, H, W] -> [B, D]``.
+        head: few-shot head ``head(query, support, support_labels, n_way) -> [T, Q, n_way]``.
+        mode: ``baseline``, ``da``, ``sla`` or ``sla+sd``.
+        transforms: the transform set (``none`` for baseline).
+        learn_scale: make the logit scale(s) learnable (else fixed at 1.0).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mode: str = "baseline",
+                 transforms: TransformSet | str = "none", learn_scale: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.mode = mode
+        self.transforms = get_transform_set("none" if mode == "baseline" else transforms)
+        self.scale = nn.Parameter(torch.ones(()), requires_grad=learn_scale)
+        if mode == "sla+sd":
+            self.distill_scale = nn.Parameter(torch.ones(()), requires_grad=learn_scale)
+        # runtime settings, not saved: autocast dtype of the backbone, memory format
+        self.amp_dtype: torch.dtype | None = None
+        self.channels_last = False
+        # extra keyword arguments of every head call (e.g. {"max_iter": 3} for svm at test)
+        self.head_kwargs: dict[str, Any] = {}
+
+    @property
+    def M(self) -> int:
+        return self.transforms.M
+
+    def embed(self, support: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """Features of support ``[T, S, C, H, W]`` and query ``[T, Q, C, H, W]`` in one backbone
+        call; returns float32 ``([T, S, D], [T, Q, D])``."""
+        t, s = support.shape[:2]
+        q = query.shape[1]
+        x = torch.cat([support.reshape(t * s, *support.shape[2:]), query.reshape(t * q, *query.shape[2:])])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            f = self.backbone(x)
+        f = f.float()
+        return f[: t * s].reshape(t, s, -1), f[t * s:].reshape(t, q, -1)
+
+    def classify(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int,
+                 distill: bool = False) -> Tensor:
+        """Scaled head logits ``[T, Q, n_way]`` (outside autocast, float32 features)."""
+        scale = self.distill_scale if distill else self.scale
+        with torch.autocast(query.device.type, enabled=False):
+            return scale * self.head(query.float(), support.float(), support_labels, n_way, **self.head_kwargs)
+
+    def forward(self, support: Tensor, support_labels: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """N-way logits ``[T, Q, n_way]`` of untransformed episodes (the ``plain`` inference)."""
+        fs, fq = self.embed(support, query)
+        return self.classify(fq, fs, support_labels, n_way, distill=self.mode == "sla+sd")
+
+
+def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShotModel:
+    """Build the model a config describes for ``channels x image_size x image_size`` inputs.
+
+    Raises ``ValueError`` (one line) for an unknown backbone/head or a bad option.
+    """
+    options = dict(cfg.backbone_options)
+    options.setdefault("image_size", image_size)
+    try:
+        backbone = get_backbone(cfg.backbone, in_channels=channels, **options)
+    except TypeError as e:  # an unexpected option surfacing as TypeError
+        raise ValueError(f"backbone {cfg.backbone!r}: {e}") from None
+    head = get_head(cfg.head, **cfg.head_options())
+    return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale)

@@ -1,0 +1,369 @@
+"""Meta-training loop: episodes, validation, checkpoints and exact resume.
+
+One optimiser step takes ``tasks_per_batch`` episodes of the global training stream
+(:func:`~fewshot_sla.meta.data.episode_indices`), gathers them in one tensor, augments them on
+the device, and sends every image of every episode (and, for da/sla/sla+sd, every transform)
+through the backbone in one call (:mod:`fewshot_sla.meta.methods` gives the losses). The LR
+follows a piecewise schedule per epoch (MetaOptNet: x1 / 0.06 / 0.012 / 0.0024 at epochs
+20 / 40 / 50).
+
+After every ``val_every`` epochs (and the last) the model is evaluated on ``val_episodes``
+fixed episodes of the validation split; ``best.pt`` keeps the weights with the best mean
+accuracy of the mode's reported inference and ``last.pt`` the latest state, both written
+atomically. A checkpoint holds the model, optimiser, scheduler, grad scaler, progress, best
+score, every RNG state and the augmentation generator, so ``--resume RUN`` continues a killed
+run and ends with the same weights and metrics as an uninterrupted run with the same seed;
+``metrics.jsonl`` is truncated to the records at or before the checkpoint's step.
+
+Run directory: ``config.json`` (resolved config), ``metrics.jsonl`` (``kind`` = ``train``:
+running means over the steps since the previous record; ``kind`` = ``val``: accuracy and CI
+per inference), ``last.pt``, ``best.pt``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, config_from_dict
+from ..episodes import EpisodeSampler
+from ..optim import build_sgd, piecewise_scheduler
+from ..runs import RunDir, get_rng_state, load_checkpoint, resolve_device, seed_everything, set_rng_state
+from .config import RESUME_OVERRIDES, MetaTrainConfig, check_against_data
+from .data import EpisodeDataset, dataset_channels, episode_indices, load_batch, load_split, make_preprocess
+from .evaluate import CHECKPOINT_FORMAT, evaluate_episodes, load_model, summarize
+from .methods import LossSettings, run_episodes
+from .model import build_model
+
+__all__ = ["train", "resume_config", "default_run_dir", "MetaTrainer"]
+
+
+def default_run_dir(cfg: MetaTrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.out_dir) / f"{cfg.dataset}-{cfg.backbone}-{cfg.head}-{cfg.mode.replace('+', '')}-{stamp}"
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
+    """The config of the run in ``run_dir`` with the allowed ``overrides`` applied.
+
+    Only :data:`~fewshot_sla.meta.config.RESUME_OVERRIDES` may change (e.g. ``epochs`` to
+    extend a run); anything else would change the numbers and is refused.
+    """
+    run = RunDir(run_dir, enabled=False)
+    if not (run.path / "last.pt").exists():
+        raise FileNotFoundError(f"--resume {run_dir}: no last.pt there; pass the directory of a meta-train run")
+    data = run.read_json("config.json")
+    source = str(run.path / "config.json")
+    overrides = dict(overrides or {})
+    saved = config_from_dict(MetaTrainConfig, data, source=source)
+    asked = config_from_dict(MetaTrainConfig, {**data, **overrides}, source="--resume options")
+    bad = sorted(k for k in overrides if k not in RESUME_OVERRIDES and getattr(saved, k) != getattr(asked, k))
+    if bad:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(bad)} (it would change the run's numbers); only "
+            f"{', '.join(RESUME_OVERRIDES)} may be given with --resume, or start a new run"
+        )
+    data.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES})
+    data["run_dir"] = str(run_dir)
+    return config_from_dict(MetaTrainConfig, data, source=source)
+
+
+def _dataset_stats(ds: EpisodeDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean, std = getattr(ds, "mean", None), getattr(ds, "std", None)
+    if mean is None or std is None:
+        from ..data.base import channel_stats
+
+        mean, std = channel_stats(ds.images)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+class MetaTrainer:
+    """State of one meta-training run (use :func:`train`)."""
+
+    def __init__(self, cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
+                 resume: bool = False) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.quiet = cfg.quiet
+        if cfg.mode != "baseline":  # fail before loading data when the channels are known
+            ch = dataset_channels(cfg.dataset)
+            if ch is not None:
+                check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
+        run_path = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        if not resume and (run_path / "last.pt").exists():
+            raise ConfigError(
+                f"run directory {run_path} already holds a run; pass --resume {run_path} to "
+                "continue it, or choose another --run-dir"
+            )
+        datasets = dict(datasets or {})
+        self.train_ds = datasets.get("train") or self._load(cfg.train_split)
+        self.val_ds = None
+        if cfg.val_episodes:
+            self.val_ds = datasets.get("val") or self._load(cfg.val_split)
+        self.test_ds = datasets.get("test")
+        ds = self.train_ds
+        check_against_data(cfg, cfg.train_split, ds.channels, ds.image_size, len(ds.class_names), "train")
+        if self.val_ds is not None:
+            v = self.val_ds
+            check_against_data(cfg, cfg.val_split, v.channels, v.image_size, len(v.class_names), "val")
+            if (v.channels, v.image_size) != (ds.channels, ds.image_size):
+                raise ConfigError(
+                    f"validation images are {v.channels}x{v.image_size}px but training images "
+                    f"{ds.channels}x{ds.image_size}px; set --image-size"
+                )
+        self.mean, self.std = _dataset_stats(ds)
+        names = list(ds.class_names)
+        self.sampler = EpisodeSampler(ds.labels, cfg.n_way, cfg.k_shot, cfg.n_query,
+                                      cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed, class_names=names)
+        if self.val_ds is not None:  # checks the episode shape against the data up front
+            EpisodeSampler(self.val_ds.labels, cfg.eval_way, cfg.eval_shot, cfg.eval_query, 1,
+                           class_names=list(self.val_ds.class_names))
+        if cfg.data_on_device and self.device.type != "cpu":
+            self.train_ds = _on_device(self.train_ds, self.device)
+            if self.val_ds is not None:
+                self.val_ds = _on_device(self.val_ds, self.device)
+
+        self.run = RunDir(run_path)
+        if not cfg.run_dir:  # the resolved config names its run directory
+            self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg, ds.channels, ds.image_size).to(self.device)
+        self.amp_dtype = None
+        if cfg.amp != "none":
+            if self.device.type == "cuda":
+                self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+            else:
+                warnings.warn(f"--amp {cfg.amp} is only used on CUDA; training in float32 on {self.device}",
+                              stacklevel=2)
+        self.model.amp_dtype = self.amp_dtype
+        if cfg.channels_last:
+            self.model.channels_last = True
+            self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.optimizer = build_sgd(self.model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.aug_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]))
+        self.train_pre = make_preprocess(cfg.dataset, cfg.augment, ds.image_size, self.mean, self.std)
+        self.eval_pre = make_preprocess(cfg.dataset, "none", ds.image_size, self.mean, self.std)
+        self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimiser steps
+        self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "step": None, "val": None}
+        self.last_val: dict[str, Any] | None = None
+        self.train_time = 0.0
+        if resume:
+            self._load_state()
+        else:
+            self.run.write_json("config.json", cfg.to_dict())
+
+    # -- data -------------------------------------------------------------------------------
+    def _load(self, split: str) -> EpisodeDataset:
+        c = self.cfg
+        return load_split(c.dataset, c.data_root, split, c.image_size, c.download, c.dataset_options)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "data": {"channels": self.train_ds.channels, "image_size": self.train_ds.image_size,
+                     "mean": self.mean, "std": self.std, "dataset": self.cfg.dataset},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "last_val": self.last_val,
+            "train_time": self.train_time,
+            "rng": get_rng_state(),
+            "aug_rng": self.aug_gen.get_state(),
+        }
+
+    def _load_state(self) -> None:
+        ckpt = load_checkpoint(self.run.last, map_location="cpu")
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.run.last} is not a fewshot-sla meta-training checkpoint")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.best, self.last_val = ckpt["best"], ckpt["last_val"]
+        self.train_time = float(ckpt.get("train_time", 0.0))
+        set_rng_state(ckpt["rng"])
+        self.aug_gen.set_state(ckpt["aug_rng"])
+        step = self.step
+        self.run.truncate_metrics(lambda r: r.get("step", 0) <= step)
+        self.run.write_json("config.json", self.cfg.to_dict())
+
+    # -- training ---------------------------------------------------------------------------
+    def _progress(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=self.quiet or not sys.stderr.isatty())
+
+    def train_epoch(self) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        model.train()
+        steps = cfg.steps_per_epoch
+        window: dict[str, float] = defaultdict(float)
+        n_window = 0
+        epoch_sums: dict[str, float] = defaultdict(float)
+        lr = self.optimizer.param_groups[0]["lr"]
+        t0 = time.time()
+        with self._progress(steps, f"epoch {self.epoch + 1}/{cfg.epochs}") as bar:
+            for s in range(steps):
+                idx = episode_indices(self.step, cfg.tasks_per_batch)
+                batch = load_batch(self.train_ds, self.sampler, idx, self.device, self.train_pre, self.aug_gen)
+                out = run_episodes(model, batch, loss=self.loss_settings)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(out.loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+                # one device sync per step for the running numbers
+                vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
+                vals.update({f"loss_{k}": v for k, v in out.parts.items()})
+                vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
+                host = torch.stack([v.float() for v in vals.values()]).tolist()
+                for k, v in zip(vals, host):
+                    window[k] += v
+                    epoch_sums[k] += v
+                n_window += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{window['loss'] / n_window:.3f}", acc=f"{window['acc'] / n_window:.3f}")
+                if (s + 1) % cfg.log_every == 0 or s + 1 == steps:
+                    self.run.log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "lr": lr,
+                                  "steps": n_window, **{k: v / n_window for k, v in window.items()},
+                                  "time": round(self.train_time + time.time() - t0, 3)})
+                    window.clear()
+                    n_window = 0
+        self.train_time += time.time() - t0
+        return {k: v / steps for k, v in epoch_sums.items()}
+
+    def validate(self) -> dict[str, dict[str, Any]]:
+        cfg = self.cfg
+        accs = evaluate_episodes(
+            self.model, self.val_ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot,
+            n_query=cfg.eval_query, n_episodes=cfg.val_episodes, seed=cfg.val_seed, device=self.device,
+            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="validation",
+        )
+        return summarize(accs, with_values=False)
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        reported = cfg.reported_inference
+        while self.epoch < cfg.epochs:
+            t0 = time.time()
+            train_stats = self.train_epoch()
+            self.epoch += 1
+            self.scheduler.step()
+            is_best = False
+            val = None
+            if self.val_ds is not None and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
+                val = self.validate()
+                score = val[reported]["mean"]
+                is_best = score > self.best["score"]
+                if is_best:
+                    self.best = {"score": score, "epoch": self.epoch, "step": self.step, "val": val}
+                self.last_val = {"epoch": self.epoch, "val": val}
+                record = {"kind": "val", "epoch": self.epoch, "step": self.step, "reported": reported,
+                          "score": score, "best": is_best}
+                for k, r in val.items():
+                    record[f"acc_{k}"] = r["mean"]
+                    record[f"ci95_{k}"] = r["ci95"]
+                self.run.log(record)
+            elif self.val_ds is None:  # no validation: the latest weights are the best
+                is_best = True
+                self.best = {"score": None, "epoch": self.epoch, "step": self.step, "val": None}
+            self.run.save(self.state(), best=is_best)
+            if not self.quiet:
+                print(self._epoch_line(train_stats, val, is_best, time.time() - t0), flush=True)
+        return self.finish()
+
+    def _epoch_line(self, train_stats: dict[str, float], val: dict | None, is_best: bool, secs: float) -> str:
+        cfg = self.cfg
+        line = f"epoch {self.epoch}/{cfg.epochs}  loss {train_stats['loss']:.4f}  acc {100 * train_stats['acc']:.2f}%"
+        if val is not None:
+            r = val[cfg.reported_inference]
+            line += f"  | val {cfg.reported_inference} {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}%"
+            others = [f"{k} {100 * v['mean']:.2f}" for k, v in val.items() if k != cfg.reported_inference]
+            if others:
+                line += f" ({', '.join(others)})"
+            line += " *best" if is_best else f" (best {100 * self.best['score']:.2f} @{self.best['epoch']})"
+        lr = self.optimizer.param_groups[0]["lr"]
+        return line + f"  | next lr {lr:.4g}  {secs:.1f}s"
+
+    def finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        summary: dict[str, Any] = {
+            "run_dir": str(self.run.path),
+            "mode": cfg.mode,
+            "reported_inference": cfg.reported_inference,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "train_time_s": round(self.train_time, 3),
+            "best": self.best,
+            "last": self.last_val,
+        }
+        if cfg.test_episodes:
+            summary["test"] = self.test()
+        self.run.write_json("summary.json", summary)
+        if not self.quiet and self.best.get("score") not in (None, -math.inf):
+            print(f"best val {cfg.reported_inference} {100 * self.best['score']:.2f}% at epoch "
+                  f"{self.best['epoch']}; run directory {self.run.path}", flush=True)
+        return summary
+
+    def test(self) -> dict[str, Any]:
+        """Evaluate ``best.pt`` on ``test_episodes`` test episodes (seed 0, all inferences)."""
+        cfg = self.cfg
+        model, _, _ = load_model(self.run.best, self.device)
+        model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
+        ds = self.test_ds or self._load(cfg.test_split)
+        accs = evaluate_episodes(
+            model, ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot, n_query=cfg.eval_query,
+            n_episodes=cfg.test_episodes, seed=0, device=self.device,
+            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="test",
+        )
+        res = summarize(accs, with_values=False)
+        if not self.quiet:
+            for k, r in res.items():
+                print(f"test {k}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}% ({cfg.test_episodes} episodes)")
+        return res
+
+
+def _on_device(ds: EpisodeDataset, device: torch.device) -> EpisodeDataset:
+    if hasattr(ds, "to"):
+        return ds.to(device)
+    return dataclasses.replace(ds, images=ds.images.to(device))
+
+
+def train(cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
+          resume: bool = False) -> dict[str, Any]:
+    """Meta-train as ``cfg`` says and return the summary (also written to ``summary.json``).
+
+    Args:
+        cfg: the run configuration (``cfg.run_dir`` is the run directory; auto-named if empty).
+        datasets: optional already loaded ``{"train": ..., "val": ..., "test": ...}`` datasets
+            (objects with ``images`` uint8 ``[N, C, H, W]``, ``labels``, ``class_names``,
+            ``image_size``, ``channels``); missing ones are loaded with ``get_dataset``.
+        resume: continue the run in ``cfg.run_dir`` from its ``last.pt``.
+    """
+    trainer = MetaTrainer(cfg, datasets, resume=resume)
+    return trainer.fit()

@@ -1,0 +1,118 @@
+"""Meta-training configs: every shipped TOML loads, paper values, layering, and one-line errors."""
+
+import sys
+
+import pytest
+
+from fewshot_sla.cli import build_parser, main
+from fewshot_sla.config import CONFIG_DIR, ConfigError, build_config
+from fewshot_sla.meta.config import EvalConfig, MetaTrainConfig, check_against_data, meta_config_names, parse_options
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+METAOPTNET = [f"metaoptnet_{h}_{d}{s}" for h in ("protonet", "ridge", "svm")
+              for d in ("miniimagenet", "cifarfs", "fc100") for s in ("", "_sla")]
+CPU = ["omniglot_conv4_baseline", "omniglot_conv4_sla", "omniglot_conv4_slasd", "cifarfs_conv4_cpu"]
+
+
+def test_all_shipped_meta_configs_load_and_have_a_description():
+    names = meta_config_names()
+    assert set(METAOPTNET + CPU) <= set(names)
+    for name in names:
+        cfg = build_config(MetaTrainConfig, {}, config=name)  # unknown keys or bad values raise
+        assert isinstance(cfg, MetaTrainConfig)
+        raw = tomllib.loads((CONFIG_DIR / f"{name}.toml").read_text())
+        assert raw.get("description", "").strip(), f"{name}.toml needs a description line"
+
+
+@pytest.mark.parametrize("name", METAOPTNET)
+def test_metaoptnet_configs_follow_the_paper(name):
+    cfg = build_config(MetaTrainConfig, {}, config=name)
+    shots = {"miniimagenet": 15, "cifarfs": 5, "fc100": 15}
+    eps = {"miniimagenet": 0.1, "cifarfs": 0.0, "fc100": 0.0}
+    key = name.split("_")[2]
+    assert (cfg.k_shot, cfg.label_smoothing) == (shots[key], eps[key])
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (0.1, 0.9, 5e-4, True)
+    assert cfg.lr_milestones == (20, 40, 50) and cfg.lr_factors == (1.0, 0.06, 0.012, 0.0024)
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.tasks_per_batch, cfg.n_query) == (60, 1000, 8, 6)
+    assert (cfg.val_episodes, cfg.eval_way, cfg.eval_shot, cfg.eval_query) == (2000, 5, 5, 15)
+    assert cfg.backbone == "resnet12" and cfg.head == name.split("_")[1]
+    assert (cfg.mode, cfg.transforms) == (("sla", "rotation") if name.endswith("_sla") else ("baseline", "none"))
+
+
+def test_cli_options_override_named_config_over_defaults():
+    args = build_parser().parse_args(["meta-train", "--config", "omniglot_conv4_sla", "--epochs", "3",
+                                      "--backbone-options", "hidden=16,out_channels=16"])
+    cfg = build_config(MetaTrainConfig, args, config=args.config)
+    assert cfg.epochs == 3 and cfg.dataset == "omniglot" and cfg.k_shot == 1  # option > file
+    assert cfg.backbone_options == {"hidden": 16, "out_channels": 16}
+    assert cfg.weight_decay == 5e-4  # file
+    assert MetaTrainConfig().epochs == 60  # defaults untouched
+
+
+def test_parse_options_forms():
+    assert parse_options("hidden=8, avg_pool=true,name=x,widths=[1,2]", "o") == \
+        {"hidden": 8, "avg_pool": True, "name": "x", "widths": [1, 2]}
+    assert parse_options('{"drop-rate": 0.1}', "o") == {"drop_rate": 0.1}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_options("hidden", "backbone_options")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mode="sla", transforms="none"), "more than one transform"),
+    (dict(svm_max_iter=0), "svm-max-iter"),
+    (dict(episodes_per_epoch=10, tasks_per_batch=4), "not a multiple of --tasks-per-batch"),
+    (dict(label_smoothing=1.0), "label-smoothing"),
+    (dict(lr_factors=(1.0,)), "one more value"),
+    (dict(head="knn"), "--head must be one of"),
+    (dict(mode="mt"), "--mode must be one of"),
+    (dict(transforms="jigsaw"), "unknown transform set"),
+    (dict(n_way=1), "at least 2 ways"),
+])
+def test_invalid_options_raise_config_errors(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        MetaTrainConfig(**kw)
+
+
+def test_data_checks():
+    cfg = MetaTrainConfig(dataset="omniglot", mode="sla", transforms="color_perm")
+    with pytest.raises(ConfigError, match="3-channel"):
+        check_against_data(cfg, "train", channels=1, image_size=28, num_classes=100)
+    with pytest.raises(ConfigError, match="lower --n-way to at most 4"):
+        check_against_data(MetaTrainConfig(n_way=5), "train", 3, 32, 4)
+    with pytest.raises(ConfigError, match="--eval-way"):
+        check_against_data(MetaTrainConfig(eval_way=20), "val", 3, 32, 16, role="val")
+    with pytest.raises(ConfigError, match="--inferences"):
+        EvalConfig(inferences=("ensemble",))
+
+
+def _one_line_error(capsys, argv, match):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert match in last, err
+    return err
+
+
+def test_color_perm_on_grayscale_omniglot_is_a_one_line_error_before_loading(tmp_path, capsys):
+    err = _one_line_error(capsys, ["meta-train", "--dataset", "omniglot", "--data-root", str(tmp_path / "none"),
+                                   "--mode", "sla", "--transforms", "color_perm", "--device", "cpu",
+                                   "--run-dir", str(tmp_path / "run")], "3-channel")
+    assert len(err.splitlines()) == 1 and err.startswith("fewshot-sla meta-train: error:")
+    assert "rotation" in err  # names the fix
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_svm_iterations_and_unknown_config_are_one_line_errors(tmp_path, capsys):
+    err = _one_line_error(capsys, ["meta-train", "--svm-max-iter", "0"], "svm-max-iter")
+    assert len(err.splitlines()) == 1
+    err = _one_line_error(capsys, ["meta-train", "--config", "no_such_config"], "named configs")
+    assert "omniglot_conv4_sla" in err
+    err = _one_line_error(capsys, ["eval", "--checkpoint", str(tmp_path / "missing.pt")], "checkpoint not found")
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,190 @@
+"""End-to-end meta-training and episode evaluation on tiny synthetic data (no real datasets).
+
+Tiny everything: Conv-4 with 8 filters at 16 px, 3-way episodes, a few steps per epoch.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fewshot_sla.episodes import EpisodeSampler
+from fewshot_sla.meta.config import MetaTrainConfig
+from fewshot_sla.meta.data import episode_indices, make_preprocess
+from fewshot_sla.meta.evaluate import evaluate_episodes, load_model
+from fewshot_sla.meta.synthetic import synthetic_dataset
+from fewshot_sla.meta.train import resume_config, train
+from fewshot_sla.runs import RunDir
+
+TRAIN = synthetic_dataset(8, 10, 16, 1, seed=0)
+VAL = synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")
+DATA = {"train": TRAIN, "val": VAL}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine (30x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(tmp_path, name="run", **kw):
+    base = dict(
+        dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8},
+        head="protonet", svm_max_iter=3, mode="sla", transforms="rotation", n_way=3, k_shot=1, n_query=2,
+        episodes_per_epoch=6, tasks_per_batch=2, eval_way=3, eval_shot=1, eval_query=3, val_episodes=12,
+        eval_tasks_per_batch=6, epochs=1, lr=0.05, lr_milestones=(), lr_factors=(1.0,), log_every=2,
+        run_dir=str(tmp_path / name), quiet=True, device="cpu",
+    )
+    base.update(kw)
+    return MetaTrainConfig(**base)
+
+
+def _state_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _no_time(records):
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+@pytest.mark.parametrize("mode", ["baseline", "da", "sla", "sla+sd"])
+@pytest.mark.parametrize("head", ["protonet", "ridge", "svm", "r2d2"])
+def test_every_mode_and_head_trains_validates_and_checkpoints(tmp_path, mode, head):
+    cfg = tiny(tmp_path, mode=mode, head=head, episodes_per_epoch=4, val_episodes=6)
+    summary = train(cfg, datasets=DATA)
+    run = RunDir(cfg.run_dir)
+    assert (run.path / "best.pt").exists() and (run.path / "last.pt").exists()
+    assert run.read_json("summary.json")["reported_inference"] == cfg.reported_inference
+    val = summary["last"]["val"]
+    assert set(val) == set(cfg.inferences)
+    assert all(0.0 <= r["mean"] <= 1.0 and r["n"] == 6 for r in val.values())
+    records = run.read_metrics()
+    train_recs = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_recs] == [2] and math.isfinite(train_recs[0]["loss"])
+    if mode == "sla+sd":
+        assert {"loss_sla", "loss_distill", "loss_ce"} <= set(train_recs[0])
+    # the checkpoint rebuilds the same model from its own config, with no training data
+    model, tcfg, ckpt = load_model(run.path / "best.pt", torch.device("cpu"))
+    assert tcfg.mode == mode and tcfg.head == head and ckpt["step"] == 2
+    if head == "svm":
+        assert model.head.dtype == torch.float64  # the QP is solved in double precision by default
+
+
+def test_sla_learns_separable_classes_above_chance(tmp_path):
+    cfg = tiny(tmp_path, mode="sla+sd", episodes_per_epoch=16, epochs=2, val_episodes=24, lr=0.1)
+    summary = train(cfg, datasets=DATA)
+    val = summary["last"]["val"]
+    chance = 1 / 3
+    for inf in ("single", "aggregated", "distilled"):
+        assert val[inf]["mean"] > chance + 0.25, (inf, val[inf])
+
+
+def test_same_seed_same_numbers_and_episodes(tmp_path):
+    a = train(tiny(tmp_path, "a", mode="sla+sd", epochs=2), datasets=DATA)
+    b = train(tiny(tmp_path, "b", mode="sla+sd", epochs=2), datasets=DATA)
+    train(tiny(tmp_path, "c", mode="sla+sd", epochs=2, seed=1), datasets=DATA)
+    wa = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    wc = torch.load(tmp_path / "c" / "last.pt", weights_only=False)["model"]
+    _state_equal(wa, wb)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert _no_time(RunDir(tmp_path / "a").read_metrics()) == _no_time(RunDir(tmp_path / "b").read_metrics())
+    assert a["best"] == b["best"] and a["last"] == b["last"]
+    # the training stream: task t of step s is episode s*T + t of one seeded sampler
+    assert episode_indices(3, 4) == [12, 13, 14, 15]
+    assert episode_indices(3, 4, rank=1, world_size=2) == [13, 15]
+    assert sorted(episode_indices(5, 6, 0, 3) + episode_indices(5, 6, 1, 3) + episode_indices(5, 6, 2, 3)) \
+        == episode_indices(5, 6)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        episode_indices(0, 6, 0, 4)
+
+
+def test_resume_gives_the_same_weights_and_metrics(tmp_path):
+    # resnet12 with dropout/DropBlock (global torch RNG) and crop+flip augmentation (its own
+    # generator): the RNG states in the checkpoint must be restored for the runs to agree
+    kw = dict(mode="sla+sd", backbone="resnet12", backbone_options={"widths": [4, 4, 4, 4], "drop_rate": 0.1},
+              augment="standard", epochs=2, lr_milestones=(1,), lr_factors=(1.0, 0.1), log_every=1)
+    train(tiny(tmp_path, "straight", **kw), datasets=DATA)
+    train(tiny(tmp_path, "killed", **{**kw, "epochs": 1}), datasets=DATA)
+    cfg = resume_config(tmp_path / "killed", {"epochs": 2, "quiet": True})
+    assert cfg.epochs == 2
+    train(cfg, datasets=DATA, resume=True)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    _state_equal(a["model"], b["model"])
+    assert a["step"] == b["step"] == 6 and a["best"] == b["best"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    ra, rb = RunDir(tmp_path / "straight").read_metrics(), RunDir(tmp_path / "killed").read_metrics()
+    assert _no_time(ra) == _no_time(rb)
+    assert [r["lr"] for r in ra if r["kind"] == "train"] == [0.05] * 3 + [pytest.approx(0.005)] * 3
+    _state_equal(torch.load(tmp_path / "straight" / "best.pt", weights_only=False)["model"],
+                 torch.load(tmp_path / "killed" / "best.pt", weights_only=False)["model"])
+
+
+def test_resume_after_a_kill_mid_epoch_drops_later_metric_records(tmp_path):
+    cfg = tiny(tmp_path, "r", mode="baseline", epochs=1)
+    train(cfg, datasets=DATA)
+    run = RunDir(cfg.run_dir)
+    run.log({"kind": "train", "epoch": 2, "step": 4, "loss": 9.0})  # written after last.pt, then killed
+    train(resume_config(cfg.run_dir, {"epochs": 2}), datasets=DATA, resume=True)
+    steps = [(r["kind"], r["step"]) for r in run.read_metrics()]
+    assert steps == [("train", 2), ("train", 3), ("val", 3), ("train", 5), ("train", 6), ("val", 6)]
+    assert all(r.get("loss") != 9.0 for r in run.read_metrics())
+
+
+def test_evaluate_episodes_matches_a_brute_force_protonet(tmp_path):
+    cfg = tiny(tmp_path, mode="baseline", episodes_per_epoch=8)
+    train(cfg, datasets=DATA)
+    model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
+    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    accs = evaluate_episodes(model, VAL, pre, n_way=3, k_shot=2, n_query=4, n_episodes=5, seed=3,
+                             device=torch.device("cpu"), tasks_per_batch=2)["plain"]
+    sampler = EpisodeSampler(VAL.labels, 3, 2, 4, 5, seed=3)
+    model.eval()
+    with torch.no_grad():
+        for e in range(5):
+            idx = sampler.episode(e)
+            feats = [model.backbone(pre(VAL.images[i][None]))[0] for i in idx]
+            protos = [torch.stack(feats[c * 2:(c + 1) * 2]).mean(0) for c in range(3)]
+            correct = 0
+            for j, f in enumerate(feats[6:]):
+                d = [float((f - p).pow(2).sum()) for p in protos]
+                correct += int(np.argmin(d) == j // 4)
+            assert accs[e] == pytest.approx(correct / 12)
+
+
+def test_training_episodes_are_the_seeded_stream(tmp_path):
+    # the episodes a run trains on are exactly s*T + t of EpisodeSampler(train labels, seed)
+    cfg = tiny(tmp_path, mode="baseline")
+    s = EpisodeSampler(TRAIN.labels, 3, 1, 2, 100, seed=cfg.seed)
+    seen = []
+    import fewshot_sla.meta.train as mt
+
+    orig = mt.load_batch
+
+    def spy(ds, sampler, indices, *a, **k):
+        if ds is TRAIN:
+            seen.append([sampler.episode(i) for i in indices])
+        return orig(ds, sampler, indices, *a, **k)
+
+    mt.load_batch = spy
+    try:
+        train(cfg, datasets=DATA)
+    finally:
+        mt.load_batch = orig
+    assert seen == [[s.episode(2 * step + t) for t in range(2)] for step in range(3)]
+
+
+def test_config_roundtrip_through_the_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, mode="da", transforms="rotation2", label_smoothing=0.1)
+    train(cfg, datasets=DATA)
+    _, tcfg, _ = load_model(tmp_path / "run", torch.device("cpu"))  # a run directory -> best.pt
+    assert dataclasses.asdict(tcfg) == dataclasses.asdict(cfg)
