@@ -23,6 +23,25 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def _list(args: argparse.Namespace) -> int:
+    """Print what can be named on the command line."""
+    from .backbones import list_backbones
+    from .config import list_named_configs
+    from .data import list_datasets
+    from .heads import list_heads
+    from .transforms import list_transform_sets
+
+    for title, names in (
+        ("datasets", list_datasets()),
+        ("backbones", list_backbones()),
+        ("heads", list_heads()),
+        ("transform sets", list_transform_sets()),
+        ("named configs (--config NAME)", list_named_configs()),
+    ):
+        print(f"{title}:\n  " + "\n  ".join(names))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fewshot-sla",
@@ -32,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show full Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    sub.add_parser("list", help="list datasets, backbones, heads, transform sets and named configs").set_defaults(
+        func=_list
+    )
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise RuntimeError(f"could not read checkpoint {path}: {e}; is it a fewshot-sla checkpoint?") from e
+        raise ValueError(f"could not read checkpoint {path}: {e}; is it a complete fewshot-sla checkpoint?") from e
 
 
 def get_rng_state() -> dict[str, Any]:

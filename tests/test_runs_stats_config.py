@@ -103,3 +103,11 @@ def test_metaoptnet_schedule_factors():
     f = [piecewise_lr_factor(e, (20, 40, 50), (1, 0.06, 0.012, 0.0024)) for e in (0, 19, 20, 39, 40, 50, 59)]
     assert f == [1, 1, 0.06, 0.06, 0.012, 0.0024, 0.0024]
     assert piecewise_lr_factor(0, (), (1.0,), warmup=5) == pytest.approx(0.2)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    atomic_torch_save({"x": torch.ones(1000)}, tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        load_checkpoint(tmp_path / "last.pt")
