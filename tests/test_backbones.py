@@ -36,16 +36,6 @@ def bn(c: int) -> int:
     return 2 * c
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes these
-    small forwards several times slower with 2 threads. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Full-size ResNet-12 forwards are slow on a shared CPU: the default model is used for
 # sizes and parameter counts, a slim one (same code path, narrower blocks) for behaviour.
 SLIM = (16, 32, 64, 128)

@@ -20,16 +20,6 @@ from fewshot_sla.heads.svm import svm_cs_dual
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny problems: one intra-op thread. On a loaded 2-core machine, 2 OpenMP threads make
-    the svm gradcheck (~150 small QP solves) up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_episode(seed=0, T=2, N=3, K=2, Q=4, D=5, dtype=F64, scale=1.0):
     """Random tasks; every class has K support rows, labels shuffled within each task."""
     g = torch.Generator().manual_seed(seed)

@@ -21,15 +21,6 @@ N, K, Q, T = 3, 2, 2, 2  # ways, shots, queries per class, tasks
 M = 4  # rotation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine (30x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(seed=0):
     ds = synthetic_dataset(6, 6, 16, 1, seed=seed)
     s = EpisodeSampler(ds.labels, N, K, Q, T, seed=seed)

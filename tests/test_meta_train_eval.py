@@ -23,15 +23,6 @@ VAL = synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")
 DATA = {"train": TRAIN, "val": VAL}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine (30x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(tmp_path, name="run", **kw):
     base = dict(
         dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8},

@@ -29,15 +29,6 @@ from fewshot_sla.supervised.train import (
 from fewshot_sla.transforms import get_transform_set
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are much faster on one thread (and on a busy machine, far faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @dataclass
 class DS:
     images: torch.Tensor
