@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runs import atomic_write
 from .base import ImageDataset
 
 __all__ = ["CACHE_VERSION", "cache_file", "load_cached", "save_cached"]
@@ -48,19 +47,15 @@ def save_cached(path: str | Path, dataset: ImageDataset) -> Path:
         "std": dataset.std,
         "meta": dataset.meta,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                images=dataset.images.cpu().numpy(),
-                labels=dataset.labels.cpu().numpy(),
-                header=np.array(json.dumps(header, default=str)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path,
+        lambda f: np.savez(
+            f,
+            images=dataset.images.cpu().numpy(),
+            labels=dataset.labels.cpu().numpy(),
+            header=np.array(json.dumps(header, default=str)),
+        ),
+    )
     return path
 
 
