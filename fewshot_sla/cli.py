@@ -3,7 +3,9 @@
 Each subcommand lives with the code it drives and registers itself here:
 ``meta-train`` and ``eval`` (``fewshot_sla.meta.cli``), ``supervised``
 (``fewshot_sla.supervised.cli``), ``plot``. Errors in user input are printed as one line
-(``fewshot-sla: error: ...``) with exit status 2, never as a traceback.
+(``fewshot-sla: error: ...``) with exit status 2, never as a traceback. Under ``torchrun``
+(``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train|eval|supervised ...``) the same
+commands run distributed; see :mod:`fewshot_sla.distributed`.
 """
 
 from __future__ import annotations
@@ -67,18 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
+    from .distributed import cleanup, env_info
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    info = env_info()  # under torchrun each rank prints its own error, tagged with its rank
+    where = f" [rank {info.rank}/{info.world_size}]" if info.enabled else ""
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:
         if getattr(args, "traceback", False):
             raise
-        parser.exit(2, f"fewshot-sla {args.command}: error: {e}\n")
+        parser.exit(2, f"fewshot-sla {args.command}{where}: error: {e}\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        cleanup()  # end the torchrun process group (a no-op otherwise)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,34 @@ everything here is a single-process no-op.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "shard", "all_gather_objects", "broadcast_object", "cleanup"]
+__all__ = [
+    "DistInfo",
+    "env_info",
+    "resolve_dist_device",
+    "init_distributed",
+    "check_divisible",
+    "shard",
+    "all_gather_objects",
+    "broadcast_object",
+    "all_reduce_sum",
+    "broadcast_module",
+    "barrier",
+    "check_sync_bn",
+    "convert_sync_bn",
+    "wrap_ddp",
+    "bn_stats_frozen",
+    "cleanup",
+]
 
 T = TypeVar("T")
 
@@ -48,6 +66,23 @@ def env_info() -> DistInfo:
     )
 
 
+def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
+    """The device of this process: ``runs.resolve_device(name)``, except that under torchrun on
+    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``."""
+    from .runs import resolve_device
+
+    info = info or env_info()
+    dev = resolve_device(name)
+    if info.enabled and dev.type == "cuda" and name in (None, "auto", "cuda"):
+        if info.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                "launch at most that many processes per node (torchrun --nproc-per-node)"
+            )
+        dev = torch.device("cuda", info.local_rank)
+    return dev
+
+
 def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
     """Start the process group when launched by torchrun; return this process's :class:`DistInfo`.
 
@@ -62,6 +97,15 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return info
+
+
+def check_divisible(total: int, parts: int, what: str, fix: str) -> None:
+    """One-line :class:`~fewshot_sla.config.ConfigError` when ``total`` does not split into ``parts``
+    equal shares (``what`` names the option, ``fix`` says what to change)."""
+    from .config import ConfigError
+
+    if parts < 1 or total % parts:
+        raise ConfigError(f"{what} {total} does not split into {parts} equal shares; {fix}")
 
 
 def shard(items: Sequence[T], info: DistInfo) -> list[T]:
@@ -85,6 +129,97 @@ def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The sum of ``t`` over all ranks (``t`` itself without distribution)."""
+    if not info.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_module(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers (BatchNorm running statistics) to every rank.
+
+    DDP keeps parameters equal but only broadcasts buffers at the start of each forward, so
+    the running statistics differ across ranks after a training step; call this before an
+    evaluation so every rank evaluates the same model."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=src)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def check_sync_bn(info: DistInfo, device: torch.device, flag: str = "--sync-bn") -> None:
+    """One-line :class:`~fewshot_sla.config.ConfigError` when SyncBatchNorm is asked for a
+    multi-process run off CUDA (torch's SyncBatchNorm only runs on CUDA)."""
+    from .config import ConfigError
+
+    if info.enabled and device.type != "cuda":
+        raise ConfigError(
+            f"{flag} needs CUDA (torch's SyncBatchNorm does not run on {device.type}); drop {flag}, "
+            "or use --accumulate to reproduce the per-process BatchNorm statistics in one process"
+        )
+
+
+def convert_sync_bn(module: torch.nn.Module, info: DistInfo, device: torch.device,
+                    flag: str = "--sync-bn") -> torch.nn.Module:
+    """``nn.SyncBatchNorm.convert_sync_batchnorm(module)`` for a multi-process CUDA run; the
+    module unchanged for one process; a one-line error on the CPU (see :func:`check_sync_bn`).
+
+    SyncBatchNorm keeps BatchNorm's parameter and buffer names, so checkpoints load into the
+    plain model."""
+    check_sync_bn(info, device, flag)
+    if not info.enabled:
+        return module
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
+def wrap_ddp(module: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` under torchrun, ``module`` itself otherwise.
+
+    Construction broadcasts rank 0's parameters and buffers, so every rank starts equal."""
+    if not info.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
+
+
+@contextlib.contextmanager
+def bn_stats_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Inside the block, BatchNorm layers normalise with the batch statistics as usual but do
+    not update their running statistics (``frozen=False``: a no-op).
+
+    Why: under DDP every rank updates its running statistics from its own share of the
+    batch and rank 0's are the ones broadcast, evaluated and saved. A single process with
+    ``--accumulate K`` reproduces that by letting only its first chunk of each step update
+    them (the later chunks run inside this block), so both end with the same buffers.
+    """
+    if not frozen:
+        yield
+        return
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (momentum, tracked) in zip(bns, saved):
+                m.momentum = momentum
+                if tracked is not None:
+                    m.num_batches_tracked.copy_(tracked)
 
 
 def cleanup() -> None:

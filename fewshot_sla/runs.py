@@ -37,6 +37,8 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "seed_everything",
+    "derive_seed",
+    "seeded_generator",
     "resolve_device",
     "to_jsonable",
     "RunDir",
@@ -117,6 +119,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that depends only on the integer ``keys`` (``numpy.random.SeedSequence``).
+
+    Training loops seed each step's (and each gradient chunk's) randomness from
+    ``(seed, stream, step, chunk)`` instead of carrying a generator along, so a step's random
+    numbers do not depend on what ran before it: resume is exact and a chunk computes the
+    same thing on whichever process runs it (``--accumulate`` and torchrun agree).
+    """
+    words = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint32)
+    return (int(words[0]) | (int(words[1]) << 32)) & ((1 << 63) - 1)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` of ``keys``."""
+    return torch.Generator().manual_seed(derive_seed(*keys))
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:

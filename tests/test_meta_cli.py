@@ -12,20 +12,14 @@ import pytest
 import torch
 
 from fewshot_sla.cli import main
-from fewshot_sla.meta.synthetic import synthetic_dataset, write_image_folder
 from fewshot_sla.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder")
-    return write_image_folder(root, {
-        "train": synthetic_dataset(8, 8, 16, 1, seed=0, prefix="tr"),
-        "val": synthetic_dataset(6, 8, 16, 1, seed=1, prefix="va"),
-        "test": synthetic_dataset(6, 8, 16, 1, seed=2, prefix="te"),
-    })
+def data_root(fewshot_folder):
+    return fewshot_folder
 
 
 def train_args(data_root, run_dir, *extra):

@@ -3,7 +3,6 @@ data preparation, every mode and loss, exact resume, evaluation, ensembles and t
 
 import importlib.util
 import json
-import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -243,34 +242,10 @@ def test_config_errors_name_the_fix():
     assert SupervisedConfig(mode="da").transform_name == "rotation"
 
 
-def _write_cifar10_batches(root, n_per_class=12, n_test=4, seed=0):
-    """A tiny CIFAR-10 in the official python-batch layout (5 train batches + test batch)."""
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    base = rng.integers(0, 256, (10, 3072))
-
-    def make(n):
-        labels = np.repeat(np.arange(10), n)
-        data = np.clip(base[labels] + rng.integers(-30, 30, (len(labels), 3072)), 0, 255).astype(np.uint8)
-        perm = rng.permutation(len(labels))
-        return data[perm], labels[perm].tolist()
-
-    data, labels = make(n_per_class)
-    for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
-        with open(d / f"data_batch_{i + 1}", "wb") as f:
-            pickle.dump({"data": data[part], "labels": [labels[j] for j in part]}, f)
-    tdata, tlabels = make(n_test)
-    with open(d / "test_batch", "wb") as f:
-        pickle.dump({"data": tdata, "labels": tlabels}, f)
-    with open(d / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
-
-
-def test_cli_train_evaluate_resume_on_official_batches(tmp_path, capsys):
+def test_cli_train_evaluate_resume_on_official_batches(tmp_path, capsys, write_cifar10_batches):
     from fewshot_sla.cli import main
 
-    _write_cifar10_batches(tmp_path / "data")
+    write_cifar10_batches(tmp_path / "data")
     run = tmp_path / "run"
     common = ["--data-root", str(tmp_path / "data"), "--backbone", "conv4", "--backbone-options",
               "hidden=4,out_channels=4", "--batch-size", "8", "--no-progress", "--no-plot", "--device", "cpu"]

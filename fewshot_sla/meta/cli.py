@@ -61,6 +61,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..distributed import env_info
     from .evaluate import evaluate, format_report
 
     names = {f.name for f in dataclasses.fields(EvalConfig)}
@@ -70,7 +71,8 @@ def run_eval(args: argparse.Namespace) -> int:
         explicit["inferences"] = tuple(explicit.get("inferences", ())) + tuple(shortcuts)
     cfg = build_config(EvalConfig, explicit)
     report = evaluate(cfg)
-    print(format_report(report))
+    if env_info().is_main:  # under torchrun every rank evaluates a share; rank 0 reports
+        print(format_report(report))
     return 0
 
 

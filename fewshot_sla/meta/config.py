@@ -31,6 +31,7 @@ __all__ = [
     "EvalConfig",
     "parse_options",
     "check_against_data",
+    "check_world_size",
     "meta_config_names",
 ]
 
@@ -53,9 +54,11 @@ REPORTED_INFERENCE: dict[str, str] = {
     "sla": "aggregated",
     "sla+sd": "distilled",
 }
-#: options that may differ when a run is resumed (they do not change the numbers)
+#: options that may differ when a run is resumed (they do not change the numbers, except
+#: ``accumulate`` when processes x accumulate changes: BatchNorm sees other chunks)
 RESUME_OVERRIDES: tuple[str, ...] = (
-    "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes",
+    "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes", "dist_timeout",
+    "accumulate",  # to resume on another number of processes: keep processes x accumulate fixed
 )
 
 
@@ -208,6 +211,13 @@ class MetaTrainConfig:
     data_on_device: bool = field(default=True, metadata=_h("keep the uint8 images on the device"))
     num_threads: int = field(default=0, metadata=_h(
         "CPU threads of torch (0: torch's default; 1 is often faster on a busy machine)"))
+    accumulate: int = field(default=1, metadata=_h(
+        "split each step's tasks into this many chunks, one forward/backward each, gradients averaged: "
+        "one process with --accumulate K equals K torchrun processes (BatchNorm statistics per chunk)"))
+    sync_bn: bool = field(default=False, metadata=_h(
+        "under torchrun on CUDA: SyncBatchNorm (statistics over all processes' tasks)"))
+    dist_timeout: float = field(default=600.0, metadata=_h(
+        "under torchrun: seconds a collective may wait before the job fails (a dead rank ends the job)"))
     run_dir: str = field(default="", metadata=_h("run directory (default: OUT_DIR/<dataset>-<head>-<mode>-<time>)"))
     out_dir: str = field(default="runs", metadata=_h("parent of auto-named run directories"))
     log_every: int = field(default=100, metadata=_h("steps between metrics.jsonl records"))
@@ -269,8 +279,10 @@ class MetaTrainConfig:
             )
         for name in ("n_way", "k_shot", "n_query", "episodes_per_epoch", "tasks_per_batch", "eval_way",
                      "eval_shot", "eval_query", "epochs", "val_every", "eval_tasks_per_batch", "log_every",
-                     "svm_max_iter"):
+                     "svm_max_iter", "accumulate"):
             _positive(name, getattr(self, name), 1)
+        _positive("dist_timeout", self.dist_timeout, 1)
+        check_world_size(self, 1)
         for name in ("val_episodes", "test_episodes", "warmup_epochs", "ridge_lambda", "svm_c", "lr",
                      "momentum", "weight_decay", "num_threads"):
             _positive(name, getattr(self, name), 0)
@@ -301,6 +313,19 @@ class MetaTrainConfig:
             _positive("image_size", self.image_size, 1)
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def check_world_size(cfg: MetaTrainConfig, world_size: int) -> None:
+    """``tasks_per_batch`` must split into ``world_size * accumulate`` equal chunks (one per
+    process and accumulation step); raise a one-line :class:`ConfigError` naming the fix."""
+    parts = world_size * cfg.accumulate
+    if cfg.tasks_per_batch % parts:
+        who = f"{world_size} processes x --accumulate {cfg.accumulate}" if world_size > 1 else \
+            f"--accumulate {cfg.accumulate}"
+        raise ConfigError(
+            f"--tasks-per-batch {cfg.tasks_per_batch} is not divisible by {who} = {parts}; use a "
+            f"--tasks-per-batch that is a multiple of {parts} (e.g. {max(1, cfg.tasks_per_batch // parts) * parts})"
+        )
 
 
 def check_against_data(cfg: MetaTrainConfig, split: str, channels: int, image_size: int,

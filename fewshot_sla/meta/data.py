@@ -23,6 +23,8 @@ from ..episodes import EpisodeBatch, EpisodeSampler, collate_episodes
 __all__ = [
     "EpisodeDataset",
     "episode_indices",
+    "step_chunks",
+    "select_tasks",
     "load_split",
     "make_preprocess",
     "load_batch",
@@ -61,6 +63,34 @@ def episode_indices(step: int, tasks_per_batch: int, rank: int = 0, world_size: 
         )
     start = step * tasks_per_batch
     return [i for i in range(start, start + tasks_per_batch) if i % world_size == rank]
+
+
+def step_chunks(step: int, tasks_per_batch: int, rank: int = 0, world_size: int = 1,
+                accumulate: int = 1) -> list[list[int]]:
+    """Episode indices of each forward/backward chunk ``rank`` runs in step ``step``.
+
+    The step's ``T`` episodes split into ``G = world_size * accumulate`` chunks, chunk ``g``
+    holding the episodes ``i`` with ``i mod G == g``; rank ``r`` runs chunks ``r, r + K, ...,
+    r + (accumulate-1) K`` (``K = world_size``), all of which satisfy ``i mod K == r`` (its
+    :func:`episode_indices`). One process with ``accumulate = K`` runs the same chunks as K
+    processes with ``accumulate = 1``.
+    """
+    g_total = world_size * accumulate
+    return [episode_indices(step, tasks_per_batch, rank + a * world_size, g_total) for a in range(accumulate)]
+
+
+def select_tasks(batch: EpisodeBatch, positions: Sequence[int]) -> EpisodeBatch:
+    """The episodes at ``positions`` (along the task dimension T) of ``batch``."""
+    import dataclasses
+
+    idx = torch.as_tensor(list(positions), dtype=torch.long, device=batch.support.device)
+    return dataclasses.replace(
+        batch,
+        support=batch.support.index_select(0, idx),
+        support_labels=batch.support_labels.index_select(0, idx),
+        query=batch.query.index_select(0, idx),
+        query_labels=batch.query_labels.index_select(0, idx),
+    )
 
 
 def dataset_channels(name: str) -> int | None:

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, config_from_dict
+from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed, resolve_dist_device
 from ..episodes import EpisodeSampler
-from ..runs import atomic_write_text, load_checkpoint, resolve_device, to_jsonable
+from ..runs import atomic_write_text, load_checkpoint, to_jsonable
 from ..stats import mean_ci, paired_difference
 from .config import INFERENCES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig, check_against_data
 from .data import EpisodeDataset, load_batch, load_split, make_preprocess
@@ -76,12 +77,43 @@ def evaluate_episodes(
     tasks_per_batch: int = 8,
     quiet: bool = True,
     desc: str = "eval",
+    dist: DistInfo | None = None,
 ) -> dict[str, np.ndarray]:
     """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
 
     Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is
     put in eval mode and restored to its previous mode afterwards.
+
+    With ``dist`` (a torchrun process group), rank ``r`` of ``K`` evaluates the episodes ``i``
+    with ``i mod K == r`` and every rank returns all ``n_episodes`` accuracies in episode
+    order (gathered), i.e. the result of a single-process evaluation. Every rank must hold
+    the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
     """
+    dist = dist or DistInfo()
+    if dist.enabled:
+        mine = list(range(dist.rank, n_episodes, dist.world_size))
+        local = _evaluate_indices(model, dataset, preprocess, mine, n_way=n_way, k_shot=k_shot,
+                                  n_query=n_query, n_episodes=n_episodes, seed=seed, device=device,
+                                  inferences=inferences, tasks_per_batch=tasks_per_batch,
+                                  quiet=quiet or not dist.is_main, desc=desc)
+        parts = all_gather_objects((mine, local), dist)
+        order = np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in parts])
+        out = {}
+        for k in parts[0][1]:
+            vals = np.concatenate([acc[k] for _, acc in parts])
+            full = np.empty(n_episodes, dtype=np.float64)
+            full[order] = vals
+            out[k] = full
+        return out
+    return _evaluate_indices(model, dataset, preprocess, list(range(n_episodes)), n_way=n_way, k_shot=k_shot,
+                             n_query=n_query, n_episodes=n_episodes, seed=seed, device=device,
+                             inferences=inferences, tasks_per_batch=tasks_per_batch, quiet=quiet, desc=desc)
+
+
+@torch.no_grad()
+def _evaluate_indices(model, dataset, preprocess, indices: list[int], *, n_way, k_shot, n_query, n_episodes,
+                      seed, device, inferences, tasks_per_batch, quiet, desc) -> dict[str, np.ndarray]:
+    """Per-episode accuracies of the episodes ``indices`` (in that order), ``tasks_per_batch`` at a time."""
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
     names = tuple(inferences or INFERENCES[model.mode])
@@ -89,9 +121,9 @@ def evaluate_episodes(
     was_training = model.training
     model.eval()
     try:
-        with _progress(n_episodes, desc, quiet) as bar:
-            for start in range(0, n_episodes, tasks_per_batch):
-                idx = list(range(start, min(start + tasks_per_batch, n_episodes)))
+        with _progress(len(indices), desc, quiet) as bar:
+            for start in range(0, len(indices), tasks_per_batch):
+                idx = indices[start : start + tasks_per_batch]
                 batch = load_batch(dataset, sampler, idx, device, preprocess)
                 out = run_episodes(model, batch, loss=None, inferences=names)
                 for k in names:
@@ -99,7 +131,7 @@ def evaluate_episodes(
                 bar.update(len(idx))
     finally:
         model.train(was_training)
-    return {k: np.concatenate(v) for k, v in accs.items()}
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in accs.items()}
 
 
 def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> dict[str, dict[str, Any]]:
@@ -118,10 +150,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[FewShotModel, Me
 
     Returns ``(model on device, its training config, the checkpoint dict)``.
     """
-    try:
-        ckpt = load_checkpoint(path, map_location="cpu")
-    except RuntimeError as e:
-        raise ValueError(str(e)) from None
+    ckpt = load_checkpoint(path, map_location="cpu")  # ValueError naming the file when unreadable
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a fewshot-sla meta-training checkpoint (written by meta-train)")
     cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=f"checkpoint {path}")
@@ -160,7 +189,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     """
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
-    device = resolve_device(cfg.device)
+    device = resolve_dist_device(cfg.device)
+    info = init_distributed(device)  # under torchrun: episodes split across ranks, then gathered
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if device.type == "cuda":
@@ -213,7 +243,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         accs = evaluate_episodes(
             model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
             seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
-            quiet=cfg.quiet, desc=Path(p).name,
+            quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info,
         )
         report["models"].append({
             "checkpoint": str(p), "mode": tcfg.mode, "head": tcfg.head, "backbone": tcfg.backbone,
@@ -225,10 +255,12 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     report["comparisons"] = compare_models(report["models"])
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
     report["output"] = str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import json
+    if info.is_main:
+        import json
 
-    atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
+    barrier(info)
     return report
 
 

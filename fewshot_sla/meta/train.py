@@ -15,6 +15,16 @@ score, every RNG state and the augmentation generator, so ``--resume RUN`` conti
 run and ends with the same weights and metrics as an uninterrupted run with the same seed;
 ``metrics.jsonl`` is truncated to the records at or before the checkpoint's step.
 
+Distributed (``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train ...``): the step's
+``tasks_per_batch`` episodes split into ``G = K * accumulate`` chunks (episode ``i`` in chunk
+``i mod G``); rank ``r`` runs the chunks ``r, r + K, ...``, DDP averages the gradients. Each
+chunk's randomness (augmentation, dropout) is seeded from ``(seed, step, chunk)`` and only a
+rank's first chunk updates the BatchNorm running statistics, so K processes compute exactly
+what one process with ``--accumulate K`` computes (same losses, same weights). Validation
+episodes are split across ranks and gathered. Only rank 0 writes the run directory; the
+checkpoints hold the unwrapped model, so they load without torch.distributed, and
+``--resume`` works with any world size (the run directory must be visible to every node).
+
 Run directory: ``config.json`` (resolved config), ``metrics.jsonl`` (``kind`` = ``train``:
 running means over the steps since the previous record; ``kind`` = ``val``: accuracy and CI
 per inference), ``last.pt``, ``best.pt``, ``summary.json``.
@@ -28,23 +38,59 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import ConfigError, config_from_dict
+from ..distributed import (
+    all_reduce_sum,
+    barrier,
+    bn_stats_frozen,
+    broadcast_module,
+    broadcast_object,
+    check_sync_bn,
+    convert_sync_bn,
+    init_distributed,
+    resolve_dist_device,
+    wrap_ddp,
+)
 from ..episodes import EpisodeSampler
 from ..optim import build_sgd, piecewise_scheduler
-from ..runs import RunDir, get_rng_state, load_checkpoint, resolve_device, seed_everything, set_rng_state
-from .config import RESUME_OVERRIDES, MetaTrainConfig, check_against_data
-from .data import EpisodeDataset, dataset_channels, episode_indices, load_batch, load_split, make_preprocess
+from ..runs import (
+    RunDir,
+    derive_seed,
+    get_rng_state,
+    load_checkpoint,
+    seed_everything,
+    seeded_generator,
+    set_rng_state,
+)
+from .config import RESUME_OVERRIDES, MetaTrainConfig, check_against_data, check_world_size
+from .data import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
 from .evaluate import CHECKPOINT_FORMAT, evaluate_episodes, load_model, summarize
-from .methods import LossSettings, run_episodes
-from .model import build_model
+from .methods import EpisodeOutput, LossSettings, run_episodes
+from .model import FewShotModel, build_model
 
 __all__ = ["train", "resume_config", "default_run_dir", "MetaTrainer"]
+
+# streams of derive_seed(seed, stream, step, chunk): augmentation and the global RNG (dropout)
+_AUGMENT_STREAM, _DROPOUT_STREAM = 7, 8
+
+
+class _EpisodeLoss(torch.nn.Module):
+    """``batch -> EpisodeOutput`` with the training loss: the module DDP wraps, so that
+    the whole method (backbone, head, scales) runs inside DDP's forward."""
+
+    def __init__(self, model: FewShotModel, settings: LossSettings) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+
+    def forward(self, batch) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
+        return run_episodes(self.model, batch, loss=self.settings)
 
 
 def default_run_dir(cfg: MetaTrainConfig) -> Path:
@@ -92,15 +138,20 @@ class MetaTrainer:
     def __init__(self, cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
                  resume: bool = False) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_dist_device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.quiet = cfg.quiet
+        self.dist = init_distributed(self.device, cfg.dist_timeout)  # a no-op without torchrun
+        check_world_size(cfg, self.dist.world_size)
+        if cfg.sync_bn:
+            check_sync_bn(self.dist, self.device)  # before loading any data
+        self.quiet = cfg.quiet or not self.dist.is_main
         if cfg.mode != "baseline":  # fail before loading data when the channels are known
             ch = dataset_channels(cfg.dataset)
             if ch is not None:
                 check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
-        run_path = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        # every rank uses rank 0's (time-stamped) directory name
+        run_path = Path(broadcast_object(str(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)), self.dist))
         if not resume and (run_path / "last.pt").exists():
             raise ConfigError(
                 f"run directory {run_path} already holds a run; pass --resume {run_path} to "
@@ -134,11 +185,13 @@ class MetaTrainer:
             if self.val_ds is not None:
                 self.val_ds = _on_device(self.val_ds, self.device)
 
-        self.run = RunDir(run_path)
+        self.run = RunDir(run_path, enabled=self.dist.is_main)
         if not cfg.run_dir:  # the resolved config names its run directory
             self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
         seed_everything(cfg.seed)
         self.model = build_model(cfg, ds.channels, ds.image_size).to(self.device)
+        if cfg.sync_bn:
+            self.model = convert_sync_bn(self.model, self.dist, self.device)
         self.amp_dtype = None
         if cfg.amp != "none":
             if self.device.type == "cuda":
@@ -155,10 +208,11 @@ class MetaTrainer:
         self.optimizer = build_sgd(self.model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.aug_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 7]).generate_state(1)[0]))
         self.train_pre = make_preprocess(cfg.dataset, cfg.augment, ds.image_size, self.mean, self.std)
         self.eval_pre = make_preprocess(cfg.dataset, "none", ds.image_size, self.mean, self.std)
         self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
+        # the training forward: DDP(backbone + head + loss) under torchrun, the plain module otherwise
+        self.step_module = wrap_ddp(_EpisodeLoss(self.model, self.loss_settings), self.dist, self.device)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "step": None, "val": None}
@@ -191,7 +245,7 @@ class MetaTrainer:
             "last_val": self.last_val,
             "train_time": self.train_time,
             "rng": get_rng_state(),
-            "aug_rng": self.aug_gen.get_state(),
+            "world_size": self.dist.world_size,
         }
 
     def _load_state(self) -> None:
@@ -206,7 +260,6 @@ class MetaTrainer:
         self.best, self.last_val = ckpt["best"], ckpt["last_val"]
         self.train_time = float(ckpt.get("train_time", 0.0))
         set_rng_state(ckpt["rng"])
-        self.aug_gen.set_state(ckpt["aug_rng"])
         step = self.step
         self.run.truncate_metrics(lambda r: r.get("step", 0) <= step)
         self.run.write_json("config.json", self.cfg.to_dict())
@@ -217,6 +270,35 @@ class MetaTrainer:
 
         return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
                     disable=self.quiet or not sys.stderr.isatty())
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step; returns the step's mean loss terms and accuracies (over all
+        ranks' episodes) as 0-d tensors."""
+        cfg, dist = self.cfg, self.dist
+        chunks = step_chunks(self.step, cfg.tasks_per_batch, dist.rank, dist.world_size, cfg.accumulate)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, torch.Tensor] = {}
+        for a, idx in enumerate(chunks):
+            chunk = dist.rank + a * dist.world_size  # global chunk number, the same on any world size
+            torch.manual_seed(derive_seed(cfg.seed, _DROPOUT_STREAM, self.step, chunk))
+            gen = seeded_generator(cfg.seed, _AUGMENT_STREAM, self.step, chunk)
+            batch = load_batch(self.train_ds, self.sampler, idx, self.device, self.train_pre, gen)
+            last = a == len(chunks) - 1
+            no_sync = self.step_module.no_sync() if dist.enabled and not last else nullcontext()
+            with no_sync, bn_stats_frozen(self.model, a > 0):
+                out = self.step_module(batch)
+                self.scaler.scale(out.loss / cfg.accumulate).backward()
+            vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
+            vals.update({f"loss_{k}": v for k, v in out.parts.items()})
+            vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        # chunks hold equal numbers of episodes, so the mean over chunks is the step's mean
+        stacked = all_reduce_sum(torch.stack(list(sums.values())), dist) / (cfg.accumulate * dist.world_size)
+        return dict(zip(sums, stacked))
 
     def train_epoch(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -229,19 +311,8 @@ class MetaTrainer:
         t0 = time.time()
         with self._progress(steps, f"epoch {self.epoch + 1}/{cfg.epochs}") as bar:
             for s in range(steps):
-                idx = episode_indices(self.step, cfg.tasks_per_batch)
-                batch = load_batch(self.train_ds, self.sampler, idx, self.device, self.train_pre, self.aug_gen)
-                out = run_episodes(model, batch, loss=self.loss_settings)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(out.loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.step += 1
-                # one device sync per step for the running numbers
-                vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
-                vals.update({f"loss_{k}": v for k, v in out.parts.items()})
-                vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
-                host = torch.stack([v.float() for v in vals.values()]).tolist()
+                vals = self.train_step()
+                host = torch.stack(list(vals.values())).tolist()  # one device sync per step
                 for k, v in zip(vals, host):
                     window[k] += v
                     epoch_sums[k] += v
@@ -259,10 +330,11 @@ class MetaTrainer:
 
     def validate(self) -> dict[str, dict[str, Any]]:
         cfg = self.cfg
+        broadcast_module(self.model, self.dist)  # every rank evaluates rank 0's weights and statistics
         accs = evaluate_episodes(
             self.model, self.val_ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot,
             n_query=cfg.eval_query, n_episodes=cfg.val_episodes, seed=cfg.val_seed, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="validation",
+            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="validation", dist=self.dist,
         )
         return summarize(accs, with_values=False)
 
@@ -292,7 +364,8 @@ class MetaTrainer:
             elif self.val_ds is None:  # no validation: the latest weights are the best
                 is_best = True
                 self.best = {"score": None, "epoch": self.epoch, "step": self.step, "val": None}
-            self.run.save(self.state(), best=is_best)
+            if self.dist.is_main:
+                self.run.save(self.state(), best=is_best)
             if not self.quiet:
                 print(self._epoch_line(train_stats, val, is_best, time.time() - t0), flush=True)
         return self.finish()
@@ -333,13 +406,14 @@ class MetaTrainer:
     def test(self) -> dict[str, Any]:
         """Evaluate ``best.pt`` on ``test_episodes`` test episodes (seed 0, all inferences)."""
         cfg = self.cfg
+        barrier(self.dist)  # rank 0 has written best.pt
         model, _, _ = load_model(self.run.best, self.device)
         model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
         ds = self.test_ds or self._load(cfg.test_split)
         accs = evaluate_episodes(
             model, ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot, n_query=cfg.eval_query,
             n_episodes=cfg.test_episodes, seed=0, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="test",
+            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="test", dist=self.dist,
         )
         res = summarize(accs, with_values=False)
         if not self.quiet:

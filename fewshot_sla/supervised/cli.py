@@ -23,8 +23,10 @@ from .config import SupervisedConfig
 
 __all__ = ["add_parser", "configure_parser", "run", "RESUME_OVERRIDABLE"]
 
-# options that may differ when a run is resumed (they do not change what is computed)
-RESUME_OVERRIDABLE = ("device", "progress", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir")
+# options that may differ when a run is resumed (they do not change what is computed; for
+# ``accumulate``: as long as processes x accumulate stays the same, e.g. 2 GPUs -> 1 GPU x 2)
+RESUME_OVERRIDABLE = ("device", "progress", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir",
+                      "dist_timeout", "accumulate")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  member {m['checkpoint']}: {m['primary']} {_fmt(m['accuracy'][m['primary']]).strip()}%")
         result = rep
     else:
+        from ..distributed import env_info
         from .train import run_training
 
         if args.resume is not None:
@@ -134,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             cfg = build_config(SupervisedConfig, args, config=args.config)
         result = run_training(cfg, resume=args.resume is not None)
+        if not env_info().is_main:  # under torchrun rank 0 reports
+            return 0
         if "stopped_at" in result:
             print(result["message"])
         else:

@@ -103,6 +103,13 @@ class SupervisedConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:K")
     channels_last: bool = _f(False, "channels_last memory format (faster convolutions on recent GPUs)")
     amp: bool = _f(False, "bfloat16 autocast on CUDA")
+    accumulate: int = _f(1, "split each batch into this many chunks, one forward/backward each (gradients "
+                         "summed, BatchNorm statistics per chunk): one process with --accumulate K computes "
+                         "what K torchrun processes compute")
+    sync_bn: bool = _f(False, "under torchrun on CUDA: SyncBatchNorm, BatchNorm statistics over every process's "
+                       "share of the batch (all M transformed copies)")
+    dist_timeout: float = _f(600.0, "under torchrun: seconds a collective may wait before the job fails, so a "
+                             "dead process ends the job instead of hanging it")
     out_dir: str = _f("", "run directory (default runs/supervised/<dataset>[-lt<R>]-<mode>-<transforms>-<loss>"
                       "-s<seed>)")
     stop_after: int = _f(0, "stop (with a checkpoint) after this many iterations; --resume continues (0 = off)")
@@ -140,11 +147,16 @@ class SupervisedConfig:
             if self.mode != "baseline" and m == 1:
                 bad(f"--mode {self.mode} needs a transform set with M > 1 (e.g. --transforms rotation); "
                     "use --mode baseline for plain training")
-        for name in ("batch_size", "eval_batch_size", "eval_every", "log_every"):
+        for name in ("batch_size", "eval_batch_size", "eval_every", "log_every", "accumulate"):
             if getattr(self, name) < 1:
                 bad(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.epochs < 0 or (self.epochs == 0 and self.iterations < 1):
             bad(f"need --iterations >= 1 or --epochs >= 1, got iterations={self.iterations}, epochs={self.epochs}")
+        if self.batch_size % self.accumulate:
+            bad(f"--batch-size {self.batch_size} does not split into --accumulate {self.accumulate} equal chunks; "
+                f"use a --batch-size that is a multiple of {self.accumulate}")
+        if self.dist_timeout <= 0:
+            bad(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.val_size < 0:
             bad(f"--val-size must be >= 0, got {self.val_size}")
         if self.stop_after < 0:

@@ -23,6 +23,7 @@ on ``world`` processes trains on the same global batches.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -37,8 +38,22 @@ import torch
 
 from ..config import ConfigError
 from ..data.augment import AugmentConfig, BatchAugment, get_augmentation
+from ..distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    bn_stats_frozen,
+    broadcast_module,
+    broadcast_object,
+    check_sync_bn,
+    convert_sync_bn,
+    init_distributed,
+    resolve_dist_device,
+    wrap_ddp,
+)
 from ..optim import build_sgd, piecewise_scheduler
-from ..runs import RunDir, get_rng_state, load_checkpoint, resolve_device, seed_everything, to_jsonable
+from ..runs import RunDir, derive_seed, get_rng_state, load_checkpoint, seed_everything, seeded_generator, to_jsonable
 from ..transforms import get_transform_set
 from . import evaluate as ev
 from .config import SupervisedConfig, parse_backbone_options
@@ -51,7 +66,6 @@ __all__ = [
     "SupervisedData",
     "BatchPlan",
     "Schedule",
-    "derive_seed",
     "holdout_indices",
     "prepare_data",
     "load_data",
@@ -62,7 +76,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "fewshot-sla-supervised/1"
-_SAMPLE_STREAM, _AUGMENT_STREAM = 1, 2
+_SAMPLE_STREAM, _AUGMENT_STREAM, _DROPOUT_STREAM = 1, 2, 3
 
 
 # ---------------------------------------------------------------------------- data
@@ -176,16 +190,6 @@ def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:
 
 
 # ---------------------------------------------------------------------------- sampling
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends only on the integer ``keys`` (``numpy.random.SeedSequence``)."""
-    words = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint32)
-    return (int(words[0]) | (int(words[1]) << 32)) & ((1 << 63) - 1)
-
-
-def _generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*keys))
-
-
 @dataclass(frozen=True)
 class BatchPlan:
     """Which training indices iteration ``i`` uses: a pure function of ``(seed, i)``.
@@ -232,6 +236,45 @@ class BatchPlan:
             raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
         idx = self.global_batch(iteration)
         return idx if world == 1 else torch.tensor_split(idx, world)[rank]
+
+
+def batch_chunks(plan: BatchPlan, iteration: int, rank: int = 0, world: int = 1,
+                 accumulate: int = 1) -> list[tuple[int, torch.Tensor]]:
+    """``(chunk number, indices)`` of each forward/backward chunk ``rank`` runs in ``iteration``.
+
+    Rank ``r``'s contiguous share of the global batch (:meth:`BatchPlan.batch_indices`) is
+    cut into ``accumulate`` contiguous chunks numbered ``r * accumulate + a``: one process
+    with ``accumulate = K`` runs the same chunks as K processes with ``accumulate = 1``.
+    """
+    share = plan.batch_indices(iteration, rank, world)
+    return [(rank * accumulate + a, part) for a, part in enumerate(torch.tensor_split(share, accumulate))]
+
+
+def _check_chunks(plan: BatchPlan, parts: int, batch_size: int) -> None:
+    """Every chunk of every batch (also an epoch's smaller last batch) must hold an image."""
+    last = plan.num_samples % batch_size if plan.epoch_based else 0
+    if batch_size % parts or 0 < last < parts:
+        raise ConfigError(
+            f"--batch-size {batch_size} (last batch of an epoch: {last or batch_size}) does not split into "
+            f"{parts} chunks (processes x --accumulate) of at least one image each; use a --batch-size that "
+            f"is a multiple of {parts}"
+        )
+
+
+def _predict(model, images, labels, tset, preprocess, info: DistInfo, **kw) -> ev.Predictions:
+    """:func:`evaluate.predict` with the images split into contiguous shares across ranks and
+    the predictions gathered (every rank returns all of them, in order)."""
+    if not info.enabled:
+        return ev.predict(model, images, labels, tset, preprocess, **kw)
+    bounds = torch.tensor_split(torch.arange(images.shape[0]), info.world_size)[info.rank]
+    lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
+    mine = ev.predict(model, images[lo:hi], labels[lo:hi], tset, preprocess, **kw)
+    parts = all_gather_objects(mine, info)
+    return ev.Predictions(
+        labels=torch.cat([p.labels for p in parts]),
+        logits={k: torch.cat([p.logits[k] for p in parts]) for k in mine.logits},
+        rows_correct={k: torch.cat([p.rows_correct[k] for p in parts]) for k in mine.rows_correct},
+    )
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -363,8 +406,11 @@ def run_training(
     stops at ``cfg.stop_after`` returns ``{"stopped_at": iteration, ...}`` without a summary.
     """
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    out_dir = Path(cfg.out_dir or cfg.default_out_dir())
+    device = resolve_dist_device(cfg.device)
+    info = init_distributed(device, cfg.dist_timeout)  # a no-op without torchrun
+    if cfg.sync_bn:
+        check_sync_bn(info, device)
+    out_dir = Path(broadcast_object(cfg.out_dir or cfg.default_out_dir(), info))
     if not resume and (out_dir / "last.pt").exists():
         raise ConfigError(
             f"run directory {out_dir} already holds a checkpoint; continue it with --resume {out_dir} "
@@ -383,8 +429,13 @@ def run_training(
     model = _model_for(cfg, data.num_classes, M, data.channels, data.image_size)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
+    if cfg.sync_bn:
+        model = convert_sync_bn(model, info, device)
     optimizer = build_sgd(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
     plan = BatchPlan(len(data.train_labels), cfg.batch_size, cfg.seed, epoch_based=cfg.epochs > 0)
+    n_chunks = info.world_size * cfg.accumulate
+    _check_chunks(plan, n_chunks, cfg.batch_size)
+    ddp_model = wrap_ddp(model, info, device)  # the training forward; `model` stays the unwrapped module
     sched = make_schedule(cfg, len(data.train_labels))
     scheduler = piecewise_scheduler(optimizer, sched.milestones, sched.factors, sched.warmup)
     weight_at = class_weight_schedule(cfg, data.class_counts, sched.drw_start, device)
@@ -403,7 +454,7 @@ def run_training(
         "iterations_per_epoch": sched.iterations_per_epoch,
     }
 
-    run = RunDir(out_dir)
+    run = RunDir(out_dir, enabled=info.is_main)
     start, best = 0, {"score": -math.inf, "iteration": 0}
     meter = _new_meter(device)
     if resume:
@@ -424,6 +475,8 @@ def run_training(
         run.write_json("config.json", cfg)
 
     def checkpoint(it: int, is_best: bool) -> None:
+        if not info.is_main:
+            return
         run.save({
             "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(cfg), "meta": meta,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -432,8 +485,9 @@ def run_training(
         }, best=is_best)
 
     def evaluate_split(images: torch.Tensor, labels: torch.Tensor) -> dict:
-        pred = ev.predict(model, images, labels, tset, preprocess, batch_size=cfg.eval_batch_size,
-                          device=device, channels_last=cfg.channels_last, amp=cfg.amp)
+        broadcast_module(model, info)  # every rank evaluates rank 0's weights and statistics
+        pred = _predict(model, images, labels, tset, preprocess, info, batch_size=cfg.eval_batch_size,
+                        device=device, channels_last=cfg.channels_last, amp=cfg.amp)
         counts = data.class_counts if cfg.long_tailed else None
         return ev.accuracy_report(pred, data.num_classes, counts)
 
@@ -442,38 +496,54 @@ def run_training(
     def epoch_of(it: int) -> float:
         return _epoch_of(it, sched, len(data.train_labels), cfg.batch_size)
     stop = cfg.stop_after if 0 < cfg.stop_after < sched.total else sched.total
-    bar = _progress(cfg, sched.total, start)
+    bar = _progress(cfg, sched.total, start) if info.is_main else _NoBar()
     model.train()
     try:
         for it in range(start, stop):
-            idx = plan.batch_indices(it).to(device)
-            x = train_aug(train_images[idx], generator=_generator(cfg.seed, _AUGMENT_STREAM, it))
-            y = train_labels[idx]
-            xt = tset(x)
-            if cfg.channels_last:
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            with ev.autocast(device, cfg.amp):
-                out = model(xt)
-            out = {k: v.float() for k, v in out.items()}
-            parts = supervised_loss(
-                cfg.mode, out, y, M, weight=weight_at(it), margin=margins,
-                joint_loss=cfg.joint_loss, large_loss=cfg.large_loss, temperature=cfg.temperature,
-                sd_beta=cfg.sd_beta,
-            )
+            n_global = plan.global_batch(it).numel()
             optimizer.zero_grad(set_to_none=True)
-            parts["total"].backward()
+            chunks = batch_chunks(plan, it, info.rank, info.world_size, cfg.accumulate)
+            step_sums: dict[str, torch.Tensor] = {}
+            correct = torch.zeros((), device=device)
+            for a, (chunk, part) in enumerate(chunks):
+                idx = part.to(device)
+                keys = (cfg.seed, _AUGMENT_STREAM, it) + ((n_chunks, chunk) if n_chunks > 1 else ())
+                torch.manual_seed(derive_seed(cfg.seed, _DROPOUT_STREAM, it, chunk))
+                x = train_aug(train_images[idx], generator=seeded_generator(*keys))
+                y = train_labels[idx]
+                xt = tset(x)
+                if cfg.channels_last:
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                # this chunk's share of the global mean; DDP divides the summed gradients by the world size
+                share = idx.numel() / n_global
+                last = a == len(chunks) - 1
+                no_sync = ddp_model.no_sync() if info.enabled and not last else contextlib.nullcontext()
+                with no_sync, bn_stats_frozen(model, a > 0):
+                    with ev.autocast(device, cfg.amp):
+                        out = ddp_model(xt)
+                    out = {k: v.float() for k, v in out.items()}
+                    parts = supervised_loss(
+                        cfg.mode, out, y, M, weight=weight_at(it), margin=margins,
+                        joint_loss=cfg.joint_loss, large_loss=cfg.large_loss, temperature=cfg.temperature,
+                        sd_beta=cfg.sd_beta,
+                    )
+                    (parts["total"] * (share * info.world_size)).backward()
+                with torch.no_grad():
+                    for k, v in parts.items():
+                        step_sums[k] = step_sums.get(k, 0.0) + v.detach() * share
+                    correct += (_train_primary_logits(cfg.mode, out, M).argmax(-1) == y).sum()
             optimizer.step()
             lr_used = optimizer.param_groups[0]["lr"]
             scheduler.step()
 
-            with torch.no_grad():
+            with torch.no_grad():  # the step's numbers over every rank's share (one small all-reduce)
+                totals = all_reduce_sum(torch.stack([*step_sums.values(), correct]), info)
                 meter["steps"] += 1
-                for k, v in parts.items():
+                for k, v in zip(step_sums, totals[:-1]):
                     key = "loss" if k == "total" else f"loss_{k}"
-                    meter["sums"][key] = meter["sums"].get(key, 0.0) + v.detach()
-                logits = _train_primary_logits(cfg.mode, out, M)
-                meter["correct"] += (logits.argmax(-1) == y).sum()
-                meter["seen"] += y.shape[0]
+                    meter["sums"][key] = meter["sums"].get(key, 0.0) + v
+                meter["correct"] += totals[-1]
+                meter["seen"] += n_global
             done = it + 1
             bar.update(1)
             if done % cfg.log_every == 0:
@@ -494,8 +564,11 @@ def run_training(
         bar.close()
 
     # ---- final: test accuracy of the selected checkpoint
-    state = load_checkpoint(run.best, map_location=device)
-    model.load_state_dict(state["model"])
+    state = None
+    if info.is_main:  # rank 0 reads best.pt; evaluate_split hands its weights to the other ranks
+        state = load_checkpoint(run.best, map_location=device)
+        model.load_state_dict(state["model"])
+    state = broadcast_object(None if state is None else {"iteration": state["iteration"], "best": state["best"]}, info)
     test = evaluate_split(data.test_images, data.test_labels)
     val_at_best = state["best"].get("val")
     entries = ev.table_entries(cfg.mode, cfg.loss, cfg.drw)
@@ -523,8 +596,9 @@ def run_training(
     run.log({"kind": "test", "epoch": epoch_of(state["iteration"]), "step": state["iteration"], "final": True,
              **{f"acc_{k}": v for k, v in test["accuracy"].items()}})
     run.write_json("summary.json", summary)
-    if cfg.plot:
+    if cfg.plot and info.is_main:
         _plot(out_dir)
+    barrier(info)
     return to_jsonable(summary)
 
 
