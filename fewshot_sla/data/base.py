@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "check_episode_feasible",
     "resolve_split",
     "channel_stats",
+    "holdout_per_class",
     "DATA_ROOT_HINT",
 ]
 
@@ -136,6 +138,29 @@ def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
             + (f" (aliases: {', '.join(aliases)})" if aliases else "")
         )
     return key
+
+
+def holdout_per_class(labels: Sequence[int] | np.ndarray | torch.Tensor, per_class: int, seed: int,
+                      option: str = "val_per_class") -> tuple[np.ndarray, np.ndarray]:
+    """``(keep_idx, held_out_idx)``, both sorted: ``per_class`` images of every class, chosen
+    with ``numpy.random.default_rng(seed)`` class by class in label order, are held out (the
+    validation split carved from a training set). ``option`` names the setting in the error
+    raised when a class has too few images."""
+    lab = np.asarray(torch.as_tensor(labels).cpu())
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(lab):
+        members = np.flatnonzero(lab == c)
+        if per_class >= len(members):
+            raise DataError(
+                f"{option} asks for {per_class} validation images of class {c}, which has only "
+                f"{len(members)} training images; lower {option}"
+            )
+        held.append(rng.choice(members, size=per_class, replace=False))
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    mask = np.ones(len(lab), dtype=bool)
+    mask[held_idx] = False
+    return np.flatnonzero(mask), held_idx
 
 
 def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[tuple, tuple]:

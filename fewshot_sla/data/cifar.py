@@ -28,7 +28,7 @@ import torch
 
 from .archives import FileTree
 from .arrays import resize_uint8
-from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError, ImageDataset, resolve_split
+from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError, ImageDataset, holdout_per_class, resolve_split
 from .download import RESOURCES, fetch
 from .images import decode_files
 from .pickles import decode_text, load_pickle, require_keys
@@ -198,20 +198,6 @@ def _is_split_image(rel: str) -> bool:
     return len(parts) >= 3 and parts[-3] in ("train", "test") and rel.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _val_indices(labels: np.ndarray, per_class: int, seed: int, which: str) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        if per_class >= len(members):
-            raise ValueError(
-                f"{which}: val_per_class={per_class} but class {c} has {len(members)} training "
-                "images; lower val_per_class"
-            )
-        out.append(np.sort(rng.choice(members, size=per_class, replace=False)))
-    return np.concatenate(out)
-
-
 def load_cifar(
     which: str,
     root: str | Path,
@@ -273,10 +259,8 @@ def load_cifar(
     if image_size is not None:
         images = resize_uint8(images, int(image_size))
     if val_per_class > 0 and part == "train":
-        val_idx = _val_indices(labels, val_per_class, split_seed, which)
-        mask = np.zeros(len(labels), dtype=bool)
-        mask[val_idx] = True
-        keep = np.flatnonzero(mask if split == "val" else ~mask)
+        train_idx, val_idx = holdout_per_class(labels, val_per_class, split_seed, f"{which}: val_per_class")
+        keep = val_idx if split == "val" else train_idx
         images = images[torch.from_numpy(keep)]
         labels = labels[keep]
     return ImageDataset(images, torch.from_numpy(labels), names, name=which, split=split, meta=meta)

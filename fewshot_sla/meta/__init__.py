@@ -12,7 +12,7 @@ Modules:
   (:func:`episode_indices`, the one place with per-rank logic);
 * :mod:`.train` -- ``train(cfg)`` (validation, ``best.pt``/``last.pt``, exact ``--resume``);
 * :mod:`.evaluate` -- :func:`evaluate_episodes`, ``evaluate(eval_cfg)`` (95% CIs, paired comparisons);
-* :mod:`.plots` -- PNG curves and histograms (matplotlib, optional);
+* :mod:`fewshot_sla.plots` -- PNG curves and histograms (matplotlib, optional; shared with supervised);
 * :mod:`.cli` -- the ``meta-train``, ``eval`` and ``plot`` subcommands;
 * :mod:`.synthetic` -- a tiny separable in-memory dataset for tests and smoke runs.
 

@@ -77,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from .plots import plot_paths
+    from ..plots import plot_paths
 
     for p in plot_paths(args.paths, args.output):
         print(p)

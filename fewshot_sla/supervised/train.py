@@ -5,7 +5,7 @@ directory (``fewshot_sla.runs.RunDir``): ``config.json``, ``metrics.jsonl`` (one
 per log line, the schema of the meta-training side: ``kind`` = train / val / test, ``step``
 (iterations done), ``epoch``, ``loss``, ``loss_<part>``, ``acc``, ``acc_<inference>``),
 ``last.pt`` and ``best.pt`` (atomic), ``summary.json`` and ``curves.png`` (drawn by
-``fewshot_sla.meta.plots.plot_curves``; ``fewshot-sla plot RUN`` redraws it).
+``fewshot_sla.plots.plot_curves``; ``fewshot-sla plot RUN`` redraws it).
 
 Determinism and exact resume: the batch of iteration ``i`` and its augmentation depend
 only on ``(seed, i)`` (:class:`BatchPlan`, :func:`derive_seed`), never on a generator
@@ -38,6 +38,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.augment import AugmentConfig, BatchAugment, get_augmentation
+from ..data.base import holdout_per_class
 from ..distributed import (
     DistInfo,
     all_gather_objects,
@@ -66,7 +67,6 @@ __all__ = [
     "SupervisedData",
     "BatchPlan",
     "Schedule",
-    "holdout_indices",
     "prepare_data",
     "load_data",
     "make_schedule",
@@ -110,26 +110,6 @@ class SupervisedData:
         return int(self.train_images.shape[1])
 
 
-def holdout_indices(labels: torch.Tensor, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_idx, val_idx)``: ``per_class`` images of every class, chosen with
-    ``numpy.random.default_rng(seed)``, move to validation (both index arrays sorted)."""
-    lab = torch.as_tensor(labels).cpu().numpy()
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(lab):
-        members = np.flatnonzero(lab == c)
-        if per_class >= len(members):
-            raise ConfigError(
-                f"--val-size asks for {per_class} validation images of class {c}, which has only "
-                f"{len(members)} training images; lower --val-size"
-            )
-        val.append(rng.choice(members, size=per_class, replace=False))
-    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
-    mask = np.ones(len(lab), dtype=bool)
-    mask[val_idx] = False
-    return np.flatnonzero(mask), val_idx
-
-
 def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData:
     """Hold out the validation images, then subsample the long-tailed training set.
 
@@ -149,7 +129,7 @@ def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData
         if per_class < 1:
             raise ConfigError(f"--val-size {cfg.val_size} is smaller than the number of classes ({C}); "
                               f"pass at least {C} or 0 for no validation")
-        tr, va = holdout_indices(labels, per_class, cfg.split_seed)
+        tr, va = holdout_per_class(labels, per_class, cfg.split_seed, "--val-size")
         val_images, val_labels = images[torch.from_numpy(va)], labels[torch.from_numpy(va)]
         images, labels = images[torch.from_numpy(tr)], labels[torch.from_numpy(tr)]
     if cfg.long_tailed:
@@ -606,7 +586,7 @@ def _plot(out_dir: Path) -> None:
     """``curves.png`` with the meta-training side's plotter (same metrics schema); skipped with a
     note when matplotlib is missing."""
     try:
-        from ..meta.plots import plot_curves
+        from ..plots import plot_curves
 
         plot_curves(out_dir)
     except ImportError as e:

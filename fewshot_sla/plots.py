@@ -1,4 +1,5 @@
-"""Training/validation curves and per-episode accuracy histograms as PNG (matplotlib).
+"""Training/validation curves (meta-training and supervised runs share the metrics.jsonl schema)
+and per-episode accuracy histograms as PNG (matplotlib).
 
 matplotlib is an optional extra (``pip install fewshot-sla[plot]``); it is imported only
 here, when a plot is drawn, with a one-line error naming the fix when it is missing.
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunDir
+from .runs import RunDir
 
 __all__ = ["plot_curves", "plot_histogram", "plot_paths"]
 
