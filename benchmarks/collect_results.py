@@ -47,7 +47,8 @@ def main() -> None:
     rows = [r for run in args.runs if (run / "summary.json").exists() for r in rows_of(run)]
     print(f"{'run':<22} {'method':<22} {'R':>5} {'test':>7} {'many':>7} {'medium':>7} {'few':>7} {'min':>6}")
     for r in rows:
-        grp = [f"{100 * r[k]:7.2f}" if k in r else f"{'':>7}" for k in ("many_acc", "medium_acc", "few_acc")]
+        grp = [f"{100 * r[k]:7.2f}" if r.get(k) is not None else f"{'-':>7}"
+               for k in ("many_acc", "medium_acc", "few_acc")]
         print(f"{r['run']:<22} {r['method']:<22} {r['imbalance_ratio']:>5g} {100 * r['test_acc']:7.2f} "
               f"{' '.join(grp)} {r['minutes']:>6}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

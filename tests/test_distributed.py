@@ -64,12 +64,13 @@ def test_step_chunks_partition_the_step_and_match_accumulation(world, acc):
 def test_batch_chunks_cover_the_global_batch_like_accumulation(epoch_based):
     plan = BatchPlan(num_samples=30, batch_size=8, seed=3, epoch_based=epoch_based)
     for it in range(5):  # epoch-based: iteration 3 is the epoch's last batch of 6
-        glob = plan.global_batch(it).tolist()
-        ddp = [c for r in range(2) for c in batch_chunks(plan, it, r, 2, 1)]
-        single = batch_chunks(plan, it, 0, 1, 2)
+        glob = plan.global_batch(it)
+        ddp = [c for r in range(2) for c in batch_chunks(glob, r, 2, 1)]
+        assert [c.tolist() for _, c in ddp] == [plan.batch_indices(it, r, 2).tolist() for r in range(2)]
+        single = batch_chunks(glob, 0, 1, 2)
         assert [g for g, _ in ddp] == [g for g, _ in single] == [0, 1]
         assert all(a.tolist() == b.tolist() for (_, a), (_, b) in zip(ddp, single))
-        assert [i for _, c in single for i in c.tolist()] == glob
+        assert [i for _, c in single for i in c.tolist()] == glob.tolist()
 
 
 def test_bn_stats_frozen_keeps_running_statistics_but_uses_batch_statistics():

@@ -11,8 +11,9 @@ After every ``val_every`` epochs (and the last) the model is evaluated on ``val_
 fixed episodes of the validation split; ``best.pt`` keeps the weights with the best mean
 accuracy of the mode's reported inference and ``last.pt`` the latest state, both written
 atomically. A checkpoint holds the model, optimiser, scheduler, grad scaler, progress, best
-score, every RNG state and the augmentation generator, so ``--resume RUN`` continues a killed
-run and ends with the same weights and metrics as an uninterrupted run with the same seed;
+score and the RNG states; each step's augmentation and dropout are seeded from ``(seed, step,
+chunk)`` (:func:`~fewshot_sla.runs.derive_seed`), so ``--resume RUN`` continues a killed run and
+ends with the same weights and metrics as an uninterrupted run with the same seed;
 ``metrics.jsonl`` is truncated to the records at or before the checkpoint's step.
 
 Distributed (``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train ...``): the step's

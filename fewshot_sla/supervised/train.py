@@ -218,15 +218,16 @@ class BatchPlan:
         return idx if world == 1 else torch.tensor_split(idx, world)[rank]
 
 
-def batch_chunks(plan: BatchPlan, iteration: int, rank: int = 0, world: int = 1,
+def batch_chunks(global_batch: torch.Tensor, rank: int = 0, world: int = 1,
                  accumulate: int = 1) -> list[tuple[int, torch.Tensor]]:
-    """``(chunk number, indices)`` of each forward/backward chunk ``rank`` runs in ``iteration``.
+    """``(chunk number, indices)`` of each forward/backward chunk ``rank`` runs on an
+    iteration's ``global_batch`` (:meth:`BatchPlan.global_batch`).
 
-    Rank ``r``'s contiguous share of the global batch (:meth:`BatchPlan.batch_indices`) is
-    cut into ``accumulate`` contiguous chunks numbered ``r * accumulate + a``: one process
-    with ``accumulate = K`` runs the same chunks as K processes with ``accumulate = 1``.
+    Rank ``r``'s contiguous share (as :meth:`BatchPlan.batch_indices`) is cut into
+    ``accumulate`` contiguous chunks numbered ``r * accumulate + a``: one process with
+    ``accumulate = K`` runs the same chunks as K processes with ``accumulate = 1``.
     """
-    share = plan.batch_indices(iteration, rank, world)
+    share = global_batch if world == 1 else torch.tensor_split(global_batch, world)[rank]
     return [(rank * accumulate + a, part) for a, part in enumerate(torch.tensor_split(share, accumulate))]
 
 
@@ -480,9 +481,10 @@ def run_training(
     model.train()
     try:
         for it in range(start, stop):
-            n_global = plan.global_batch(it).numel()
+            global_batch = plan.global_batch(it)
+            n_global = global_batch.numel()
             optimizer.zero_grad(set_to_none=True)
-            chunks = batch_chunks(plan, it, info.rank, info.world_size, cfg.accumulate)
+            chunks = batch_chunks(global_batch, info.rank, info.world_size, cfg.accumulate)
             step_sums: dict[str, torch.Tensor] = {}
             correct = torch.zeros((), device=device)
             for a, (chunk, part) in enumerate(chunks):
