@@ -17,12 +17,15 @@ fewshot-sla meta-train --config omniglot_conv4_sla "${train[@]}" --run-dir "$OUT
 fewshot-sla meta-train --config omniglot_conv4_slasd "${train[@]}" --run-dir "$OUT/protonet_slasd"
 fewshot-sla meta-train --config omniglot_conv4_sla "${train[@]}" --head ridge --run-dir "$OUT/ridge_sla"
 fewshot-sla meta-train --config omniglot_conv4_sla "${train[@]}" --head svm --svm-max-iter 3 --run-dir "$OUT/svm_sla"
+# the baseline again with about the SLA runs' wall-clock budget: 6x the steps (60 epochs by default)
+fewshot-sla meta-train --config omniglot_conv4_baseline "${train[@]}" --epochs $((EPOCHS * 6)) \
+  --lr-milestones $((EPOCHS * 3)) $((EPOCHS * 9 / 2)) --run-dir "$OUT/protonet_baseline_60ep"
 common=(--split test --episodes 1000 --k-shot 1 --data-root "$DATA" --num-threads 1 --quiet)
 fewshot-sla eval --checkpoint "$OUT/protonet_baseline" --n-way 5 "${common[@]}" \
-  --compare "$OUT/protonet_sla" "$OUT/protonet_slasd" "$OUT/ridge_sla" "$OUT/svm_sla" \
+  --compare "$OUT/protonet_baseline_60ep" "$OUT/protonet_sla" "$OUT/protonet_slasd" "$OUT/ridge_sla" "$OUT/svm_sla" \
   --output "$OUT/eval_test_5way1shot.json"
 # 20-way: the SVM's 80-way QP (80 support rows x 80 classes = 6,400 dual variables per episode)
 # is out of reach of a CPU for 1000 episodes, so ProtoNet and ridge only
 fewshot-sla eval --checkpoint "$OUT/protonet_baseline" --n-way 20 "${common[@]}" \
-  --compare "$OUT/protonet_sla" "$OUT/protonet_slasd" "$OUT/ridge_sla" \
+  --compare "$OUT/protonet_baseline_60ep" "$OUT/protonet_sla" "$OUT/protonet_slasd" "$OUT/ridge_sla" \
   --output "$OUT/eval_test_20way1shot.json"
