@@ -24,11 +24,13 @@ from fewshot_sla.supervised.train import BatchPlan, batch_chunks
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 
 
-def torchrun(nproc: int, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node nproc -m fewshot_sla.cli argv`` (CPU, one thread)."""
+def torchrun(nproc: int, *argv: str, timeout: float = 300, script: str | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node nproc -m fewshot_sla.cli argv`` (CPU, one thread),
+    or ``torchrun ... script argv``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    target = [script] if script else ["-m", "fewshot_sla.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "fewshot_sla.cli", *argv]
+           *target, *argv]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -164,6 +166,18 @@ def test_bad_distributed_options_end_every_rank_with_one_line(folder_root, tmp_p
     lines = [ln for ln in proc.stderr.splitlines() if "fewshot-sla meta-train [rank" in ln]
     assert len(lines) == 2 and all(message in ln for ln in lines), proc.stderr[-2000:]
     assert "fewshot_sla/" not in proc.stderr  # no worker traceback (torchrun's own report aside)
+
+
+def test_a_failing_rank_ends_the_job_with_its_error_not_a_hang(folder_root, tmp_path):
+    import time
+    from pathlib import Path
+
+    script = str(Path(__file__).with_name("torchrun_failing_rank.py"))
+    t0 = time.perf_counter()
+    proc = torchrun(2, *meta_args(folder_root, tmp_path / "run", "--dist-timeout", "600"), script=script)
+    assert proc.returncode != 0
+    assert "injected failure on rank 1" in proc.stderr
+    assert time.perf_counter() - t0 < 120  # ended by torchrun when rank 1 died, far before the 600 s timeout
 
 
 # ------------------------------------------------------------------------ supervised
