@@ -8,41 +8,21 @@ patterns are not rotation-symmetric, so rotation labels are learnable too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SyntheticFewShot", "synthetic_dataset", "write_image_folder"]
+from ..data.base import ImageDataset
 
-
-@dataclass
-class SyntheticFewShot:
-    """Duck-typed stand-in for ``fewshot_sla.data.ImageDataset`` (``images`` uint8 ``[N, C, H, W]``,
-    ``labels`` int64 ``[N]``, ``class_names``; ``image_size``/``channels`` properties)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[-1])
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
+__all__ = ["synthetic_dataset", "write_image_folder"]
 
 
 def synthetic_dataset(n_classes: int = 8, per_class: int = 10, image_size: int = 16, channels: int = 1,
-                      seed: int = 0, noise: float = 0.15, blocks: int = 4, prefix: str = "class") -> SyntheticFewShot:
-    """``n_classes`` classes of ``per_class`` images each (labels ``0..n_classes-1`` in order)."""
+                      seed: int = 0, noise: float = 0.15, blocks: int = 4, prefix: str = "class") -> ImageDataset:
+    """``n_classes`` classes of ``per_class`` images each (labels ``0..n_classes-1`` in order), as an
+    :class:`~fewshot_sla.data.ImageDataset` named ``synthetic`` (normalised by its own channel
+    statistics)."""
     g = torch.Generator().manual_seed(seed)
     patterns = (torch.rand(n_classes, channels, blocks, blocks, generator=g) > 0.5).float()
     patterns = F.interpolate(patterns, size=(image_size, image_size), mode="nearest")
@@ -53,13 +33,10 @@ def synthetic_dataset(n_classes: int = 8, per_class: int = 10, image_size: int =
     images = (x * 255).round().to(torch.uint8)
     labels = torch.arange(n_classes).repeat_interleave(per_class)
     names = [f"{prefix}{c:03d}" for c in range(n_classes)]
-    xf = images.double() / 255
-    mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))
-    std = tuple(float(v) for v in xf.std(dim=(0, 2, 3), unbiased=False))
-    return SyntheticFewShot(images, labels, names, mean, std)
+    return ImageDataset(images, labels, names, name="synthetic", split="synthetic")  # stats: channel_stats
 
 
-def write_image_folder(root: str | Path, splits: dict[str, SyntheticFewShot]) -> Path:
+def write_image_folder(root: str | Path, splits: dict[str, ImageDataset]) -> Path:
     """Write datasets as PNG files ``root/<split>/<class>/<i>.png`` (the ``folder`` dataset layout)."""
     from PIL import Image
 
