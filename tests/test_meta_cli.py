@@ -100,6 +100,41 @@ def test_compare_is_paired_on_the_same_episodes(runs, tmp_path):
     assert c["mean"] == pytest.approx(mean) and c["ci95"] == pytest.approx(ci) and c["n"] == 20
 
 
+def test_compare_loads_each_runs_split_with_its_own_dataset_options(data_root, runs, tmp_path, monkeypatch,
+                                                                    capsys):
+    import fewshot_sla.meta.evaluate as ev
+
+    other = tmp_path / "nearest"
+    assert main(train_args(data_root, other, "--mode", "baseline", "--epochs", "1",
+                           "--dataset-options", "resample=nearest")) == 0
+    calls = []
+    real = ev.load_split
+
+    def spy(name, root, split, image_size=None, download=False, options=None):
+        calls.append(dict(options or {}))
+        return real(name, root, split, image_size, download, options)
+
+    monkeypatch.setattr(ev, "load_split", spy)
+    common = ["--episodes", "4", "--n-query", "2", "--device", "cpu", "--quiet", "--output", str(tmp_path / "o.json")]
+    assert main(["eval", "--checkpoint", str(runs / "base"), "--compare", str(other), str(runs / "sd"), *common]) == 0
+    # one load per distinct option set: the run trained on nearest-resampled images is scored on them
+    assert calls == [{}, {"resample": "nearest"}]
+
+    # a split that differs (here: other classes) cannot be compared episode by episode
+    def other_classes(name, root, split, image_size=None, download=False, options=None):
+        ds = real(name, root, split, image_size, download, options)
+        if options:
+            ds.class_names = [c + "_x" for c in ds.class_names]
+        return ds
+
+    monkeypatch.setattr(ev, "load_split", other_classes)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--checkpoint", str(runs / "base"), "--compare", str(other), *common])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "different test splits" in err and "--dataset-options" in err and "resample" in err
+
+
 def test_same_seed_same_episodes_and_numbers_other_seed_differs(runs, tmp_path):
     outs = []
     for i, seed in enumerate(("0", "0", "1")):

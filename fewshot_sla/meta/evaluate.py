@@ -23,6 +23,7 @@ each of its other inferences.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -184,7 +185,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     """Run ``fewshot-sla eval``: evaluate ``cfg.checkpoint`` (and ``cfg.compare``) on the same
     episodes, write the JSON report and return it.
 
-    ``datasets`` maps ``(dataset, data_root, split, image_size)`` to already loaded datasets
+    ``datasets`` maps ``(dataset, data_root, split, image_size, json of dataset_options)`` to already loaded datasets
     (filled as datasets are loaded; tests pass in-memory data this way).
     """
     if not cfg.checkpoint:
@@ -212,7 +213,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         n_way = cfg.n_way or n_way or tcfg.eval_way
         k_shot = cfg.k_shot or k_shot or tcfg.eval_shot
         root = cfg.data_root or tcfg.data_root
-        key = (tcfg.dataset, str(root), cfg.split, tcfg.image_size)
+        options = json.dumps(tcfg.dataset_options, sort_keys=True)  # e.g. which alphabets are held out
+        key = (tcfg.dataset, str(root), cfg.split, tcfg.image_size, options)
         if key not in datasets:
             datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size,
                                        options=tcfg.dataset_options)
@@ -222,13 +224,16 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             raise ConfigError(f"--n-way {n_way} needs {n_way} classes but the {cfg.split} split of "
                               f"{tcfg.dataset} has {len(ds.class_names)}; lower --n-way to at most "
                               f"{len(ds.class_names)}")
+        split_id = (tcfg.dataset, tuple(ds.class_names), ds.labels.shape[0], int(ds.labels.sum()))
         if reference is None:
-            reference = (tcfg.dataset, ds.labels.shape[0], int(ds.labels.sum()))
+            reference = (split_id, options)
             report.update(dataset=tcfg.dataset, n_way=n_way, k_shot=k_shot)
-        elif reference != (tcfg.dataset, ds.labels.shape[0], int(ds.labels.sum())):
+        elif reference[0] != split_id:
             raise ConfigError(
-                f"{p} was trained on {tcfg.dataset} but {paths[0]} on {reference[0]}; --compare needs "
-                "checkpoints evaluated on the same split and episodes"
+                f"{p} (dataset {tcfg.dataset}, options {options}) and {paths[0]} (dataset "
+                f"{reference[0][0]}, options {reference[1]}) have different {cfg.split} splits; --compare "
+                "needs checkpoints trained with the same dataset and --dataset-options, so that both are "
+                "evaluated on the same episodes"
             )
         supported = INFERENCES[tcfg.mode]
         names = [i for i in cfg.inferences if i in supported] if cfg.inferences else list(supported)
@@ -256,8 +261,6 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
     report["output"] = str(out)
     if info.is_main:
-        import json
-
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
     barrier(info)
