@@ -28,7 +28,8 @@ def piecewise_lr_factor(
     on (so ``len(factors) == len(milestones) + 1``); during the first ``warmup`` steps the
     factor ramps linearly, ``(step + 1) / warmup`` times the scheduled one.
 
-    MetaOptNet: milestones (20, 40, 50) epochs, factors (1, 0.06, 0.012, 0.0024).
+    MetaOptNet (epochs, the scheduler stepped after each epoch, ``step`` = completed epochs):
+    milestones (19, 39, 49), factors (1, 0.06, 0.012, 0.0024): x0.06 from its 1-based epoch 20.
     """
     if len(factors) != len(milestones) + 1:
         raise ValueError(f"need len(factors) == len(milestones) + 1, got {len(factors)} and {len(milestones)}")

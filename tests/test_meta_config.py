@@ -3,10 +3,12 @@
 import sys
 
 import pytest
+import torch
 
 from fewshot_sla.cli import build_parser, main
 from fewshot_sla.config import CONFIG_DIR, ConfigError, build_config
 from fewshot_sla.meta.config import EvalConfig, MetaTrainConfig, check_against_data, meta_config_names, parse_options
+from fewshot_sla.optim import build_sgd, piecewise_scheduler
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +30,34 @@ def test_all_shipped_meta_configs_load_and_have_a_description():
         assert raw.get("description", "").strip(), f"{name}.toml needs a description line"
 
 
+def metaoptnet_epoch_lrs(epochs: int = 60) -> list[float]:
+    """The lr of each epoch in MetaOptNet's train.py: LambdaLR stepped at the START of 1-based epoch e."""
+    import warnings
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    lambda_epoch = lambda e: 1.0 if e < 20 else (0.06 if e < 40 else 0.012 if e < 50 else (0.0024))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda_epoch, last_epoch=-1)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()", as in MetaOptNet
+        for _ in range(1, epochs + 1):
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def trainer_epoch_lrs(cfg: MetaTrainConfig) -> list[float]:
+    """The lr of each epoch as fewshot_sla.meta.train uses it: the scheduler steps after each epoch."""
+    opt = build_sgd([torch.zeros(1, requires_grad=True)], cfg.lr)
+    sched = piecewise_scheduler(opt, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
+    lrs = []
+    for _ in range(cfg.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
 @pytest.mark.parametrize("name", METAOPTNET)
 def test_metaoptnet_configs_follow_the_paper(name):
     cfg = build_config(MetaTrainConfig, {}, config=name)
@@ -36,7 +66,7 @@ def test_metaoptnet_configs_follow_the_paper(name):
     key = name.split("_")[2]
     assert (cfg.k_shot, cfg.label_smoothing) == (shots[key], eps[key])
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (0.1, 0.9, 5e-4, True)
-    assert cfg.lr_milestones == (20, 40, 50) and cfg.lr_factors == (1.0, 0.06, 0.012, 0.0024)
+    assert metaoptnet_epoch_lrs() == trainer_epoch_lrs(cfg)
     assert (cfg.epochs, cfg.steps_per_epoch, cfg.tasks_per_batch, cfg.n_query) == (60, 1000, 8, 6)
     assert (cfg.val_episodes, cfg.eval_way, cfg.eval_shot, cfg.eval_query) == (2000, 5, 5, 15)
     assert cfg.backbone == "resnet12" and cfg.head == name.split("_")[1]
@@ -107,6 +137,22 @@ def test_color_perm_on_grayscale_omniglot_is_a_one_line_error_before_loading(tmp
     assert len(err.splitlines()) == 1 and err.startswith("fewshot-sla meta-train: error:")
     assert "rotation" in err  # names the fix
     assert not (tmp_path / "run").exists()
+
+
+def test_omniglot_rotated_classes_with_rotation_transforms_is_a_one_line_error(tmp_path, capsys):
+    base = ["meta-train", "--dataset", "omniglot", "--data-root", str(tmp_path / "none"), "--device", "cpu",
+            "--run-dir", str(tmp_path / "run")]
+    for mode, tset in (("sla", "rotation"), ("da", "rotation2"), ("sla+sd", "rotation")):
+        err = _one_line_error(capsys, [*base, "--dataset-options", "rotate_classes=true", "--mode", mode,
+                                       "--transforms", tset], "rotate_classes")
+        assert len(err.splitlines()) == 1 and "contradict" in err and "--mode baseline" in err
+    # allowed: rotated classes without SLA's rotations, and SLA's rotations without rotated classes
+    MetaTrainConfig(dataset="omniglot", dataset_options="rotate_classes=true", mode="baseline", transforms="none")
+    MetaTrainConfig(dataset="omniglot", dataset_options="rotate_classes=false", mode="sla", transforms="rotation")
+    with pytest.raises(SystemExit):
+        main(["meta-train", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "rotate_classes=true (rotations as new classes: not with SLA's rotation transforms)" in helptext
 
 
 def test_bad_svm_iterations_and_unknown_config_are_one_line_errors(tmp_path, capsys):

@@ -179,3 +179,23 @@ def test_config_roundtrip_through_the_checkpoint(tmp_path):
     train(cfg, datasets=DATA)
     _, tcfg, _ = load_model(tmp_path / "run", torch.device("cpu"))  # a run directory -> best.pt
     assert dataclasses.asdict(tcfg) == dataclasses.asdict(cfg)
+
+
+def test_final_test_uses_the_evaluation_svm_iterations(tmp_path, monkeypatch):
+    """--test-episodes scores best.pt as `fewshot-sla eval` does: MetaOptNet's 3 test-time QP
+    iterations, not the 15 of training and validation."""
+    import fewshot_sla.meta.train as mt
+    from fewshot_sla.meta.config import EvalConfig
+
+    seen = []
+    real = mt.evaluate_episodes
+
+    def spy(model, *args, desc="eval", **kw):
+        seen.append((desc, dict(model.head_kwargs)))
+        return real(model, *args, desc=desc, **kw)
+
+    monkeypatch.setattr(mt, "evaluate_episodes", spy)
+    cfg = tiny(tmp_path, head="svm", mode="baseline", transforms="none", svm_max_iter=15, test_episodes=6)
+    summary = train(cfg, datasets={**DATA, "test": VAL})
+    assert seen == [("validation", {}), ("test", {"max_iter": EvalConfig().svm_max_iter})]
+    assert EvalConfig().svm_max_iter == 3 and summary["test"]["plain"]["n"] == 6

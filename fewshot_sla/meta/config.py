@@ -150,7 +150,9 @@ class MetaTrainConfig:
         "dataset name (omniglot, mini-imagenet, cifar-fs, fc100, tiered-imagenet, folder, ...)"))
     data_root: str = field(default="data", metadata=_h("folder holding the dataset files"))
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
-        "loader options as key=value,key=value (e.g. val_alphabets=5 for omniglot)"))
+        "loader options as key=value,key=value; omniglot: val_alphabets=N, test_alphabets=N, "
+        "rotate_classes=true (rotations as new classes: not with SLA's rotation transforms); folder: "
+        "split_file=PATH"))
     image_size: int | None = field(default=None, metadata=_h("resize images to this side (default: the dataset's)"))
     train_split: str = field(default="train", metadata=_h("split used for meta-training"))
     val_split: str = field(default="val", metadata=_h("split used for validation"))
@@ -199,7 +201,9 @@ class MetaTrainConfig:
     momentum: float = field(default=0.9, metadata=_h("SGD momentum"))
     weight_decay: float = field(default=5e-4, metadata=_h("SGD weight decay"))
     nesterov: bool = field(default=True, metadata=_h("Nesterov momentum"))
-    lr_milestones: tuple[int, ...] = field(default=(20, 40, 50), metadata=_h("epochs where the lr factor changes"))
+    lr_milestones: tuple[int, ...] = field(default=(19, 39, 49), metadata=_h(
+        "numbers of completed epochs after which the lr factor changes (MetaOptNet's x0.06 from its "
+        "1-based epoch 20 on: 19)"))
     lr_factors: tuple[float, ...] = field(default=(1.0, 0.06, 0.012, 0.0024), metadata=_h(
         "lr multipliers before the first milestone and after each (len = milestones + 1)"))
     warmup_epochs: int = field(default=0, metadata=_h("linear lr warm-up epochs"))
@@ -276,6 +280,15 @@ class MetaTrainConfig:
             raise ConfigError(
                 f"mode {self.mode!r} needs a transform set with more than one transform, got "
                 f"--transforms {self.transforms}; use e.g. --transforms rotation, or --mode baseline"
+            )
+        if (self.dataset == "omniglot" and self.dataset_options.get("rotate_classes")
+                and self.mode != "baseline" and len(tset.rotations) > 1):
+            from ..data.omniglot import ROTATE_CLASSES_HELP
+
+            raise ConfigError(
+                f"--dataset-options rotate_classes=true with --mode {self.mode} --transforms {self.transforms}: "
+                f"{ROTATE_CLASSES_HELP.split('off by default). ')[1]} Drop rotate_classes=true, or train "
+                "--mode baseline"
             )
         for name in ("n_way", "k_shot", "n_query", "episodes_per_epoch", "tasks_per_batch", "eval_way",
                      "eval_shot", "eval_query", "epochs", "val_every", "eval_tasks_per_batch", "log_every",

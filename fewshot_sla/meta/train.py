@@ -4,8 +4,9 @@ One optimiser step takes ``tasks_per_batch`` episodes of the global training str
 (:func:`~fewshot_sla.meta.data.episode_indices`), gathers them in one tensor, augments them on
 the device, and sends every image of every episode (and, for da/sla/sla+sd, every transform)
 through the backbone in one call (:mod:`fewshot_sla.meta.methods` gives the losses). The LR
-follows a piecewise schedule per epoch (MetaOptNet: x1 / 0.06 / 0.012 / 0.0024 at epochs
-20 / 40 / 50).
+follows a piecewise schedule per epoch: ``lr_milestones`` count completed epochs (MetaOptNet:
+x1 / 0.06 / 0.012 / 0.0024 from its 1-based epochs 1 / 20 / 40 / 50, since it steps its
+``LambdaLR`` at the start of each epoch: milestones 19 / 39 / 49).
 
 After every ``val_every`` epochs (and the last) the model is evaluated on ``val_episodes``
 fixed episodes of the validation split; ``best.pt`` keeps the weights with the best mean
@@ -69,7 +70,7 @@ from ..runs import (
     seeded_generator,
     set_rng_state,
 )
-from .config import RESUME_OVERRIDES, MetaTrainConfig, check_against_data, check_world_size
+from .config import RESUME_OVERRIDES, EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .data import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
 from .evaluate import CHECKPOINT_FORMAT, evaluate_episodes, load_model, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
@@ -410,6 +411,8 @@ class MetaTrainer:
         barrier(self.dist)  # rank 0 has written best.pt
         model, _, _ = load_model(self.run.best, self.device)
         model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
+        if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
+            model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
         ds = self.test_ds or self._load(cfg.test_split)
         accs = evaluate_episodes(
             model, ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot, n_query=cfg.eval_query,
