@@ -21,6 +21,7 @@ __all__ = [
     "single_logits",
     "aggregated_logits",
     "cross_entropy",
+    "joint_class_values",
     "sla_loss",
     "distillation_loss",
     "sla_sd_loss",
@@ -79,23 +80,57 @@ def aggregated_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
     return torch.diagonal(x, dim1=-3, dim2=-1).mean(-1)
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+def _per_class(values: torch.Tensor | None, n: int, name: str, like: torch.Tensor) -> torch.Tensor | None:
+    if values is None:
+        return None
+    if values.dim() != 1 or values.numel() != n:
+        raise ValueError(f"{name} must hold one value per class ([{n}]), got shape {tuple(values.shape)}")
+    return values.to(like)
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float = 0.0,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean cross-entropy over all leading dims; ``logits [..., C]``, ``target [...]``.
 
     ``smoothing`` is MetaOptNet's label smoothing: the true class gets ``1 - eps`` and each of
     the other ``C - 1`` classes ``eps / (C - 1)`` (unlike ``torch``'s ``label_smoothing``, which
     spreads ``eps`` over all C classes).
+
+    ``weight [C]`` (optional): per-class weights; the loss is then the weighted mean
+    ``sum_i w_{t_i} CE_i / sum_i w_{t_i}`` (``torch``'s ``weight=``; class-balanced weights).
+    ``margin [C]`` (optional): subtracted from each row's target logit before the softmax,
+    ``z - margin[t] e_t`` (LDAM's margins, in logit units).
     """
     logits = logits.reshape(-1, logits.shape[-1])
     target = target.reshape(-1)
+    n = logits.shape[-1]
+    w = _per_class(weight, n, "weight", logits)
+    d = _per_class(margin, n, "margin", logits)
+    if d is not None:
+        logits = logits - torch.zeros_like(logits).scatter_(1, target[:, None], d[target][:, None])
     if smoothing == 0.0:
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target, weight=w)
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
-    n = logits.shape[-1]
     soft = torch.full_like(logits, smoothing / (n - 1))
     soft.scatter_(1, target[:, None], 1.0 - smoothing)
-    return -(soft * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    rows = -(soft * F.log_softmax(logits, dim=-1)).sum(-1)
+    if w is None:
+        return rows.mean()
+    wr = w[target]
+    return (wr * rows).sum() / wr.sum()
+
+
+def joint_class_values(per_class: torch.Tensor | None, M: int) -> torch.Tensor | None:
+    """Per-class values ``[N]`` -> per-joint-class values ``[N*M]`` (entry ``y*M + j`` is ``v_y``);
+    ``None`` stays ``None``."""
+    _check_m(M)
+    return None if per_class is None else per_class.repeat_interleave(M)
 
 
 def sla_loss(
@@ -104,13 +139,18 @@ def sla_loss(
     M: int,
     large_loss: bool = False,
     smoothing: float = 0.0,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SLA loss: cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``.
 
     Mean over all rows; ``large_loss=True`` multiplies by M (a sum over transforms, as the
-    ``--large-loss`` option of the SLA authors' code).
+    ``--large-loss`` option of the SLA authors' code). ``weight`` and ``margin`` (optional,
+    per original class ``[N]``) apply the weight and margin of class ``y`` to every joint
+    class ``(y, j)`` (see :func:`cross_entropy`).
     """
-    loss = cross_entropy(joint, joint_labels(y, M), smoothing)
+    loss = cross_entropy(joint, joint_labels(y, M), smoothing, joint_class_values(weight, M),
+                         joint_class_values(margin, M))
     return loss * M if large_loss else loss
 
 
@@ -133,6 +173,10 @@ def sla_sd_loss(
     T: float = 1.0,
     beta: float = 1.0,
     large_loss: bool = False,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+    joint_weight: torch.Tensor | None = None,
+    joint_margin: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
 
@@ -140,18 +184,29 @@ def sla_sd_loss(
     ``[..., B, N]`` of the distillation head on the untransformed inputs; the teacher ``s``
     is the aggregated prediction of ``joint`` (detached). Returns a dict with the ``total``
     and its parts ``sla``, ``distill`` and ``ce``.
+
+    Optional per-class ``[N]`` weights and margins (:func:`cross_entropy`): ``weight`` and
+    ``margin`` for ``CE(u, y)``, ``joint_weight`` and ``joint_margin`` for ``L_SLA``
+    (:func:`sla_loss`). The distillation term is unweighted.
     """
-    sla = sla_loss(joint, y, M, large_loss)
+    sla = sla_loss(joint, y, M, large_loss, weight=joint_weight, margin=joint_margin)
     teacher = aggregated_logits(joint, M)
     distill = distillation_loss(single, teacher, T)
-    ce = cross_entropy(single, y)
+    ce = cross_entropy(single, y, weight=weight, margin=margin)
     return {"total": sla + distill + beta * ce, "sla": sla, "distill": distill, "ce": ce}
 
 
-def da_loss(logits: torch.Tensor, y: torch.Tensor, M: int) -> torch.Tensor:
+def da_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    M: int,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Data augmentation baseline: N-way logits ``[..., B*M, N]`` of every transformed row keep
-    the original label ``y`` (invariance to the transforms is forced)."""
-    return cross_entropy(logits, repeat_labels(y, M))
+    the original label ``y`` (invariance to the transforms is forced). Optional per-class
+    ``weight``/``margin`` ``[N]`` as :func:`cross_entropy`."""
+    return cross_entropy(logits, repeat_labels(y, M), weight=weight, margin=margin)
 
 
 def mt_loss(
@@ -159,10 +214,13 @@ def mt_loss(
     transform_logits: torch.Tensor,
     y: torch.Tensor,
     M: int,
+    weight: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Multi-task baseline: N-way head on all transformed rows ``[B*M, N]`` plus an M-way
-    transform head ``[B*M, M]``; the two cross-entropies are summed."""
-    cls = cross_entropy(class_logits, repeat_labels(y, M))
+    transform head ``[B*M, M]``; the two cross-entropies are summed. Optional per-class
+    ``weight``/``margin`` ``[N]`` apply to the N-way head only (:func:`cross_entropy`)."""
+    cls = cross_entropy(class_logits, repeat_labels(y, M), weight=weight, margin=margin)
     rows = class_logits.shape[-2] // M
     tfm = cross_entropy(transform_logits, transform_labels(rows, M, y.device).expand(*y.shape[:-1], -1))
     return {"total": cls + tfm, "class": cls, "transform": tfm}

@@ -160,3 +160,76 @@ def test_model_heads_per_mode():
     assert float(cos(x)["class"].detach().abs().max()) <= 30.0 + 1e-4
     with pytest.raises(ValueError, match="unknown mode"):
         supervised_loss("joint", {}, torch.zeros(1, dtype=torch.long), M)
+
+
+# ---------------------------------------------------------------------------- one implementation (fewshot_sla.sla)
+def _weighted(rows):
+    """sum_r w_r * CE_r / sum_r w_r over rows (logits, target, weight, margin), in Python floats."""
+    num = sum(w * _ce_row(z, t, d) for z, t, w, d in rows)
+    return num / sum(w for _, _, w, _ in rows)
+
+
+def test_sla_losses_take_per_class_weights_and_margins(batch):
+    out, y = batch
+    w = torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0])
+    d = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    jw, jd = torch.tensor([0.3, 1.0, 2.0, 1.0, 0.7]), torch.tensor([0.0, 0.6, 0.2, 0.1, 0.4])
+    cls, joint, tfm = out["class"], out["joint"], out["transform"]
+    yb = [int(v) for v in y]
+    # DA: every transformed row keeps y_b, with y_b's weight and margin
+    da = _weighted([(cls[r], yb[r // M], float(w[yb[r // M]]), float(d[yb[r // M]])) for r in range(B * M)])
+    assert float(sla.da_loss(cls, y, M, weight=w, margin=d)) == pytest.approx(da, rel=1e-5)
+    # MT: weighted N-way part plus the unweighted transform part
+    mt = sla.mt_loss(cls, tfm, y, M, weight=w, margin=d)
+    t_ref = sum(_ce_row(tfm[r], r % M) for r in range(B * M)) / (B * M)
+    assert float(mt["class"]) == pytest.approx(da, rel=1e-5)
+    assert float(mt["transform"]) == pytest.approx(t_ref, rel=1e-5)
+    assert float(mt["total"]) == pytest.approx(da + t_ref, rel=1e-5)
+    # SLA: joint class (y, j) = column y*M + j gets the weight and margin of y
+    rows = [(joint[b * M + j], yb[b] * M + j, float(jw[yb[b]]), float(jd[yb[b]])) for b in range(B) for j in range(M)]
+    assert float(sla.sla_loss(joint, y, M, weight=jw, margin=jd)) == pytest.approx(_weighted(rows), rel=1e-5)
+    assert float(sla.sla_loss(joint, y, M, True, weight=jw, margin=jd)) == pytest.approx(M * _weighted(rows), 1e-5)
+    # SLA+SD: weighted joint part, weighted CE(u, y), the distillation term unchanged
+    u = cls[::M]
+    sd = sla.sla_sd_loss(joint, u, y, M, T=1.0, beta=0.5, weight=w, margin=d, joint_weight=jw, joint_margin=jd)
+    ce = _weighted([(u[b], yb[b], float(w[yb[b]]), float(d[yb[b]])) for b in range(B)])
+    kl = float(sla.distillation_loss(u, sla.aggregated_logits(joint, M)))
+    assert float(sd["sla"]) == pytest.approx(_weighted(rows), rel=1e-5)
+    assert float(sd["ce"]) == pytest.approx(ce, rel=1e-5)
+    assert float(sd["total"]) == pytest.approx(_weighted(rows) + 0.5 * ce + kl, rel=1e-5)
+    # without weights and margins nothing changes
+    assert float(sla.da_loss(cls, y, M, weight=torch.ones(N), margin=torch.zeros(N))) == pytest.approx(
+        float(sla.da_loss(cls, y, M)), rel=1e-6)
+    with pytest.raises(ValueError, match="one value per class"):
+        sla.da_loss(cls, y, M, weight=torch.ones(N * M))
+
+
+def test_weighted_cross_entropy_with_label_smoothing_by_hand():
+    g = torch.Generator().manual_seed(2)
+    z, t = torch.randn(5, 4, generator=g), torch.tensor([0, 3, 1, 3, 2])
+    w, d, eps = torch.tensor([2.0, 0.5, 1.0, 3.0]), torch.tensor([0.2, 0.0, 0.4, 0.1]), 0.2
+    num = den = 0.0
+    for i in range(5):
+        zs = [float(v) for v in z[i]]
+        zs[int(t[i])] -= float(d[t[i]])
+        lse = math.log(sum(math.exp(v) for v in zs))
+        soft = [1 - eps if k == int(t[i]) else eps / 3 for k in range(4)]
+        num += float(w[t[i]]) * -sum(p * (v - lse) for p, v in zip(soft, zs))
+        den += float(w[t[i]])
+    assert float(sla.cross_entropy(z, t, eps, weight=w, margin=d)) == pytest.approx(num / den, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("baseline", {"cross_entropy"}), ("da", {"da_loss"}), ("mt", {"mt_loss"}), ("sla", {"sla_loss"}),
+    ("sla+sd", {"sla_sd_loss"}),
+])
+def test_supervised_loss_calls_the_shared_sla_functions(monkeypatch, batch, mode, expected):
+    out, y = batch
+    called = set()
+    for name in ("cross_entropy", "da_loss", "mt_loss", "sla_loss", "sla_sd_loss"):
+        fn = getattr(sla, name)
+        monkeypatch.setattr(sla, name, lambda *a, _fn=fn, _n=name, **k: called.add(_n) or _fn(*a, **k))
+    m = 1 if mode == "baseline" else M  # baseline: untransformed rows
+    supervised_loss(mode, out if m == M else {"class": out["class"][::M]}, y, m, weight=torch.ones(N),
+                    margin=torch.zeros(N))
+    assert expected <= called

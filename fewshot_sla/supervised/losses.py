@@ -6,7 +6,10 @@ joint N*M-way head, ``u`` the N-way head, ``h`` the M-way transform head (MT).
 ``CE_{w,d}(z, y)`` is the cross-entropy of ``z - d_y e_y`` (LDAM: the true-class logit
 lowered by the margin ``d_y``) weighted by ``w_y``, averaged as ``sum_i w_{y_i} CE_i /
 sum_i w_{y_i}`` (``torch``'s weighted mean; LDAM-DRW's ``CrossEntropyLoss(weight=w)``).
-Without weights and margins it is the plain mean cross-entropy.
+Without weights and margins it is the plain mean cross-entropy. Every loss below is computed
+by the shared pure functions of :mod:`fewshot_sla.sla` (``cross_entropy``, ``da_loss``,
+``mt_loss``, ``sla_loss``, ``sla_sd_loss`` with their optional per-class ``weight``/``margin``
+arguments); this module only chooses their arguments.
 
 ==========  ===================================================================================
 mode        loss
@@ -35,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .. import sla
 
@@ -76,19 +78,12 @@ def margin_cross_entropy(
     weight: torch.Tensor | None = None,
     margin: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``CE_{w,d}``: cross-entropy of ``logits - margin[target]`` at the target column, weighted
-    mean with per-class ``weight``. ``logits [R, K]``, ``target [R]``, ``weight, margin [K]``."""
-    logits = logits.reshape(-1, logits.shape[-1])
-    target = target.reshape(-1)
-    if margin is not None:
-        shift = torch.zeros_like(logits).scatter_(1, target[:, None], margin.to(logits)[target][:, None])
-        logits = logits - shift
-    return F.cross_entropy(logits, target, weight=None if weight is None else weight.to(logits))
+    """``CE_{w,d}``: :func:`fewshot_sla.sla.cross_entropy` with per-class ``weight`` and
+    ``margin`` ``[K]`` (``logits [R, K]``, ``target [R]``)."""
+    return sla.cross_entropy(logits, target, weight=weight, margin=margin)
 
 
-def expand_to_joint(per_class: torch.Tensor | None, M: int) -> torch.Tensor | None:
-    """Per-class values ``[N]`` -> per-joint-class values ``[N*M]`` (entry ``y*M + j`` is ``v_y``)."""
-    return None if per_class is None else per_class.repeat_interleave(M)
+expand_to_joint = sla.joint_class_values  # per-class [N] -> per-joint-class [N*M] (kept name)
 
 
 def supervised_loss(
@@ -114,32 +109,25 @@ def supervised_loss(
         weight, margin: per-class weights and logit margins ``[N]`` of the N-way head
             (``None``: unweighted, no margin).
     """
-    parts: dict[str, torch.Tensor] = {}
     if mode == "baseline":
-        parts["class"] = margin_cross_entropy(out["class"], y, weight, margin)
-        total = parts["class"]
+        parts = {"class": sla.cross_entropy(out["class"], y, weight=weight, margin=margin)}
+        parts["total"] = parts["class"]
     elif mode == "da":
-        parts["class"] = margin_cross_entropy(out["class"], sla.repeat_labels(y, M), weight, margin)
-        total = parts["class"]
+        parts = {"class": sla.da_loss(out["class"], y, M, weight=weight, margin=margin)}
+        parts["total"] = parts["class"]
     elif mode == "mt":
-        parts["class"] = margin_cross_entropy(out["class"], sla.repeat_labels(y, M), weight, margin)
-        rows = out["class"].shape[0] // M
-        parts["transform"] = F.cross_entropy(out["transform"], sla.transform_labels(rows, M, y.device))
-        total = parts["class"] + parts["transform"]
+        parts = sla.mt_loss(out["class"], out["transform"], y, M, weight=weight, margin=margin)
     elif mode in ("sla", "sla+sd"):
-        jw = expand_to_joint(weight, M) if joint_loss in ("weighted", "same") else None
-        jm = expand_to_joint(margin, M) if joint_loss == "same" else None
-        parts["joint"] = margin_cross_entropy(out["joint"], sla.joint_labels(y, M), jw, jm)
-        if large_loss:
-            parts["joint"] = parts["joint"] * M
-        total = parts["joint"]
-        if mode == "sla+sd":
-            u = out["class"][::M]
-            teacher = sla.aggregated_logits(out["joint"], M)
-            parts["ce"] = margin_cross_entropy(u, y, weight, margin)
-            parts["distill"] = sla.distillation_loss(u, teacher, temperature)
-            total = total + sd_beta * parts["ce"] + parts["distill"]
+        jw = weight if joint_loss in ("weighted", "same") else None
+        jm = margin if joint_loss == "same" else None
+        if mode == "sla":
+            parts = {"joint": sla.sla_loss(out["joint"], y, M, large_loss, weight=jw, margin=jm)}
+            parts["total"] = parts["joint"]
+        else:
+            sd = sla.sla_sd_loss(out["joint"], out["class"][::M], y, M, T=temperature, beta=sd_beta,
+                                 large_loss=large_loss, weight=weight, margin=margin, joint_weight=jw,
+                                 joint_margin=jm)
+            parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": sd["total"]}
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")
-    parts["total"] = total
     return parts
