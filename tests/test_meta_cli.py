@@ -170,6 +170,13 @@ def test_one_line_errors_for_invalid_combinations(data_root, runs, tmp_path, cap
     assert "--n-way 9 needs 9 classes" in e and "at most 8" in e
     e = err_of(train_args(data_root, tmp_path / "x", "--eval-way", "7"))
     assert "--eval-way 7" in e and "at most 6" in e
+    # 8 images per class: 1 shot + 8 queries is one too many, and the error names the options to change
+    e = err_of(train_args(data_root, tmp_path / "x", "--n-query", "8"))
+    assert "has 8 images" in e and "need 9 per class" in e and "lower --k-shot or --n-query" in e
+    e = err_of(train_args(data_root, tmp_path / "x", "--eval-query", "8"))
+    assert "need 9 per class" in e and "lower --eval-shot or --eval-query" in e
+    e = err_of(["eval", "--checkpoint", str(runs / "base"), "--n-query", "8", "--device", "cpu", "--quiet"])
+    assert "need 9 per class" in e and "lower --k-shot or --n-query" in e
     e = err_of(train_args(data_root, tmp_path / "x", "--mode", "sla", "--transforms", "color_perm3"))
     assert "3-channel" in e
     assert not (tmp_path / "x").exists()  # nothing written for a rejected run

@@ -41,6 +41,9 @@ class EpisodeSampler:
         n_episodes: length of one pass (iteration yields episodes ``0..n_episodes-1``).
         seed: episode ``i`` depends only on ``(labels, seed, i)``.
         class_names: optional names used in error messages.
+        option_names: the names of ``(n_way, k_shot, n_query)`` that error messages tell the
+            user to change (a CLI passes its flags, e.g. ``("--eval-way", "--eval-shot",
+            "--eval-query")`` for validation episodes).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class EpisodeSampler:
         n_episodes: int,
         seed: int = 0,
         class_names: Sequence[str] | None = None,
+        option_names: tuple[str, str, str] = ("n_way", "k_shot", "n_query"),
     ) -> None:
         for name, value, low in (
             ("n_way", n_way, 1),
@@ -68,7 +72,7 @@ class EpisodeSampler:
         if self.n_way > len(self.classes):
             raise ValueError(
                 f"{self.n_way}-way episodes need at least {self.n_way} classes, but the dataset has "
-                f"{len(self.classes)}; lower --n-way (or the evaluation ways) to at most {len(self.classes)}"
+                f"{len(self.classes)}; lower {option_names[0]} to at most {len(self.classes)}"
             )
         need = self.k_shot + self.n_query
         small = [(c, len(g)) for c, g in self._by_class.items() if len(g) < need]
@@ -77,8 +81,8 @@ class EpisodeSampler:
             label = f"'{class_names[c]}' (label {c})" if class_names is not None else f"label {c}"
             raise ValueError(
                 f"class {label} has {n} images, but {self.k_shot}-shot {self.n_query}-query episodes "
-                f"need {need} per class ({len(small)} class(es) are too small); lower --k-shot or "
-                "--n-query, or remove classes with too few images"
+                f"need {need} per class ({len(small)} class(es) are too small); lower {option_names[1]} or "
+                f"{option_names[2]}, or remove classes with too few images"
             )
 
     @property

@@ -242,6 +242,9 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                 f"{p} (mode {tcfg.mode}) supports the inferences {', '.join(supported)}, none of "
                 f"{', '.join(cfg.inferences)}; change --inferences"
             )
+        # every class must hold k_shot + n_query images: checked up front, naming eval's options
+        EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
+                       option_names=("--n-way", "--k-shot", "--n-query"))
         norm = ckpt["data"]
         pre = make_preprocess(tcfg.dataset, "none", ds.image_size, norm["mean"], norm["std"])
         t0 = time.time()

@@ -178,10 +178,12 @@ class MetaTrainer:
         self.mean, self.std = _dataset_stats(ds)
         names = list(ds.class_names)
         self.sampler = EpisodeSampler(ds.labels, cfg.n_way, cfg.k_shot, cfg.n_query,
-                                      cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed, class_names=names)
+                                      cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed, class_names=names,
+                                      option_names=("--n-way", "--k-shot", "--n-query"))
         if self.val_ds is not None:  # checks the episode shape against the data up front
             EpisodeSampler(self.val_ds.labels, cfg.eval_way, cfg.eval_shot, cfg.eval_query, 1,
-                           class_names=list(self.val_ds.class_names))
+                           class_names=list(self.val_ds.class_names),
+                           option_names=("--eval-way", "--eval-shot", "--eval-query"))
         if cfg.data_on_device and self.device.type != "cpu":
             self.train_ds = _on_device(self.train_ds, self.device)
             if self.val_ds is not None:
