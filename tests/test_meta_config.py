@@ -98,6 +98,7 @@ def test_parse_options_forms():
     (dict(label_smoothing=1.0), "label-smoothing"),
     (dict(lr_factors=(1.0,)), "one more value"),
     (dict(head="knn"), "--head must be one of"),
+    (dict(optimizer="rmsprop"), "--optimizer must be one of sgd, adam"),
     (dict(mode="mt"), "--mode must be one of"),
     (dict(transforms="jigsaw"), "unknown transform set"),
     (dict(n_way=1), "at least 2 ways"),

@@ -199,3 +199,10 @@ def test_final_test_uses_the_evaluation_svm_iterations(tmp_path, monkeypatch):
     summary = train(cfg, datasets={**DATA, "test": VAL})
     assert seen == [("validation", {}), ("test", {"max_iter": EvalConfig().svm_max_iter})]
     assert EvalConfig().svm_max_iter == 3 and summary["test"]["plain"]["n"] == 6
+
+
+def test_adam_optimizer_is_used_and_checkpointed(tmp_path):
+    train(tiny(tmp_path, optimizer="adam", lr=1e-3, mode="baseline", transforms="none"), datasets=DATA)
+    state = torch.load(RunDir(tmp_path / "run").last, weights_only=False)["optimizer"]
+    first = next(iter(state["state"].values()))
+    assert {"exp_avg", "exp_avg_sq"} <= set(first) and state["param_groups"][0]["lr"] == 1e-3

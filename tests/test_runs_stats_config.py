@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fewshot_sla.config import ConfigError, add_dataclass_arguments, build_config
-from fewshot_sla.optim import piecewise_lr_factor
+from fewshot_sla.optim import build_optimizer, piecewise_lr_factor
 from fewshot_sla.runs import RunDir, atomic_torch_save, get_rng_state, load_checkpoint, set_rng_state
 from fewshot_sla.stats import mean_ci, paired_difference
 
@@ -103,6 +103,24 @@ def test_metaoptnet_schedule_factors():
     f = [piecewise_lr_factor(e, (20, 40, 50), (1, 0.06, 0.012, 0.0024)) for e in (0, 19, 20, 39, 40, 50, 59)]
     assert f == [1, 1, 0.06, 0.06, 0.012, 0.0024, 0.0024]
     assert piecewise_lr_factor(0, (), (1.0,), warmup=5) == pytest.approx(0.2)
+
+
+def test_optimizer_first_steps_by_hand():
+    """One step on loss = p^2 from p = 1 (gradient 2 + weight decay * p), against the update rules."""
+    lr, wd, mom = 0.1, 0.5, 0.9
+    g = 2.0 + wd * 1.0
+    expected = {
+        "sgd": 1.0 - lr * (g + mom * g),  # Nesterov: g + momentum * buffer, buffer = g on the first step
+        "adam": 1.0 - lr * g / (math.sqrt(g * g) + 1e-8),  # bias-corrected m / sqrt(v) = g / |g|
+    }
+    for name, value in expected.items():
+        p = torch.ones(1, dtype=torch.float64, requires_grad=True)
+        opt = build_optimizer(name, [p], lr, momentum=mom, weight_decay=wd, nesterov=True)
+        (p * p).sum().backward()
+        opt.step()
+        assert p.item() == pytest.approx(value, abs=1e-12), name
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'; valid: sgd, adam"):
+        build_optimizer("lamb", [p], lr)
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):

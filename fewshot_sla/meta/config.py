@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, list_named_configs
+from ..optim import OPTIMIZERS
 from ..transforms import get_transform_set, list_transform_sets
 
 __all__ = [
@@ -197,7 +198,10 @@ class MetaTrainConfig:
     test_episodes: int = field(default=0, metadata=_h("evaluate best.pt on this many test episodes at the end"))
     # -- optimisation -----------------------------------------------------------------------
     epochs: int = field(default=60, metadata=_h("training epochs"))
-    lr: float = field(default=0.1, metadata=_h("base learning rate (SGD)"))
+    optimizer: str = field(default="sgd", metadata=_h(
+        "sgd (MetaOptNet: momentum, Nesterov) or adam (Snell et al.'s ProtoNet, e.g. --lr 1e-3 "
+        "--weight-decay 0)", OPTIMIZERS))
+    lr: float = field(default=0.1, metadata=_h("base learning rate"))
     momentum: float = field(default=0.9, metadata=_h("SGD momentum"))
     weight_decay: float = field(default=5e-4, metadata=_h("SGD weight decay"))
     nesterov: bool = field(default=True, metadata=_h("Nesterov momentum"))
@@ -271,6 +275,7 @@ class MetaTrainConfig:
         _choice("head", self.head, HEADS)
         _choice("amp", self.amp, AMP_MODES)
         _choice("augment", self.augment, AUGMENT_RECIPES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         try:
             tset = get_transform_set(self.transforms)
         except ValueError as e:

@@ -60,7 +60,7 @@ from ..distributed import (
     wrap_ddp,
 )
 from ..episodes import EpisodeSampler
-from ..optim import build_sgd, piecewise_scheduler
+from ..optim import build_optimizer, piecewise_scheduler
 from ..runs import (
     RunDir,
     derive_seed,
@@ -209,7 +209,8 @@ class MetaTrainer:
             self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.optimizer = build_sgd(self.model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.momentum,
+                                         cfg.weight_decay, cfg.nesterov)
         self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_pre = make_preprocess(cfg.dataset, cfg.augment, ds.image_size, self.mean, self.std)
