@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fewshot_sla.backbones import (
     Backbone,
@@ -525,3 +526,88 @@ def test_single_channel_input(name, size, options):
     assert y.shape == (2, m.out_dim)
     first = next(mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d))
     assert first.in_channels == 1
+
+
+# --------------------------------------------------------------------- forward values
+
+
+def _randomise_bn(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BN affine parameters and running statistics (the initial ones are 1, 0, 0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.3 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
+
+
+def _bn_ref(x: torch.Tensor, sd: dict, name: str) -> torch.Tensor:
+    """Eval-mode BatchNorm with running statistics, eps = 1e-5 (PyTorch's and MetaOptNet's default)."""
+    return F.batch_norm(x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"],
+                        sd[f"{name}.weight"], sd[f"{name}.bias"], training=False, eps=1e-5)
+
+
+def conv4_reference(x: torch.Tensor, sd: dict) -> torch.Tensor:
+    """Conv-4 as documented: 4 x [conv3x3 pad 1 (+bias) -> BN -> ReLU -> max-pool 2], flatten."""
+    for i in range(4):
+        conv, bnorm = f"encoder.{4 * i}", f"encoder.{4 * i + 1}"
+        x = F.conv2d(x, sd[f"{conv}.weight"], sd.get(f"{conv}.bias"), stride=1, padding=1)
+        x = F.max_pool2d(F.relu(_bn_ref(x, sd, bnorm)), 2)
+    return x.flatten(1)
+
+
+def resnet12_reference(x: torch.Tensor, sd: dict, avg_pool: bool) -> torch.Tensor:
+    """MetaOptNet's ResNet-12 in eval mode (dropout/DropBlock off), from the module docstring."""
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        w = {k[len(layer) + 1 :]: v for k, v in sd.items() if k.startswith(layer + ".")}
+        out = F.leaky_relu(_bn_ref(F.conv2d(x, w["conv1.weight"], padding=1), w, "bn1"), 0.1)
+        out = F.leaky_relu(_bn_ref(F.conv2d(out, w["conv2.weight"], padding=1), w, "bn2"), 0.1)
+        out = _bn_ref(F.conv2d(out, w["conv3.weight"], padding=1), w, "bn3")
+        short = _bn_ref(F.conv2d(x, w["shortcut.0.weight"]), w, "shortcut.1")  # 1x1 conv + BN
+        x = F.max_pool2d(F.leaky_relu(out + short, 0.1), 2)
+    if avg_pool:
+        x = x.mean(dim=(2, 3), keepdim=True)
+    return x.flatten(1)
+
+
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_conv4_forward_equals_functional_reference(conv_bias):
+    torch.manual_seed(1)
+    size = (20, 35)  # odd sides: pooling floors 20->10->5->2->1, 35->17->8->4->2
+    m = get_backbone("conv4", in_channels=3, image_size=size, hidden=5, out_channels=6, conv_bias=conv_bias)
+    if conv_bias:
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.Conv2d):
+                    mod.bias.normal_(0.0, 0.2)
+    _randomise_bn(m, 2)
+    m = m.double().eval()
+    x = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    sd = m.state_dict()
+    assert ("encoder.0.bias" in sd) == conv_bias
+    with torch.no_grad():
+        y = m(x)
+    ref = conv4_reference(x, sd)
+    assert ref.shape == (3, 6 * 1 * 2) and ref.abs().max() > 0.1  # not trivially zero
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("avg_pool", [False, True])
+def test_resnet12_forward_equals_functional_reference(avg_pool):
+    torch.manual_seed(4)
+    size = (16, 33)  # 16->8->4->2->1, 33->16->8->4->2
+    widths = (4, 6, 8, 10)
+    m = get_backbone("resnet12", in_channels=3, image_size=size, widths=widths, avg_pool=avg_pool)
+    m.set_drop_step(10**6)  # regularisers at full rate: eval mode must still switch them off
+    _randomise_bn(m, 5)
+    m = m.double().eval()
+    x = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    sd = m.state_dict()
+    with torch.no_grad():
+        y = m(x)
+    ref = resnet12_reference(x, sd, avg_pool)
+    assert ref.shape == (3, 10 if avg_pool else 10 * 2) and ref.abs().max() > 0.1
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)

@@ -3,6 +3,9 @@ the published recipes (MetaOptNet's data/*.py, the SLA authors' datasets.py)."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -55,10 +58,27 @@ def test_random_crop_is_a_window_of_the_padded_image_and_covers_all_offsets():
     assert len(seen) == (2 * pad + 1) ** 2
 
 
-def test_crop_to_smaller_size_and_uint8_dtype_kept():
-    x = _batch(s=12)
-    out = random_crop(x, 8, 0, torch.Generator().manual_seed(0))
-    assert out.shape == (16, 3, 8, 8) and out.dtype == torch.uint8
+@pytest.mark.parametrize("pad", [0, 1])
+def test_crop_to_smaller_size_and_uint8_dtype_kept(pad):
+    x = _batch(b=600, c=1, s=12, seed=4)
+    size, n_off = 8, 12 + 2 * pad - 8 + 1
+    out = random_crop(x, size, pad, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8
+    xp = np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    seen = set()
+    for i in range(len(x)):  # brute force: the output is one window of the padded image
+        o = out[i].numpy()
+        hits = {(a, b) for a in range(n_off) for b in range(n_off)
+                if np.array_equal(xp[i, :, a : a + size, b : b + size], o)}
+        assert hits, i
+        seen |= hits
+    assert len(seen) == n_off**2  # every offset occurs (600 draws over at most 49 offsets)
+    rgb = _batch(s=12)
+    got = random_crop(rgb, size, pad, torch.Generator().manual_seed(1))
+    rp = np.pad(rgb.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    for i in range(len(rgb)):  # all three channels come from the same window
+        assert any(np.array_equal(rp[i, :, a : a + size, b : b + size], got[i].numpy())
+                   for a in range(n_off) for b in range(n_off)), i
     with pytest.raises(ValueError, match="exceeds"):
         random_crop(x, 20, 2)
 
@@ -95,6 +115,29 @@ def test_single_adjustments_match_pil_image_enhance(f):
             assert torch.allclose(got[i], ref, atol=2.5 / 255), ours.__name__
 
 
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _jitter_factors(g: torch.Generator, b: int, strengths) -> list[torch.Tensor]:
+    """Replay of the documented factor draws: one uniform vector per adjustment, in the
+    order brightness, contrast, saturation, each mapped to [max(0, 1 - s), 1 + s]."""
+    return [max(0, 1 - v) + (1 + v - max(0, 1 - v)) * torch.rand(b, generator=g) for v in strengths]
+
+
+def _jitter_one(img: np.ndarray, order, factors) -> np.ndarray:
+    """numpy float64 reference on ``img`` ``[..., 3, H, W]`` (one image, or a stack with one
+    factor per image): adjustments applied in ``order`` (0 brightness, 1 contrast, 2 saturation),
+    each a clamped blend with black, the image's mean grey level or its grey image."""
+    lead = img.shape[:-3]
+    for k in order:
+        f = np.asarray(factors[k], dtype=np.float64).reshape(lead + (1, 1, 1))
+        grey = np.einsum("c,...chw->...hw", _LUMA, img)[..., None, :, :]
+        other = {0: np.zeros_like(img), 1: np.broadcast_to(grey.mean(axis=(-3, -2, -1), keepdims=True), img.shape),
+                 2: np.broadcast_to(grey, img.shape)}[k]
+        img = np.clip(f * img + (1 - f) * other, 0, 1)
+    return img
+
+
 def test_color_jitter_equals_a_per_image_loop_with_the_same_draws():
     x = to_float(_batch(b=24, s=8, seed=9))
     s = (0.4, 0.3, 0.5)
@@ -102,26 +145,36 @@ def test_color_jitter_equals_a_per_image_loop_with_the_same_draws():
     out = color_jitter(x, *s, generator=torch.Generator().manual_seed(11))
     assert torch.equal(x, before)  # the input is not modified
     g = torch.Generator().manual_seed(11)  # replay: 3 factor vectors, then the order keys
-    factors = [max(0, 1 - v) + (1 + v - max(0, 1 - v)) * torch.rand(24, generator=g) for v in s]
+    factors = _jitter_factors(g, 24, s)
     order = torch.argsort(torch.rand(24, 3, generator=g), dim=1)
-    luma = np.array([0.299, 0.587, 0.114])
     for i in range(24):
-        img = x[i].numpy().astype(np.float64)
-        for k in order[i].tolist():
-            f = float(factors[k][i])
-            grey = np.tensordot(luma, img, axes=1)
-            other = {0: np.zeros_like(img), 1: np.full_like(img, grey.mean()), 2: grey[None]}[k]
-            img = np.clip(f * img + (1 - f) * other, 0, 1)
-        assert np.allclose(out[i].numpy(), img, atol=1e-5)
+        ref = _jitter_one(x[i].double().numpy(), order[i].tolist(), [float(f[i]) for f in factors])
+        assert np.allclose(out[i].numpy(), ref, atol=1e-5)
 
 
 def test_jitter_order_is_random_per_image():
-    x = to_float(_batch(b=600, s=4))
-    g = torch.Generator().manual_seed(0)
-    torch.rand(600 * 3, generator=g)
-    order = torch.argsort(torch.rand(600, 3, generator=g), dim=1)
-    assert len({tuple(o) for o in order.tolist()}) == 6  # all 3! orders occur
-    assert color_jitter(x, 0.4, 0.4, 0.4, torch.Generator().manual_seed(0)).shape == x.shape
+    # Without clamping the three blends commute, so strong jitter (factors in [0.1, 1.9]) on
+    # full-range images is used: clamping then makes the 3! orders give different images.
+    b, s = 3000, (0.9, 0.9, 0.9)
+    x = to_float(_batch(b=b, s=4, seed=21))
+    out = color_jitter(x, *s, generator=torch.Generator().manual_seed(5)).double().numpy()
+    factors = [f.double().numpy() for f in _jitter_factors(torch.Generator().manual_seed(5), b, s)]
+    orders = list(itertools.permutations(range(3)))  # the order keys are NOT replayed
+    img = x.double().numpy()
+    cands = np.stack([_jitter_one(img, o, factors) for o in orders], axis=1)  # [B, 6, 3, 4, 4]
+    err = np.abs(cands - out[:, None]).reshape(b, 6, -1).max(-1)
+    match = err < 2e-6  # float32 rounding stays below 4e-7; distinct orders differ by more
+    assert match.any(1).all(), np.flatnonzero(~match.any(1))  # each output is one composition
+    # Orders that give the same image cannot be told apart: spread each image's unit weight over
+    # its matching orders. The partition of the orders into equal-output classes depends on the
+    # pixels and factors only, drawn independently of the order keys; with a uniform order each
+    # order's weight has mean 1/6 per image and variance <= Bernoulli(1/6)'s: a binomial bound.
+    weight = (match / match.sum(1, keepdims=True)).sum(0)
+    sd = math.sqrt(b * (1 / 6) * (5 / 6))
+    assert np.all(np.abs(weight - b / 6) < 4.5 * sd), dict(zip(orders, weight.round(1)))
+    unique = match.sum(1) == 1  # images whose output identifies the order
+    assert unique.sum() > b // 5
+    assert set(np.argmax(match[unique], 1).tolist()) == set(range(6))  # all 3! orders occur
 
 
 def test_normalize_and_uint8_float_equivalence():
@@ -144,6 +197,36 @@ def test_deterministic_under_a_seed():
     c = aug(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (32, 3, 32, 32) and a.device == x.device
+
+
+# MetaOptNet's data/CIFAR_FS.py statistics (over 255), written out independently of the registry
+_CIFARFS_MEAN = (129.37731888 / 255, 124.10583864 / 255, 112.47758569 / 255)
+_CIFARFS_STD = (68.20947949 / 255, 65.43124043 / 255, 70.45866994 / 255)
+
+
+@pytest.mark.parametrize("dataset, recipe", [("cifar-fs", "metaoptnet"), ("cifar10", "sla")])
+def test_recipe_equals_the_documented_ops_replayed_with_one_generator(dataset, recipe):
+    """The composed recipe equals the individual ops called by hand in the documented order
+    (crop -> jitter -> flip -> normalise) on one generator threaded through them."""
+    x = _batch(b=32, s=32, seed=6)
+    got = get_augmentation(dataset, recipe)(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    y = x.double() / 255
+    y = random_crop(y, 32, 4, g)
+    if recipe == "metaoptnet":
+        y = color_jitter(y, 0.4, 0.4, 0.4, g)
+        mean, std = _CIFARFS_MEAN, _CIFARFS_STD
+    else:  # the SLA authors' datasets.py: no jitter, Normalize((0.5,) * 3, (0.5,) * 3)
+        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    y = random_hflip(y, 0.5, g)
+    ref = (y - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64).view(1, 3, 1, 1)
+    assert got.dtype == torch.float32 and got.device == x.device
+    torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
+    # the generator is consumed the same way: the next draw after both agrees
+    g2 = torch.Generator().manual_seed(3)
+    get_augmentation(dataset, recipe)(x, g2)
+    assert torch.equal(torch.rand(4, generator=g2), torch.rand(4, generator=g))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

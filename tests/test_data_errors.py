@@ -19,6 +19,7 @@ from fewshot_sla.data import (
     get_dataset,
 )
 from fewshot_sla.data.pickles import load_pickle
+from fewshot_sla.episodes import EpisodeSampler
 
 
 def _mini_pickle(path, **obj):
@@ -233,10 +234,9 @@ def test_check_episode_feasible_names_the_small_class():
 
 
 def test_episode_sampler_agrees_with_dataset_labels():
-    sampler_mod = pytest.importorskip("fewshot_sla.episodes")
     ds = _toy([20, 3, 20])
     with pytest.raises(ValueError, match="class1"):
-        sampler_mod.EpisodeSampler(ds.labels, 2, 1, 5, 10, class_names=ds.class_names)
+        EpisodeSampler(ds.labels, 2, 1, 5, 10, class_names=ds.class_names)
 
 
 def test_image_dataset_validates_layout():

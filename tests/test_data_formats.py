@@ -186,13 +186,26 @@ def test_mini_imagenet_learn2learn_cache(tmp_path, style):
     assert torch.equal(ds.images, nhwc_to_nchw(data))
 
 
-def test_mini_imagenet_resize(tmp_path):
-    data = np.full((2, 84, 84, 3), 77, dtype=np.uint8)
+@pytest.mark.parametrize("size", [32, 42])
+def test_mini_imagenet_resize(tmp_path, size):
+    # random pixels: a constant image is unchanged by any resampling filter
+    data = RNG.integers(0, 256, (2, 84, 84, 3), dtype=np.uint8)
     dump({"data": data, "labels": [3, 4]},
          tmp_path / "miniImageNet_category_split_train_phase_train.pickle", "p4")
-    ds = get_dataset("mini-imagenet", tmp_path, "train", image_size=32)
-    assert ds.images.shape == (2, 3, 32, 32) and bool((ds.images == 77).all())
-    assert ds.class_names == ["3", "4"]
+    ds = get_dataset("mini-imagenet", tmp_path, "train", image_size=size)
+    assert ds.images.dtype == torch.uint8 and ds.class_names == ["3", "4"]
+    # arrays are resized with antialiased bilinear (fewshot_sla.data.arrays.resize_uint8), the
+    # filter PIL's BILINEAR applies when downsampling. PIL rounds its horizontal pass to 8 bits
+    # before the vertical one, so about 1 pixel in 8 differs by one level, none by more.
+    exp = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+                    for im in data])
+    diff = (ds.images.int() - nhwc_to_nchw(exp).int()).abs()
+    assert ds.images.shape == (2, 3, size, size) and int(diff.max()) <= 1
+    assert float(diff.float().mean()) < 0.25
+    # and the result is not a plain subsample or an unfiltered bilinear interpolation
+    plain = torch.nn.functional.interpolate(nhwc_to_nchw(data).float(), size=(size, size), mode="bilinear",
+                                            align_corners=False).round()
+    assert float((plain - ds.images.float()).abs().max()) > 10
 
 
 # --------------------------------------------------------------------------- tieredImageNet

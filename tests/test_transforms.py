@@ -53,13 +53,24 @@ def test_identity_first_and_rotation_is_exact_on_uint8():
 def test_grayscale_color_perm_is_a_clear_error():
     with pytest.raises(ValueError, match="3-channel"):
         get_transform_set("color_perm")(torch.zeros(2, 1, 4, 4))
-    assert get_transform_set("rotation")(torch.zeros(2, 1, 4, 4)).shape == (8, 1, 4, 4)
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = get_transform_set("rotation")(x)  # grayscale is fine for rotations
+    assert out.shape == (8, 1, 4, 4)
+    for b in range(2):
+        for k in range(4):
+            assert torch.equal(out[4 * b + k], torch.rot90(x[b : b + 1], k, (2, 3))[0]), (b, k)
 
 
 def test_non_square_rotation_and_unknown_name():
     with pytest.raises(ValueError, match="square"):
         get_transform_set("rotation")(torch.zeros(1, 3, 4, 6))
-    assert get_transform_set("rotation2")(torch.zeros(1, 3, 4, 6)).shape == (2, 3, 4, 6)
+    x = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(2))
+    out = get_transform_set("rotation2")(x)  # 0 and 180 degrees keep a non-square shape
+    assert out.shape == (4, 3, 4, 6)
+    for b in range(2):
+        assert torch.equal(out[2 * b], x[b])
+        assert torch.equal(out[2 * b + 1], x[b].flip(1, 2))  # 180 deg = flip both spatial axes
+        assert torch.equal(out[2 * b + 1, 0, 0, 0], x[b, 0, 3, 5])  # corner by hand
     with pytest.raises(ValueError, match="choose one of"):
         get_transform_set("rotate")
 
