@@ -144,7 +144,14 @@ def _h(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
 @dataclass
 class MetaTrainConfig:
     """Everything a meta-training run needs; saved in every checkpoint so ``eval`` needs only
-    the checkpoint and the data root. Defaults follow MetaOptNet (Lee et al., CVPR 2019)."""
+    the checkpoint and the data root.
+
+    The optimisation defaults are MetaOptNet's (Lee et al., CVPR 2019: SGD Nesterov, lr 0.1,
+    momentum 0.9, weight decay 5e-4, x0.06/0.012/0.0024 from epochs 20/40/50, 60 epochs of
+    1000 steps of 8 episodes, 6 training queries); the parts of its recipe that depend on the
+    dataset or head (training shots, label smoothing, augmentation, ProtoNet's normalisation by
+    D, DropBlock and its ramp) come with the named configs ``metaoptnet_<head>_<dataset>``.
+    """
 
     # -- data -------------------------------------------------------------------------------
     dataset: str = field(default="mini-imagenet", metadata=_h(
