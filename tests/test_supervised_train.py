@@ -50,7 +50,9 @@ TINY = {"backbone": "conv4", "backbone_options": "hidden=4,out_channels=4", "bat
 
 
 def tiny_cfg(out, **kw) -> SupervisedConfig:
-    base = {**TINY, "iterations": 4, "eval_every": 2, "log_every": 2, "val_size": 8, "out_dir": str(out)}
+    base = {**TINY, "iterations": 4, "eval_every": 2, "log_every": 2, "out_dir": str(out)}
+    if kw.get("imbalance_ratio", 1.0) == 1.0:  # long-tailed runs have no validation set
+        base["val_size"] = 8
     return SupervisedConfig(**{**base, **kw})
 
 
@@ -108,11 +110,10 @@ def test_drw_weights_switch_on_at_drw_start():
     assert class_weight_schedule(SupervisedConfig(loss="ldam"), counts, 7)(50) is None
 
 
-def test_prepare_data_holds_out_val_then_subsamples_the_tail():
-    cfg = SupervisedConfig(val_size=8, imbalance_ratio=10.0, split_seed=1)
+def test_prepare_data_holds_out_val_or_subsamples_the_tail():
+    cfg = SupervisedConfig(val_size=8, split_seed=1)
     data = prepare_data(TRAIN, TEST, cfg)
-    assert class_counts(data.val_labels, 4) == [2, 2, 2, 2]
-    assert data.class_counts == longtail_counts(28, 4, 10.0) == class_counts(data.train_labels, 4)
+    assert class_counts(data.val_labels, 4) == [2, 2, 2, 2] and data.class_counts == [28] * 4
     # validation images are not training images (rows are distinct thanks to the noise)
     train_rows = {bytes(x.numpy()) for x in data.train_images}
     assert not any(bytes(x.numpy()) in train_rows for x in data.val_images)
@@ -120,6 +121,41 @@ def test_prepare_data_holds_out_val_then_subsamples_the_tail():
     assert torch.equal(again.train_images, data.train_images)
     with pytest.raises(ConfigError, match="val-size"):
         prepare_data(TRAIN, TEST, SupervisedConfig(val_size=2))
+    # long-tailed: cut from the full training set (n_max = 30), no validation set
+    lt = prepare_data(TRAIN, TEST, SupervisedConfig(imbalance_ratio=10.0))
+    assert lt.class_counts == [30, 13, 6, 3] == class_counts(lt.train_labels, 4) and len(lt.val_labels) == 0
+
+
+@pytest.mark.parametrize("C, ratio, published", [
+    (10, 100, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]),  # Cao et al., CIFAR-10-LT, total 12,406
+    (10, 10, 20431), (100, 100, 10847), (100, 10, 19573),
+])
+def test_imbalance_ratio_alone_gives_the_published_counts(C, ratio, published):
+    n_per = 50000 // C  # a full CIFAR training set's labels (images are 1x1 to stay small)
+    labels = torch.from_numpy(np.random.default_rng(0).permutation(np.repeat(np.arange(C), n_per)))
+    train = DS(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [str(c) for c in range(C)])
+    test = DS(torch.zeros(C, 1, 1, 1, dtype=torch.uint8), torch.arange(C), train.class_names)
+    data = prepare_data(train, test, SupervisedConfig(dataset=f"cifar{C}", imbalance_ratio=float(ratio)))
+    counts = class_counts(data.train_labels, C)
+    assert data.class_counts == counts and len(data.val_labels) == 0
+    if isinstance(published, list):
+        assert counts == published and sum(counts) == 12406
+    else:
+        assert sum(counts) == published and counts[0] == n_per
+    # balanced runs keep the 5,000-image validation hold-out by default
+    bal = prepare_data(train, test, SupervisedConfig(dataset=f"cifar{C}"))
+    assert (len(bal.val_labels), len(bal.train_labels)) == (5000, 45000)
+
+
+def test_val_size_defaults_and_long_tailed_refusal():
+    assert SupervisedConfig().validation_size == 5000 and SupervisedConfig(val_size=0).validation_size == 0
+    assert SupervisedConfig(imbalance_ratio=100.0).validation_size == 0
+    assert SupervisedConfig(imbalance_ratio=100.0, val_size=0).validation_size == 0
+    with pytest.raises(ConfigError, match="drop --val-size"):
+        SupervisedConfig(imbalance_ratio=100.0, val_size=5000)
+    with pytest.raises(ConfigError, match="supervised_<dataset>_lt<R>"):  # the standard config + a ratio
+        build_config(SupervisedConfig, {"imbalance_ratio": 100.0}, config="supervised_cifar10")
+    assert SupervisedConfig().data_root == "data"
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -167,11 +203,11 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
         assert summary["best_iteration"] == best["step"]
         assert summary["val"] == pytest.approx({k[4:]: v for k, v in best.items() if k.startswith("acc_")})
     if cfg.long_tailed:
-        assert summary["class_counts"] == longtail_counts(30 - len(data.val_labels) // 4, 4, 10.0)
+        assert summary["class_counts"] == longtail_counts(30, 4, 10.0) and len(data.val_labels) == 0
         groups = summary["test"]["groups"][PRIMARY[mode]]
         per_class = summary["test"]["per_class"][PRIMARY[mode]]
         assert groups["overall"] == pytest.approx(float(np.mean(per_class)))
-        # counts (30|28, 13|12, 6, 3): no many-shot class (> 100), one medium, three few (< 20)
+        # counts (30, 13, 6, 3): no many-shot class (> 100), one medium, three few (< 20)
         assert groups["many"] is None and groups["medium"] == pytest.approx(per_class[0])
         assert groups["few"] == pytest.approx(float(np.mean(per_class[1:])))
     if cfg.val_size == 0:
@@ -262,11 +298,18 @@ def test_cli_train_evaluate_resume_on_official_batches(tmp_path, capsys, write_c
     assert main(["supervised", "--evaluate", str(run), "--output", str(out_json), "--device", "cpu"]) == 0
     assert "SLA+AG" in capsys.readouterr().out
     assert json.loads(out_json.read_text())["table"] == pytest.approx(summary["table"])
-    # long-tailed from the command line: counts follow Cao et al.'s profile with n_max = 12
+    # long-tailed from the command line: Cao et al.'s profile on the full training set (n_max = 12), no
+    # validation set, and a one-line note that the recipe is not theirs without --config
     lt = tmp_path / "lt"
     assert main(["supervised", *common, "--mode", "baseline", "--loss", "ldam", "--drw", "--imbalance-ratio", "4",
-                 "--val-size", "0", "--epochs", "1", "--eval-every", "1", "--out-dir", str(lt)]) == 0
-    assert json.loads((lt / "summary.json").read_text())["class_counts"] == longtail_counts(12, 10, 4.0)
+                 "--epochs", "1", "--eval-every", "1", "--out-dir", str(lt)]) == 0
+    lt_summary = json.loads((lt / "summary.json").read_text())
+    assert lt_summary["class_counts"] == longtail_counts(12, 10, 4.0) and lt_summary["selection"] == "last checkpoint"
+    err = capsys.readouterr().err
+    assert "note: --imbalance-ratio 4 without --config" in err and "supervised_cifar10_lt100" in err
+    with pytest.raises(SystemExit) as e:  # a validation hold-out cannot coexist with the full-set profile
+        main(["supervised", *common, "--imbalance-ratio", "4", "--val-size", "20", "--out-dir", str(tmp_path / "v")])
+    assert e.value.code == 2 and "--val-size 20 with --imbalance-ratio 4" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["supervised", *common, "--mode", "baseline", "--transforms", "rotation", "--out-dir", str(tmp_path)])
     assert e.value.code == 2 and "drop --transforms" in capsys.readouterr().err

@@ -9,6 +9,10 @@ Four actions::
 
 Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named
 config in ``fewshot_sla/configs``, e.g. ``supervised_cifar10_lt100``) < explicit options.
+The defaults are the standard-CIFAR recipe (80,000 iterations). ``--imbalance-ratio R``
+changes the training set only: without ``--config`` a long-tailed run keeps that recipe and
+prints a one-line note naming the config of Cao et al.'s 200-epoch LDAM-DRW recipe
+(``--config supervised_cifar10_lt100``, ``..._lt10``, ``supervised_cifar100_lt100``, ...).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from ..config import ConfigError, add_dataclass_arguments, build_config, config_from_dict, list_named_configs
 from .config import SupervisedConfig
 
-__all__ = ["add_parser", "configure_parser", "run", "RESUME_OVERRIDABLE"]
+__all__ = ["add_parser", "configure_parser", "run", "recipe_note", "RESUME_OVERRIDABLE"]
 
 # options that may differ when a run is resumed (they do not change what is computed; for
 # ``accumulate``: as long as processes x accumulate stays the same, e.g. 2 GPUs -> 1 GPU x 2)
@@ -89,6 +93,21 @@ def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
     return saved.replace(out_dir=str(run_dir), **over)
 
 
+def recipe_note(cfg: SupervisedConfig, config: str | None) -> str | None:
+    """The one-line note for a long-tailed run started without ``--config`` (it trains with the
+    standard recipe, not Cao et al.'s); ``None`` otherwise."""
+    if config is not None or not cfg.long_tailed:
+        return None
+    lt = sorted(n for n in list_named_configs() if n.startswith(f"supervised_{cfg.dataset}_lt"))
+    name = f"supervised_{cfg.dataset}_lt{cfg.imbalance_ratio:g}"
+    use = name if name in lt else f"a copy of {lt[-1]}.toml with imbalance_ratio = {cfg.imbalance_ratio:g}"
+    d = SupervisedConfig()
+    return (f"note: --imbalance-ratio {cfg.imbalance_ratio:g} without --config trains with the standard-CIFAR "
+            f"recipe ({d.iterations:,} iterations, weight decay {d.weight_decay:g}, no warm-up) and the options "
+            f"given; for Cao et al.'s LDAM-DRW recipe (200 epochs, 5 warm-up epochs, weight decay 2e-4) pass "
+            f"--config {use}")
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{100 * v:6.2f}"
 
@@ -136,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
             cfg = _resume_config(args)
         else:
             cfg = build_config(SupervisedConfig, args, config=args.config)
+            note = recipe_note(cfg, args.config)
+            if note and env_info().is_main:
+                print(note, file=sys.stderr)
         result = run_training(cfg, resume=args.resume is not None)
         if not env_info().is_main:  # under torchrun rank 0 reports
             return 0

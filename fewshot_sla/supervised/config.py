@@ -5,7 +5,15 @@ of the SLA authors' code for standard CIFAR (ResNet-32, SGD lr 0.1, momentum 0.9
 decay 1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out
 validation images). The long-tailed recipe of Cao et al. (LDAM-DRW; 200 epochs, 5 warm-up
 epochs, lr x0.01 at epoch 160 and x0.0001 at 180, weight decay 2e-4, DRW from epoch 160)
-is the named config ``supervised_cifar10_lt100`` (``fewshot_sla/configs/``).
+is the named config ``supervised_cifar10_lt100`` (``fewshot_sla/configs/``); ``--imbalance-ratio``
+alone changes the training set, not the recipe (the command line prints a note naming the
+config).
+
+Long-tailed training sets are cut from the *full* training set, as Cao et al.: ``n_max`` is a
+class's full count (5,000 for CIFAR-10, 500 for CIFAR-100), so ``--imbalance-ratio 100`` gives
+the published counts. There is then no validation hold-out (Cao et al. have none and report
+the last checkpoint): ``val_size`` unset means 5,000 for balanced runs and 0 for long-tailed
+ones, and a long-tailed run with ``val_size > 0`` is a configuration error.
 
 Schedules are given as *fractions of the run* so that a shortened run keeps their shape:
 ``lr_milestones=(0.8, 0.9)`` with ``epochs=200`` means epochs 160 and 180; with
@@ -28,6 +36,7 @@ MODES = ("baseline", "da", "mt", "sla", "sla+sd")
 LOSSES = ("ce", "cb", "ldam")
 JOINT_LOSSES = ("ce", "weighted", "same")
 AUGMENTS = ("sla", "standard", "none")
+DEFAULT_VAL_SIZE = 5000  # validation images of balanced runs (the SLA authors' code)
 
 
 def _f(default, help: str, **extra):  # noqa: A002 - mirrors argparse's name
@@ -44,14 +53,19 @@ class SupervisedConfig:
     # ---- data
     dataset: str = _f("cifar10", "cifar10 or cifar100 (official python batches or an image-folder layout)",
                       choices=("cifar10", "cifar100"))
-    data_root: str = _f("../shared/data", "folder holding the dataset (cifar-10-batches-py/, the official "
+    data_root: str = _f("data", "folder holding the dataset (cifar-10-batches-py/, the official "
                         "tar.gz, or an image folder / zip such as cifar10-jpg.zip)")
     cache_dir: str = _f("", "store the decoded images there as .npz and reuse them on later runs ('' = off)")
-    val_size: int = _f(5000, "training images held out for validation and model selection, val_size / C per "
-                       "class (0 = none: the last checkpoint is the selected one)")
+    val_size: int | None = _f(None, "training images held out for validation and model selection, val_size / C "
+                              "per class (0 = none: the last checkpoint is the selected one); unset = "
+                              f"{DEFAULT_VAL_SIZE} for balanced runs, 0 for long-tailed runs, which accept only 0 "
+                              "(their training set is cut from the full training set, as Cao et al.)")
     split_seed: int = _f(0, "seed of the validation hold-out")
-    imbalance_ratio: float = _f(1.0, "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images "
-                                "(Cao et al.); 1 = balanced")
+    imbalance_ratio: float = _f(1.0, "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images, "
+                                "n_max = a class's count in the full training set (Cao et al.; CIFAR-10 R=100: "
+                                "5000..50, 12,406 images); 1 = balanced. It changes the data, not the recipe: for "
+                                "Cao et al.'s 200-epoch LDAM-DRW recipe also pass --config "
+                                "supervised_<dataset>_lt<R> (without --config a note says so)")
     imbalance_seed: int = _f(0, "seed choosing the images each class keeps (as LDAM-DRW's rand_number)")
     augment: str = _f("sla", "training augmentation: 'sla' (crop 32 pad 4 + flip, mean = std = 0.5, the SLA "
                       "code), 'standard' (crop + flip, the dataset's mean/std, as LDAM-DRW), 'none'",
@@ -157,8 +171,13 @@ class SupervisedConfig:
                 f"use a --batch-size that is a multiple of {self.accumulate}")
         if self.dist_timeout <= 0:
             bad(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
-        if self.val_size < 0:
+        if self.val_size is not None and self.val_size < 0:
             bad(f"--val-size must be >= 0, got {self.val_size}")
+        if self.val_size and self.imbalance_ratio > 1.0:
+            bad(f"--val-size {self.val_size} with --imbalance-ratio {self.imbalance_ratio:g}: the long-tailed set is "
+                "cut from the full training set (Cao et al.; its largest class keeps every image), so nothing is "
+                "left to hold out; drop --val-size (or pass 0: no validation, the last checkpoint is reported), "
+                "e.g. with --config supervised_<dataset>_lt<R>")
         if self.stop_after < 0:
             bad(f"--stop-after must be >= 0 (0 = off), got {self.stop_after}")
         if not self.imbalance_ratio >= 1.0:
@@ -193,6 +212,14 @@ class SupervisedConfig:
     @property
     def long_tailed(self) -> bool:
         return self.imbalance_ratio > 1.0
+
+    @property
+    def validation_size(self) -> int:
+        """Images held out for validation: ``val_size``, or when unset ``DEFAULT_VAL_SIZE``
+        (balanced runs) / 0 (long-tailed runs)."""
+        if self.val_size is not None:
+            return int(self.val_size)
+        return 0 if self.long_tailed else DEFAULT_VAL_SIZE
 
     @property
     def cosine(self) -> bool:

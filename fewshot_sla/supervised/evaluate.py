@@ -248,7 +248,7 @@ def evaluate_checkpoints(
         data = load_data(cfg, need_train=split == "val")
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.val_images, data.val_labels)
     if split == "val" and len(labels) == 0:
-        raise ValueError("this run has no validation set (val_size = 0); use --split test")
+        raise ValueError("this run has no validation set (long-tailed, or val_size = 0); use --split test")
     bs = batch_size or first.eval_batch_size
     counts = meta0["class_counts"] if first.long_tailed else None
     preds, primaries, members = [], [], []

@@ -69,8 +69,7 @@ def longtail_indices(labels: torch.Tensor | np.ndarray, counts: Sequence[int], s
         idx = np.where(lab == c)[0]
         if n > len(idx):
             raise ValueError(
-                f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; "
-                "lower n_max or the validation hold-out (--val-size)"
+                f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; lower n_max"
             )
         rng.shuffle(idx)
         out.append(idx[:n])

@@ -85,7 +85,7 @@ class SupervisedData:
     """Training, validation and test images (uint8 ``[n, C, H, W]``) with int64 labels.
 
     ``class_counts`` are the training-set counts (after the long-tailed subsampling);
-    validation tensors are empty when ``val_size = 0``.
+    validation tensors are empty without a validation set (``validation_size = 0``).
     """
 
     train_images: torch.Tensor
@@ -111,12 +111,14 @@ class SupervisedData:
 
 
 def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData:
-    """Hold out the validation images, then subsample the long-tailed training set.
+    """Subsample the long-tailed training set, or hold out the validation images.
 
     ``train`` and ``test`` are any objects with ``images`` (uint8 ``[n, C, H, W]``), ``labels``
-    and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). ``n_max`` of the
-    long-tailed profile is the smallest class size left after the hold-out (5,000 for CIFAR-10
-    without hold-out, as Cao et al.).
+    and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). Long-tailed runs are cut
+    from the full training set, as Cao et al.: ``n_max`` of the profile is a class's full count
+    (the smallest one if they differ; 5,000 for CIFAR-10, 500 for CIFAR-100), and they have no
+    validation set (:attr:`SupervisedConfig.validation_size` is 0 for them). Balanced runs hold
+    out ``validation_size / C`` images per class with ``split_seed``.
     """
     images, labels = train.images, torch.as_tensor(train.labels).long()
     names = list(train.class_names)
@@ -124,19 +126,19 @@ def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"training images must be uint8 [n, C, H, W], got {images.dtype} {tuple(images.shape)}")
     val_images, val_labels = images[:0], labels[:0]
-    if cfg.val_size > 0:
-        per_class = cfg.val_size // C
+    val_size = cfg.validation_size
+    if cfg.long_tailed:  # the config refuses val_size > 0 here: the profile needs every image of class 0
+        target = longtail_counts(min(class_counts(labels, C)), C, cfg.imbalance_ratio)
+        keep = torch.from_numpy(longtail_indices(labels, target, cfg.imbalance_seed))
+        images, labels = images[keep], labels[keep]
+    elif val_size > 0:
+        per_class = val_size // C
         if per_class < 1:
-            raise ConfigError(f"--val-size {cfg.val_size} is smaller than the number of classes ({C}); "
+            raise ConfigError(f"--val-size {val_size} is smaller than the number of classes ({C}); "
                               f"pass at least {C} or 0 for no validation")
         tr, va = holdout_per_class(labels, per_class, cfg.split_seed, "--val-size")
         val_images, val_labels = images[torch.from_numpy(va)], labels[torch.from_numpy(va)]
         images, labels = images[torch.from_numpy(tr)], labels[torch.from_numpy(tr)]
-    if cfg.long_tailed:
-        avail = class_counts(labels, C)
-        target = longtail_counts(min(avail), C, cfg.imbalance_ratio)
-        keep = torch.from_numpy(longtail_indices(labels, target, cfg.imbalance_seed))
-        images, labels = images[keep], labels[keep]
     if len(test.class_names) != C:
         raise ValueError(f"train has {C} classes but test has {len(test.class_names)}; use splits of one dataset")
     return SupervisedData(
