@@ -5,7 +5,6 @@ ProtoNet prototypes and logits with explicit loops, and writes the cross-entropy
 MetaOptNet's label smoothing, the aggregated inference and the SLA+SD loss out by hand.
 """
 
-import math
 
 import pytest
 import torch
@@ -179,12 +178,19 @@ def test_unsupported_inference_is_a_clear_error():
 
 
 def test_aggregated_accuracy_uses_logit_average_not_probability_average():
-    # sanity of the reference helper itself: mean of diagonal logits
-    rows = torch.arange(2 * M * N * M, dtype=torch.float32).reshape(2 * M, N * M)
+    """One query, N = 3 classes, M = 2 views, with per-view logits (view x class)
+    [[6, 0, 5], [-5, 1, -3]]: the mean logits (0.5, 0.5, 1.0) pick class 2, the mean of the
+    per-view softmaxes (0.37, 0.49, 0.14) picks class 1. SLA+AG averages logits (paper, eq. 5)."""
     from fewshot_sla import sla
+    from fewshot_sla.meta.methods import episode_accuracy
 
-    agg = sla.aggregated_logits(rows, M)
-    for q in range(2):
-        for i in range(N):
-            assert agg[q, i].item() == pytest.approx(sum(rows[q * M + j, i * M + j].item() for j in range(M)) / M)
-    assert not math.isnan(agg.sum().item())
+    n, m = 3, 2
+    per_view = torch.tensor([[6.0, 0.0, 5.0], [-5.0, 1.0, -3.0]])
+    joint = torch.full((m, n * m), -50.0)  # off-diagonal pairs (i, j') with j' != j never count
+    for j in range(m):
+        for i in range(n):
+            joint[j, i * m + j] = per_view[j, i]
+    agg = sla.aggregated_logits(joint[None], m)  # [1 episode, 1 query, 3]
+    torch.testing.assert_close(agg[0, 0], torch.tensor([0.5, 0.5, 1.0]))
+    assert episode_accuracy(agg, torch.tensor([[2]])).item() == 1.0
+    assert episode_accuracy(agg, torch.tensor([[1]])).item() == 0.0  # the probability average's answer
