@@ -152,6 +152,42 @@ def test_evaluate_episodes_matches_a_brute_force_protonet(tmp_path):
             assert accs[e] == pytest.approx(correct / 12)
 
 
+def test_evaluate_episodes_matches_a_brute_force_sla_ridge(tmp_path):
+    """SLA+SI and SLA+AG of a ridge head against numpy: per-image features of every rotation,
+    the NM-way ridge solution a = (K + lambda I)^-1 Y on the linear kernel, logits k(q, S) a
+    (MetaOptNet's factor 2 and the learnt scale are positive and leave the argmax alone)."""
+    cfg = tiny(tmp_path, mode="sla", head="ridge", transforms="rotation", episodes_per_epoch=8)
+    train(cfg, datasets=DATA)
+    model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
+    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    n, k, q, m, lam = 3, 2, 4, 4, cfg.ridge_lambda
+    accs = evaluate_episodes(model, VAL, pre, n_way=n, k_shot=k, n_query=q, n_episodes=4, seed=5,
+                             device=torch.device("cpu"), tasks_per_batch=2)
+    sampler = EpisodeSampler(VAL.labels, n, k, q, 4, seed=5)
+    model.eval()
+    with torch.no_grad():
+        for e in range(4):
+            idx = sampler.episode(e)
+            # feats[r][j]: view j (rotation by j quarter turns) of episode row r
+            feats = [[model.backbone(torch.rot90(pre(VAL.images[i][None]), j, (2, 3)))[0].double().numpy()
+                      for j in range(m)] for i in idx]
+            S = np.stack([feats[r][j] for r in range(n * k) for j in range(m)])  # row r*M + j
+            Y = np.zeros((n * k * m, n * m))
+            for r in range(n * k):
+                for j in range(m):
+                    Y[r * m + j, (r // k) * m + j] = 1.0
+            a = np.linalg.solve(S @ S.T + lam * np.eye(len(S)), Y)
+            hits = {"single": 0, "aggregated": 0}
+            for t, r in enumerate(range(n * k, len(idx))):
+                logits = np.stack([S @ feats[r][j] for j in range(m)]) @ a  # [view j, class (i, j')]
+                single = [logits[0, i * m] for i in range(n)]
+                agg = [np.mean([logits[j, i * m + j] for j in range(m)]) for i in range(n)]
+                hits["single"] += int(np.argmax(single) == t // q)
+                hits["aggregated"] += int(np.argmax(agg) == t // q)
+            for name, h in hits.items():
+                assert accs[name][e] == pytest.approx(h / (n * q)), (name, e)
+
+
 def test_training_episodes_are_the_seeded_stream(tmp_path):
     # the episodes a run trains on are exactly s*T + t of EpisodeSampler(train labels, seed)
     cfg = tiny(tmp_path, mode="baseline")
