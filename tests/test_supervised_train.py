@@ -92,12 +92,45 @@ def test_long_tailed_schedule_is_ldam_drw_recipe():
     for epoch in (5, 100, 159, 160, 179, 180, 199):
         f = piecewise_lr_factor(epoch * ipe, s.milestones, s.factors, s.warmup)
         assert f == pytest.approx(ldam_lr(epoch)), epoch
-    # warm-up ramps linearly per iteration and reaches the epoch value at each epoch's end
-    for epoch in range(5):
-        f = piecewise_lr_factor((epoch + 1) * ipe - 1, s.milestones, s.factors, s.warmup)
-        assert f == pytest.approx(ldam_lr(epoch))
+    # the lr of every iteration is LDAM-DRW's for its epoch: warm-up per epoch, lr/5 throughout epoch 0
+    got = [s.lr_factor(it) for it in range(s.total)]
+    assert got == pytest.approx([ldam_lr(it // ipe) for it in range(s.total)])
+    assert got[0] == got[ipe - 1] == pytest.approx(0.2) and got[ipe] == pytest.approx(0.4)
     std = make_schedule(SupervisedConfig(), 45000)
     assert std.total == 80000 and std.milestones == (40000, 60000) and std.warmup == 0
+    # a per-iteration warm-up stays available: iteration k < W runs at (k + 1) / W
+    it_warm = make_schedule(cfg.replace(warmup_by="iteration"), 12406)
+    assert it_warm.warmup == 485 and [it_warm.lr_factor(k) for k in (0, 96, 484, 485)] == pytest.approx(
+        [1 / 485, 97 / 485, 1.0, 1.0])
+    with pytest.raises(ConfigError, match="--epochs"):
+        SupervisedConfig(warmup_by="epoch")
+
+
+@pytest.mark.parametrize("name", ["supervised_cifar10_lt100", "supervised_cifar10_lt10", "supervised_cifar100_lt100",
+                                  "supervised_cifar100_lt10"])
+def test_long_tailed_configs_normalise_as_ldam_drw(name):
+    cfg = build_config(SupervisedConfig, {}, config=name)
+    assert (cfg.warmup_by, cfg.momentum, cfg.nesterov, cfg.lr, cfg.lr_factors) == ("epoch", 0.9, False, 0.1,
+                                                                                     (1.0, 0.01, 0.0001))
+    train_aug, pre = _preprocessors(cfg, 32)
+    c = train_aug.config
+    assert (c.crop, c.padding, c.flip) == (32, 4, True)
+    # transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) of LDAM-DRW's cifar_train.py
+    x = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)
+    ref = [(0 / 255 - 0.4914) / 0.2023, (128 / 255 - 0.4822) / 0.1994, (255 / 255 - 0.4465) / 0.2010]
+    assert pre(x).flatten().tolist() == pytest.approx(ref, rel=1e-5)
+    assert _preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
+
+
+def test_training_uses_the_per_epoch_warm_up(tmp_path):
+    # 52 long-tailed images (30, 13, 6, 3), batch 8: 7 iterations per epoch; the lr logged at every step
+    cfg = tiny_cfg(tmp_path, imbalance_ratio=10.0, epochs=4, warmup=0.5, warmup_by="epoch", lr_milestones=(0.75,),
+                   lr_factors=(1.0, 0.01), log_every=1, eval_every=4, lr=0.2)
+    run_training(cfg, data=prepare_data(TRAIN, TEST, cfg))
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+           if r["kind"] == "train"]
+    epoch_lr = {0: 0.2 / 2, 1: 0.2, 2: 0.2, 3: 0.2 * 0.01}  # (e+1)/W for e < W = 2, then x0.01 from epoch 3
+    assert lrs == pytest.approx([epoch_lr[i // 7] for i in range(28)])
 
 
 def test_drw_weights_switch_on_at_drw_start():

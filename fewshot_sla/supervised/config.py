@@ -19,7 +19,9 @@ Schedules are given as *fractions of the run* so that a shortened run keeps thei
 ``lr_milestones=(0.8, 0.9)`` with ``epochs=200`` means epochs 160 and 180; with
 ``epochs=20`` it means epochs 16 and 18. The unit of the run is the epoch when
 ``epochs > 0`` (each epoch is one pass over a fresh permutation of the training set,
-the last batch smaller), otherwise the iteration (each batch drawn independently).
+the last batch smaller), otherwise the iteration (each batch drawn independently). The
+warm-up ramps per iteration unless ``warmup_by = "epoch"`` (the long-tailed configs: Cao et al.
+keep the lr constant within an epoch, epoch e < 5 at (e+1)/5 of it).
 """
 
 from __future__ import annotations
@@ -30,12 +32,17 @@ from dataclasses import dataclass, field
 from ..config import ConfigError
 from ..transforms import get_transform_set
 
-__all__ = ["MODES", "LOSSES", "JOINT_LOSSES", "SupervisedConfig", "parse_backbone_options"]
+__all__ = ["MODES", "LOSSES", "JOINT_LOSSES", "LDAM_DRW_MEAN", "LDAM_DRW_STD", "SupervisedConfig",
+           "parse_backbone_options"]
 
 MODES = ("baseline", "da", "mt", "sla", "sla+sd")
 LOSSES = ("ce", "cb", "ldam")
 JOINT_LOSSES = ("ce", "weighted", "same")
-AUGMENTS = ("sla", "standard", "none")
+AUGMENTS = ("sla", "standard", "ldam", "none")
+WARMUP_UNITS = ("iteration", "epoch")
+# LDAM-DRW's cifar_train.py normalises CIFAR-10 and CIFAR-100 alike with these (not the data's own std)
+LDAM_DRW_MEAN = (0.4914, 0.4822, 0.4465)
+LDAM_DRW_STD = (0.2023, 0.1994, 0.2010)
 DEFAULT_VAL_SIZE = 5000  # validation images of balanced runs (the SLA authors' code)
 
 
@@ -68,7 +75,8 @@ class SupervisedConfig:
                                 "supervised_<dataset>_lt<R> (without --config a note says so)")
     imbalance_seed: int = _f(0, "seed choosing the images each class keeps (as LDAM-DRW's rand_number)")
     augment: str = _f("sla", "training augmentation: 'sla' (crop 32 pad 4 + flip, mean = std = 0.5, the SLA "
-                      "code), 'standard' (crop + flip, the dataset's mean/std, as LDAM-DRW), 'none'",
+                      "code), 'standard' (crop + flip, the dataset's own mean/std), 'ldam' (crop + flip, mean "
+                      f"{LDAM_DRW_MEAN} std {LDAM_DRW_STD} for both CIFARs, as LDAM-DRW's code), 'none'",
                       choices=AUGMENTS)
 
     # ---- method
@@ -107,6 +115,10 @@ class SupervisedConfig:
     lr_milestones: tuple[float, ...] = _f((0.5, 0.75), "fractions of the run where the lr factor changes")
     lr_factors: tuple[float, ...] = _f((1.0, 0.1, 0.01), "lr factors before, between and after the milestones")
     warmup: float = _f(0.0, "fraction of the run of linear lr warm-up (0.025 = 5 of 200 epochs)")
+    warmup_by: str = _f("iteration", "warm-up steps: 'iteration' (the lr grows every iteration, reaching "
+                        "(k+1)/W of it at iteration k < W) or 'epoch' (Cao et al.: the lr is constant within an "
+                        "epoch, (e+1)/W of it in epoch e < W, so the first of 5 warm-up epochs runs at lr/5; "
+                        "needs --epochs)", choices=WARMUP_UNITS)
 
     # ---- evaluation and bookkeeping
     eval_every: int = _f(2000, "validate (and checkpoint) every this many iterations (epochs when --epochs > 0)")
@@ -148,6 +160,10 @@ class SupervisedConfig:
             bad(f"unknown --loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.joint_loss not in JOINT_LOSSES:
             bad(f"unknown --joint-loss {self.joint_loss!r}; choose one of {', '.join(JOINT_LOSSES)}")
+        if self.warmup_by not in WARMUP_UNITS:
+            bad(f"unknown --warmup-by {self.warmup_by!r}; choose one of {', '.join(WARMUP_UNITS)}")
+        if self.warmup_by == "epoch" and self.epochs == 0:
+            bad("--warmup-by epoch needs an epoch-based run (--epochs > 0); use --warmup-by iteration")
         if self.augment not in AUGMENTS:
             bad(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
         if self.transforms != "auto":

@@ -53,11 +53,11 @@ from ..distributed import (
     resolve_dist_device,
     wrap_ddp,
 )
-from ..optim import build_sgd, piecewise_scheduler
+from ..optim import build_sgd, piecewise_lr_factor
 from ..runs import RunDir, derive_seed, get_rng_state, load_checkpoint, seed_everything, seeded_generator, to_jsonable
 from ..transforms import get_transform_set
 from . import evaluate as ev
-from .config import SupervisedConfig, parse_backbone_options
+from .config import LDAM_DRW_MEAN, LDAM_DRW_STD, SupervisedConfig, parse_backbone_options
 from .longtail import class_counts, longtail_counts, longtail_indices
 from .losses import class_balanced_weights, ldam_margins, supervised_loss
 from .model import SupervisedModel, build_model
@@ -272,13 +272,24 @@ class Schedule:
     warmup: int
     drw_start: int
     eval_every: int
+    warmup_unit: int = 1  # iterations per warm-up step: 1, or iterations_per_epoch for a per-epoch warm-up
+
+    def lr_factor(self, iteration: int) -> float:
+        """The lr multiplier of ``iteration`` (0-based): ``factors[k]`` past ``k`` milestones;
+        during the warm-up, step ``s = iteration // warmup_unit`` of ``W = warmup // warmup_unit``
+        runs at ``(s + 1) / W`` of it (milestones of a per-epoch warm-up lie on epoch boundaries)."""
+        u = self.warmup_unit
+        return piecewise_lr_factor(iteration // u, tuple(m // u for m in self.milestones), self.factors,
+                                   self.warmup // u)
 
 
 def make_schedule(cfg: SupervisedConfig, num_samples: int) -> Schedule:
     """Convert the fractions of ``cfg`` into iterations.
 
     Epoch-based runs place milestones and the DRW switch at epoch boundaries
-    (``frac * epochs`` rounded half up); warm-up is ``warmup * total`` iterations (rounded).
+    (``frac * epochs`` rounded half up); warm-up is ``warmup * total`` iterations (rounded), or
+    with ``warmup_by = "epoch"`` ``warmup * epochs`` whole epochs (rounded half up; LDAM-DRW:
+    0.025 * 200 = 5 epochs at 1/5, 2/5, ..., 5/5 of the lr).
     """
     if cfg.epochs > 0:
         ipe = math.ceil(num_samples / cfg.batch_size)
@@ -295,9 +306,10 @@ def make_schedule(cfg: SupervisedConfig, num_samples: int) -> Schedule:
         iterations_per_epoch=ipe,
         milestones=tuple(at(m) for m in cfg.lr_milestones),
         factors=tuple(cfg.lr_factors),
-        warmup=math.floor(cfg.warmup * total + 0.5),
+        warmup=at(cfg.warmup) if cfg.warmup_by == "epoch" else math.floor(cfg.warmup * total + 0.5),
         drw_start=at(cfg.drw_start),
         eval_every=cfg.eval_every * unit,
+        warmup_unit=unit if cfg.warmup_by == "epoch" else 1,
     )
 
 
@@ -316,7 +328,12 @@ def class_weight_schedule(
 
 # ---------------------------------------------------------------------------- helpers
 def _preprocessors(cfg: SupervisedConfig, image_size: int) -> tuple[BatchAugment, BatchAugment]:
-    train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size)
+    """(training augmentation, evaluation normalisation) of ``cfg.augment``."""
+    if cfg.augment == "ldam":  # crop + flip, normalised with LDAM-DRW's constants
+        train_aug = get_augmentation(cfg.dataset, "standard", image_size=image_size, mean=LDAM_DRW_MEAN,
+                                     std=LDAM_DRW_STD)
+    else:
+        train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size)
     c = train_aug.config
     return train_aug, BatchAugment(AugmentConfig(mean=c.mean, std=c.std))
 
@@ -420,7 +437,7 @@ def run_training(
     _check_chunks(plan, n_chunks, cfg.batch_size)
     ddp_model = wrap_ddp(model, info, device)  # the training forward; `model` stays the unwrapped module
     sched = make_schedule(cfg, len(data.train_labels))
-    scheduler = piecewise_scheduler(optimizer, sched.milestones, sched.factors, sched.warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: sched.lr_factor(it))
     weight_at = class_weight_schedule(cfg, data.class_counts, sched.drw_start, device)
     margins = ldam_margins(data.class_counts, cfg.ldam_max_margin).to(device) * cfg.ldam_scale \
         if cfg.loss == "ldam" else None
