@@ -162,6 +162,56 @@ def test_model_heads_per_mode():
         supervised_loss("joint", {}, torch.zeros(1, dtype=torch.long), M)
 
 
+def _head_by_hand(head, f: torch.Tensor, cosine: bool) -> torch.Tensor:
+    """Logits of ``head`` on feature rows ``f`` in float64 loops: ``sum_d f_d W_kd + b_k``, or
+    ``s * sum_d (f_d/|f|) (W_kd/|W_k|)`` for a cosine head."""
+    W = head.weight.detach().double()
+    f = f.detach().double()
+    if cosine:
+        f, W = f / f.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
+    scale = head.scale if cosine else 1.0
+    bias = head.bias.detach().double().tolist() if not cosine else [0.0] * len(W)
+    return torch.tensor([[scale * sum(float(f[r, d] * W[c, d]) for d in range(W.shape[1])) + bias[c]
+                          for c in range(len(W))] for r in range(len(f))], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+@pytest.mark.parametrize("mode", ["baseline", "da", "mt", "sla", "sla+sd"])
+def test_heads_are_maps_of_one_backbone_feature(mode, cosine):
+    """Every head's logits are its own weights applied to the rows of one backbone output:
+    ``f W^T + b`` (linear) or ``s <f/|f|, w_k/|w_k|>`` (cosine), by hand, in training mode
+    (BatchNorm on the batch) and in eval mode, where each row alone also gives its logits."""
+    torch.manual_seed(3)
+    s = 7.5
+    model = build_model("conv4", N, M, mode, image_size=16, backbone_options={"hidden": 8, "out_channels": 8},
+                        cosine=cosine, scale=s)
+    x = get_transform_set("rotation")(torch.randn(3, 3, 16, 16))
+    heads = {"joint": model.joint, "class": model.classifier, "transform": model.transform_head}
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            out = model(x)
+            f = model.backbone(x)
+            rows = None if training else [model(x[r : r + 1]) for r in range(len(x))]
+        assert f.shape == (3 * M, 8) and float(f.norm(dim=1).min()) > 0 and float(torch.cdist(f, f).max()) > 1e-3
+        assert set(out) == {k for k, h in heads.items() if h is not None}
+        for k, v in out.items():
+            head = heads[k]
+            cos_head = cosine and k != "transform"  # the transform head of MT stays linear
+            assert isinstance(head, CosineLinear if cos_head else torch.nn.Linear), k
+            ref = _head_by_hand(head, f, cos_head)
+            if cos_head:
+                assert head.scale == s
+                assert float(ref.abs().max()) <= s + 1e-9
+                assert not torch.allclose(ref, f.double() @ head.weight.detach().double().T, atol=1e-2)
+            else:
+                assert torch.allclose(F.linear(f.double(), head.weight.double(), head.bias.double()), ref, atol=1e-10)
+            assert torch.allclose(v.double(), ref, atol=1e-5), (k, training)
+            assert float(ref.std(0).min()) > 1e-4  # logits differ across rows: a row mix-up would show
+            if rows is not None:
+                assert torch.allclose(torch.cat([r[k] for r in rows]).double(), ref, atol=1e-5), k
+
+
 # ---------------------------------------------------------------------------- one implementation (fewshot_sla.sla)
 def _weighted(rows):
     """sum_r w_r * CE_r / sum_r w_r over rows (logits, target, weight, margin), in Python floats."""

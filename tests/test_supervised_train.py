@@ -3,6 +3,7 @@ data preparation, every mode and loss, exact resume, evaluation, ensembles and t
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepa
 from fewshot_sla.supervised.evaluate import PRIMARY, predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts
 from fewshot_sla.supervised.losses import class_balanced_weights
+from fewshot_sla.supervised.model import build_model
 from fewshot_sla.supervised.train import (
     BatchPlan,
     _preprocessors,
@@ -293,6 +295,92 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
     assert rep["table"] == {"Ensemble of 2": rep["accuracy"]["ensemble"]}
     assert set(rep["accuracy"]) == {"ensemble", "single"}  # single: the inference both models have
     assert [m["primary"] for m in rep["members"]] == ["single", "distilled"]
+
+
+def _argmax(values) -> tuple[int, float]:
+    """(first index of the largest value, its gap to the runner-up) of a list of floats."""
+    top = max(range(len(values)), key=lambda k: (values[k], -k))
+    return top, values[top] - max(v for k, v in enumerate(values) if k != top)
+
+
+def _softmax(values) -> list[float]:
+    top = max(values)
+    e = [math.exp(v - top) for v in values]
+    return [v / sum(e) for v in e]
+
+
+@pytest.mark.parametrize("mode", ["sla", "sla+sd", "da", "mt"])
+def test_reported_test_accuracies_match_a_per_image_brute_force(tmp_path, mode):
+    """Every test inference of summary.json against a loop over images and rotations: each rotated
+    image alone through the checkpoint's weights, normalised by hand, the inferences' formulas in
+    Python floats (none of evaluate.predict / accuracy_report / fewshot_sla.sla is used)."""
+    N, M, out = 4, 4, tmp_path / "run"
+    opts = {"hidden": 8, "out_channels": 8}  # a setting where every inference lands strictly inside (0, 1)
+    cfg = tiny_cfg(out, mode=mode, transforms="rotation", iterations=60, eval_every=30, lr=0.02,
+                   backbone_options="hidden=8,out_channels=8")
+    run_training(cfg, data=prepare_data(TRAIN, TEST, cfg))
+    summary = json.loads((out / "summary.json").read_text())
+    state = load_checkpoint(out / "best.pt")
+    assert state["iteration"] == summary["best_iteration"]
+    model = build_model("conv4", N, M, mode, image_size=16, backbone_options=opts)
+    model.load_state_dict(state["model"])  # strict: the checkpoint holds exactly these heads
+    model.eval()
+    # test-time preprocessing of the default 'sla' augment: (x / 255 - 0.5) / 0.5, no crop or flip
+    assert state["meta"]["mean"] == state["meta"]["std"] == [0.5] * 3
+    logits = []  # logits[n][j]: {head: [floats]} of rot90(x_n, j) alone
+    with torch.no_grad():
+        for img in TEST.images:
+            x = (img[None].to(torch.float32) / 255.0 - 0.5) / 0.5
+            logits.append([{k: v[0].tolist() for k, v in model(torch.rot90(x, j, (2, 3))).items()} for j in range(M)])
+    ys = TEST.labels.tolist()
+    correct: dict[str, list[float]] = {}  # inference -> per-image correctness (mean over rows for row inferences)
+    preds: dict[str, list[int]] = {}
+    gaps, prob_avg = [], []  # prob_avg: the class a probability (not logit) average would pick
+
+    def decide(name, values, target):
+        k, gap = _argmax(values)
+        gaps.append(gap)
+        preds.setdefault(name, []).append(k)
+        return float(k == target)
+
+    for rows, y in zip(logits, ys):
+        got = {}
+        if mode in ("sla", "sla+sd"):
+            g = [r["joint"] for r in rows]  # g[j][i*M + j']
+            got["single"] = decide("single", [g[0][i * M] for i in range(N)], y)
+            got["aggregated"] = decide("aggregated", [sum(g[j][i * M + j] for j in range(M)) / M for i in range(N)], y)
+            p = [_softmax(r) for r in g]
+            prob_avg.append(_argmax([sum(p[j][i * M + j] for j in range(M)) for i in range(N)])[0])
+            got["joint"] = sum(decide("joint", g[j], y * M + j) for j in range(M)) / M
+            if mode == "sla+sd":
+                got["distilled"] = decide("distilled", rows[0]["class"], y)
+        else:
+            u = [r["class"] for r in rows]
+            got["single"] = decide("single", u[0], y)
+            got["aggregated"] = decide("aggregated", [sum(u[j][i] for j in range(M)) / M for i in range(N)], y)
+            p = [_softmax(r) for r in u]
+            prob_avg.append(_argmax([sum(p[j][i] for j in range(M)) for i in range(N)])[0])
+            if mode == "mt":
+                got["transform"] = sum(decide("transform", rows[j]["transform"], j) for j in range(M)) / M
+        for k, v in got.items():
+            correct.setdefault(k, []).append(v)
+    acc = {k: sum(v) / len(v) for k, v in correct.items()}
+    per_class = {k: [sum(c for c, y in zip(v, ys) if y == cls) / ys.count(cls) for cls in range(N)]
+                 for k, v in correct.items()}
+    test = summary["test"]
+    assert set(test["accuracy"]) == set(acc)
+    for k in acc:
+        assert test["accuracy"][k] == pytest.approx(acc[k], abs=1e-12), k
+        assert test["per_class"][k] == pytest.approx(per_class[k], abs=1e-12), k
+    table = {"sla": {"SLA+SI": "single", "SLA+AG": "aggregated"}, "sla+sd": {"SLA+SD": "distilled"},
+             "da": {"DA": "single"}, "mt": {"MT": "single"}}[mode]
+    assert summary["table"] == pytest.approx({name: acc[k] for name, k in table.items()}, abs=1e-12)
+    # the comparison can fail: no decision is a near tie that float noise of batching could flip, no
+    # accuracy is trivially 0 or 1, single and aggregated inference disagree on some images, and so do
+    # the logit average and a probability average (an aggregation by probabilities would be caught)
+    assert min(gaps) > 1e-5
+    assert all(0 < a < 1 for a in acc.values()), acc
+    assert preds["single"] != preds["aggregated"] and prob_avg != preds["aggregated"]
 
 
 # ---------------------------------------------------------------------------- configuration and CLI
