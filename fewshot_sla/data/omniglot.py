@@ -48,6 +48,7 @@ from .images import decode_files
 
 __all__ = [
     "OMNIGLOT_SPLITS",
+    "ROTATE_CLASSES_CONFLICT",
     "ROTATE_CLASSES_HELP",
     "OFFICIAL_COUNTS",
     "OmniglotIndex",
@@ -59,11 +60,15 @@ __all__ = [
 ]
 
 OMNIGLOT_SPLITS = ("train", "val", "test", "background", "evaluation")
+#: why rotated classes and SLA's rotation transforms exclude each other
+ROTATE_CLASSES_CONFLICT = (
+    "Do not combine with SLA's 'rotation' transforms: a rotated image would be both an unrotated "
+    "member of the new class and the rotation-k view of the old one, so the joint labels "
+    "contradict each other."
+)
 ROTATE_CLASSES_HELP = (
     "add the 90/180/270-degree rotations of every Omniglot character as new classes (standard "
-    "in the few-shot literature; off by default). Do not combine with SLA's 'rotation' "
-    "transforms: a rotated image would be both an unrotated member of the new class and the "
-    "rotation-k view of the old one, so the joint labels contradict each other."
+    f"in the few-shot literature; off by default). {ROTATE_CLASSES_CONFLICT}"
 )
 # (alphabets, characters) of the official sets; 20 drawings per character
 OFFICIAL_COUNTS = {"background": (30, 964), "evaluation": (20, 659)}

@@ -295,11 +295,11 @@ class MetaTrainConfig:
             )
         if (self.dataset == "omniglot" and self.dataset_options.get("rotate_classes")
                 and self.mode != "baseline" and len(tset.rotations) > 1):
-            from ..data.omniglot import ROTATE_CLASSES_HELP
+            from ..data.omniglot import ROTATE_CLASSES_CONFLICT
 
             raise ConfigError(
                 f"--dataset-options rotate_classes=true with --mode {self.mode} --transforms {self.transforms}: "
-                f"{ROTATE_CLASSES_HELP.split('off by default). ')[1]} Drop rotate_classes=true, or train "
+                f"{ROTATE_CLASSES_CONFLICT} Drop rotate_classes=true, or train "
                 "--mode baseline"
             )
         for name in ("n_way", "k_shot", "n_query", "episodes_per_epoch", "tasks_per_batch", "eval_way",
