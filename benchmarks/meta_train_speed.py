@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +28,10 @@ from pathlib import Path
 import torch
 
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.meta.synthetic import synthetic_dataset
 from fewshot_sla.meta.train import MetaTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic import synthetic_dataset  # noqa: E402 - the tests' fixture dataset
 
 
 def measure(cfg: MetaTrainConfig, data, steps: int, warmup: int) -> dict:

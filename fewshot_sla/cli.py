@@ -1,8 +1,9 @@
 """The ``fewshot-sla`` command: one entry point with subcommands.
 
-Each subcommand lives with the code it drives and registers itself here:
+Each pipeline's subcommands live with the code they drive and register themselves here:
 ``meta-train`` and ``eval`` (``fewshot_sla.meta.cli``), ``supervised``
-(``fewshot_sla.supervised.cli``), ``plot``. Errors in user input are printed as one line
+(``fewshot_sla.supervised.cli``); ``list`` and ``plot`` (shared by both) are defined here.
+Errors in user input are printed as one line
 (``fewshot-sla: error: ...``) with exit status 2, never as a traceback. Under ``torchrun``
 (``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train|eval|supervised ...``) the same
 commands run distributed; see :mod:`fewshot_sla.distributed`.
@@ -44,6 +45,15 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    """Draw curves (a run directory of either pipeline) and histograms (evaluation JSON)."""
+    from .plots import plot_paths
+
+    for p in plot_paths(args.paths, args.output):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fewshot-sla",
@@ -56,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list datasets, backbones, heads, transform sets and named configs").set_defaults(
         func=_list
     )
+    pl = sub.add_parser(
+        "plot",
+        help="draw training/validation curves and per-episode accuracy histograms (needs matplotlib)",
+        description="PATH is a run directory of meta-train or supervised (curves from metrics.jsonl, "
+        "histograms of its eval_*.json) or an evaluation JSON file (histogram).",
+    )
+    pl.add_argument("paths", nargs="+", metavar="PATH", help="run directories and/or evaluation JSON files")
+    pl.add_argument("--output", default=None, metavar="DIR", help="folder of the PNG files (default: next to PATH)")
+    pl.set_defaults(func=_plot)
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import types
 import typing
@@ -32,6 +33,10 @@ __all__ = [
     "add_dataclass_arguments",
     "build_config",
     "config_from_dict",
+    "option_names",
+    "canonical_options",
+    "renamed_options",
+    "parse_options",
 ]
 
 C = TypeVar("C")
@@ -109,12 +114,55 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
         else:
             kwargs["type"] = str
         parser.add_argument(flag, **kwargs)
+    for old, (new, convert) in renamed_options(cls).items():  # old spellings, hidden from --help
+        if old in skip:
+            continue
+        kwargs = {"dest": old, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+        new_type = _field_types(cls)[new]
+        if new_type is bool or convert is not None and isinstance(getattr(defaults, new), bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif new_type in (int, float, str):
+            kwargs["type"] = new_type
+        else:
+            kwargs["type"] = str
+        parser.add_argument("--" + old.replace("_", "-"), **kwargs)
 
 
-def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
-    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+def renamed_options(cls: type) -> dict[str, tuple[str, Any]]:
+    """Old option name -> (new name, value converter) of ``cls`` (its ``RENAMED`` class
+    attribute: ``{"old": "new"}`` or ``{"old": ("new", convert)}``)."""
+    out = {}
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        out[old] = new if isinstance(new, tuple) else (new, None)
+    return out
+
+
+def option_names(cls: type) -> set[str]:
+    """Names ``cls`` accepts in a dict or on the command line: its fields and renamed options."""
+    return {f.name for f in dataclasses.fields(cls) if f.init} | set(renamed_options(cls))
+
+
+def canonical_options(cls: type, data: dict[str, Any], notes: bool = True) -> dict[str, Any]:
+    """``data`` with ``-`` spelled ``_`` and renamed options under their new names; with
+    ``notes``, one line on stderr per old spelling used (the value given under the new name wins)."""
     norm = {k.replace("-", "_"): v for k, v in data.items()}
+    for old, (new, convert) in renamed_options(cls).items():
+        if old not in norm:
+            continue
+        value = norm.pop(old)
+        if notes:
+            print(f"note: --{old.replace('_', '-')} is deprecated; use --{new.replace('_', '-')}", file=sys.stderr)
+        norm.setdefault(new, convert(value) if convert else value)
+    return norm
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config", notes: bool = True) -> C:
+    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones.
+
+    Old option names (:func:`renamed_options`) are accepted; ``notes`` prints a one-line
+    deprecation note for each (off for configs saved by earlier versions)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    norm = canonical_options(cls, data, notes)
     unknown = sorted(set(norm) - names)
     if unknown:
         raise ConfigError(
@@ -137,6 +185,62 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
     if config is not None:
         data.update(load_config_file(config))
     explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    data.update({k: v for k, v in explicit.items() if k in names})
+    names = option_names(cls)
+    data.update(canonical_options(cls, {k: v for k, v in explicit.items() if k in names}))
     return config_from_dict(cls, data, source=f"config {config}" if config else "options")
+
+
+def parse_options(value: Any, name: str) -> dict[str, Any]:
+    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict.
+
+    Values are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` ->
+    list), else kept as strings. Used for ``--backbone-options`` and ``--dataset-options``.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return {str(k).replace("-", "_"): v for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be 'key=value,key=value' or a table, got {value!r}")
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{name}: invalid JSON object {text!r} ({e})") from e
+        return parse_options(obj, name)
+    out: dict[str, Any] = {}
+    for item in _split_top_level(text):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"{name}: expected key=value, got {item!r} (example: {name.replace('_', '-')} hidden=16)")
+        k, v = (s.strip() for s in item.split("=", 1))
+        try:
+            out[k.replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            lowered = v.lower()
+            out[k.replace("-", "_")] = {"true": True, "false": False}.get(lowered, v)
+    return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas/semicolons outside brackets and quotes (``a=[1,2],b=3`` -> 2 items)."""
+    items, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch in ",;" and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return items

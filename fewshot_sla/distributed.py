@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,8 +23,6 @@ __all__ = [
     "env_info",
     "resolve_dist_device",
     "init_distributed",
-    "check_divisible",
-    "shard",
     "all_gather_objects",
     "broadcast_object",
     "all_reduce_sum",
@@ -97,20 +95,6 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return info
-
-
-def check_divisible(total: int, parts: int, what: str, fix: str) -> None:
-    """One-line :class:`~fewshot_sla.config.ConfigError` when ``total`` does not split into ``parts``
-    equal shares (``what`` names the option, ``fix`` says what to change)."""
-    from .config import ConfigError
-
-    if parts < 1 or total % parts:
-        raise ConfigError(f"{what} {total} does not split into {parts} equal shares; {fix}")
-
-
-def shard(items: Sequence[T], info: DistInfo) -> list[T]:
-    """Items ``i`` with ``i mod world_size == rank`` (episode ``i`` goes to rank ``i mod K``)."""
-    return list(items[info.rank :: info.world_size])
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:

@@ -177,8 +177,14 @@ def sla_sd_loss(
     margin: torch.Tensor | None = None,
     joint_weight: torch.Tensor | None = None,
     joint_margin: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
+
+    The one SLA+SD loss of both pipelines: the supervised one calls it on ``[B*M, N*M]`` joint
+    logits, meta-training on ``[T, Q*M, N*M]`` episodes (leading dims are flattened).
+    ``smoothing`` is MetaOptNet's label smoothing of ``L_SLA`` alone (meta-training's
+    ``--label-smoothing``); the distilled head's ``CE(u, y)`` is never smoothed.
 
     ``joint`` are joint logits ``[..., B*M, N*M]``; ``single`` are the N-way logits ``u``
     ``[..., B, N]`` of the distillation head on the untransformed inputs; the teacher ``s``
@@ -189,7 +195,7 @@ def sla_sd_loss(
     ``margin`` for ``CE(u, y)``, ``joint_weight`` and ``joint_margin`` for ``L_SLA``
     (:func:`sla_loss`). The distillation term is unweighted.
     """
-    sla = sla_loss(joint, y, M, large_loss, weight=joint_weight, margin=joint_margin)
+    sla = sla_loss(joint, y, M, large_loss, smoothing=smoothing, weight=joint_weight, margin=joint_margin)
     teacher = aggregated_logits(joint, M)
     distill = distillation_loss(single, teacher, T)
     ce = cross_entropy(single, y, weight=weight, margin=margin)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .registry import Registry
+
 __all__ = ["TransformSet", "get_transform_set", "list_transform_sets", "TRANSFORM_SETS"]
 
 # Channel orders, as index lists into (R, G, B).
@@ -42,7 +44,9 @@ COLOR_PERM6: tuple[tuple[int, int, int], ...] = (
 COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))  # RGB, GBR, BRG
 
 # name -> (rotation quarter-turns k, channel orders); composed index j = j_rot * M_color + j_color
-TRANSFORM_SETS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, int], ...] | None]] = {
+#: Registry: name -> (quarter turns, channel orders or None).
+TRANSFORM_SETS: Registry = Registry("transform set", "--transforms")
+TRANSFORM_SETS.update({
     "none": ((0,), None),
     "rotation": ((0, 1, 2, 3), None),
     "rotation2": ((0, 2), None),
@@ -51,7 +55,7 @@ TRANSFORM_SETS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int, int], ...
     "rot_color_perm6": ((0, 2), COLOR_PERM3),
     "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
     "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6),
-}
+})
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,6 @@ def get_transform_set(name: str) -> TransformSet:
     """Return the transform set called ``name`` (see the module docstring)."""
     if isinstance(name, TransformSet):
         return name
-    key = name.lower().replace("-", "_")
-    if key not in TRANSFORM_SETS:
-        raise ValueError(
-            f"unknown transform set '{name}'; choose one of: {', '.join(TRANSFORM_SETS)}"
-        )
+    key = TRANSFORM_SETS.canonical(str(name).replace("-", "_"))
     rotations, perms = TRANSFORM_SETS[key]
     return TransformSet(key, rotations, perms)

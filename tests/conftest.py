@@ -11,7 +11,7 @@ import torch
 def fewshot_folder(tmp_path_factory):
     """A tiny few-shot image folder (``--dataset folder``): 16 px grey images, train 8 classes,
     val and test 6 classes, 8 images each."""
-    from fewshot_sla.meta.synthetic import synthetic_dataset, write_image_folder
+    from synthetic import synthetic_dataset, write_image_folder
 
     root = tmp_path_factory.mktemp("folder")
     return write_image_folder(root, {

@@ -118,7 +118,7 @@ def test_register_custom_backbone():
         with pytest.raises(ValueError, match="already registered"):
             register_backbone(name)(lambda in_channels=3: None)
     finally:
-        _registry._REGISTRY.pop(name, None)
+        _registry.BACKBONES.pop(name, None)
     assert name not in list_backbones()
 
 

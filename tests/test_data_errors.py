@@ -15,7 +15,6 @@ from fewshot_sla.data import (
     DataError,
     DatasetNotFoundError,
     ImageDataset,
-    check_episode_feasible,
     get_dataset,
 )
 from fewshot_sla.data.pickles import load_pickle
@@ -220,17 +219,6 @@ def _toy(counts):
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
     images = torch.zeros((len(labels), 1, 4, 4), dtype=torch.uint8)
     return ImageDataset(images, labels, [f"class{c}" for c in range(len(counts))], name="toy", split="train")
-
-
-def test_check_episode_feasible_names_the_small_class():
-    ds = _toy([20, 20, 7, 20, 20, 9])
-    check_episode_feasible(ds, 5, 1, 6)  # 7 images suffice for 1 + 6
-    with pytest.raises(ValueError) as e:
-        check_episode_feasible(ds, 5, 1, 15)
-    msg = str(e.value)
-    assert "'class2'" in msg and "7 images" in msg and "16 per class" in msg and "2 class(es)" in msg
-    with pytest.raises(ValueError, match="split has 6; lower --n-way"):
-        check_episode_feasible(ds, 10, 1, 1)
 
 
 def test_episode_sampler_agrees_with_dataset_labels():

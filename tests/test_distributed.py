@@ -17,7 +17,7 @@ from test_meta_cli import train_args  # the same tiny meta-training run
 
 from fewshot_sla.cli import main
 from fewshot_sla.distributed import bn_stats_frozen
-from fewshot_sla.meta.data import episode_indices, step_chunks
+from fewshot_sla.meta.batches import episode_indices, step_chunks
 from fewshot_sla.runs import RunDir, load_checkpoint
 from fewshot_sla.supervised.train import BatchPlan, batch_chunks
 

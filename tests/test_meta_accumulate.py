@@ -2,7 +2,7 @@
 
 tests/test_distributed.py checks that K torchrun processes equal one process with
 ``--accumulate K``; this file checks ``--accumulate`` itself against something that shares
-none of the trainer's loop. Documented semantics (fewshot_sla/meta/train.py, data.step_chunks,
+none of the trainer's loop. Documented semantics (fewshot_sla/meta/train.py, batches.step_chunks,
 MetaTrainConfig.accumulate): the step's T episodes split into G chunks, episode i in chunk
 ``i mod G``; each chunk is one forward in train mode (BatchNorm normalises with the chunk's own
 statistics); the step's gradient is that of the mean of the chunk losses; only the first chunk
@@ -19,12 +19,12 @@ randomness is the episode choice.
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import synthetic_dataset
 
 from fewshot_sla.episodes import EpisodeSampler
+from fewshot_sla.meta.batches import make_preprocess
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.meta.data import make_preprocess
 from fewshot_sla.meta.model import build_model
-from fewshot_sla.meta.synthetic import synthetic_dataset
 from fewshot_sla.meta.train import train
 from fewshot_sla.runs import RunDir, load_checkpoint
 

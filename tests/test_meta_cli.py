@@ -183,7 +183,7 @@ def test_one_line_errors_for_invalid_combinations(data_root, runs, tmp_path, cap
     e = err_of(train_args(data_root, tmp_path / "x", "--backbone-options", "hiden=8"))
     assert "hiden" in e
     e = err_of(["meta-train", "--resume", str(runs / "base"), "--lr", "0.5"])
-    assert "cannot change lr" in e
+    assert "cannot change --lr" in e
     # repeating an unchanged option is fine: the same run is already complete, nothing to do
     assert main(["meta-train", "--resume", str(runs / "base"), "--backbone-options", "hidden=8,out_channels=8",
                  "--quiet"]) == 0

@@ -8,13 +8,13 @@ MetaOptNet's label smoothing, the aggregated inference and the SLA+SD loss out b
 
 import pytest
 import torch
+from synthetic import synthetic_dataset
 
 from fewshot_sla.backbones import get_backbone
 from fewshot_sla.episodes import EpisodeSampler, collate_episodes
 from fewshot_sla.heads import get_head
 from fewshot_sla.meta.methods import LossSettings, run_episodes
 from fewshot_sla.meta.model import FewShotModel
-from fewshot_sla.meta.synthetic import synthetic_dataset
 
 N, K, Q, T = 3, 2, 2, 2  # ways, shots, queries per class, tasks
 M = 4  # rotation

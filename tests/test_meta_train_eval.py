@@ -9,12 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_dataset
 
 from fewshot_sla.episodes import EpisodeSampler
+from fewshot_sla.meta.batches import episode_indices, make_preprocess
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.meta.data import episode_indices, make_preprocess
 from fewshot_sla.meta.evaluate import evaluate_episodes, load_model
-from fewshot_sla.meta.synthetic import synthetic_dataset
 from fewshot_sla.meta.train import resume_config, train
 from fewshot_sla.runs import RunDir
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fewshot_sla.config import ConfigError, build_config
+from fewshot_sla.engine import load_model
 from fewshot_sla.optim import piecewise_lr_factor
 from fewshot_sla.runs import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
@@ -25,7 +26,6 @@ from fewshot_sla.supervised.train import (
     _preprocessors,
     class_weight_schedule,
     make_schedule,
-    model_from_checkpoint,
 )
 from fewshot_sla.transforms import get_transform_set
 
@@ -48,11 +48,11 @@ def synth(n_per: int, C: int = 4, size: int = 16, seed: int = 0) -> DS:
 
 TRAIN, TEST = synth(30), synth(10, seed=1)
 TINY = {"backbone": "conv4", "backbone_options": "hidden=4,out_channels=4", "batch_size": 8,
-        "progress": False, "plot": False, "device": "cpu"}
+        "quiet": True, "plot": False, "device": "cpu"}
 
 
 def tiny_cfg(out, **kw) -> SupervisedConfig:
-    base = {**TINY, "iterations": 4, "eval_every": 2, "log_every": 2, "out_dir": str(out)}
+    base = {**TINY, "iterations": 4, "eval_every": 2, "log_every": 2, "run_dir": str(out)}
     if kw.get("imbalance_ratio", 1.0) == 1.0:  # long-tailed runs have no validation set
         base["val_size"] = 8
     return SupervisedConfig(**{**base, **kw})
@@ -284,9 +284,9 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
     rep = evaluate_checkpoints(ckpts, data=data)
     logits = []
     for c in ckpts:
-        state = load_checkpoint(c)
-        model, meta = model_from_checkpoint(state)
-        cfg = SupervisedConfig(**state["config"])
+        loaded = load_model(c)  # the one loader of either pipeline's checkpoints
+        model, meta, cfg = loaded.model, loaded.data, loaded.config
+        assert loaded.pipeline == "supervised" and isinstance(cfg, SupervisedConfig)
         pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
                        _preprocessors(cfg, 16)[1])
         logits.append(pred.logits[PRIMARY[cfg.mode]])
@@ -326,7 +326,8 @@ def test_reported_test_accuracies_match_a_per_image_brute_force(tmp_path, mode):
     model.load_state_dict(state["model"])  # strict: the checkpoint holds exactly these heads
     model.eval()
     # test-time preprocessing of the default 'sla' augment: (x / 255 - 0.5) / 0.5, no crop or flip
-    assert state["meta"]["mean"] == state["meta"]["std"] == [0.5] * 3
+    assert state["format"] == "fewshot-sla/2" and state["pipeline"] == "supervised"
+    assert state["data"]["mean"] == state["data"]["std"] == [0.5] * 3
     logits = []  # logits[n][j]: {head: [floats]} of rot90(x_n, j) alone
     with torch.no_grad():
         for img in TEST.images:

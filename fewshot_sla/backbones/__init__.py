@@ -20,6 +20,7 @@ image_size=28)`` for Omniglot): the flattening backbones check it in forward.
 """
 
 from ._registry import (
+    BACKBONES,
     Backbone,
     BackboneOptionError,
     get_backbone,
@@ -33,6 +34,7 @@ from .resnet18 import ResNet18
 from .resnet32 import CifarResNet
 
 __all__ = [
+    "BACKBONES",
     "Backbone",
     "BackboneOptionError",
     "CifarResNet",

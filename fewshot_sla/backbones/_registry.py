@@ -14,7 +14,10 @@ from typing import TypeVar
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = [
+    "BACKBONES",
     "Backbone",
     "BackboneOptionError",
     "get_backbone",
@@ -26,7 +29,8 @@ __all__ = [
 ImageSize = int | tuple[int, int]
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+#: Registry: backbone name -> factory ``(in_channels, **options) -> Backbone``.
+BACKBONES: Registry = Registry("backbone", case_insensitive=False)
 
 
 class BackboneOptionError(TypeError, ValueError):
@@ -124,12 +128,12 @@ def register_backbone(name: str, *, overwrite: bool = False) -> Callable[[F], F]
         raise ValueError(f"backbone name must be a non-empty string, got {name!r}")
 
     def decorator(factory: F) -> F:
-        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
+        if name in BACKBONES and not overwrite and BACKBONES[name] is not factory:
             raise ValueError(
                 f"backbone {name!r} is already registered; pick another name or pass "
                 f"overwrite=True to register_backbone"
             )
-        _REGISTRY[name] = factory
+        BACKBONES[name] = factory
         return factory
 
     return decorator
@@ -137,7 +141,7 @@ def register_backbone(name: str, *, overwrite: bool = False) -> Callable[[F], F]
 
 def list_backbones() -> list[str]:
     """Sorted names of all registered backbones."""
-    return sorted(_REGISTRY)
+    return sorted(BACKBONES)
 
 
 def _option_names(factory: Callable[..., nn.Module]) -> tuple[set[str], bool]:
@@ -168,11 +172,8 @@ def get_backbone(name: str, in_channels: int = 3, **options) -> nn.Module:
         BackboneOptionError: unknown option (a TypeError and ValueError; the message
             lists the valid options).
     """
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())}"
-        )
-    factory = _REGISTRY[name]
+    name = BACKBONES.canonical(name)
+    factory = BACKBONES[name]
     valid, var_kw = _option_names(factory)
     valid.discard("in_channels")
     unknown = sorted(set(options) - valid)

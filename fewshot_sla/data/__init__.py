@@ -19,7 +19,6 @@ from .base import (
     DatasetNotFoundError,
     FewShotDataset,
     ImageDataset,
-    check_episode_feasible,
 )
 from .download import DownloadError
 from .registry import dataset_info, get_dataset, list_datasets, register_dataset
@@ -36,7 +35,6 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "DownloadError",
-    "check_episode_feasible",
     "AugmentConfig",
     "BatchAugment",
     "get_augmentation",

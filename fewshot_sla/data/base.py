@@ -23,7 +23,6 @@ __all__ = [
     "DATASET_INFO",
     "ImageDataset",
     "FewShotDataset",
-    "check_episode_feasible",
     "resolve_split",
     "channel_stats",
     "holdout_per_class",
@@ -338,29 +337,3 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 FewShotDataset = ImageDataset  # the name used in the design notes
-
-
-def check_episode_feasible(dataset: ImageDataset, n_way: int, k_shot: int, n_query: int) -> None:
-    """Raise ``ValueError`` unless every ``n_way``-way ``k_shot``-shot ``n_query``-query episode
-    can be drawn from ``dataset`` (enough classes, and every class holds ``k_shot + n_query``
-    images). The message names the smallest offending class and the fix."""
-    if n_way < 1 or k_shot < 1 or n_query < 0:
-        raise ValueError(
-            f"need n_way >= 1, k_shot >= 1, n_query >= 0; got {n_way}, {k_shot}, {n_query}"
-        )
-    if n_way > dataset.num_classes:
-        raise ValueError(
-            f"{dataset.name} {dataset.split}: {n_way}-way episodes need {n_way} classes but the "
-            f"split has {dataset.num_classes}; lower --n-way to at most {dataset.num_classes}"
-        )
-    need = k_shot + n_query
-    counts = dataset.class_counts()
-    small = torch.nonzero(counts < need).flatten().tolist()
-    if small:
-        worst = min(small, key=lambda c: int(counts[c]))
-        raise ValueError(
-            f"{dataset.name} {dataset.split}: class '{dataset.class_names[worst]}' (label {worst}) "
-            f"has {int(counts[worst])} images but {k_shot}-shot {n_query}-query episodes need "
-            f"{need} per class ({len(small)} class(es) too small); lower --k-shot/--n-query or "
-            "drop those classes (dataset.subset_classes)"
-        )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ..registry import Registry
 from .archives import source_fingerprint
 from .base import (
     DATA_ROOT_HINT,
@@ -34,8 +35,8 @@ class _Entry:
     info: DatasetInfo
 
 
-DATASETS: dict[str, _Entry] = {}
-ALIASES = {
+#: Registry: dataset name -> loader and facts; ``register_dataset`` adds one.
+DATASETS: Registry = Registry("dataset", "--dataset", aliases={
     "miniimagenet": "mini-imagenet",
     "mini_imagenet": "mini-imagenet",
     "tieredimagenet": "tiered-imagenet",
@@ -45,7 +46,8 @@ ALIASES = {
     "cifarfs": "cifar-fs",
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
-}
+})
+ALIASES = DATASETS.aliases
 
 
 def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo) -> None:
@@ -69,14 +71,7 @@ def list_datasets() -> list[str]:
 
 
 def _canonical(name: str) -> str:
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(
-            f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)} "
-            f"(aliases: {', '.join(ALIASES)})"
-        )
-    return key
+    return DATASETS.canonical(name)
 
 
 def dataset_info(name: str) -> DatasetInfo:

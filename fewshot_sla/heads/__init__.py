@@ -27,6 +27,7 @@ from typing import Any
 
 from torch import nn
 
+from ..registry import Registry
 from .protonet import ProtoNetHead
 from .r2d2 import R2D2Head
 from .ridge import RidgeHead
@@ -42,13 +43,10 @@ __all__ = [
     "list_heads",
 ]
 
-#: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead``.
-HEADS: dict[str, type[nn.Module]] = {
-    "protonet": ProtoNetHead,
-    "ridge": RidgeHead,
-    "svm": SVMHead,
-    "r2d2": R2D2Head,
-}
+#: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead`` or
+#: ``@HEADS.register("name")``; ``meta-train --head name`` then accepts it.
+HEADS: Registry = Registry("head")
+HEADS.update({"protonet": ProtoNetHead, "ridge": RidgeHead, "svm": SVMHead, "r2d2": R2D2Head})
 
 
 def list_heads() -> list[str]:
@@ -64,9 +62,7 @@ def get_head(name: str, **options: Any) -> nn.Module:
             does not take (the message lists the valid options).
         ImportError: "svm" (or ridge with ``solver="qp"``) without qpth installed.
     """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in HEADS:
-        raise ValueError(f"unknown head {name!r}; valid heads: {', '.join(list_heads())}")
+    key = HEADS.canonical(name)
     cls = HEADS[key]
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(valid))

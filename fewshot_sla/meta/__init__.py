@@ -8,21 +8,20 @@ Modules:
   call per batch of episodes) and :func:`build_model`;
 * :mod:`.methods` -- the losses and inferences of ``baseline``, ``da``, ``sla``, ``sla+sd``
   (:func:`run_episodes`; the exact formulas are in its module docstring);
-* :mod:`.data` -- datasets, on-device preprocessing, the global episode stream
+* :mod:`.batches` -- datasets, on-device preprocessing, the global episode stream
   (:func:`episode_indices`, the one place with per-rank logic);
 * :mod:`.train` -- ``train(cfg)`` (validation, ``best.pt``/``last.pt``, exact ``--resume``);
 * :mod:`.evaluate` -- :func:`evaluate_episodes`, ``evaluate(eval_cfg)`` (95% CIs, paired comparisons);
 * :mod:`fewshot_sla.plots` -- PNG curves and histograms (matplotlib, optional; shared with supervised);
 * :mod:`.cli` -- the ``meta-train``, ``eval`` and ``plot`` subcommands;
-* :mod:`.synthetic` -- a tiny separable in-memory dataset for tests and smoke runs.
 
 The functions ``train`` and ``evaluate`` are not re-exported here (they would shadow their
 modules): ``from fewshot_sla.meta.train import train``, ``from fewshot_sla.meta.evaluate import
 evaluate``.
 """
 
+from .batches import episode_indices
 from .config import INFERENCES, MODES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig
-from .data import episode_indices
 from .evaluate import evaluate_episodes, load_model
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model

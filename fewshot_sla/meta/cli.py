@@ -1,4 +1,4 @@
-"""Subcommands ``meta-train``, ``eval`` and ``plot`` of the ``fewshot-sla`` command.
+"""Subcommands ``meta-train`` and ``eval`` of the ``fewshot-sla`` command.
 
 Examples::
 
@@ -8,7 +8,6 @@ Examples::
     fewshot-sla meta-train --resume runs/omniglot-conv4-protonet-sla-20240101-120000 --epochs 20
     fewshot-sla eval --checkpoint RUN/best.pt --episodes 1000 --n-way 5 --k-shot 1
     fewshot-sla eval --checkpoint RUN_SLA --compare RUN_BASELINE          # paired difference
-    fewshot-sla plot RUN [RUN/eval_test_5way1shot_1000ep_seed0.json]
 
 ``python train_meta.py ...`` and ``python eval_episodes.py ...`` run the same code.
 """
@@ -19,10 +18,10 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import CONFIG_DIR, ConfigError, add_dataclass_arguments, build_config
+from ..config import CONFIG_DIR, ConfigError, add_dataclass_arguments, build_config, canonical_options, option_names
 from .config import EvalConfig, MetaTrainConfig, meta_config_names
 
-__all__ = ["add_parser", "run_meta_train", "run_eval", "run_plot"]
+__all__ = ["add_parser", "run_meta_train", "run_eval"]
 
 
 def _config_descriptions() -> list[tuple[str, str]]:
@@ -47,12 +46,12 @@ def run_meta_train(args: argparse.Namespace) -> int:
         for name, desc in _config_descriptions():
             print(f"{name:<36} {desc}")
         return 0
-    names = {f.name for f in dataclasses.fields(MetaTrainConfig)}
+    names = option_names(MetaTrainConfig)
     explicit = {k: v for k, v in vars(args).items() if k in names}
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be combined with --resume (the run's own config is used)")
-        cfg = resume_config(args.resume, explicit)
+        cfg = resume_config(args.resume, canonical_options(MetaTrainConfig, explicit))
         train(cfg, resume=True)
     else:
         cfg = build_config(MetaTrainConfig, explicit, config=args.config)
@@ -76,16 +75,8 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_plot(args: argparse.Namespace) -> int:
-    from ..plots import plot_paths
-
-    for p in plot_paths(args.paths, args.output):
-        print(p)
-    return 0
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``meta-train``, ``eval`` and ``plot`` on the ``fewshot-sla`` parser."""
+    """Register ``meta-train`` and ``eval`` on the ``fewshot-sla`` parser."""
     p = subparsers.add_parser(
         "meta-train",
         help="meta-train a backbone with a few-shot head (baseline, da, sla, sla+sd)",
@@ -110,13 +101,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--aggregate", action="store_true", help="report the aggregated (SLA+AG) inference")
     e.add_argument("--single", action="store_true", help="report the single (SLA+SI) inference")
     e.set_defaults(func=run_eval)
-
-    pl = subparsers.add_parser(
-        "plot",
-        help="draw training/validation curves and per-episode accuracy histograms (needs matplotlib)",
-        description="PATH is a run directory (curves from metrics.jsonl, histograms of its eval_*.json) "
-        "or an evaluation JSON file (histogram).",
-    )
-    pl.add_argument("paths", nargs="+", metavar="PATH", help="run directories and/or evaluation JSON files")
-    pl.add_argument("--output", default=None, metavar="DIR", help="folder of the PNG files (default: next to PATH)")
-    pl.set_defaults(func=run_plot)

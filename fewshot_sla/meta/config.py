@@ -12,17 +12,18 @@ one-line :class:`~fewshot_sla.config.ConfigError` naming the fix; checks that ne
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import ConfigError, list_named_configs
+from ..config import ConfigError, list_named_configs, parse_options
+from ..engine.precision import AMP_MODES
+from ..inferences import INFERENCES as _INFERENCES
+from ..inferences import REPORTED as _REPORTED
 from ..optim import OPTIMIZERS
 from ..transforms import get_transform_set, list_transform_sets
 
 __all__ = [
     "MODES",
-    "HEADS",
     "AMP_MODES",
     "AUGMENT_RECIPES",
     "INFERENCES",
@@ -38,27 +39,16 @@ __all__ = [
 
 #: training modes (see :mod:`fewshot_sla.meta.methods`)
 MODES: tuple[str, ...] = ("baseline", "da", "sla", "sla+sd")
-HEADS: tuple[str, ...] = ("protonet", "ridge", "svm", "r2d2")
-AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 AUGMENT_RECIPES: tuple[str, ...] = ("none", "metaoptnet", "standard", "sla")
-#: inferences each mode supports, in report order
-INFERENCES: dict[str, tuple[str, ...]] = {
-    "baseline": ("plain",),
-    "da": ("plain",),
-    "sla": ("single", "aggregated"),
-    "sla+sd": ("single", "aggregated", "distilled"),
-}
-#: the inference each mode reports (and selects best.pt by)
-REPORTED_INFERENCE: dict[str, str] = {
-    "baseline": "plain",
-    "da": "plain",
-    "sla": "aggregated",
-    "sla+sd": "distilled",
-}
+#: inferences each mode supports, in report order, and the one it reports (and selects best.pt
+#: by): the meta rows of the one table in :mod:`fewshot_sla.inferences`
+INFERENCES: dict[str, tuple[str, ...]] = _INFERENCES["meta"]
+REPORTED_INFERENCE: dict[str, str] = _REPORTED["meta"]
 #: options that may differ when a run is resumed (they do not change the numbers, except
 #: ``accumulate`` when processes x accumulate changes: BatchNorm sees other chunks)
 RESUME_OVERRIDES: tuple[str, ...] = (
     "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes", "dist_timeout",
+    "deterministic",
     "accumulate",  # to resume on another number of processes: keep processes x accumulate fixed
 )
 
@@ -68,65 +58,22 @@ def meta_config_names() -> list[str]:
     return [n for n in list_named_configs() if not n.startswith("supervised")]
 
 
-def parse_options(value: Any, name: str) -> dict[str, Any]:
-    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict.
-
-    Values are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` ->
-    list), else kept as strings. Used for ``--backbone-options`` and ``--dataset-options``.
-    """
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return {str(k).replace("-", "_"): v for k, v in value.items()}
-    if not isinstance(value, str):
-        raise ConfigError(f"{name} must be 'key=value,key=value' or a table, got {value!r}")
-    text = value.strip()
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{name}: invalid JSON object {text!r} ({e})") from e
-        return parse_options(obj, name)
-    out: dict[str, Any] = {}
-    for item in _split_top_level(text):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise ConfigError(f"{name}: expected key=value, got {item!r} (example: {name.replace('_', '-')} hidden=16)")
-        k, v = (s.strip() for s in item.split("=", 1))
-        try:
-            out[k.replace("-", "_")] = json.loads(v)
-        except json.JSONDecodeError:
-            lowered = v.lower()
-            out[k.replace("-", "_")] = {"true": True, "false": False}.get(lowered, v)
-    return out
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas/semicolons outside brackets and quotes (``a=[1,2],b=3`` -> 2 items)."""
-    items, depth, quote, cur = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch in ",;" and depth == 0:
-            items.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    items.append("".join(cur))
-    return items
-
-
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _registered(kind: str, name: str) -> str:
+    """``name`` checked against the registry of ``kind`` (asked at validation time, so entries a
+    user registers work from the command line and configs); its canonical spelling."""
+    if kind == "head":
+        from ..heads import HEADS as registry
+    else:
+        from ..backbones import BACKBONES as registry
+    try:
+        return registry.canonical(name)
+    except ValueError as e:
+        raise ConfigError(f"--{kind}: {e}") from None
 
 
 def _positive(name: str, value: Any, low: int | float = 1) -> None:
@@ -171,7 +118,8 @@ class MetaTrainConfig:
     backbone: str = field(default="resnet12", metadata=_h("feature extractor (resnet12, conv4, resnet18, ...)"))
     backbone_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
         "backbone options as key=value,key=value (e.g. hidden=32 for conv4, avg_pool=true for resnet12)"))
-    head: str = field(default="protonet", metadata=_h("few-shot head (base learner)", HEADS))
+    head: str = field(default="protonet", metadata=_h(
+        "few-shot head (base learner): protonet, ridge, svm, r2d2 or one registered in fewshot_sla.heads.HEADS"))
     protonet_normalize: bool = field(default=False, metadata=_h(
         "protonet: divide squared distances by the feature size (MetaOptNet's ProtoNet head)"))
     ridge_lambda: float = field(default=50.0, metadata=_h("ridge/r2d2: regularisation lambda"))
@@ -233,10 +181,17 @@ class MetaTrainConfig:
         "under torchrun on CUDA: SyncBatchNorm (statistics over all processes' tasks)"))
     dist_timeout: float = field(default=600.0, metadata=_h(
         "under torchrun: seconds a collective may wait before the job fails (a dead rank ends the job)"))
-    run_dir: str = field(default="", metadata=_h("run directory (default: OUT_DIR/<dataset>-<head>-<mode>-<time>)"))
-    out_dir: str = field(default="runs", metadata=_h("parent of auto-named run directories"))
+    deterministic: bool = field(default=False, metadata=_h(
+        "CUDA: deterministic kernels only (no cuDNN autotuner), so a resumed run repeats an uninterrupted one "
+        "bit for bit (slower); the CPU path is deterministic either way"))
+    run_dir: str = field(default="", metadata=_h(
+        "run directory (default: RUNS_ROOT/<dataset>-<backbone>-<head>-<mode>-<time>)"))
+    runs_root: str = field(default="runs", metadata=_h("parent of auto-named run directories"))
     log_every: int = field(default=100, metadata=_h("steps between metrics.jsonl records"))
     quiet: bool = field(default=False, metadata=_h("no progress bars or epoch lines"))
+
+    #: old option names -> new ones (accepted with a one-line note; see fewshot_sla.config)
+    RENAMED: ClassVar[dict[str, str]] = {"out_dir": "runs_root"}
 
     def __post_init__(self) -> None:
         self.dataset_options = parse_options(self.dataset_options, "dataset_options")
@@ -270,7 +225,7 @@ class MetaTrainConfig:
             "ridge": {"lambda_reg": self.ridge_lambda},
             "r2d2": {"lambda_reg": self.ridge_lambda},
             "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-        }[self.head]
+        }.get(self.head, {})  # a user-registered head: its defaults
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,7 +234,8 @@ class MetaTrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line, naming the fix) on any invalid option."""
         _choice("mode", self.mode, MODES)
-        _choice("head", self.head, HEADS)
+        self.head = _registered("head", self.head)
+        self.backbone = _registered("backbone", self.backbone)
         _choice("amp", self.amp, AMP_MODES)
         _choice("augment", self.augment, AUGMENT_RECIPES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -24,7 +24,6 @@ each of its other inferences.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,15 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError, config_from_dict
-from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed, resolve_dist_device
+from ..config import ConfigError
+from ..distributed import DistInfo, barrier
+from ..engine import amp_dtype, progress, run_sharded, start_session
+from ..engine import load_model as load_any_model
 from ..episodes import EpisodeSampler
-from ..runs import atomic_write_text, load_checkpoint, to_jsonable
+from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
+from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
 from .config import INFERENCES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig, check_against_data
-from .data import EpisodeDataset, load_batch, load_split, make_preprocess
 from .methods import episode_accuracy, run_episodes
-from .model import FewShotModel, build_model
+from .model import FewShotModel
 
 __all__ = [
     "evaluate_episodes",
@@ -49,17 +50,7 @@ __all__ = [
     "evaluate",
     "summarize",
     "format_report",
-    "CHECKPOINT_FORMAT",
 ]
-
-CHECKPOINT_FORMAT = "fewshot-sla/meta/1"
-
-
-def _progress(total: int, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-                disable=quiet or not sys.stderr.isatty())
 
 
 @torch.no_grad()
@@ -91,24 +82,22 @@ def evaluate_episodes(
     the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
     """
     dist = dist or DistInfo()
-    if dist.enabled:
-        mine = list(range(dist.rank, n_episodes, dist.world_size))
-        local = _evaluate_indices(model, dataset, preprocess, mine, n_way=n_way, k_shot=k_shot,
-                                  n_query=n_query, n_episodes=n_episodes, seed=seed, device=device,
-                                  inferences=inferences, tasks_per_batch=tasks_per_batch,
-                                  quiet=quiet or not dist.is_main, desc=desc)
-        parts = all_gather_objects((mine, local), dist)
-        order = np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in parts])
-        out = {}
-        for k in parts[0][1]:
-            vals = np.concatenate([acc[k] for _, acc in parts])
-            full = np.empty(n_episodes, dtype=np.float64)
-            full[order] = vals
-            out[k] = full
-        return out
-    return _evaluate_indices(model, dataset, preprocess, list(range(n_episodes)), n_way=n_way, k_shot=k_shot,
-                             n_query=n_query, n_episodes=n_episodes, seed=seed, device=device,
-                             inferences=inferences, tasks_per_batch=tasks_per_batch, quiet=quiet, desc=desc)
+
+    def run(indices: list[int]) -> dict[str, np.ndarray]:
+        return _evaluate_indices(model, dataset, preprocess, indices, n_way=n_way, k_shot=k_shot, n_query=n_query,
+                                 n_episodes=n_episodes, seed=seed, device=device, inferences=inferences,
+                                 tasks_per_batch=tasks_per_batch, quiet=quiet or not dist.is_main, desc=desc)
+
+    parts = run_sharded(n_episodes, dist, run)
+    if len(parts) == 1:
+        return parts[0][1]
+    order = np.concatenate([np.asarray(ix, dtype=np.int64) for ix, _ in parts])
+    out = {}
+    for k in parts[0][1]:
+        full = np.empty(n_episodes, dtype=np.float64)
+        full[order] = np.concatenate([acc[k] for _, acc in parts])
+        out[k] = full
+    return out
 
 
 @torch.no_grad()
@@ -122,7 +111,7 @@ def _evaluate_indices(model, dataset, preprocess, indices: list[int], *, n_way, 
     was_training = model.training
     model.eval()
     try:
-        with _progress(len(indices), desc, quiet) as bar:
+        with progress(len(indices), desc, quiet=quiet) as bar:
             for start in range(0, len(indices), tasks_per_batch):
                 idx = indices[start : start + tasks_per_batch]
                 batch = load_batch(dataset, sampler, idx, device, preprocess)
@@ -149,16 +138,14 @@ def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> di
 def load_model(path: str | Path, device: torch.device) -> tuple[FewShotModel, MetaTrainConfig, dict]:
     """Rebuild the model of a meta-training checkpoint (a ``.pt`` file or a run directory).
 
-    Returns ``(model on device, its training config, the checkpoint dict)``.
+    Returns ``(model on device, its training config, the checkpoint dict)``; a checkpoint of
+    another pipeline is refused in one line.
     """
-    ckpt = load_checkpoint(path, map_location="cpu")  # ValueError naming the file when unreadable
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a fewshot-sla meta-training checkpoint (written by meta-train)")
-    cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=f"checkpoint {path}")
-    data = ckpt["data"]
-    model = build_model(cfg, data["channels"], data["image_size"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device), cfg, ckpt
+    loaded = load_any_model(path, device)
+    if loaded.pipeline != "meta":
+        raise ValueError(f"{path} is a checkpoint of `fewshot-sla {loaded.pipeline}`, not of meta-train; "
+                         f"evaluate it with fewshot-sla {loaded.pipeline} --evaluate {path}")
+    return loaded.model, loaded.config, loaded.checkpoint
 
 
 def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
@@ -170,17 +157,6 @@ def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
     return folder / f"{stem}.json"
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "none":
-        return None
-    if device.type != "cuda":
-        import warnings
-
-        warnings.warn(f"--amp {amp} is only used on CUDA; running in float32 on {device}", stacklevel=3)
-        return None
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
 def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None) -> dict[str, Any]:
     """Run ``fewshot-sla eval``: evaluate ``cfg.checkpoint`` (and ``cfg.compare``) on the same
     episodes, write the JSON report and return it.
@@ -190,12 +166,9 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     """
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
-    device = resolve_dist_device(cfg.device)
-    info = init_distributed(device)  # under torchrun: episodes split across ranks, then gathered
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # under torchrun: episodes split across ranks, then gathered
+    session = start_session(cfg.device, num_threads=cfg.num_threads)
+    device, info = session.device, session.dist
     datasets = {} if datasets is None else datasets
     paths = [cfg.checkpoint, *cfg.compare]
     report: dict[str, Any] = {"split": cfg.split, "episodes": cfg.episodes, "n_query": cfg.n_query,
@@ -204,7 +177,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     reference = None
     for p in paths:
         model, tcfg, ckpt = load_model(p, device)
-        model.amp_dtype = _amp_dtype(cfg.amp, device)
+        model.amp_dtype = amp_dtype(cfg.amp, device)
         if cfg.channels_last:
             model.channels_last = True
             model.to(memory_format=torch.channels_last)

@@ -165,17 +165,16 @@ def run_episodes(
         distilled = model.classify(fq0, fs0, ys, n, distill=True)
         out.logits["distilled"] = distilled
     if loss is not None:
-        l_sla = sla.sla_loss(joint, yq, m, large_loss=loss.large_loss, smoothing=loss.smoothing)
         out.objective_acc = episode_accuracy(joint, xb.query_labels)
-        out.parts["sla"] = l_sla.detach()
-        total = l_sla
-        if distilled is not None:
-            l_kd = sla.distillation_loss(distilled, agg, loss.sd_temperature)
-            l_ce = sla.cross_entropy(distilled, yq)
-            total = total + l_kd + loss.sd_beta * l_ce
-            out.parts["distill"] = l_kd.detach()
-            out.parts["ce"] = l_ce.detach()
-        out.loss = total
+        if distilled is None:
+            l_sla = sla.sla_loss(joint, yq, m, large_loss=loss.large_loss, smoothing=loss.smoothing)
+            out.parts["sla"] = l_sla.detach()
+            out.loss = l_sla
+        else:
+            parts = sla.sla_sd_loss(joint, distilled, yq, m, T=loss.sd_temperature, beta=loss.sd_beta,
+                                    large_loss=loss.large_loss, smoothing=loss.smoothing)
+            out.parts.update({k: parts[k].detach() for k in ("sla", "distill", "ce")})
+            out.loss = parts["total"]
     if inferences is not None:
         out.logits = {k: v for k, v in out.logits.items() if k in wanted or loss is not None}
     return out

@@ -34,7 +34,7 @@ from ..heads import get_head
 from ..transforms import TransformSet, get_transform_set
 from .config import MetaTrainConfig
 
-__all__ = ["FewShotModel", "build_model"]
+__all__ = ["FewShotModel", "build_model", "model_from_checkpoint"]
 
 
 class FewShotModel(nn.Module):
@@ -108,3 +108,15 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
         raise ValueError(f"backbone {cfg.backbone!r}: {e}") from None
     head = get_head(cfg.head, **cfg.head_options())
     return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[FewShotModel, MetaTrainConfig]:
+    """The model (weights loaded, on the CPU) and config of a meta-training checkpoint in the
+    current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
+    from ..config import config_from_dict
+
+    cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=source, notes=False)
+    data = ckpt["data"]
+    model = build_model(cfg, data["channels"], data["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model, cfg

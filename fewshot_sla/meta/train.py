@@ -1,7 +1,7 @@
 """Meta-training loop: episodes, validation, checkpoints and exact resume.
 
 One optimiser step takes ``tasks_per_batch`` episodes of the global training stream
-(:func:`~fewshot_sla.meta.data.episode_indices`), gathers them in one tensor, augments them on
+(:func:`~fewshot_sla.meta.batches.episode_indices`), gathers them in one tensor, augments them on
 the device, and sends every image of every episode (and, for da/sla/sla+sd, every transform)
 through the backbone in one call (:mod:`fewshot_sla.meta.methods` gives the losses). The LR
 follows a piecewise schedule per epoch: ``lr_milestones`` count completed epochs (MetaOptNet:
@@ -36,43 +36,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
-import warnings
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ConfigError, config_from_dict
-from ..distributed import (
-    all_reduce_sum,
-    barrier,
-    bn_stats_frozen,
-    broadcast_module,
-    broadcast_object,
-    check_sync_bn,
-    convert_sync_bn,
-    init_distributed,
-    resolve_dist_device,
-    wrap_ddp,
+from ..config import ConfigError
+from ..distributed import barrier, broadcast_module, convert_sync_bn, wrap_ddp
+from ..engine import (
+    ChunkedStep,
+    amp_dtype,
+    claim_run_dir,
+    make_checkpoint,
+    progress,
+    read_checkpoint,
+    start_session,
 )
+from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
 from ..optim import build_optimizer, piecewise_scheduler
-from ..runs import (
-    RunDir,
-    derive_seed,
-    get_rng_state,
-    load_checkpoint,
-    seed_everything,
-    seeded_generator,
-    set_rng_state,
-)
+from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
+from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
 from .config import RESUME_OVERRIDES, EvalConfig, MetaTrainConfig, check_against_data, check_world_size
-from .data import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
-from .evaluate import CHECKPOINT_FORMAT, evaluate_episodes, load_model, summarize
+from .evaluate import evaluate_episodes, load_model, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
 
@@ -97,7 +85,7 @@ class _EpisodeLoss(torch.nn.Module):
 
 def default_run_dir(cfg: MetaTrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.out_dir) / f"{cfg.dataset}-{cfg.backbone}-{cfg.head}-{cfg.mode.replace('+', '')}-{stamp}"
+    return Path(cfg.runs_root) / f"{cfg.dataset}-{cfg.backbone}-{cfg.head}-{cfg.mode.replace('+', '')}-{stamp}"
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
@@ -106,23 +94,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     Only :data:`~fewshot_sla.meta.config.RESUME_OVERRIDES` may change (e.g. ``epochs`` to
     extend a run); anything else would change the numbers and is refused.
     """
-    run = RunDir(run_dir, enabled=False)
-    if not (run.path / "last.pt").exists():
-        raise FileNotFoundError(f"--resume {run_dir}: no last.pt there; pass the directory of a meta-train run")
-    data = run.read_json("config.json")
-    source = str(run.path / "config.json")
-    overrides = dict(overrides or {})
-    saved = config_from_dict(MetaTrainConfig, data, source=source)
-    asked = config_from_dict(MetaTrainConfig, {**data, **overrides}, source="--resume options")
-    bad = sorted(k for k in overrides if k not in RESUME_OVERRIDES and getattr(saved, k) != getattr(asked, k))
-    if bad:
-        raise ConfigError(
-            f"--resume cannot change {', '.join(bad)} (it would change the run's numbers); only "
-            f"{', '.join(RESUME_OVERRIDES)} may be given with --resume, or start a new run"
-        )
-    data.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES})
-    data["run_dir"] = str(run_dir)
-    return config_from_dict(MetaTrainConfig, data, source=source)
+    return _resume_config(MetaTrainConfig, run_dir, overrides, RESUME_OVERRIDES)
 
 
 def _dataset_stats(ds: EpisodeDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -140,25 +112,17 @@ class MetaTrainer:
     def __init__(self, cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
                  resume: bool = False) -> None:
         self.cfg = cfg
-        self.device = resolve_dist_device(cfg.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        self.dist = init_distributed(self.device, cfg.dist_timeout)  # a no-op without torchrun
+        session = start_session(cfg.device, num_threads=cfg.num_threads, dist_timeout=cfg.dist_timeout,
+                                sync_bn=cfg.sync_bn, deterministic=cfg.deterministic)
+        self.device, self.dist = session.device, session.dist
         check_world_size(cfg, self.dist.world_size)
-        if cfg.sync_bn:
-            check_sync_bn(self.dist, self.device)  # before loading any data
         self.quiet = cfg.quiet or not self.dist.is_main
         if cfg.mode != "baseline":  # fail before loading data when the channels are known
             ch = dataset_channels(cfg.dataset)
             if ch is not None:
                 check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
         # every rank uses rank 0's (time-stamped) directory name
-        run_path = Path(broadcast_object(str(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)), self.dist))
-        if not resume and (run_path / "last.pt").exists():
-            raise ConfigError(
-                f"run directory {run_path} already holds a run; pass --resume {run_path} to "
-                "continue it, or choose another --run-dir"
-            )
+        run_path = claim_run_dir(cfg.run_dir or default_run_dir(cfg), self.dist, resume=resume)
         datasets = dict(datasets or {})
         self.train_ds = datasets.get("train") or self._load(cfg.train_split)
         self.val_ds = None
@@ -196,19 +160,11 @@ class MetaTrainer:
         self.model = build_model(cfg, ds.channels, ds.image_size).to(self.device)
         if cfg.sync_bn:
             self.model = convert_sync_bn(self.model, self.dist, self.device)
-        self.amp_dtype = None
-        if cfg.amp != "none":
-            if self.device.type == "cuda":
-                self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-            else:
-                warnings.warn(f"--amp {cfg.amp} is only used on CUDA; training in float32 on {self.device}",
-                              stacklevel=2)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.model.amp_dtype = self.amp_dtype
         if cfg.channels_last:
             self.model.channels_last = True
             self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.momentum,
                                          cfg.weight_decay, cfg.nesterov)
         self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
@@ -218,6 +174,8 @@ class MetaTrainer:
         self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
         # the training forward: DDP(backbone + head + loss) under torchrun, the plain module otherwise
         self.step_module = wrap_ddp(_EpisodeLoss(self.model, self.loss_settings), self.dist, self.device)
+        self.chunked_step = ChunkedStep(self.model, self.step_module, self.optimizer, self.scaler, self.dist,
+                                        cfg.seed, _DROPOUT_STREAM)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimiser steps
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "step": None, "val": None}
@@ -235,28 +193,21 @@ class MetaTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.cfg.to_dict(),
-            "data": {"channels": self.train_ds.channels, "image_size": self.train_ds.image_size,
-                     "mean": self.mean, "std": self.std, "dataset": self.cfg.dataset},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "best": self.best,
-            "last_val": self.last_val,
-            "train_time": self.train_time,
-            "rng": get_rng_state(),
-            "world_size": self.dist.world_size,
-        }
+        data = {"channels": self.train_ds.channels, "image_size": self.train_ds.image_size,
+                "mean": self.mean, "std": self.std, "dataset": self.cfg.dataset}
+        return make_checkpoint(
+            "meta", self.cfg.to_dict(), data, self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), epoch=self.epoch, step=self.step, best=self.best,
+            last_val=self.last_val, train_time=self.train_time, rng=get_rng_state(),
+            world_size=self.dist.world_size,
+        )
 
     def _load_state(self) -> None:
-        ckpt = load_checkpoint(self.run.last, map_location="cpu")
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{self.run.last} is not a fewshot-sla meta-training checkpoint")
+        ckpt = read_checkpoint(self.run.last, map_location="cpu")
+        if ckpt["pipeline"] != "meta":
+            raise ConfigError(f"{self.run.last} was written by `fewshot-sla {ckpt['pipeline']}`; resume it with "
+                              f"fewshot-sla {ckpt['pipeline']} --resume {self.run.path}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -270,39 +221,28 @@ class MetaTrainer:
         self.run.write_json("config.json", self.cfg.to_dict())
 
     # -- training ---------------------------------------------------------------------------
-    def _progress(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    disable=self.quiet or not sys.stderr.isatty())
+    def _chunk_loss(self, indices: list[int], chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss (scaled for gradient accumulation) and logged values of one chunk of episodes."""
+        cfg = self.cfg
+        gen = seeded_generator(cfg.seed, _AUGMENT_STREAM, self.step, chunk)
+        batch = load_batch(self.train_ds, self.sampler, indices, self.device, self.train_pre, gen)
+        out: EpisodeOutput = self.step_module(batch)
+        vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
+        vals.update({f"loss_{k}": v for k, v in out.parts.items()})
+        vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
+        return out.loss / cfg.accumulate, vals
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimiser step; returns the step's mean loss terms and accuracies (over all
         ranks' episodes) as 0-d tensors."""
         cfg, dist = self.cfg, self.dist
         chunks = step_chunks(self.step, cfg.tasks_per_batch, dist.rank, dist.world_size, cfg.accumulate)
-        self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, torch.Tensor] = {}
-        for a, idx in enumerate(chunks):
-            chunk = dist.rank + a * dist.world_size  # global chunk number, the same on any world size
-            torch.manual_seed(derive_seed(cfg.seed, _DROPOUT_STREAM, self.step, chunk))
-            gen = seeded_generator(cfg.seed, _AUGMENT_STREAM, self.step, chunk)
-            batch = load_batch(self.train_ds, self.sampler, idx, self.device, self.train_pre, gen)
-            last = a == len(chunks) - 1
-            no_sync = self.step_module.no_sync() if dist.enabled and not last else nullcontext()
-            with no_sync, bn_stats_frozen(self.model, a > 0):
-                out = self.step_module(batch)
-                self.scaler.scale(out.loss / cfg.accumulate).backward()
-            vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
-            vals.update({f"loss_{k}": v for k, v in out.parts.items()})
-            vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        # chunk a of this rank is global chunk rank + a * world_size (the same on any world size)
+        numbered = [(dist.rank + a * dist.world_size, idx) for a, idx in enumerate(chunks)]
+        sums = self.chunked_step(self.step, numbered, self._chunk_loss)
         self.step += 1
         # chunks hold equal numbers of episodes, so the mean over chunks is the step's mean
-        stacked = all_reduce_sum(torch.stack(list(sums.values())), dist) / (cfg.accumulate * dist.world_size)
+        stacked = torch.stack(list(sums.values())) / (cfg.accumulate * dist.world_size)
         return dict(zip(sums, stacked))
 
     def train_epoch(self) -> dict[str, float]:
@@ -314,7 +254,7 @@ class MetaTrainer:
         epoch_sums: dict[str, float] = defaultdict(float)
         lr = self.optimizer.param_groups[0]["lr"]
         t0 = time.time()
-        with self._progress(steps, f"epoch {self.epoch + 1}/{cfg.epochs}") as bar:
+        with progress(steps, f"epoch {self.epoch + 1}/{cfg.epochs}", quiet=self.quiet) as bar:
             for s in range(steps):
                 vals = self.train_step()
                 host = torch.stack(list(vals.values())).tolist()  # one device sync per step
@@ -413,7 +353,10 @@ class MetaTrainer:
         cfg = self.cfg
         barrier(self.dist)  # rank 0 has written best.pt
         model, _, _ = load_model(self.run.best, self.device)
-        model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
+        model.amp_dtype = self.amp_dtype
+        if cfg.channels_last:  # inputs and weights in one memory format, as `fewshot-sla eval --channels-last`
+            model.channels_last = True
+            model.to(memory_format=torch.channels_last)
         if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
             model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
         ds = self.test_ds or self._load(cfg.test_split)

@@ -20,17 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from ..config import ConfigError, add_dataclass_arguments, build_config, config_from_dict, list_named_configs
+from ..config import (
+    ConfigError,
+    add_dataclass_arguments,
+    build_config,
+    canonical_options,
+    list_named_configs,
+    option_names,
+)
+from ..engine import resume_config
 from .config import SupervisedConfig
 
 __all__ = ["add_parser", "configure_parser", "run", "recipe_note", "RESUME_OVERRIDABLE"]
 
 # options that may differ when a run is resumed (they do not change what is computed; for
 # ``accumulate``: as long as processes x accumulate stays the same, e.g. 2 GPUs -> 1 GPU x 2)
-RESUME_OVERRIDABLE = ("device", "progress", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir",
-                      "dist_timeout", "accumulate")
+RESUME_OVERRIDABLE = ("device", "quiet", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir",
+                      "dist_timeout", "accumulate", "num_threads", "deterministic")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -65,32 +72,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _explicit(args: argparse.Namespace) -> dict:
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    names = option_names(SupervisedConfig)
     return {k: v for k, v in vars(args).items() if k in names}
 
 
 def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
-    run_dir = Path(args.resume)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path} not found: --resume takes the directory of a supervised run")
-    saved = config_from_dict(SupervisedConfig, json.loads(cfg_path.read_text()), source=str(cfg_path))
-    explicit = _explicit(args)
     if args.config:
         raise ConfigError("--config cannot be combined with --resume: the run keeps its saved configuration")
-    changed = sorted(k for k, v in explicit.items() if k not in RESUME_OVERRIDABLE and v != getattr(saved, k)
-                     and k != "out_dir")
-    if changed:
-        raise ConfigError(
-            f"cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} when resuming (it would "
-            f"not be the same run); only {', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDABLE)} "
-            "may differ. Start a new run with another --out-dir instead"
-        )
-    over = {"stop_after": 0}  # a per-invocation option: resuming runs to the end unless told otherwise
-    over.update({k: v for k, v in explicit.items() if k in RESUME_OVERRIDABLE})
-    return saved.replace(out_dir=str(run_dir), **over)
+    explicit = canonical_options(SupervisedConfig, _explicit(args))
+    # stop_after is per invocation: resuming runs to the end unless told otherwise
+    return resume_config(SupervisedConfig, args.resume, explicit, RESUME_OVERRIDABLE, reset={"stop_after": 0})
 
 
 def recipe_note(cfg: SupervisedConfig, config: str | None) -> str | None:
@@ -170,10 +161,3 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         atomic_write_text(args.output, json.dumps(to_jsonable(result), indent=2) + "\n")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fewshot_sla.supervised ...`` == ``fewshot-sla supervised ...``."""
-    from ..cli import main as top_main
-
-    return top_main(["supervised", *(sys.argv[1:] if argv is None else argv)])

@@ -20,13 +20,15 @@ The *primary* inference (the model's single-pass prediction, used for model sele
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from .. import sla
+from ..engine import autocast
+from ..inferences import INFERENCES as _INFERENCES
+from ..inferences import REPORTED as _REPORTED
 from ..transforms import TransformSet
 from .longtail import group_accuracy
 
@@ -34,7 +36,6 @@ __all__ = [
     "INFERENCES",
     "PRIMARY",
     "Predictions",
-    "autocast",
     "predict",
     "accuracy_report",
     "method_name",
@@ -43,14 +44,8 @@ __all__ = [
     "evaluate_checkpoints",
 ]
 
-INFERENCES: dict[str, tuple[str, ...]] = {
-    "baseline": ("single",),
-    "da": ("single", "aggregated"),
-    "mt": ("single", "aggregated", "transform"),
-    "sla": ("single", "aggregated", "joint"),
-    "sla+sd": ("distilled", "single", "aggregated", "joint"),
-}
-PRIMARY = {"baseline": "single", "da": "single", "mt": "single", "sla": "single", "sla+sd": "distilled"}
+INFERENCES: dict[str, tuple[str, ...]] = _INFERENCES["supervised"]
+PRIMARY: dict[str, str] = _REPORTED["supervised"]
 _ROW_INFERENCES = ("joint", "transform")  # accuracies over the n*M transformed rows
 
 
@@ -64,13 +59,6 @@ class Predictions:
     rows_correct: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when ``enabled``; a no-op context otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -82,10 +70,10 @@ def predict(
     batch_size: int = 500,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
-    amp: bool = False,
+    amp: torch.dtype | None = None,
 ) -> Predictions:
     """Run ``model`` (in eval mode) over ``images`` (uint8 ``[n, C, H, W]``, any device) and
-    collect every inference of its mode.
+    collect every inference of its mode (``amp``: the autocast dtype, ``None`` for float32).
 
     ``preprocess`` maps a uint8 batch to normalised float (no random augmentation).
     """
@@ -223,19 +211,24 @@ def evaluate_checkpoints(
     JSON-ready dict: ``accuracy`` per inference, ``per_class``, ``groups`` (long-tailed runs),
     ``table`` (the paper's names) and, for an ensemble, each member's primary accuracy.
     """
-    from ..runs import load_checkpoint, resolve_device
+    from ..engine import amp_dtype, load_model
+    from ..runs import resolve_device
     from ..transforms import get_transform_set
-    from .config import SupervisedConfig
-    from .train import _preprocessors, load_data, model_from_checkpoint
+    from .data import load_data, preprocessors
 
     if split not in ("test", "val"):
         raise ValueError(f"--split must be 'test' or 'val', got {split!r}")
     if not paths:
         raise ValueError("pass at least one checkpoint (a .pt file or a run directory)")
     dev = resolve_device(device)
-    states = [load_checkpoint(p, map_location="cpu") for p in paths]
-    models = [model_from_checkpoint(s, dev) for s in states]
-    cfgs = [SupervisedConfig(**s["config"]) for s in states]
+    loaded = [load_model(p, dev) for p in paths]
+    for p, lm in zip(paths, loaded):
+        if lm.pipeline != "supervised":
+            raise ValueError(f"{p} is a checkpoint of `fewshot-sla {lm.pipeline}`; evaluate it with "
+                             f"fewshot-sla eval --checkpoint {p}")
+    models = [(lm.model, lm.data) for lm in loaded]
+    cfgs = [lm.config for lm in loaded]
+    states = [lm.checkpoint for lm in loaded]
     first, meta0 = cfgs[0], models[0][1]
     for p, c, (_, m) in zip(paths, cfgs, models):
         if (c.dataset, m["num_classes"]) != (first.dataset, meta0["num_classes"]):
@@ -253,9 +246,11 @@ def evaluate_checkpoints(
     counts = meta0["class_counts"] if first.long_tailed else None
     preds, primaries, members = [], [], []
     for p, c, (model, meta) in zip(paths, cfgs, models):
-        _, pre = _preprocessors(c, meta["image_size"])
+        _, pre = preprocessors(c, meta["image_size"])
+        if c.channels_last:  # weights in the inputs' memory format
+            model.to(memory_format=torch.channels_last)
         pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre, batch_size=bs,
-                       device=dev, channels_last=c.channels_last, amp=c.amp)
+                       device=dev, channels_last=c.channels_last, amp=amp_dtype(c.amp, dev))
         preds.append(pred)
         primaries.append(PRIMARY[c.mode])
         rep = accuracy_report(pred, meta["num_classes"], counts)

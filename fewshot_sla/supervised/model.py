@@ -20,6 +20,7 @@ MT is always linear.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,11 @@ from torch import nn
 
 from ..backbones import get_backbone
 
-__all__ = ["CosineLinear", "SupervisedModel", "build_model", "HEADS_BY_MODE"]
+if TYPE_CHECKING:
+    from .config import SupervisedConfig
+
+__all__ = ["CosineLinear", "SupervisedModel", "build_model", "model_for_config", "model_from_checkpoint",
+           "HEADS_BY_MODE"]
 
 HEADS_BY_MODE: dict[str, tuple[str, ...]] = {
     "baseline": ("class",),
@@ -120,3 +125,27 @@ def build_model(
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"the cosine-classifier scale must be a positive number, got {scale}")
     return SupervisedModel(net, num_classes, M, mode, cosine=cosine, scale=scale)
+
+
+def model_for_config(cfg: SupervisedConfig, num_classes: int, M: int, channels: int,
+                     image_size: int) -> SupervisedModel:
+    """The model ``cfg`` describes for ``num_classes`` classes, ``M`` transforms and
+    ``channels x image_size x image_size`` inputs (freshly initialised)."""
+    return build_model(
+        cfg.backbone, num_classes, M, cfg.mode,
+        in_channels=channels, image_size=image_size, cosine=cfg.cosine, scale=cfg.ldam_scale,
+        backbone_options=cfg.backbone_options,
+    )
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[SupervisedModel, SupervisedConfig]:
+    """The model (weights loaded, on the CPU) and config of a supervised checkpoint in the
+    current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
+    from ..config import config_from_dict
+    from .config import SupervisedConfig
+
+    cfg = config_from_dict(SupervisedConfig, ckpt["config"], source=source, notes=False)
+    data = ckpt["data"]
+    model = model_for_config(cfg, data["num_classes"], data["M"], data["channels"], data["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model, cfg

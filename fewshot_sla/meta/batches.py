@@ -1,4 +1,4 @@
-"""Data side of meta-training: datasets, preprocessing and which episodes a step uses.
+"""The batches of meta-training: which episodes a step uses, and how they are gathered and preprocessed.
 
 * The training stream is indexed globally: task ``t`` of optimiser step ``s`` is episode
   ``i = s * tasks_per_batch + t`` of an :class:`~fewshot_sla.episodes.EpisodeSampler` seeded
@@ -24,7 +24,6 @@ __all__ = [
     "EpisodeDataset",
     "episode_indices",
     "step_chunks",
-    "select_tasks",
     "load_split",
     "make_preprocess",
     "load_batch",
@@ -77,20 +76,6 @@ def step_chunks(step: int, tasks_per_batch: int, rank: int = 0, world_size: int 
     """
     g_total = world_size * accumulate
     return [episode_indices(step, tasks_per_batch, rank + a * world_size, g_total) for a in range(accumulate)]
-
-
-def select_tasks(batch: EpisodeBatch, positions: Sequence[int]) -> EpisodeBatch:
-    """The episodes at ``positions`` (along the task dimension T) of ``batch``."""
-    import dataclasses
-
-    idx = torch.as_tensor(list(positions), dtype=torch.long, device=batch.support.device)
-    return dataclasses.replace(
-        batch,
-        support=batch.support.index_select(0, idx),
-        support_labels=batch.support_labels.index_select(0, idx),
-        query=batch.query.index_select(0, idx),
-        query_labels=batch.query_labels.index_select(0, idx),
-    )
 
 
 def dataset_channels(name: str) -> int | None:

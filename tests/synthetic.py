@@ -1,4 +1,4 @@
-"""A tiny in-memory synthetic few-shot dataset for tests, demos and smoke runs.
+"""A tiny in-memory synthetic few-shot dataset: a test fixture (also used by the speed benchmarks).
 
 Every class is a fixed random blocky pattern (``blocks x blocks`` cells upsampled to the
 image size); each image of the class is its pattern, shifted by up to one pixel, plus
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data.base import ImageDataset
+from fewshot_sla.data.base import ImageDataset
 
 __all__ = ["synthetic_dataset", "write_image_folder"]
 

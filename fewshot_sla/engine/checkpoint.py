@@ -1,0 +1,97 @@
+"""One checkpoint format for both pipelines, and the one loader of trained models.
+
+A checkpoint (``last.pt``, ``best.pt``) is a dict::
+
+    format       "fewshot-sla/2"
+    pipeline     "meta" | "supervised": which trainer wrote it (and rebuilds its model)
+    config       the run's resolved config (dataclass as dict)
+    data         what the model was trained on: channels, image_size, mean, std, dataset, and
+                 for supervised runs num_classes, M, class_names, class_counts, transforms, ...
+    model        the unwrapped model's state_dict
+    ...          the trainer's own state for --resume (optimiser, scheduler, scaler, RNG,
+                 progress, best score)
+
+:func:`load_model` rebuilds the model of any checkpoint, also those written before this format
+(``fewshot-sla/meta/1`` and ``fewshot-sla-supervised/1``, upgraded on reading by
+:func:`upgrade`)::
+
+    from fewshot_sla.engine import load_model
+    loaded = load_model("runs/omniglot_sla", device="cpu")    # a run directory or a .pt file
+    loaded.model, loaded.config, loaded.pipeline, loaded.data
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..runs import load_checkpoint
+
+__all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpoint", "upgrade",
+           "read_checkpoint", "load_model"]
+
+FORMAT = "fewshot-sla/2"
+#: formats written by earlier versions -> the pipeline that wrote them
+LEGACY_FORMATS: dict[str, str] = {"fewshot-sla/meta/1": "meta", "fewshot-sla-supervised/1": "supervised"}
+#: pipeline -> "module:function" rebuilding its model, ``fn(checkpoint, device) -> (model, config)``
+PIPELINES: dict[str, str] = {
+    "meta": "fewshot_sla.meta.model:model_from_checkpoint",
+    "supervised": "fewshot_sla.supervised.model:model_from_checkpoint",
+}
+
+
+def make_checkpoint(pipeline: str, config: dict[str, Any], data: dict[str, Any], model: dict[str, Any],
+                    **state: Any) -> dict[str, Any]:
+    """A checkpoint dict of ``pipeline`` (``state``: the trainer's resume state)."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; one of {', '.join(PIPELINES)}")
+    return {"format": FORMAT, "pipeline": pipeline, "config": config, "data": data, "model": model, **state}
+
+
+def upgrade(ckpt: Any, source: str = "checkpoint") -> dict[str, Any]:
+    """``ckpt`` in the current format (earlier formats converted; the dict is not copied).
+
+    Raises ``ValueError`` (one line naming ``source``) for anything that is not a fewshot-sla
+    checkpoint."""
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt == FORMAT:
+        return ckpt
+    if fmt in LEGACY_FORMATS:
+        ckpt["pipeline"] = LEGACY_FORMATS[fmt]
+        if "meta" in ckpt and "data" not in ckpt:  # the supervised trainer's name for it
+            ckpt["data"] = ckpt.pop("meta")
+        ckpt["format"] = FORMAT
+        return ckpt
+    raise ValueError(f"{source} is not a fewshot-sla checkpoint (format {fmt!r}); pass best.pt or last.pt "
+                     "of a meta-train or supervised run, or its run directory")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (a ``.pt`` file, or a run directory: its ``best.pt``, else ``last.pt``)
+    in the current format."""
+    return upgrade(load_checkpoint(path, map_location=map_location), str(path))
+
+
+@dataclass
+class LoadedModel:
+    """A trained model with what it was trained with."""
+
+    model: torch.nn.Module  # in eval mode, on the requested device
+    config: Any  # the run's config dataclass (MetaTrainConfig or SupervisedConfig)
+    pipeline: str  # "meta" or "supervised"
+    data: dict[str, Any]  # channels, image_size, mean, std, ... (see the module docs)
+    checkpoint: dict[str, Any]  # the whole checkpoint, current format
+    path: str
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of any fewshot-sla checkpoint (either pipeline, any format version)."""
+    ckpt = read_checkpoint(path, map_location="cpu")
+    module, fn = PIPELINES[ckpt["pipeline"]].split(":")
+    model, config = getattr(importlib.import_module(module), fn)(ckpt, source=str(path))
+    model.to(torch.device(device)).eval()
+    return LoadedModel(model, config, ckpt["pipeline"], ckpt["data"], ckpt, str(path))

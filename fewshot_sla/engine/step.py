@@ -1,0 +1,68 @@
+"""One optimiser step over gradient chunks: the part of a training step both pipelines share.
+
+A step's global batch (episodes or images) is cut into ``G = processes x accumulate`` chunks;
+each process runs its chunks one forward/backward at a time. Before chunk ``g`` of step ``s``
+the global RNG (dropout) is seeded from ``(seed, stream, s, g)``; the pipeline seeds the chunk's
+augmentation the same way, so a chunk computes the same thing on whichever process runs it.
+Chunks after a process's first run with frozen BatchNorm running statistics and DropBlock
+counters (:func:`~fewshot_sla.distributed.bn_stats_frozen`), and under DDP only the last chunk
+synchronises gradients: K processes compute what one process with ``--accumulate K`` computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..distributed import DistInfo, all_reduce_sum, bn_stats_frozen
+from ..runs import derive_seed
+
+__all__ = ["ChunkLoss", "ChunkedStep"]
+
+#: ``chunk_loss(payload, chunk) -> (loss to backpropagate, named values to sum over chunks)``
+ChunkLoss = Callable[[Any, int], tuple[Tensor, dict[str, Tensor]]]
+
+
+class ChunkedStep:
+    """Runs optimiser steps of ``model`` (forward through ``step_module``, the DDP wrapper under
+    torchrun or ``model`` itself).
+
+    Args:
+        model: the unwrapped model (its BatchNorm/DropBlock state is frozen in later chunks).
+        step_module: the module whose ``no_sync`` defers DDP's all-reduce to the last chunk.
+        optimizer, scaler: the optimiser and ``torch.amp.GradScaler`` (disabled: plain steps).
+        dist: this process's place in the torchrun job.
+        seed, dropout_stream: the global RNG of chunk ``g`` of step ``s`` is seeded with
+            ``derive_seed(seed, dropout_stream, s, g)``.
+    """
+
+    def __init__(self, model: torch.nn.Module, step_module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, dist: DistInfo, seed: int, dropout_stream: int) -> None:
+        self.model, self.step_module = model, step_module
+        self.optimizer, self.scaler, self.dist = optimizer, scaler, dist
+        self.seed, self.dropout_stream = seed, dropout_stream
+
+    def __call__(self, step: int, chunks: Sequence[tuple[int, Any]], chunk_loss: ChunkLoss) -> dict[str, Tensor]:
+        """Run step ``step`` over this process's ``chunks`` (``(global chunk number, payload)``).
+
+        Returns the named values of ``chunk_loss`` summed over every chunk of every process
+        (0-d float tensors, one all-reduce)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, Tensor] = {}
+        for a, (chunk, payload) in enumerate(chunks):
+            torch.manual_seed(derive_seed(self.seed, self.dropout_stream, step, chunk))
+            last = a == len(chunks) - 1
+            no_sync = self.step_module.no_sync() if self.dist.enabled and not last else nullcontext()
+            with no_sync, bn_stats_frozen(self.model, a > 0):
+                loss, values = chunk_loss(payload, chunk)
+                self.scaler.scale(loss).backward()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        totals = all_reduce_sum(torch.stack(list(sums.values())), self.dist)
+        return dict(zip(sums, totals))

@@ -1,0 +1,124 @@
+"""Data of the supervised pipeline: the training, validation and test images of a run, and the
+preprocessing of its augmentation recipe.
+
+A balanced run holds out ``validation_size / C`` training images per class for model
+selection; a long-tailed run is cut from the full training set (Cao et al.'s profile) and has
+no validation set (:func:`prepare_data`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from ..data.augment import AugmentConfig, BatchAugment, get_augmentation
+from ..data.base import holdout_per_class
+from .config import LDAM_DRW_MEAN, LDAM_DRW_STD, SupervisedConfig
+from .longtail import class_counts, longtail_counts, longtail_indices
+
+__all__ = ["SupervisedData", "prepare_data", "load_data", "preprocessors"]
+
+
+@dataclass
+class SupervisedData:
+    """Training, validation and test images (uint8 ``[n, C, H, W]``) with int64 labels.
+
+    ``class_counts`` are the training-set counts (after the long-tailed subsampling);
+    validation tensors are empty without a validation set (``validation_size = 0``).
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    class_counts: list[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+
+def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData:
+    """Subsample the long-tailed training set, or hold out the validation images.
+
+    ``train`` and ``test`` are any objects with ``images`` (uint8 ``[n, C, H, W]``), ``labels``
+    and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). Long-tailed runs are cut
+    from the full training set, as Cao et al.: ``n_max`` of the profile is a class's full count
+    (the smallest one if they differ; 5,000 for CIFAR-10, 500 for CIFAR-100), and they have no
+    validation set (:attr:`SupervisedConfig.validation_size` is 0 for them). Balanced runs hold
+    out ``validation_size / C`` images per class with ``split_seed``.
+    """
+    images, labels = train.images, torch.as_tensor(train.labels).long()
+    names = list(train.class_names)
+    C = len(names)
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"training images must be uint8 [n, C, H, W], got {images.dtype} {tuple(images.shape)}")
+    val_images, val_labels = images[:0], labels[:0]
+    val_size = cfg.validation_size
+    if cfg.long_tailed:  # the config refuses val_size > 0 here: the profile needs every image of class 0
+        target = longtail_counts(min(class_counts(labels, C)), C, cfg.imbalance_ratio)
+        keep = torch.from_numpy(longtail_indices(labels, target, cfg.imbalance_seed))
+        images, labels = images[keep], labels[keep]
+    elif val_size > 0:
+        per_class = val_size // C
+        if per_class < 1:
+            raise ConfigError(f"--val-size {val_size} is smaller than the number of classes ({C}); "
+                              f"pass at least {C} or 0 for no validation")
+        tr, va = holdout_per_class(labels, per_class, cfg.split_seed, "--val-size")
+        val_images, val_labels = images[torch.from_numpy(va)], labels[torch.from_numpy(va)]
+        images, labels = images[torch.from_numpy(tr)], labels[torch.from_numpy(tr)]
+    if len(test.class_names) != C:
+        raise ValueError(f"train has {C} classes but test has {len(test.class_names)}; use splits of one dataset")
+    return SupervisedData(
+        train_images=images,
+        train_labels=labels,
+        val_images=val_images,
+        val_labels=val_labels,
+        test_images=test.images,
+        test_labels=torch.as_tensor(test.labels).long(),
+        class_names=names,
+        class_counts=class_counts(labels, C),
+    )
+
+
+def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:
+    """Load ``cfg.dataset`` from ``cfg.data_root`` (train and test) and :func:`prepare_data`.
+
+    ``need_train=False`` loads the test split alone (the training and validation tensors are
+    then empty and ``class_counts`` all zero).
+    """
+    from ..data import get_dataset
+
+    kw = {"cache_dir": cfg.cache_dir} if cfg.cache_dir else {}
+    test = get_dataset(cfg.dataset, cfg.data_root, "test", **kw)
+    if need_train:
+        return prepare_data(get_dataset(cfg.dataset, cfg.data_root, "train", **kw), test, cfg)
+    empty_x, empty_y = test.images[:0], torch.as_tensor(test.labels)[:0].long()
+    names = list(test.class_names)
+    return SupervisedData(empty_x, empty_y, empty_x, empty_y, test.images, torch.as_tensor(test.labels).long(),
+                          names, [0] * len(names))
+
+
+def preprocessors(cfg: SupervisedConfig, image_size: int) -> tuple[BatchAugment, BatchAugment]:
+    """(training augmentation, evaluation normalisation) of ``cfg.augment``."""
+    if cfg.augment == "ldam":  # crop + flip, normalised with LDAM-DRW's constants
+        train_aug = get_augmentation(cfg.dataset, "standard", image_size=image_size, mean=LDAM_DRW_MEAN,
+                                     std=LDAM_DRW_STD)
+    else:
+        train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size)
+    c = train_aug.config
+    return train_aug, BatchAugment(AugmentConfig(mean=c.mean, std=c.std))
