@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import CONFIG_DIR, ConfigError, add_dataclass_arguments, build_config
+from ..config import CONFIG_DIR, ConfigError, add_dataclass_arguments, build_config, check_config_command
 from .config import EvalConfig, MetaTrainConfig, meta_config_names
 
 __all__ = ["add_parser", "run_meta_train", "run_eval", "run_plot"]
@@ -55,6 +55,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
         cfg = resume_config(args.resume, explicit)
         train(cfg, resume=True)
     else:
+        check_config_command(args.config, "meta-train")
         cfg = build_config(MetaTrainConfig, explicit, config=args.config)
         train(cfg)
     return 0

@@ -22,7 +22,14 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, add_dataclass_arguments, build_config, config_from_dict, list_named_configs
+from ..config import (
+    ConfigError,
+    add_dataclass_arguments,
+    build_config,
+    check_config_command,
+    config_from_dict,
+    list_named_configs,
+)
 from .config import SupervisedConfig
 
 __all__ = ["add_parser", "configure_parser", "run", "recipe_note", "RESUME_OVERRIDABLE"]
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume is not None:
             cfg = _resume_config(args)
         else:
+            check_config_command(args.config, "supervised")
             cfg = build_config(SupervisedConfig, args, config=args.config)
             note = recipe_note(cfg, args.config)
             if note and env_info().is_main:

@@ -1,0 +1,46 @@
+"""Checks that stop a run with one line instead of training on (or saving) garbage.
+
+:func:`check_finite_loss` is called by the training loops on each step's loss and its parts:
+the first NaN or infinite value stops the run with a :class:`NonFiniteLossError` naming the
+step, the parts and the learning rate, before anything non-finite is stepped or saved.
+(:func:`fewshot_sla.runs.check_finite_state` refuses checkpoints with non-finite weights.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+__all__ = ["NonFiniteLossError", "check_finite_loss"]
+
+
+class NonFiniteLossError(ValueError):
+    """A training loss (or one of its parts) became NaN or infinite."""
+
+
+def _value(v: float | torch.Tensor) -> float:
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().float().sum().item()) if v.numel() else 0.0
+    return float(v)
+
+
+def check_finite_loss(step: int, parts: Mapping[str, float | torch.Tensor], lr: float) -> None:
+    """Raise :class:`NonFiniteLossError` (one line) if any value of ``parts`` is NaN or infinite.
+
+    ``parts`` maps names (``loss``, ``ce``, ``kl``, ...) to Python numbers or tensors (a tensor
+    counts as non-finite when any of its elements is). The message names the step, every part
+    (non-finite ones first) and the learning rate, and says what to try. Reads each tensor once
+    (a device sync): call it on the values the loop logs anyway.
+    """
+    values = {name: _value(v) for name, v in parts.items()}
+    bad = [name for name, v in values.items() if not math.isfinite(v)]
+    if not bad:
+        return
+    shown = ", ".join(f"{name} {values[name]:.4g}" for name in bad + [n for n in values if n not in bad])
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step} ({shown}; lr {lr:.4g}): training stopped, the last checkpoint is kept; "
+        "lower --lr (or add warm-up), use --amp none if mixed precision was on, or check the data for "
+        "NaN/inf values"
+    )
