@@ -232,6 +232,14 @@ def test_require_checkpoint_says_why(tmp_path):
     assert run.require_checkpoint() == run.last
 
 
+def test_supervised_resume_of_a_run_without_checkpoint_is_one_line(tmp_path, capsys):
+    dead = RunDir(tmp_path / "dead")
+    dead.write_json("config.json", {"mode": "sla"})
+    one_line_error(capsys, ["supervised", "--resume", str(dead.path)],
+                   f"--resume {dead.path}: the run never wrote a checkpoint", "start it again without --resume")
+    one_line_error(capsys, ["supervised", "--resume", str(tmp_path / "nope")], "no such directory")
+
+
 # --------------------------------------------------------------------------- non-finite loss
 def test_check_finite_loss():
     check_finite_loss(3, {"loss": 1.5, "ce": torch.tensor(1.0), "kl": torch.tensor([0.25, 0.25])}, 0.1)
@@ -271,6 +279,37 @@ def test_tensorboard_events_written_and_readable(tmp_path):
     assert "train/best" not in tags and "train/name" not in tags and "train/step" not in tags
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 1.25), (20, 0.75)]
     assert [(e.step, e.value) for e in acc.Scalars("val/acc_aggregated")] == [(20, 0.5)]
+
+
+def _scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return acc, set(acc.Tags()["scalars"])
+
+
+def test_both_pipelines_write_tensorboard_scalars(tmp_path, fewshot_folder, write_cifar10_batches):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
+    meta = tmp_path / "meta"
+    assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
+                 "--backbone-options", "hidden=4,out_channels=4", "--mode", "sla", "--n-way", "3", "--k-shot", "1",
+                 "--n-query", "1", "--episodes-per-epoch", "2", "--tasks-per-batch", "2", "--eval-way", "3",
+                 "--eval-shot", "1", "--eval-query", "1", "--val-episodes", "2", "--epochs", "1", "--log-every", "1",
+                 "--device", "cpu", "--quiet", "--run-dir", str(meta)]) == 0
+    acc, tags = _scalar_tags(meta)
+    assert {"train/loss", "train/lr", "val/acc_aggregated", "val/acc_single"} <= tags, tags
+    rows = [r for r in RunDir(meta).read_metrics() if r["kind"] == "train"]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
+        (r["step"], pytest.approx(r["loss"])) for r in rows]
+    write_cifar10_batches(tmp_path / "cifar")
+    sup = tmp_path / "sup"
+    assert main(["supervised", "--data-root", str(tmp_path / "cifar"), "--backbone", "conv4", "--backbone-options",
+                 "hidden=4,out_channels=4", "--batch-size", "8", "--no-progress", "--no-plot", "--device", "cpu",
+                 "--mode", "sla", "--iterations", "2", "--eval-every", "2", "--val-size", "20", "--log-every", "1",
+                 "--out-dir", str(sup)]) == 0
+    _, tags = _scalar_tags(sup)
+    assert any(t.startswith("train/") for t in tags) and any(t.startswith("val/acc_") for t in tags), tags
 
 
 def test_no_tensorboard_no_events_and_no_failure(tmp_path, monkeypatch):

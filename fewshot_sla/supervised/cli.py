@@ -79,7 +79,10 @@ def _explicit(args: argparse.Namespace) -> dict:
 
 
 def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
+    from ..runs import RunDir
+
     run_dir = Path(args.resume)
+    RunDir(run_dir, enabled=False).require_checkpoint("--resume")  # one line: why it cannot be resumed
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} not found: --resume takes the directory of a supervised run")
