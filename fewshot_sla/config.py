@@ -132,10 +132,14 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config")
         raise ConfigError(f"invalid {source}: {e}") from e
 
 
-def _flag_value(v: Any) -> str:
+def _as_flag(key: str, v: Any) -> str:
+    """``key``'s command-line spelling with value ``v`` (``--eval-every 0``, ``--no-progress``)."""
+    flag = "--" + key.replace("_", "-")
+    if isinstance(v, bool):
+        return flag if v else "--no-" + flag[2:]
     if isinstance(v, (list, tuple)):
-        return " ".join(str(x) for x in v)
-    return str(v)
+        return f"{flag} " + " ".join(str(x) for x in v)
+    return f"{flag} {v}"
 
 
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
@@ -168,8 +172,13 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
                 return True
             return False
 
-        culprits = [k for k in explicit if fails([k])] or list(explicit)
-        opts = ", ".join(f"--{k.replace('_', '-')} {_flag_value(explicit[k])}" for k in culprits)
+        culprits = [k for k in explicit if fails([k])]
+        if not culprits:  # only a combination fails: keep a minimal set of options that still fails
+            culprits = list(explicit)
+            for k in list(culprits):
+                if len(culprits) > 1 and fails([c for c in culprits if c != k]):
+                    culprits.remove(k)
+        opts = ", ".join(_as_flag(k, explicit[k]) for k in culprits)
         what = "option" if len(culprits) == 1 else "options"
         reason = str(e.__cause__) if e.__cause__ is not None else str(e)
         raise ConfigError(f"invalid command-line {what} {opts}: {reason}") from None

@@ -346,9 +346,17 @@ class RunDir:
         ``<kind>/<key>`` at the record's ``step``, when tensorboard is installed)."""
         if not self.enabled:
             return
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(to_jsonable(record)) + "\n")
-            f.flush()
+        try:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(to_jsonable(record)) + "\n")
+                f.flush()
+        except OSError as e:
+            if not _is_no_space(e):
+                raise
+            err = NoSpaceError(f"no space left on {self.path} while appending to metrics.jsonl; free some space "
+                               f"and resume the run (--resume {self.path})")
+            err.errno = errno.ENOSPC
+            raise err from None
         self._log_tensorboard(record)
 
     def _log_tensorboard(self, record: Mapping[str, Any]) -> None:

@@ -78,6 +78,14 @@ def test_disk_full_keeps_previous_checkpoint_with_one_line(tmp_path):
     assert torch.equal(load_checkpoint(run.last)["w"], torch.ones(3))  # previous checkpoint still loads
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_disk_full_while_appending_metrics_is_one_line(tmp_path):
+    run = RunDir(tmp_path / "run", tensorboard=False)
+    (run.path / "metrics.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
+    with pytest.raises(NoSpaceError, match=f"no space left on {run.path} while appending to metrics.jsonl"):
+        run.log({"kind": "train", "step": 1, "loss": 1.0})
+
+
 def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch, fewshot_folder):
     import fewshot_sla.runs as runs
 
@@ -187,6 +195,16 @@ def test_bad_command_line_value_blames_the_option_not_the_config(capsys):
         assert "invalid command-line option --eval-every 0:" in line and "invalid config" not in line
 
 
+@dataclasses.dataclass
+class _Strict:
+    n: int = 1
+    progress: bool = True
+
+    def __post_init__(self):
+        if not self.progress:
+            raise ConfigError("--no-progress is not allowed here")
+
+
 def test_blame_goes_to_the_config_file_when_it_is_the_bad_one(tmp_path):
     from fewshot_sla.supervised.config import SupervisedConfig
 
@@ -196,7 +214,9 @@ def test_blame_goes_to_the_config_file_when_it_is_the_bad_one(tmp_path):
         build_config(SupervisedConfig, {"lr": 0.05}, config=f)
     # a combination: each option alone is fine with the defaults, together they are not -> both named
     with pytest.raises(ConfigError, match="invalid command-line options --mode baseline, --transforms rotation: "):
-        build_config(SupervisedConfig, {"mode": "baseline", "transforms": "rotation"})
+        build_config(SupervisedConfig, {"progress": False, "mode": "baseline", "lr": 0.5, "transforms": "rotation"})
+    with pytest.raises(ConfigError, match="invalid command-line option --no-progress: "):
+        build_config(_Strict, {"progress": False, "n": 3})
 
 
 # --------------------------------------------------------------------------- run directories
