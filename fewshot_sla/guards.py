@@ -13,7 +13,10 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["NonFiniteLossError", "check_finite_loss"]
+__all__ = ["NonFiniteLossError", "check_finite_loss", "solver_failure"]
+
+_HINT = ("lower --lr (or add warm-up), use --amp none if mixed precision was on, or check the data for "
+         "NaN/inf values")
 
 
 class NonFiniteLossError(ValueError):
@@ -41,6 +44,26 @@ def check_finite_loss(step: int, parts: Mapping[str, float | torch.Tensor], lr: 
     shown = ", ".join(f"{name} {values[name]:.4g}" for name in bad + [n for n in values if n not in bad])
     raise NonFiniteLossError(
         f"non-finite loss at step {step} ({shown}; lr {lr:.4g}): training stopped, the last checkpoint is kept; "
-        "lower --lr (or add warm-up), use --amp none if mixed precision was on, or check the data for "
-        "NaN/inf values"
+        + _HINT
+    )
+
+
+# what a head's solver raises when it is fed NaN/inf features (qpth's LU failure, torch.linalg errors)
+_SOLVER_FAILURES = ("qpth Error", "Cannot perform LU factorization", "linalg.", "singular", "not positive-definite")
+
+
+def solver_failure(step: int, exc: BaseException, lr: float) -> NonFiniteLossError | None:
+    """The one-line :class:`NonFiniteLossError` for a head's solver that failed on non-finite
+    input (e.g. the SVM head's ``qpth Error: Cannot perform LU factorization on Q`` after the
+    features diverged), or ``None`` when ``exc`` is not such a failure (re-raise it then)::
+
+        except RuntimeError as e:
+            raise (solver_failure(step, e, lr) or e) from None
+    """
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, RuntimeError) or not any(m in text for m in _SOLVER_FAILURES):
+        return None
+    return NonFiniteLossError(
+        f"the head's solver failed at step {step} ({text[:120]}; lr {lr:.4g}), which happens when the features "
+        "became NaN/inf: training stopped, the last checkpoint is kept; " + _HINT
     )

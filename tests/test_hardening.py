@@ -273,6 +273,24 @@ def test_check_finite_loss():
         check_finite_loss(2, {"joint": torch.tensor([1.0, float("-inf")])}, 0.05)
 
 
+def test_solver_failure_becomes_the_same_one_line_error():
+    from fewshot_sla.guards import solver_failure
+    from fewshot_sla.heads import get_head
+
+    head = get_head("svm")
+    support = torch.full((1, 5, 4), 1e30)  # features blown up by a diverging run (--lr 1e12)
+    with pytest.raises(RuntimeError) as exc:  # qpth: Cannot perform LU factorization on Q
+        head(torch.zeros(1, 5, 4), support, torch.arange(5).unsqueeze(0), 5)
+    err = solver_failure(9, exc.value, 1e12)
+    assert isinstance(err, NonFiniteLossError), exc.value
+    msg = str(err)
+    assert "\n" not in msg and "step 9" in msg and "lr 1e+12" in msg and "--lr" in msg and "qpth" in msg
+    assert solver_failure(1, RuntimeError("CUDA out of memory"), 0.1) is None
+    assert solver_failure(1, ValueError("qpth Error"), 0.1) is None
+    err = solver_failure(3, RuntimeError("\nqpth Error: Cannot perform LU factorization on Q.\nPlease make sure"), 0.5)
+    assert err is not None and "qpth Error: Cannot perform LU factorization on Q." in str(err)
+
+
 def test_non_finite_loss_error_is_one_line_from_the_cli(capsys, monkeypatch):
     def diverge(args):
         check_finite_loss(4, {"loss": float("nan"), "ce": 0.5}, 1e12)
