@@ -44,6 +44,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "load_checkpoint",
+    "resolve_checkpoint",
     "get_rng_state",
     "set_rng_state",
     "seed_everything",
@@ -132,20 +133,24 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`atomic_torch_save` (a ``.pt`` file, or a run directory:
-    its ``best.pt``, else ``last.pt``), with a one-line error when it is absent or unreadable."""
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: a run directory's ``best.pt``, else its ``last.pt``
+    (a one-line :class:`FileNotFoundError` when it has neither), or ``path`` itself."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise FileNotFoundError(
-                f"{path} holds no best.pt or last.pt; pass a run directory whose run wrote a checkpoint, "
-                "or a .pt file"
-            )
+                return path / name
+        raise FileNotFoundError(
+            f"{path} holds no best.pt or last.pt; pass a run directory whose run wrote a checkpoint, or a .pt file"
+        )
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`atomic_torch_save` (a ``.pt`` file, or a run directory:
+    its ``best.pt``, else ``last.pt``), with a one-line error when it is absent or unreadable."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint not found: {path} (pass a run directory holding best.pt/last.pt, or a .pt file)"

@@ -157,6 +157,22 @@ def test_check_finite_state_names_file_and_tensor(tmp_path):
     assert str(tmp_path / "best.pt") in msg and "b.weight" in msg and "2 of 3" in msg and "c.weight" not in msg
 
 
+def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys, fewshot_folder):
+    run = tmp_path / "run"
+    assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
+                 "--backbone-options", "hidden=4,out_channels=4", "--n-way", "3", "--k-shot", "1", "--n-query", "1",
+                 "--episodes-per-epoch", "2", "--tasks-per-batch", "2", "--eval-way", "3", "--eval-shot", "1",
+                 "--eval-query", "1", "--val-episodes", "2", "--epochs", "1", "--device", "cpu", "--quiet",
+                 "--run-dir", str(run)]) == 0
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][name] = torch.full_like(ckpt["model"][name], float("nan"))  # as a diverged run would save
+    torch.save(ckpt, run / "best.pt")
+    capsys.readouterr()
+    one_line_error(capsys, ["eval", "--checkpoint", str(run), "--episodes", "2", "--n-way", "3", "--k-shot", "1",
+                            "--device", "cpu"], f"{run / 'best.pt'} holds non-finite weights ({name}:")
+
+
 # --------------------------------------------------------------------------- config for the other command
 def test_config_of_the_other_command_is_one_line(tmp_path, capsys):
     one_line_error(capsys, ["meta-train", "--config", "supervised_cifar10"],

@@ -36,7 +36,7 @@ import torch
 from ..config import ConfigError, config_from_dict
 from ..distributed import DistInfo, all_gather_objects, barrier, init_distributed, resolve_dist_device
 from ..episodes import EpisodeSampler
-from ..runs import atomic_write_text, check_finite_state, load_checkpoint, to_jsonable
+from ..runs import atomic_write_text, check_finite_state, load_checkpoint, resolve_checkpoint, to_jsonable
 from ..stats import mean_ci, paired_difference
 from .config import INFERENCES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig, check_against_data
 from .data import EpisodeDataset, load_batch, load_split, make_preprocess
@@ -154,7 +154,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[FewShotModel, Me
     ckpt = load_checkpoint(path, map_location="cpu")  # ValueError naming the file when unreadable
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a fewshot-sla meta-training checkpoint (written by meta-train)")
-    check_finite_state(ckpt["model"], path)  # a diverged run's weights: one line, not 20% accuracy
+    check_finite_state(ckpt["model"], resolve_checkpoint(path))  # a diverged run's weights: one line
     cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=f"checkpoint {path}")
     data = ckpt["data"]
     model = build_model(cfg, data["channels"], data["image_size"])
