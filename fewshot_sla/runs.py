@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -77,14 +78,22 @@ def _umask() -> int:
     return mask
 
 
-def _is_no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is ENOSPC / EDQUOT."""
+def _is_no_space(exc: BaseException, folder: Path | None = None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is ENOSPC / EDQUOT, or torch's
+    serializer failing to write (``[enforce fail at inline_container.cc ...]``) in a ``folder``
+    whose disk has under 1 MiB free."""
     seen = set()
+    first = exc
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         exc = exc.__cause__ or exc.__context__
+    if folder is not None and isinstance(first, RuntimeError) and "inline_container" in str(first):
+        try:
+            return shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            return False
     return False
 
 
@@ -108,7 +117,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if _is_no_space(e):
+        if _is_no_space(e, path.parent):
             kept = f"previous {path.name} kept" if path.exists() else f"{path.name} not written"
             err = NoSpaceError(
                 f"no space left on {path.parent} while writing {path.name}, {kept}; "

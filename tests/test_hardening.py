@@ -86,6 +86,24 @@ def test_disk_full_while_appending_metrics_is_one_line(tmp_path):
         run.log({"kind": "train", "step": 1, "loss": 1.0})
 
 
+def test_torch_serializer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    import fewshot_sla.runs as runs
+
+    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "last.pt")
+
+    def enforce_fail(f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    with pytest.raises(RuntimeError, match="enforce fail"):  # disk not full: torch's own error stays
+        atomic_write(tmp_path / "last.pt", enforce_fail)
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
+    with pytest.raises(NoSpaceError, match=f"no space left on {tmp_path} while writing last.pt, previous last.pt kept"):
+        atomic_write(tmp_path / "last.pt", enforce_fail)
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(2))
+
+
 def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch, fewshot_folder):
     import fewshot_sla.runs as runs
 
