@@ -9,6 +9,9 @@ time is the median over ``--reps`` runs after one warm-up run.
 
     python benchmarks/backbone_speed.py [--device cpu|cuda|all] [--reps 3] \
         [--out benchmarks/results/backbone_speed.json]
+
+Default output: runs/benchmarks/backbone_speed.json; the committed benchmarks/results/backbone_speed.json
+changes only with an explicit ``--out benchmarks/results/backbone_speed.json``.
 """
 
 from __future__ import annotations
@@ -99,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parent / "results" / "backbone_speed.json",
-        help="JSON output path",
+        default=Path("runs/benchmarks/backbone_speed.json"),
+        help="JSON output path (default: runs/benchmarks/backbone_speed.json)",
     )
     args = parser.parse_args(argv)
     if args.reps < 1:

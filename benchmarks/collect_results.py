@@ -2,6 +2,9 @@
 
     python benchmarks/collect_results.py runs/supervised_cpu/* [--out benchmarks/results/supervised_cifar10_cpu.json]
 
+Default output: runs/benchmarks/supervised_cifar10_cpu.json (the committed file changes only with
+an explicit ``--out``). Run directories without a ``summary.json`` are an error (exit 2).
+
 Prints, per run: the paper's method name(s) with test accuracy, and for long-tailed runs the
 many-shot (> 100 images), medium and few-shot (< 20) class accuracies of the reported inference.
 """
@@ -42,9 +45,14 @@ def rows_of(run: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/supervised_cifar10_cpu.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/supervised_cifar10_cpu.json"),
+                    help="JSON output path (default: runs/benchmarks/supervised_cifar10_cpu.json)")
     args = ap.parse_args()
-    rows = [r for run in args.runs if (run / "summary.json").exists() for r in rows_of(run)]
+    missing = [str(run) for run in args.runs if not (run / "summary.json").is_file()]
+    if missing:
+        ap.exit(2, f"collect_results.py: error: no summary.json in {', '.join(missing)} (a supervised run that "
+                   "finished writes one; run benchmarks/supervised_cifar10_cpu.sh first)\n")
+    rows = [r for run in args.runs for r in rows_of(run)]
     print(f"{'run':<22} {'method':<22} {'R':>5} {'test':>7} {'many':>7} {'medium':>7} {'few':>7} {'min':>6}")
     for r in rows:
         grp = [f"{100 * r[k]:7.2f}" if r.get(k) is not None else f"{'-':>7}"

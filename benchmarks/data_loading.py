@@ -7,7 +7,8 @@ augmentation versus a per-image loop.
 
 Each load runs in a fresh subprocess so that its resident-memory numbers are its own. The
 cache goes to a temporary folder outside the repository unless --cache-dir is given.
-Prints a table and writes benchmarks/results/data_loading.json.
+Prints a table and writes runs/benchmarks/data_loading.json (the committed
+benchmarks/results/data_loading.json changes only with ``--out benchmarks/results/data_loading.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+# the tests' real-data folder: $FEWSHOT_SLA_DATA (relative to the repository root), else ../shared/data
+DEFAULT_DATA = (REPO / os.environ.get("FEWSHOT_SLA_DATA", "../shared/data")).resolve()
 DATASETS = {  # name -> (get_dataset name, splits)
     "omniglot-background": ("omniglot", ["background"]),
     "cifar10": ("cifar10", ["train", "test"]),
@@ -128,7 +130,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads for the episode pipeline (default 1: a data worker)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data_loading.json")
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/data_loading.json"),
+                    help="JSON output path (default: runs/benchmarks/data_loading.json)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -6,6 +6,9 @@ float and expand it NM-way, next to the Conv-4 and ResNet-12 forward time on the
 episode (5*(5+15)*4 = 400 images). Target: the pipeline costs under 5% of the forward.
 
     python benchmarks/episode_pipeline.py [--device cpu] [--reps 3] [--out benchmarks/results/episode_pipeline.json]
+
+Default output: runs/benchmarks/episode_pipeline.json; the committed benchmarks/results/episode_pipeline.json
+changes only with an explicit ``--out benchmarks/results/episode_pipeline.json``.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 84])
-    ap.add_argument("--out", default="benchmarks/results/episode_pipeline.json")
+    ap.add_argument("--out", default="runs/benchmarks/episode_pipeline.json",
+                    help="JSON output path (default: runs/benchmarks/episode_pipeline.json)")
     args = ap.parse_args()
     device = torch.device(args.device)
     # a synthetic uint8 dataset shaped like mini-ImageNet's training split: 64 classes x 600 images

@@ -11,7 +11,8 @@ process runs its share of each step, so the table reports the global rate.
         --head svm --n-way 5 --k-shot 5 --device cuda --amp none bf16 --channels-last 0 1
     torchrun --standalone --nproc-per-node 4 benchmarks/meta_train_speed.py --device cuda ...
 
-Writes ``benchmarks/results/meta_train_speed.json`` (``--out``) from rank 0.
+Writes ``runs/benchmarks/meta_train_speed.json`` from rank 0; the committed
+``benchmarks/results/meta_train_speed.json`` changes only with an explicit ``--out``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def main() -> None:
     p.add_argument("--channels-last", nargs="+", type=int, default=[0, 1])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/results/meta_train_speed.json")
+    p.add_argument("--out", default="runs/benchmarks/meta_train_speed.json",
+                   help="JSON output path (default: runs/benchmarks/meta_train_speed.json)")
     a = p.parse_args()
 
     data = synthetic_dataset(max(64, a.n_way), a.k_shot + a.n_query + 4, a.image_size, a.channels, seed=0)

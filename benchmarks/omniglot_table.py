@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--out", dest="json_out", type=Path, default=None, help="write the table as JSON here")
     args = ap.parse_args()
     res = collect(args.out)
+    if not res["rows"]:
+        ap.exit(2, f"omniglot_table.py: error: {args.out} holds no eval_test_5way1shot.json or "
+                   f"eval_test_20way1shot.json; run bash benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {args.out} first\n")
     print("| run | inference | steps | train min | 5-way 1-shot (%) | 20-way 1-shot (%) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for r in res["rows"]:

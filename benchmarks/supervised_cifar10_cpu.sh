@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's CPU-sized CIFAR-10 results (standard and long-tailed R = 100), one run after another.
 # Usage: bash benchmarks/supervised_cifar10_cpu.sh [DATA_ROOT] [OUT_DIR]
-# Then:  python benchmarks/collect_results.py OUT_DIR/*  (prints the table, writes JSON)
+# Then:  python benchmarks/collect_results.py OUT_DIR/std_* OUT_DIR/lt_* [--out JSON]  (prints the table,
+#        writes runs/benchmarks/supervised_cifar10_cpu.json unless --out is given)
 set -euo pipefail
 DATA=${1:-../shared/data}
 OUT=${2:-runs/supervised_cpu}

@@ -9,6 +9,9 @@ time (what the backbone processes).
 
     python benchmarks/supervised_step.py [--device cpu|cuda|all] [--batch 128] [--reps 3] \
         [--backbone resnet32] [--amp] [--out benchmarks/results/supervised_step.json]
+
+Default output: runs/benchmarks/supervised_step.json; the committed benchmarks/results/supervised_step.json
+changes only with an explicit ``--out benchmarks/results/supervised_step.json``.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet32")
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--out", default="benchmarks/results/supervised_step.json")
+    ap.add_argument("--out", default="runs/benchmarks/supervised_step.json",
+                    help="JSON output path (default: runs/benchmarks/supervised_step.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
+    from .data.download import DownloadError
     from .distributed import cleanup, env_info
+    from .runs import NoSpaceError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = f" [rank {info.rank}/{info.world_size}]" if info.enabled else ""
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, ImportError, DownloadError, NoSpaceError) as e:
         if getattr(args, "traceback", False):
             raise
         parser.exit(2, f"fewshot-sla {args.command}{where}: error: {e}\n")

@@ -37,6 +37,8 @@ __all__ = [
     "canonical_options",
     "renamed_options",
     "parse_options",
+    "config_command",
+    "check_config_command",
 ]
 
 C = TypeVar("C")
@@ -178,16 +180,94 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config",
         raise ConfigError(f"invalid {source}: {e}") from e
 
 
+def _as_flag(key: str, v: Any) -> str:
+    """``key``'s command-line spelling with value ``v`` (``--eval-every 0``, ``--no-progress``)."""
+    flag = "--" + key.replace("_", "-")
+    if isinstance(v, bool):
+        return flag if v else "--no-" + flag[2:]
+    if isinstance(v, (list, tuple)):
+        return f"{flag} " + " ".join(str(x) for x in v)
+    return f"{flag} {v}"
+
+
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
                  config: str | Path | None = None) -> C:
-    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance."""
-    data: dict[str, Any] = {}
-    if config is not None:
-        data.update(load_config_file(config))
+    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance.
+
+    An invalid result is blamed on its source: when the defaults and the config file alone
+    are valid, the error names the command-line option(s) whose value made it invalid
+    (``invalid command-line option --eval-every 0: ...``), otherwise the config file.
+    """
+    file_data: dict[str, Any] = load_config_file(config) if config is not None else {}
     explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     names = option_names(cls)
-    data.update(canonical_options(cls, {k: v for k, v in explicit.items() if k in names}))
-    return config_from_dict(cls, data, source=f"config {config}" if config else "options")
+    explicit = canonical_options(cls, {k: v for k, v in explicit.items() if k in names})
+    source = f"config {config}" if config else "options"
+    try:
+        return config_from_dict(cls, {**file_data, **explicit}, source=source)
+    except ConfigError as e:
+        if not explicit or str(e).startswith("unknown option"):
+            raise
+        try:  # is the config (over the defaults) valid without the command line?
+            config_from_dict(cls, file_data, source=source)
+        except ConfigError:
+            raise e from None
+
+        def fails(keys: list[str]) -> bool:
+            try:
+                config_from_dict(cls, {**file_data, **{k: explicit[k] for k in keys}}, source=source)
+            except ConfigError:
+                return True
+            return False
+
+        culprits = [k for k in explicit if fails([k])]
+        if not culprits:  # only a combination fails: keep a minimal set of options that still fails
+            culprits = list(explicit)
+            for k in list(culprits):
+                if len(culprits) > 1 and fails([c for c in culprits if c != k]):
+                    culprits.remove(k)
+        opts = ", ".join(_as_flag(k, explicit[k]) for k in culprits)
+        what = "option" if len(culprits) == 1 else "options"
+        reason = str(e.__cause__) if e.__cause__ is not None else str(e)
+        raise ConfigError(f"invalid command-line {what} {opts}: {reason}") from None
+
+
+# keys that only one command's configs hold: a config file is told apart by them
+_COMMAND_KEYS: dict[str, frozenset[str]] = {
+    "meta-train": frozenset({"n_way", "k_shot", "n_query", "head", "tasks_per_batch", "episodes_per_epoch",
+                             "eval_way", "eval_shot", "val_episodes"}),
+    "supervised": frozenset({"iterations", "batch_size", "imbalance_ratio", "loss", "drw", "joint_loss",
+                             "val_size", "eval_every"}),
+}
+
+
+def config_command(config: str | Path) -> str | None:
+    """The command a config is for: ``"supervised"`` or ``"meta-train"``; ``None`` when unknown.
+
+    A named config's name tells (``supervised_*`` are the supervised pipeline's); a file is
+    told apart by keys that only one command has (``n_way``, ``head``, ... vs
+    ``batch_size``, ``iterations``, ...).
+    """
+    p = Path(config)
+    if not p.exists() and (CONFIG_DIR / f"{config}.toml").exists():
+        return "supervised" if str(config).startswith("supervised") else "meta-train"
+    try:
+        keys = {k.replace("-", "_") for k in load_config_file(config)}
+    except ConfigError:
+        return None
+    found = [cmd for cmd, marks in _COMMAND_KEYS.items() if keys & marks]
+    return found[0] if len(found) == 1 else None
+
+
+def check_config_command(config: str | Path | None, command: str) -> None:
+    """Raise a one-line :class:`ConfigError` when ``config`` belongs to the other command
+    (e.g. a supervised config given to ``meta-train``); nothing when it fits or is unknown."""
+    if config is None:
+        return
+    owner = config_command(config)
+    if owner is not None and owner != command:
+        kind = "a supervised" if owner == "supervised" else "a meta-training"
+        raise ConfigError(f"{config} is {kind} config; use fewshot-sla {owner} --config {config}")
 
 
 def parse_options(value: Any, name: str) -> dict[str, Any]:

@@ -10,16 +10,24 @@ A run directory holds::
     summary.json     final numbers
 
 Checkpoints are written to a temporary file in the same directory, flushed, fsynced and
-renamed over the target, so a killed run never leaves a truncated ``last.pt``.
+renamed over the target, so a killed run never leaves a truncated ``last.pt``; the file then
+gets the mode the umask gives new files (``0o666 & ~umask``), like ``metrics.jsonl``. A full
+disk is one line (:class:`NoSpaceError`) and the previous file is kept.
+
+When the ``tensorboard`` package is installed, :meth:`RunDir.log` also writes each record's
+numbers as TensorBoard scalars (tag ``<kind>/<key>``, step = the record's ``step``) into the
+run directory: ``tensorboard --logdir runs``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,11 +37,15 @@ import numpy as np
 import torch
 
 __all__ = [
+    "NoSpaceError",
+    "NonFiniteStateError",
+    "check_finite_state",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_torch_save",
     "load_checkpoint",
+    "resolve_checkpoint",
     "get_rng_state",
     "set_rng_state",
     "seed_everything",
@@ -45,9 +57,53 @@ __all__ = [
 ]
 
 
+class NoSpaceError(OSError):
+    """The disk filled up while a file was written atomically (the previous file is kept)."""
+
+
+class NonFiniteStateError(ValueError):
+    """A checkpoint holds NaN or infinite weights."""
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where ``/proc`` tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (the only way POSIX offers)
+    os.umask(mask)
+    return mask
+
+
+def _is_no_space(exc: BaseException, folder: Path | None = None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is ENOSPC / EDQUOT, or torch's
+    serializer failing to write (``[enforce fail at inline_container.cc ...]``) in a ``folder``
+    whose disk has under 1 MiB free."""
+    seen = set()
+    first = exc
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    if folder is not None and isinstance(first, RuntimeError) and "inline_container" in str(first):
+        try:
+            return shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            return False
+    return False
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it over ``path``;
-    on any error the temporary file is removed and ``path`` is left as it was."""
+    on any error the temporary file is removed and ``path`` is left as it was.
+
+    The file gets the permissions the umask gives new files (``0o666 & ~umask``), not
+    ``mkstemp``'s 0600. A full disk raises :class:`NoSpaceError` (one line naming the folder).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,10 +112,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _is_no_space(e, path.parent):
+            kept = f"previous {path.name} kept" if path.exists() else f"{path.name} not written"
+            err = NoSpaceError(
+                f"no space left on {path.parent} while writing {path.name}, {kept}; "
+                "free some space (or pass another run directory) and run again"
+            )
+            err.errno = errno.ENOSPC
+            raise err from None
         raise
 
 
@@ -77,22 +142,51 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`atomic_torch_save`, with a clear error when absent."""
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: a run directory's ``best.pt``, else its ``last.pt``
+    (a one-line :class:`FileNotFoundError` when it has neither), or ``path`` itself."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                path = path / name
-                break
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(
+            f"{path} holds no best.pt or last.pt; pass a run directory whose run wrote a checkpoint, or a .pt file"
+        )
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`atomic_torch_save` (a ``.pt`` file, or a run directory:
+    its ``best.pt``, else ``last.pt``), with a one-line error when it is absent or unreadable."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise FileNotFoundError(
             f"checkpoint not found: {path} (pass a run directory holding best.pt/last.pt, or a .pt file)"
         )
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"could not read checkpoint {path}: {e}; is it a complete fewshot-sla checkpoint?") from e
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - re-raised as one line naming the file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(
+            f"{path} is not a fewshot-sla checkpoint (torch.load: {first}); pass a best.pt or last.pt "
+            "written by fewshot-sla (a truncated file is not one)"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a fewshot-sla checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def check_finite_state(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`NonFiniteStateError` (one line naming ``path`` and the first tensor with a
+    NaN or infinite value) unless every floating-point tensor of ``state_dict`` is finite."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise NonFiniteStateError(
+                f"{path} holds non-finite weights ({name}: {bad} of {value.numel()} values NaN or inf): the run "
+                "diverged before it was saved; use an earlier checkpoint or train again with a lower --lr"
+            )
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -167,13 +261,50 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _scalars(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric fields of a (nested) metrics record, nested keys joined with ``_``."""
+    out: dict[str, float] = {}
+    for k, v in record.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_scalars(v, key + "_"))
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            out[key] = float(v)
+        elif isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[key] = float(v.item())
+    return out
+
+
+def _tensorboard_writer(path: Path) -> Any:
+    """A ``SummaryWriter`` on ``path`` when the ``tensorboard`` package is installed, else ``None``."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard present but unusable (e.g. an incompatible protobuf): no events
+        return None
+    return SummaryWriter(log_dir=str(path))
+
+
 class RunDir:
     """One run's directory. Only the main process (rank 0) should write (``enabled=False``
-    on other ranks turns every write into a no-op)."""
+    on other ranks turns every write into a no-op).
 
-    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
+    ``tensorboard=True`` (default) also writes every :meth:`log` record's numbers as
+    TensorBoard events in the directory when the ``tensorboard`` package is installed (nothing
+    otherwise); :meth:`close` flushes and closes that writer.
+    """
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self.tensorboard = tensorboard
+        self._writer: Any = None
+        self._writer_tried = False
         if enabled:
             self.path.mkdir(parents=True, exist_ok=True)
 
@@ -184,6 +315,35 @@ class RunDir:
     @property
     def best(self) -> Path:
         return self.path / "best.pt"
+
+    def start_fresh(self) -> None:
+        """Begin a new (not resumed) run in this directory: drop the ``metrics.jsonl`` rows and
+        TensorBoard events a previous run left there (e.g. one killed before its first checkpoint)."""
+        if not self.enabled:
+            return
+        self.close()
+        (self.path / "metrics.jsonl").unlink(missing_ok=True)
+        for events in self.path.glob("events.out.tfevents.*"):
+            events.unlink(missing_ok=True)
+
+    def require_checkpoint(self, flag: str = "--resume") -> Path:
+        """``last.pt`` of this run directory, or a one-line :class:`FileNotFoundError` saying why
+        there is none (no such directory; a run that never wrote a checkpoint; not a run directory)."""
+        p = self.path
+        if not p.exists():
+            raise FileNotFoundError(f"{flag} {p}: no such directory; pass the directory of a fewshot-sla run")
+        if not p.is_dir():
+            raise FileNotFoundError(f"{flag} {p}: a file, not a run directory; pass the directory of a fewshot-sla run")
+        if self.last.is_file():
+            return self.last
+        if (p / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{flag} {p}: the run never wrote a checkpoint (config.json present, no last.pt): "
+                f"start it again without {flag}"
+            )
+        raise FileNotFoundError(
+            f"{flag} {p}: not a run directory (no config.json, no last.pt); pass the directory of a fewshot-sla run"
+        )
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:
@@ -196,11 +356,44 @@ class RunDir:
         return json.loads(p.read_text())
 
     def log(self, record: Mapping[str, Any]) -> None:
-        """Append one JSON object to ``metrics.jsonl``."""
-        if self.enabled:
+        """Append one JSON object to ``metrics.jsonl`` (and its numbers to TensorBoard, as
+        ``<kind>/<key>`` at the record's ``step``, when tensorboard is installed)."""
+        if not self.enabled:
+            return
+        try:
             with open(self.path / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(to_jsonable(record)) + "\n")
                 f.flush()
+        except OSError as e:
+            if not _is_no_space(e):
+                raise
+            err = NoSpaceError(f"no space left on {self.path} while appending to metrics.jsonl; free some space "
+                               f"and resume the run (--resume {self.path})")
+            err.errno = errno.ENOSPC
+            raise err from None
+        self._log_tensorboard(record)
+
+    def _log_tensorboard(self, record: Mapping[str, Any]) -> None:
+        if not self.tensorboard:
+            return
+        if not self._writer_tried:
+            self._writer_tried = True
+            self._writer = _tensorboard_writer(self.path)
+        if self._writer is None:
+            return
+        kind = str(record.get("kind", "metrics"))
+        step = record.get("step")
+        step = int(step) if isinstance(step, (int, float, np.integer)) and not isinstance(step, bool) else None
+        for key, value in _scalars({k: v for k, v in record.items() if k not in ("step", "kind")}).items():
+            self._writer.add_scalar(f"{kind}/{key}", value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (if any); a later :meth:`log` opens a new one."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._writer_tried = False
 
     def read_metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
@@ -208,7 +401,7 @@ class RunDir:
             return []
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
-    def truncate_metrics(self, keep: callable) -> None:
+    def truncate_metrics(self, keep: Callable[[dict], bool]) -> None:
         """Keep only the metric records for which ``keep(record)`` is true (used on resume,
         so records logged after the checkpoint being resumed from are not duplicated)."""
         if self.enabled:

@@ -1,10 +1,14 @@
-"""Real data from ../shared/data (Omniglot background zip, CIFAR-10 JPEG zip); skipped when
-absent. Counts come from the archives' listings; pixels are checked on decoded samples."""
+"""Real data (Omniglot background zip, CIFAR-10 JPEG zip) from the folder named by the
+environment variable ``FEWSHOT_SLA_DATA`` (default ``../shared/data``, relative to the repository
+root); skipped, with a reason naming the variable, when absent. Counts come from the archives'
+listings; pixels are checked on decoded samples."""
 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +21,34 @@ from fewshot_sla.data.cifar import find_image_folder, list_image_folder
 from fewshot_sla.data.images import decode_files
 from fewshot_sla.data.omniglot import find_omniglot, scan_omniglot, split_alphabets
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+DATA_VARIABLE = "FEWSHOT_SLA_DATA"
+
+
+def real_data_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$FEWSHOT_SLA_DATA`` (a relative value is relative to the repository root), else
+    ``../shared/data`` next to the repository."""
+    value = environ.get(DATA_VARIABLE) or "../shared/data"
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (REPO / p).resolve()
+
+
+DATA = real_data_root()
 OMNIGLOT_ZIP = DATA / "omniglot" / "images_background.zip"
 CIFAR_ZIP = DATA / "cifar10-jpg.zip"
+_HINT = f"set {DATA_VARIABLE} to the folder holding omniglot/images_background.zip and cifar10-jpg.zip"
 
 needs_omniglot = pytest.mark.skipif(
-    not OMNIGLOT_ZIP.is_file(), reason=f"real Omniglot not found at {OMNIGLOT_ZIP}")
+    not OMNIGLOT_ZIP.is_file(), reason=f"real Omniglot not found at {OMNIGLOT_ZIP} ({_HINT})")
 needs_cifar = pytest.mark.skipif(
-    not CIFAR_ZIP.is_file(), reason=f"real CIFAR-10 JPEG zip not found at {CIFAR_ZIP}")
+    not CIFAR_ZIP.is_file(), reason=f"real CIFAR-10 JPEG zip not found at {CIFAR_ZIP} ({_HINT})")
+
+
+def test_real_data_root_follows_the_variable(tmp_path):
+    assert real_data_root({}) == (REPO.parent / "shared" / "data").resolve()
+    assert real_data_root({DATA_VARIABLE: str(tmp_path)}) == tmp_path
+    assert real_data_root({DATA_VARIABLE: "data"}) == REPO / "data"
+    assert DATA_VARIABLE in needs_omniglot.kwargs["reason"] and DATA_VARIABLE in needs_cifar.kwargs["reason"]
 
 
 @pytest.fixture(scope="module")

@@ -127,5 +127,5 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     atomic_torch_save({"x": torch.ones(1000)}, tmp_path / "last.pt")
     data = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="could not read checkpoint"):
+    with pytest.raises(ValueError, match="last.pt is not a fewshot-sla checkpoint"):
         load_checkpoint(tmp_path / "last.pt")

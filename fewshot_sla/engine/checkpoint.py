@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..runs import load_checkpoint
+from ..runs import check_finite_state, load_checkpoint, resolve_checkpoint
 
 __all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpoint", "upgrade",
            "read_checkpoint", "load_model"]
@@ -89,8 +89,10 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model of any fewshot-sla checkpoint (either pipeline, any format version)."""
+    """Rebuild the model of any fewshot-sla checkpoint (either pipeline, any format version);
+    a checkpoint with non-finite weights is refused in one line naming the file and tensor."""
     ckpt = read_checkpoint(path, map_location="cpu")
+    check_finite_state(ckpt["model"], resolve_checkpoint(path))  # a diverged run's weights: one line
     module, fn = PIPELINES[ckpt["pipeline"]].split(":")
     model, config = getattr(importlib.import_module(module), fn)(ckpt, source=str(path))
     model.to(torch.device(device)).eval()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import ConfigError, config_from_dict
+from ..runs import RunDir
 
 __all__ = ["resume_config"]
 
@@ -30,10 +31,7 @@ def resume_config(cls: type[C], run_dir: str | Path, overrides: dict[str, Any] |
             ``stop_after = 0``).
     """
     run = Path(run_dir)
-    if not (run / "last.pt").exists():
-        why = ("its run never wrote a checkpoint (config.json but no last.pt): start it again without --resume"
-               if (run / "config.json").exists() else "no last.pt there; pass the directory of a run")
-        raise FileNotFoundError(f"--resume {run_dir}: {why}")
+    RunDir(run, enabled=False).require_checkpoint("--resume")  # one line: why it cannot be resumed
     source = str(run / "config.json")
     data = json.loads((run / "config.json").read_text())
     overrides = {k: v for k, v in (overrides or {}).items() if k != "run_dir"}

@@ -5,8 +5,11 @@ each process runs its chunks one forward/backward at a time. Before chunk ``g`` 
 the global RNG (dropout) is seeded from ``(seed, stream, s, g)``; the pipeline seeds the chunk's
 augmentation the same way, so a chunk computes the same thing on whichever process runs it.
 Chunks after a process's first run with frozen BatchNorm running statistics and DropBlock
-counters (:func:`~fewshot_sla.distributed.bn_stats_frozen`), and under DDP only the last chunk
+counters (:func:`~fewshot_sla.distributed.step_state_frozen`), and under DDP only the last chunk
 synchronises gradients: K processes compute what one process with ``--accumulate K`` computes.
+A non-finite logged value stops the run before the optimiser step, with one line naming the step,
+the values and the lr (:mod:`fewshot_sla.guards`); so does a head's solver failing on diverged
+features.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..distributed import DistInfo, all_reduce_sum, bn_stats_frozen
+from ..distributed import DistInfo, all_reduce_sum, step_state_frozen
+from ..guards import check_finite_loss, solver_failure
 from ..runs import derive_seed
 
 __all__ = ["ChunkLoss", "ChunkedStep"]
@@ -52,17 +56,23 @@ class ChunkedStep:
         Returns the named values of ``chunk_loss`` summed over every chunk of every process
         (0-d float tensors, one all-reduce)."""
         self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
         sums: dict[str, Tensor] = {}
         for a, (chunk, payload) in enumerate(chunks):
             torch.manual_seed(derive_seed(self.seed, self.dropout_stream, step, chunk))
             last = a == len(chunks) - 1
             no_sync = self.step_module.no_sync() if self.dist.enabled and not last else nullcontext()
-            with no_sync, bn_stats_frozen(self.model, a > 0):
-                loss, values = chunk_loss(payload, chunk)
-                self.scaler.scale(loss).backward()
+            try:
+                with no_sync, step_state_frozen(self.model, a > 0):
+                    loss, values = chunk_loss(payload, chunk)
+                    self.scaler.scale(loss).backward()
+            except RuntimeError as e:  # a head's solver fed with diverged (NaN/inf) features: one line
+                raise (solver_failure(step + 1, e, lr) or e) from None
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
+        totals = all_reduce_sum(torch.stack(list(sums.values())), self.dist)
+        if not bool(torch.isfinite(totals).all()):  # one sync; stop before a non-finite step is taken
+            check_finite_loss(step + 1, dict(zip(sums, totals)), lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        totals = all_reduce_sum(torch.stack(list(sums.values())), self.dist)
         return dict(zip(sums, totals))

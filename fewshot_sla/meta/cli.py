@@ -18,7 +18,15 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import CONFIG_DIR, ConfigError, add_dataclass_arguments, build_config, canonical_options, option_names
+from ..config import (
+    CONFIG_DIR,
+    ConfigError,
+    add_dataclass_arguments,
+    build_config,
+    canonical_options,
+    check_config_command,
+    option_names,
+)
 from .config import EvalConfig, MetaTrainConfig, meta_config_names
 
 __all__ = ["add_parser", "run_meta_train", "run_eval"]
@@ -54,6 +62,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
         cfg = resume_config(args.resume, canonical_options(MetaTrainConfig, explicit))
         train(cfg, resume=True)
     else:
+        check_config_command(args.config, "meta-train")
         cfg = build_config(MetaTrainConfig, explicit, config=args.config)
         train(cfg)
     return 0

@@ -26,6 +26,7 @@ from ..config import (
     add_dataclass_arguments,
     build_config,
     canonical_options,
+    check_config_command,
     list_named_configs,
     option_names,
 )
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume is not None:
             cfg = _resume_config(args)
         else:
+            check_config_command(args.config, "supervised")
             cfg = build_config(SupervisedConfig, args, config=args.config)
             note = recipe_note(cfg, args.config)
             if note and env_info().is_main:

@@ -1,0 +1,154 @@
+"""The README's own commands: the main job parses, fetches Omniglot itself and trains exactly
+what produced the Results table; every committed benchmark result is reproduced by a README
+command with an explicit ``--out``; the install and learn2learn recipes are the portable ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fewshot_sla.cli import build_parser
+from fewshot_sla.config import build_config
+from fewshot_sla.meta.config import MetaTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(text: str = README, langs: tuple[str, ...] = ("bash", "sh", "")) -> list[str]:
+    """The fenced code blocks of ``text`` in one of ``langs``."""
+    blocks, current, lang = [], None, ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                if lang in langs:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def commands(block: str) -> list[list[str]]:
+    """Shell commands of a code block (continuations joined, comments dropped), split into words."""
+    out = []
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.split(" #")[0].strip()
+        if line and not line.startswith("#"):
+            out.append(shlex.split(line))
+    return out
+
+
+def readme_commands() -> list[list[str]]:
+    """Every command in a code block, plus every inline `python benchmarks/...` command."""
+    cmds = [c for b in code_blocks() for c in commands(b)]
+    cmds += [shlex.split(m) for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", README)]
+    return cmds
+
+
+def main_job() -> list[list[str]]:
+    for block in code_blocks():
+        cmds = commands(block)
+        if any(c[:2] == ["fewshot-sla", "meta-train"] and "omniglot_conv4_sla" in c for c in cmds):
+            return cmds
+    raise AssertionError("README has no main-job block (fewshot-sla meta-train --config omniglot_conv4_sla)")
+
+
+def _meta_cfg(argv: list[str]) -> MetaTrainConfig:
+    args = build_parser().parse_args(argv)
+    names = {f.name for f in dataclasses.fields(MetaTrainConfig)}
+    return build_config(MetaTrainConfig, {k: v for k, v in vars(args).items() if k in names}, config=args.config)
+
+
+def test_main_job_downloads_and_parses():
+    train, evaluate = main_job()[:2]
+    assert train[:2] == ["fewshot-sla", "meta-train"] and evaluate[:2] == ["fewshot-sla", "eval"]
+    assert "--download" in train and "--data-root" not in train  # the newcomer has no local copy
+    cfg = _meta_cfg(train[1:])
+    assert cfg.download and cfg.data_root == "data/omniglot"
+    assert "`data/omniglot/`" in README and "9.5 MB" in README and "--data-root DIR" in README
+    eargs = build_parser().parse_args(evaluate[1:])
+    assert eargs.checkpoint == train[train.index("--run-dir") + 1]
+
+
+def test_main_job_trains_what_the_results_table_trained():
+    """The README's command and benchmarks/omniglot_cpu.sh (10 epochs, as in the README's table)
+    give the same configuration, up to where the data is and how it is shown."""
+    script = (ROOT / "benchmarks" / "omniglot_cpu.sh").read_text()
+    m = re.search(r"^train=\((.*?)\)$", script, flags=re.S | re.M)
+    assert m, "omniglot_cpu.sh's train=(...) options"
+    words = shlex.split(m.group(1).replace('"$DATA"', "DATA").replace('"$EPOCHS"', "10")
+                        .replace("$((EPOCHS / 2))", "5").replace("$((EPOCHS * 3 / 4))", "7"))
+    assert "EPOCHS=${3:-10}" in script and "(10 epochs)" in README
+    bench = _meta_cfg(["meta-train", "--config", "omniglot_conv4_sla", *words])
+    readme = _meta_cfg(main_job()[0][1:])
+    ignore = {"data_root", "download", "num_threads", "quiet", "run_dir"}
+    diff = {f.name for f in dataclasses.fields(MetaTrainConfig)
+            if f.name not in ignore and getattr(bench, f.name) != getattr(readme, f.name)}
+    assert not diff, {k: (getattr(readme, k), getattr(bench, k)) for k in diff}
+    assert readme.epochs == 10
+
+
+def test_every_committed_result_has_its_readme_command_with_out():
+    cmds = readme_commands()
+    named = set()
+    for c in cmds:
+        scripts = [w for w in c if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))]
+        if not scripts:
+            continue
+        script = scripts[0]
+        if script.endswith(".sh"):
+            named.update(w for w in c if w.startswith("benchmarks/results/"))
+        elif "--out" in c:
+            named.add(c[c.index("--out") + 1])
+        else:  # without --out a benchmark may only print
+            assert script == "benchmarks/omniglot_table.py", f"README runs {script} without --out: {shlex.join(c)}"
+    committed = {f"benchmarks/results/{p.name}" for p in (ROOT / "benchmarks" / "results").glob("*.json")}
+    assert committed and committed <= named, committed - named
+
+
+def test_benchmark_defaults_do_not_touch_committed_results():
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        text = script.read_text()
+        for m in re.finditer(r'add_argument\(\s*"--out"(.*?)\)\n', text, flags=re.S):
+            default = re.search(r"default=([^\n]*)", m.group(1))
+            assert default is None or "results" not in default.group(1), (script.name, default.group(1))
+    assert 'RESULT=${4:-$OUT/omniglot_cpu.json}' in (ROOT / "benchmarks" / "omniglot_cpu.sh").read_text()
+
+
+@pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py"])
+def test_table_scripts_refuse_a_folder_without_runs(tmp_path, script):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert r.returncode == 2
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path) in lines[0], r.stderr
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_install_and_learn2learn_recipes_are_portable():
+    install = next(b for b in code_blocks() if "pip install torch" in b)
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in install
+    assert 'pip install -c constraints.txt -e ".[dev]"' in install
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install --quiet torch==2.13.0\n" in ci and '-c constraints.txt -e ".[dev]"' in ci
+    l2l = next(b for b in code_blocks() if "learn2learn==0.2.0" in b)
+    lines = [c for c in commands(l2l)]
+    assert 'cd "$(mktemp -d)"' in l2l.splitlines()[0] and lines[-1] == ["cd", "$REPO"]
+    assert '"learn2learn-*"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_readme_links_and_mentions():
+    assert "DESIGN.md" not in README and "(docs/ARCHITECTURE.md)" in README
+    assert "tensorboard --logdir runs" in README and "FEWSHOT_SLA_DATA" in README
+    assert (ROOT / "configs").is_symlink() and (ROOT / "configs").resolve() == ROOT / "fewshot_sla" / "configs"
+    assert "symbolic link" in README
