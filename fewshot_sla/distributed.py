@@ -34,6 +34,7 @@ __all__ = [
     "convert_sync_bn",
     "wrap_ddp",
     "bn_stats_frozen",
+    "step_state_frozen",
     "cleanup",
 ]
 
@@ -195,23 +196,40 @@ def wrap_ddp(module: torch.nn.Module, info: DistInfo, device: torch.device) -> t
     return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
 
 
-@contextlib.contextmanager
-def bn_stats_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
-    """Inside the block, BatchNorm layers normalise with the batch statistics as usual but do
-    not update their running statistics (``frozen=False``: a no-op).
+def _step_counting(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Submodules that count their forward calls (a bool attribute ``step_frozen``, e.g. the
+    ResNet-12 blocks whose ``drop_step`` buffer drives the DropBlock ramp)."""
+    return [m for m in module.modules() if isinstance(getattr(m, "step_frozen", None), bool)]
 
-    Why: under DDP every rank updates its running statistics from its own share of the
-    batch and rank 0's are the ones broadcast, evaluated and saved. A single process with
-    ``--accumulate K`` reproduces that by letting only its first chunk of each step update
-    them (the later chunks run inside this block), so both end with the same buffers.
+
+@contextlib.contextmanager
+def step_state_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Inside the block, forward calls do not advance ``module``'s per-step state; ``frozen=False``
+    is a no-op.
+
+    * BatchNorm layers normalise with the batch statistics as usual but do not update their
+      running statistics (``momentum`` 0; ``num_batches_tracked`` restored on exit).
+    * Modules that count forward calls (a bool ``step_frozen`` attribute: the ResNet-12
+      blocks' DropBlock ramp counter ``drop_step``) use their current count without advancing
+      it; the flag and the modules' own buffers are restored on exit.
+
+    Why: under DDP every rank runs one forward per step: it updates its running statistics
+    from its own share of the batch (rank 0's are the ones broadcast, evaluated and saved) and
+    advances the DropBlock ramp once. A single process with ``--accumulate K`` reproduces that
+    by running every chunk of a step after the first inside this block, so both end with the
+    same buffers and every chunk of step ``s`` sees the ramp at ``t = s + 1``.
     """
     if not frozen:
         yield
         return
     bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    counters = _step_counting(module)
+    saved_counters = [(m.step_frozen, [(b, b.clone()) for b in m.buffers(recurse=False)]) for m in counters]
     for m in bns:
         m.momentum = 0.0
+    for m in counters:
+        m.step_frozen = True
     try:
         yield
     finally:
@@ -220,6 +238,14 @@ def bn_stats_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[No
                 m.momentum = momentum
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked)
+            for m, (flag, buffers) in zip(counters, saved_counters):
+                m.step_frozen = flag
+                for b, value in buffers:
+                    b.copy_(value)
+
+
+# The trainers' name for step_state_frozen (kept: it now freezes more than BatchNorm statistics).
+bn_stats_frozen = step_state_frozen
 
 
 def cleanup() -> None:
