@@ -69,14 +69,23 @@ def env_info() -> DistInfo:
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
     """The device of this process: ``runs.resolve_device(name)``, except that under torchrun on
-    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``."""
+    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``.
+
+    An explicit ``cuda:K`` under torchrun (world size > 1) is a one-line
+    :class:`~fewshot_sla.config.ConfigError`: all processes of a node would share GPU K."""
+    from .config import ConfigError
     from .runs import resolve_device
 
     info = info or env_info()
     dev = resolve_device(name)
-    if info.enabled and dev.type == "cuda" and name in (None, "auto", "cuda"):
+    if info.enabled and dev.type == "cuda":
+        if dev.index is not None:
+            raise ConfigError(
+                f"--device {name} under torchrun would put every process on GPU {dev.index}; pass --device cuda "
+                "(each process takes the GPU LOCAL_RANK) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+            )
         if info.local_rank >= torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
                 "launch at most that many processes per node (torchrun --nproc-per-node)"
             )
@@ -87,16 +96,21 @@ def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch
 def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
     """Start the process group when launched by torchrun; return this process's :class:`DistInfo`.
 
-    On CUDA each process uses the GPU ``LOCAL_RANK`` (the caller should move its model to
-    ``torch.device('cuda', info.local_rank)``).
+    ``device`` is this process's device (:func:`resolve_dist_device`: ``cuda:LOCAL_RANK`` on
+    CUDA). On CUDA it becomes the current device and NCCL's ``device_id``, so collectives,
+    ``barrier`` and DDP all use the GPU the model is on.
     """
     info = env_info()
     if not info.enabled or dist.is_initialized():
         return info
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {}
     if device.type == "cuda":
-        torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+        kwargs["device_id"] = device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return info
 
 

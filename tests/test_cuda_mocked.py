@@ -65,3 +65,77 @@ def test_resume_of_a_cpu_checkpoint_leaves_the_cuda_rng_alone(monkeypatch):
     fake.install(monkeypatch)
     runs.set_rng_state(state)
     assert fake.calls == []
+
+
+# ------------------------------------------------------------------------ torchrun's CUDA device
+class FakeDist:
+    """``torch.cuda.set_device`` and ``torch.distributed.init_process_group`` recording their
+    arguments, on a node with ``n`` GPUs, launched by torchrun as local rank ``local_rank``."""
+
+    def __init__(self, monkeypatch, n: int, rank: int, world: int, local_rank: int) -> None:
+        import torch.distributed as dist
+
+        self.current: list[torch.device] = []
+        self.groups: list[dict] = []
+        for k, v in {"RANK": rank, "WORLD_SIZE": world, "LOCAL_RANK": local_rank}.items():
+            monkeypatch.setenv(k, str(v))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: self.current.append(torch.device(d)))
+        monkeypatch.setattr(dist, "is_initialized", lambda: bool(self.groups))
+        monkeypatch.setattr(dist, "init_process_group", lambda **kw: self.groups.append(kw))
+
+
+@pytest.mark.parametrize("name", ["cuda", "auto", None])
+def test_torchrun_on_cuda_binds_nccl_and_the_current_device_to_local_rank(monkeypatch, name):
+    from fewshot_sla.distributed import init_distributed, resolve_dist_device
+
+    fake = FakeDist(monkeypatch, n=4, rank=6, world=8, local_rank=2)  # second node, third GPU
+    device = resolve_dist_device(name)
+    assert device == torch.device("cuda", 2)
+    info = init_distributed(device, timeout_s=30)
+    assert (info.rank, info.world_size, info.local_rank) == (6, 8, 2)
+    assert fake.current == [torch.device("cuda", 2)]
+    assert len(fake.groups) == 1
+    group = fake.groups[0]
+    assert group["backend"] == "nccl" and group["device_id"] == torch.device("cuda", 2)
+    assert group["timeout"].total_seconds() == 30
+
+
+def test_init_distributed_uses_the_device_it_is_given_not_local_rank(monkeypatch):
+    from fewshot_sla.distributed import init_distributed
+
+    fake = FakeDist(monkeypatch, n=4, rank=1, world=2, local_rank=1)
+    init_distributed(torch.device("cuda", 3))  # e.g. a caller mapping ranks to GPUs itself
+    assert fake.current == [torch.device("cuda", 3)] and fake.groups[0]["device_id"] == torch.device("cuda", 3)
+
+
+@pytest.mark.parametrize("name", ["cuda:0", "cuda:1"])
+def test_an_explicit_gpu_under_torchrun_is_a_one_line_config_error(monkeypatch, name):
+    from fewshot_sla.config import ConfigError
+    from fewshot_sla.distributed import resolve_dist_device
+
+    FakeDist(monkeypatch, n=2, rank=0, world=2, local_rank=0)
+    with pytest.raises(ConfigError) as e:
+        resolve_dist_device(name)
+    msg = str(e.value)
+    assert "\n" not in msg and f"--device {name}" in msg and "--device cuda" in msg and "CUDA_VISIBLE_DEVICES" in msg
+
+
+def test_an_explicit_gpu_without_torchrun_is_kept(monkeypatch):
+    from fewshot_sla.distributed import init_distributed, resolve_dist_device
+
+    fake = FakeDist(monkeypatch, n=2, rank=0, world=1, local_rank=0)
+    assert resolve_dist_device("cuda:1") == torch.device("cuda", 1)
+    init_distributed(torch.device("cuda", 1))  # one process: no process group, device untouched
+    assert fake.current == [] and fake.groups == []
+
+
+def test_gloo_on_cpu_under_torchrun_gets_no_device_id(monkeypatch):
+    from fewshot_sla.distributed import init_distributed, resolve_dist_device
+
+    fake = FakeDist(monkeypatch, n=0, rank=1, world=2, local_rank=1)
+    device = resolve_dist_device("cpu")
+    init_distributed(device)
+    assert device == torch.device("cpu") and fake.current == []
+    assert fake.groups[0]["backend"] == "gloo" and "device_id" not in fake.groups[0]
