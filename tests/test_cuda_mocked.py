@@ -139,3 +139,38 @@ def test_gloo_on_cpu_under_torchrun_gets_no_device_id(monkeypatch):
     init_distributed(device)
     assert device == torch.device("cpu") and fake.current == []
     assert fake.groups[0]["backend"] == "gloo" and "device_id" not in fake.groups[0]
+
+
+# ------------------------------------------------------------------------ benchmarks
+def _load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_meta_train_speed_synchronises_the_device_in_use_not_the_current_one(monkeypatch):
+    bench = _load_benchmark("meta_train_speed")
+    from fewshot_sla.meta.config import MetaTrainConfig
+
+    calls = []
+
+    class FakeTrainer:  # a trainer on GPU 3 (torchrun local rank 3, or --device cuda:3)
+        device = torch.device("cuda", 3)
+        dist = type("D", (), {"world_size": 1, "is_main": True})()
+
+        def __init__(self, cfg, datasets):
+            pass
+
+        def train_step(self):
+            calls.append("step")
+
+    monkeypatch.setattr(bench, "MetaTrainer", FakeTrainer)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    bench.measure(MetaTrainConfig(dataset="folder", quiet=True, device="cpu"), None, steps=2, warmup=1)
+    gpu3 = torch.device("cuda", 3)
+    assert calls == ["step", gpu3, "step", "step", gpu3]
