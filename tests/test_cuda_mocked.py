@@ -174,3 +174,29 @@ def test_meta_train_speed_synchronises_the_device_in_use_not_the_current_one(mon
     bench.measure(MetaTrainConfig(dataset="folder", quiet=True, device="cpu"), None, steps=2, warmup=1)
     gpu3 = torch.device("cuda", 3)
     assert calls == ["step", gpu3, "step", "step", gpu3]
+
+
+def test_host_syncs_counts_each_kind_of_event_once():
+    """benchmarks/host_syncs.py's counter against a hand-made sequence of known events on meta
+    tensors (the GPU stand-in), outside and inside fewshot_sla code."""
+    bench = _load_benchmark("host_syncs")
+    meta = torch.device("meta")
+    x = torch.empty(4, 3, device=meta)
+    with bench.counting() as c:
+        int(x[0, 0])  # item: sync
+        x[:, 0].tolist()  # tolist: sync
+        (x > 0).nonzero()  # data-dependent size: sync
+        torch.rand(3).to(meta)  # blocking copy
+        torch.rand(3).to(meta, non_blocking=True)  # asynchronous copy
+        torch.as_tensor([1.0, 2.0], device=meta)  # Python data made on the device: copy
+        x[:, [0, 2]]  # a Python-list index: copy
+        x.sum(0) * 2  # on-device work: nothing
+        torch.empty(2, device=meta).copy_(torch.rand(2))  # copy_ from the host
+    assert sum(c.syncs.values()) == 3 and sum(c.copies.values()) == 5 and sum(c.blocking.values()) == 4
+    with bench.counting() as c:  # attributed to the innermost fewshot_sla frame
+        from fewshot_sla.data.augment import _send
+
+        _send([torch.rand(3), torch.rand(2)], meta)
+    assert list(c.copies.items()) == [(next(iter(c.copies)), 1)] and not c.blocking
+    assert next(iter(c.copies)).startswith("fewshot_sla/data/augment.py:")
+    assert "_send" in next(iter(c.copies))
