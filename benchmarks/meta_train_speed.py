@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,13 +36,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic import synthetic_dataset  # noqa: E402 - the tests' fixture dataset
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Wait for ``device``'s queued work: ``torch.cuda.synchronize(device)`` on CUDA (the device in
+    use, which under torchrun or ``--device cuda:K`` need not be the current one), else nothing."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def measure(cfg: MetaTrainConfig, data, steps: int, warmup: int) -> dict:
     """Episodes/s and seconds per step of ``steps`` training steps after ``warmup`` ones."""
     with tempfile.TemporaryDirectory() as d:
         trainer = MetaTrainer(dataclasses.replace(cfg, run_dir=str(Path(d) / "run")), {"train": data})
         for _ in range(warmup):
             trainer.train_step()
-        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        sync = synchronizer(trainer.device)
         sync()
         t0 = time.perf_counter()
         for _ in range(steps):

@@ -32,6 +32,7 @@ __all__ = [
     "convert_sync_bn",
     "wrap_ddp",
     "bn_stats_frozen",
+    "step_state_frozen",
     "cleanup",
 ]
 
@@ -66,14 +67,23 @@ def env_info() -> DistInfo:
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
     """The device of this process: ``runs.resolve_device(name)``, except that under torchrun on
-    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``."""
+    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``.
+
+    An explicit ``cuda:K`` under torchrun (world size > 1) is a one-line
+    :class:`~fewshot_sla.config.ConfigError`: all processes of a node would share GPU K."""
+    from .config import ConfigError
     from .runs import resolve_device
 
     info = info or env_info()
     dev = resolve_device(name)
-    if info.enabled and dev.type == "cuda" and name in (None, "auto", "cuda"):
+    if info.enabled and dev.type == "cuda":
+        if dev.index is not None:
+            raise ConfigError(
+                f"--device {name} under torchrun would put every process on GPU {dev.index}; pass --device cuda "
+                "(each process takes the GPU LOCAL_RANK) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+            )
         if info.local_rank >= torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
                 "launch at most that many processes per node (torchrun --nproc-per-node)"
             )
@@ -84,16 +94,21 @@ def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch
 def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
     """Start the process group when launched by torchrun; return this process's :class:`DistInfo`.
 
-    On CUDA each process uses the GPU ``LOCAL_RANK`` (the caller should move its model to
-    ``torch.device('cuda', info.local_rank)``).
+    ``device`` is this process's device (:func:`resolve_dist_device`: ``cuda:LOCAL_RANK`` on
+    CUDA). On CUDA it becomes the current device and NCCL's ``device_id``, so collectives,
+    ``barrier`` and DDP all use the GPU the model is on.
     """
     info = env_info()
     if not info.enabled or dist.is_initialized():
         return info
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {}
     if device.type == "cuda":
-        torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+        kwargs["device_id"] = device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return info
 
 
@@ -179,23 +194,40 @@ def wrap_ddp(module: torch.nn.Module, info: DistInfo, device: torch.device) -> t
     return DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
 
 
-@contextlib.contextmanager
-def bn_stats_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
-    """Inside the block, BatchNorm layers normalise with the batch statistics as usual but do
-    not update their running statistics (``frozen=False``: a no-op).
+def _step_counting(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Submodules that count their forward calls (a bool attribute ``step_frozen``, e.g. the
+    ResNet-12 blocks whose ``drop_step`` buffer drives the DropBlock ramp)."""
+    return [m for m in module.modules() if isinstance(getattr(m, "step_frozen", None), bool)]
 
-    Why: under DDP every rank updates its running statistics from its own share of the
-    batch and rank 0's are the ones broadcast, evaluated and saved. A single process with
-    ``--accumulate K`` reproduces that by letting only its first chunk of each step update
-    them (the later chunks run inside this block), so both end with the same buffers.
+
+@contextlib.contextmanager
+def step_state_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Inside the block, forward calls do not advance ``module``'s per-step state; ``frozen=False``
+    is a no-op.
+
+    * BatchNorm layers normalise with the batch statistics as usual but do not update their
+      running statistics (``momentum`` 0; ``num_batches_tracked`` restored on exit).
+    * Modules that count forward calls (a bool ``step_frozen`` attribute: the ResNet-12
+      blocks' DropBlock ramp counter ``drop_step``) use their current count without advancing
+      it; the flag and the modules' own buffers are restored on exit.
+
+    Why: under DDP every rank runs one forward per step: it updates its running statistics
+    from its own share of the batch (rank 0's are the ones broadcast, evaluated and saved) and
+    advances the DropBlock ramp once. A single process with ``--accumulate K`` reproduces that
+    by running every chunk of a step after the first inside this block, so both end with the
+    same buffers and every chunk of step ``s`` sees the ramp at ``t = s + 1``.
     """
     if not frozen:
         yield
         return
     bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    counters = _step_counting(module)
+    saved_counters = [(m.step_frozen, [(b, b.clone()) for b in m.buffers(recurse=False)]) for m in counters]
     for m in bns:
         m.momentum = 0.0
+    for m in counters:
+        m.step_frozen = True
     try:
         yield
     finally:
@@ -204,6 +236,14 @@ def bn_stats_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[No
                 m.momentum = momentum
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked)
+            for m, (flag, buffers) in zip(counters, saved_counters):
+                m.step_frozen = flag
+                for b, value in buffers:
+                    b.copy_(value)
+
+
+# The trainers' name for step_state_frozen (kept: it now freezes more than BatchNorm statistics).
+bn_stats_frozen = step_state_frozen
 
 
 def cleanup() -> None:

@@ -202,11 +202,20 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` saved.
+
+    CUDA states are restored for the devices visible now: device ``i`` gets the state saved
+    for device ``i``, so a checkpoint written with 4 GPUs visible resumes with 1 (device 0's
+    state) and one written on the CPU leaves the CUDA generators as they are. The trainers
+    reseed every chunk (``derive_seed``), so the other devices' states are not needed.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        for i, s in enumerate(list(cuda)[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def seed_everything(seed: int) -> None:

@@ -100,15 +100,16 @@ class TransformSet:
         self.check_input(c, h, w)
         if self.M == 1:
             return x
-        views = []
-        for k in self.rotations:
-            r = torch.rot90(x, k, dims=(2, 3)) if k else x
-            if self.color_perms is None:
-                views.append(r)
-            else:
-                views.extend(r[:, list(p)] for p in self.color_perms)
-        # [M, B, C, H, W] -> [B, M, C, H, W] -> [B*M, C, H, W]: row b*M + j = t_j(x_b)
-        out = torch.stack(views, dim=1)
+        rotated = [torch.rot90(x, k, dims=(2, 3)) if k else x for k in self.rotations]
+        if self.color_perms is None:
+            # M views [B, C, H, W] -> [B, M, C, H, W] -> [B*M, C, H, W]: row b*M + j = t_j(x_b)
+            out = torch.stack(rotated, dim=1)
+        else:
+            # Channel c' of view (k, p) is channel p[c'] of rotation k: the views' channels, as
+            # views of the input (no index tensor: a Python-list index would be one blocking
+            # host-to-device copy per view on CUDA), stacked in one copy into [B, M*C, H, W].
+            planes = [r.unbind(1) for r in rotated]
+            out = torch.stack([ch[i] for ch in planes for p in self.color_perms for i in p], dim=1)
         out = out.reshape(b * self.M, c, h, w)
         if x.is_contiguous(memory_format=torch.channels_last):
             out = out.contiguous(memory_format=torch.channels_last)

@@ -15,8 +15,9 @@ import pytest
 import torch
 from test_meta_cli import train_args  # the same tiny meta-training run
 
+from fewshot_sla.backbones.resnet12 import ResNet12Block
 from fewshot_sla.cli import main
-from fewshot_sla.distributed import bn_stats_frozen
+from fewshot_sla.distributed import bn_stats_frozen, step_state_frozen
 from fewshot_sla.meta.batches import episode_indices, step_chunks
 from fewshot_sla.runs import RunDir, load_checkpoint
 from fewshot_sla.supervised.train import BatchPlan, batch_chunks
@@ -92,6 +93,27 @@ def test_bn_stats_frozen_keeps_running_statistics_but_uses_batch_statistics():
     assert not torch.equal(bn.running_mean, before["running_mean"])  # updates again outside the block
 
 
+def test_step_state_frozen_holds_the_dropblock_ramp_and_is_bn_stats_frozen():
+    assert bn_stats_frozen is step_state_frozen  # the trainers' name
+    torch.manual_seed(0)
+    block = ResNet12Block(2, 3, drop_rate=0.5, drop_block=True, block_size=1, drop_ramp_steps=4).train()
+    x = torch.randn(2, 2, 4, 4)
+    block(x)
+    block(x)
+    assert int(block.drop_step) == 2
+    seen = []
+    block.dropblock.register_forward_pre_hook(lambda m, args: seen.append(float(args[1])))
+    with step_state_frozen(block):
+        block(x)
+        block(x)
+        assert int(block.drop_step) == 2  # not advanced inside the block
+    assert seen == [0.25, 0.25]  # the current count t = 2: min(0.5 * 2 / 4, 0.5)
+    assert not block.step_frozen and int(block.drop_step) == 2
+    with step_state_frozen(block, frozen=False):
+        block(x)
+    assert int(block.drop_step) == 3 and seen[-1] == pytest.approx(0.375)
+
+
 # ------------------------------------------------------------------------ meta-training
 @pytest.fixture(scope="module")
 def folder_root(fewshot_folder):
@@ -127,6 +149,22 @@ def test_meta_train_two_processes_equal_one_with_accumulate(meta_runs):
 
     assert names(ddp) == names(single)
     assert load_checkpoint(ddp / "best.pt")["world_size"] == 2
+
+
+def test_meta_train_resnet12_with_dropblock_two_processes_equal_one_with_accumulate(folder_root, tmp_path):
+    """The same claim for a tiny ResNet-12 whose DropBlock is active from the first step (a fast
+    ramp: 0.5 * t / 2): the ramp counts steps, not chunks, so both runs drop with the same rate
+    and end with the same weights, BatchNorm statistics and ramp counters."""
+    extra = ["--backbone", "resnet12", "--backbone-options", "widths=[2,2,2,2],drop_rate=0.5,drop_ramp_steps=2",
+             "--epochs", "1", "--val-episodes", "0"]
+    assert main(meta_args(folder_root, tmp_path / "single", *extra, "--accumulate", "2")) == 0
+    proc = torchrun(2, *meta_args(folder_root, tmp_path / "ddp", *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    la, lb = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
+    assert len(la) == len(lb) == 2 and la == pytest.approx(lb, rel=1e-5)
+    assert_same_weights(tmp_path / "single" / "last.pt", tmp_path / "ddp" / "last.pt")
+    state = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    assert [int(v) for k, v in state.items() if k.endswith("drop_step")] == [2, 2, 2, 2]  # 2 steps
 
 
 def test_distributed_eval_equals_single_process_eval_exactly(meta_runs, tmp_path):

@@ -16,6 +16,8 @@ d_p, Nesterov, L2 weight decay). Baseline mode, conv4 (no dropout), no augmentat
 randomness is the episode choice.
 """
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -121,3 +123,33 @@ def test_first_step_with_accumulate_2_equals_a_hand_written_reference(tmp_path):
         w_other = _reference_step(cfg, other, mean, std)[0]
         gap = max(float((state[n] - w).abs().max()) for n, w in w_other.items())
         assert gap > 1e-3, (other, gap)
+
+
+# ------------------------------------------------------------------------ DropBlock's ramp
+def test_dropblock_ramp_counts_optimiser_steps_whatever_accumulate(tmp_path, monkeypatch):
+    """ResNet-12's DropBlock rate ramps over ``drop_ramp_steps`` training forwards
+    (backbones/resnet12.py: ``drop = min(p * t / T, p)``, t = 1 on the first). With
+    ``--accumulate 2`` one step is two forwards, yet the ramp must count steps: every chunk of
+    step s (0-based) uses t = s + 1, as one process per chunk (torchrun) does, and the
+    checkpointed counter equals the number of steps."""
+    from fewshot_sla.backbones.dropblock import DropBlock
+
+    p, ramp, steps = 0.5, 4, 3
+    seen = []
+    forward = DropBlock.forward
+
+    def recording(self, x, drop_prob):
+        seen.append(float(drop_prob))
+        return forward(self, x, drop_prob)
+
+    monkeypatch.setattr(DropBlock, "forward", recording)
+    cfg = dataclasses.replace(
+        _config(tmp_path), backbone="resnet12", mode="sla", transforms="rotation", episodes_per_epoch=T * steps,
+        backbone_options={"widths": [4, 4, 4, 4], "drop_rate": p, "drop_ramp_steps": ramp})
+    train(cfg, datasets={"train": TRAIN})
+    # per step: 2 chunks x (layer3, layer4), each at the step's t
+    want = [min(p * (s + 1) / ramp, p) for s in range(steps) for _ in range(2 * 2)]
+    assert seen == pytest.approx(want, rel=1e-6)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    counters = {k: int(v) for k, v in state.items() if k.endswith("drop_step")}
+    assert len(counters) == 4 and set(counters.values()) == {steps}, counters

@@ -81,3 +81,62 @@ def test_channels_last_preserved_and_values_equal():
     y = t(x.contiguous(memory_format=torch.channels_last))
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(y, t(x))
+
+
+def _list_indexed(t, x):
+    """The previous implementation (one Python-list channel index per colour view), kept as the
+    reference the current one must match bit for bit."""
+    b, c, h, w = x.shape
+    views = []
+    for k in t.rotations:
+        r = torch.rot90(x, k, dims=(2, 3)) if k else x
+        if t.color_perms is None:
+            views.append(r)
+        else:
+            views.extend(r[:, list(p)] for p in t.color_perms)
+    out = torch.stack(views, dim=1).reshape(b * t.M, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_equals_python_list_channel_indexing_bit_for_bit(name, dtype, channels_last):
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(4, 3, 6, 6, generator=g) * 255).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = get_transform_set(name)
+    got, want = t(x), _list_indexed(t, x)
+    assert got.dtype == want.dtype and got.stride() == want.stride()
+    assert torch.equal(got, want)
+
+
+def test_colour_permutations_build_no_index_tensor_per_view():
+    """A Python-list index is turned into an index tensor on the host and copied to the input's
+    device (a blocking copy per colour view on CUDA). The permutations must not index: every op
+    they dispatch (seen on a meta tensor) takes only tensors already on the input's device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            devices = {str(a.device) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+            self.ops.append((func.overloadpacket.__name__, devices))
+            return func(*args, **kwargs)
+
+    x = torch.empty(2, 3, 4, 4, device="meta")
+    t = get_transform_set("rot_color_perm24")
+    with Record() as rec:
+        out = t(x)
+    assert out.device.type == "meta" and out.shape == (48, 3, 4, 4)
+    names = [n for n, _ in rec.ops]
+    assert not [n for n in names if n.startswith("index")], names  # no list index (old: 24 aten.index)
+    assert all(devs <= {"meta"} for _, devs in rec.ops), rec.ops  # no host tensor enters

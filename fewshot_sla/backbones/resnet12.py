@@ -28,7 +28,11 @@ Regularisation, as MetaOptNet's ``BasicBlock`` (``drop_rate`` p, default 0.1):
   ``t`` is incremented before use (the first call uses t = 1), as in MetaOptNet.
   ``drop_ramp_steps`` defaults to MetaOptNet's ``20 * 2000`` = 40000 forward calls.
   MetaOptNet counts every forward call, eval ones included; here only
-  training-mode calls count unless ``count_eval_forwards=True``. The counter is
+  training-mode calls count unless ``count_eval_forwards=True``, and calls made while
+  ``step_frozen`` is set do not count: the trainers run every gradient chunk after a
+  step's first inside :func:`fewshot_sla.distributed.step_state_frozen`, so ``t`` counts
+  optimiser steps whatever ``--accumulate`` and the number of torchrun processes (each
+  chunk of step ``s`` uses ``t = s + 1``, as in one chunk per step). The counter is
   a buffer (``layerN.drop_step``) saved in ``state_dict``, so resumed runs continue
   the ramp (MetaOptNet's plain attribute restarts it).
 * ``block_size`` defaults to MetaOptNet's per-dataset choice: 5 when the image
@@ -92,6 +96,9 @@ class ResNet12Block(nn.Module):
         # is computed on the device without a host sync (and without torch.compile
         # recompiling for every new Python value).
         self.register_buffer("drop_step", torch.zeros((), dtype=torch.long))
+        # True inside ``fewshot_sla.distributed.step_state_frozen``: forward calls use the
+        # current count without advancing it (the later gradient chunks of one step).
+        self.step_frozen = False
 
     def keep_rate(self, step: int | None = None) -> float:
         """DropBlock keep rate after ``step`` forward calls (default: the current count)."""
@@ -116,7 +123,7 @@ class ResNet12Block(nn.Module):
         return out * mask.div_(keep)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.count_eval_forwards:
+        if (self.training or self.count_eval_forwards) and not self.step_frozen:
             self.drop_step.add_(1)
         out = self.act(self.bn1(self.conv1(x)))
         out = self.act(self.bn2(self.conv2(out)))

@@ -51,15 +51,36 @@ __all__ = [
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``n`` uniform [0, 1) numbers drawn on the generator's device, moved to ``device``."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(n, generator=generator, device=gdev).to(device)
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
 
 
-def _randint(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randint(0, high, (n,), generator=generator, device=gdev).to(device)
+def _rand(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` uniform [0, 1) numbers drawn on the generator's device (the global CPU RNG without one)."""
+    return torch.rand(n, generator=generator, device=_gen_device(generator))
+
+
+def _randint(high: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=generator, device=_gen_device(generator))
+
+
+# Integer draws travel as float32 (exact below 2**24: crop offsets and jitter orders are far smaller).
+_EXACT_INT = 2**24
+
+
+def _send(parts: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The flattened ``parts`` (drawn on one device) as float32 tensors on ``device``, moved in ONE
+    copy: concatenated into one (pinned, when the target is a GPU) buffer and sent with
+    ``non_blocking=True``, instead of one blocking copy per draw. Values are unchanged."""
+    sizes = [p.numel() for p in parts]
+    flat = [p.reshape(-1).to(torch.float32) for p in parts]
+    src = parts[0].device
+    if src == device:
+        return list(torch.cat(flat).split(sizes))
+    pin = device.type == "cuda" and src.type == "cpu" and torch.cuda.is_available()
+    buf = torch.empty(sum(sizes), dtype=torch.float32, device=src, pin_memory=pin)
+    torch.cat(flat, out=buf)
+    return list(buf.to(device, non_blocking=True).split(sizes))
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +94,31 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32)
 
 
+def _crop_offsets(b: int, h: int, w: int, size: int, padding: int,
+                  generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Row offsets of all images, then column offsets (on the generator's device)."""
+    hp, wp = h + 2 * padding, w + 2 * padding
+    if size > hp or size > wp:
+        raise ValueError(f"crop size {size} exceeds the padded image {hp}x{wp}")
+    if max(hp, wp) > _EXACT_INT:
+        raise ValueError(f"padded image {hp}x{wp} is too large to crop (at most {_EXACT_INT} pixels a side)")
+    return [_randint(hp - size + 1, b, generator), _randint(wp - size + 1, b, generator)]
+
+
+def _crop_at(x: torch.Tensor, size: int, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """The ``size x size`` windows of the zero-padded batch at per-image offsets ``dy, dx`` (on x's device)."""
+    b, c = x.shape[:2]
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding))
+    wp = x.shape[3]
+    dy, dx = dy.long(), dx.long()
+    ar = torch.arange(size, device=x.device)
+    rows = (dy[:, None] + ar)[:, None, :, None].expand(b, c, size, wp)
+    x = torch.gather(x, 2, rows)
+    cols = (dx[:, None] + ar)[:, None, None, :].expand(b, c, size, size)
+    return torch.gather(x, 3, cols)
+
+
 def random_crop(
     x: torch.Tensor, size: int, padding: int = 0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -82,25 +128,20 @@ def random_crop(
     ``x``: ``[B, C, H, W]`` -> ``[B, C, size, size]``; offsets uniform over all positions
     (row offsets for all images are drawn first, then column offsets).
     """
-    b, c, h, w = x.shape
-    if padding:
-        x = F.pad(x, (padding, padding, padding, padding))
-    hp, wp = h + 2 * padding, w + 2 * padding
-    if size > hp or size > wp:
-        raise ValueError(f"crop size {size} exceeds the padded image {hp}x{wp}")
-    dy = _randint(hp - size + 1, b, generator, x.device)
-    dx = _randint(wp - size + 1, b, generator, x.device)
-    ar = torch.arange(size, device=x.device)
-    rows = (dy[:, None] + ar)[:, None, :, None].expand(b, c, size, wp)
-    x = torch.gather(x, 2, rows)
-    cols = (dx[:, None] + ar)[:, None, None, :].expand(b, c, size, size)
-    return torch.gather(x, 3, cols)
+    b, _, h, w = x.shape
+    dy, dx = _send(_crop_offsets(b, h, w, size, padding, generator), x.device)
+    return _crop_at(x, size, padding, dy, dx)
+
+
+def _flip_where(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
+    flip = u < p
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image left-right with probability ``p``."""
-    flip = _rand(x.shape[0], generator, x.device) < p
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    (u,) = _send([_rand(x.shape[0], generator)], x.device)
+    return _flip_where(x, u, p)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -151,14 +192,29 @@ def color_jitter(
 
     Draws: factors for brightness, contrast, saturation (``[B]`` each), then the order keys.
     """
+    u, order = _send(_jitter_draws(x.shape[0], generator), x.device)
+    return _jitter_with(x, brightness, contrast, saturation, u, order)
+
+
+def _jitter_draws(b: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Uniforms for the brightness, contrast and saturation factors (``[B]`` each, in one
+    ``[3*B]``), then the order of the three adjustments per image (``[B, 3]``, argsort of
+    uniform keys), on the generator's device."""
+    u = torch.cat([_rand(b, generator) for _ in range(3)])
+    keys = torch.rand(b, 3, generator=generator, device=_gen_device(generator))
+    return [u, torch.argsort(keys, dim=1)]
+
+
+def _jitter_with(x: torch.Tensor, brightness: float, contrast: float, saturation: float,
+                 u: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """:func:`color_jitter` with its draws given (``u`` ``[3*B]`` float32, ``order`` ``[B*3]``, on x's device)."""
     b = x.shape[0]
     factors = []
-    for s in (brightness, contrast, saturation):
+    for i, s in enumerate((brightness, contrast, saturation)):
         lo, hi = max(0.0, 1.0 - s), 1.0 + s
-        factors.append(lo + (hi - lo) * _rand(b, generator, x.device))
+        factors.append(lo + (hi - lo) * u[i * b : (i + 1) * b])
     factors = torch.stack(factors, dim=1).to(x.dtype)  # [B, 3]
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    order = torch.argsort(torch.rand(b, 3, generator=generator, device=gdev), dim=1).to(x.device)
+    order = order.long().view(b, 3)
     for pos in range(3):
         k = order[:, pos]
         f = factors.gather(1, k[:, None]).view(-1, 1, 1, 1)
@@ -202,27 +258,58 @@ class AugmentConfig:
 
 
 class BatchAugment:
-    """Callable ``aug(x, generator=None)``: uint8/float ``[B, C, H, W]`` -> float ``[B, C, H', W']``."""
+    """Callable ``aug(x, generator=None)``: uint8/float ``[B, C, H, W]`` -> float ``[B, C, H', W']``.
+
+    All random numbers of a call are drawn first, on the generator's device, in the order the
+    steps use them (crop offsets, jitter factors and order, flip), and reach the images'
+    device in one non-blocking copy from a pinned buffer (no copy at all when they are drawn
+    there); the normalisation constants are made once per device. The output equals calling
+    :func:`random_crop`, :func:`color_jitter`, :func:`random_hflip` and :func:`normalize` in
+    turn with the same generator.
+    """
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # per-object cache
 
     @property
     def random(self) -> bool:
         c = self.config
         return bool(c.crop or c.flip or c.brightness or c.contrast or c.saturation)
 
+    def _mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        if x.device not in self._norm:
+            m = torch.as_tensor(c.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            s = torch.as_tensor(c.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            self._norm[x.device] = (m, s)
+        m, s = self._norm[x.device]
+        if m.shape[1] != x.shape[1]:
+            raise ValueError(f"mean/std have {m.shape[1]} channels, images have {x.shape[1]}")
+        return m, s
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.config
         x = to_float(x)
+        b, _, h, w = x.shape
+        jitter = bool(c.brightness or c.contrast or c.saturation)
+        draws: list[torch.Tensor] = []
         if c.crop is not None:
-            x = random_crop(x, c.crop, c.padding, generator)
-        if c.brightness or c.contrast or c.saturation:
-            x = color_jitter(x, c.brightness, c.contrast, c.saturation, generator)
+            draws += _crop_offsets(b, h, w, c.crop, c.padding, generator)
+        if jitter:
+            draws += _jitter_draws(b, generator)
         if c.flip:
-            x = random_hflip(x, 0.5, generator)
+            draws.append(_rand(b, generator))
+        sent = iter(_send(draws, x.device)) if draws else iter(())
+        if c.crop is not None:
+            x = _crop_at(x, c.crop, c.padding, next(sent), next(sent))
+        if jitter:
+            x = _jitter_with(x, c.brightness, c.contrast, c.saturation, next(sent), next(sent))
+        if c.flip:
+            x = _flip_where(x, next(sent), 0.5)
         if c.mean is not None and c.std is not None:
-            x = normalize(x, c.mean, c.std)
+            m, s = self._mean_std(x)
+            x = (x - m) / s
         return x
 
     def __repr__(self) -> str:

@@ -12,6 +12,32 @@ from ..transforms import TransformSet, get_transform_set
 
 __all__ = ["EpisodeBatch", "collate_episodes", "expand_episodes"]
 
+_ALIGN = 16  # byte offset of every tensor in a packed buffer (any dtype can be viewed there)
+
+
+def _send_together(tensors: Sequence[torch.Tensor], device: torch.device | str,
+                   non_blocking: bool = True) -> list[torch.Tensor]:
+    """Copies of ``tensors`` (all on one device, e.g. the CPU) on ``device``, moved in ONE copy:
+    their bytes are packed into one buffer (pinned when it goes from the CPU to a GPU), sent
+    with ``non_blocking``, and viewed back as contiguous tensors of the same dtypes, shapes and
+    values. One transfer instead of one blocking copy per tensor."""
+    device = torch.device(device)
+    chunks, spans, offset = [], [], 0
+    for t in tensors:
+        raw = t.contiguous().reshape(-1).view(torch.uint8)
+        pad = -raw.numel() % _ALIGN
+        chunks.append(raw)
+        if pad:
+            chunks.append(raw.new_zeros(pad))
+        spans.append((offset, raw.numel()))
+        offset += raw.numel() + pad
+    src = tensors[0].device
+    pin = non_blocking and device.type == "cuda" and src.type == "cpu" and torch.cuda.is_available()
+    buf = torch.empty(offset, dtype=torch.uint8, device=src, pin_memory=pin)
+    torch.cat(chunks, out=buf)
+    buf = buf.to(device, non_blocking=non_blocking)
+    return [buf[o : o + n].view(t.dtype).view(t.shape) for (o, n), t in zip(spans, tensors)]
+
 
 @dataclass(frozen=True)
 class EpisodeBatch:
@@ -43,14 +69,19 @@ class EpisodeBatch:
         return self.n_way // self.M
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return replace(
-            self,
-            support=move(self.support),
-            support_labels=move(self.support_labels),
-            query=move(self.query),
-            query_labels=move(self.query_labels),
-        )
+        """The batch on ``device``. Tensors already there stay as they are; the others (on one
+        device) move in one copy (:func:`_send_together`: pinned and asynchronous for CPU -> CUDA
+        with ``non_blocking``) and arrive contiguous."""
+        device = torch.device(device)
+        names = ("support", "support_labels", "query", "query_labels")
+        tensors = {n: getattr(self, n) for n in names}
+        moving = [n for n, t in tensors.items() if not _on(t, device)]
+        if len({tensors[n].device for n in moving}) > 1:  # from several devices: one copy each
+            return replace(self, **{n: tensors[n].to(device, non_blocking=non_blocking) for n in moving})
+        if moving:
+            sent = _send_together([tensors[n] for n in moving], device, non_blocking)
+            return replace(self, **dict(zip(moving, sent)))
+        return self
 
     def map_images(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> EpisodeBatch:
         """Apply ``fn`` to support and query images in one call.
@@ -73,6 +104,15 @@ class EpisodeBatch:
         )
 
 
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    """``t`` is on ``device`` (``cuda`` without an index matches the current GPU)."""
+    if t.device.type != device.type:
+        return False
+    if device.index is None and device.type == "cuda":
+        return t.device.index == torch.cuda.current_device()
+    return device.index is None or t.device.index == device.index
+
+
 def collate_episodes(
     images: torch.Tensor,
     episodes: Sequence[Sequence[int]],
@@ -92,14 +132,19 @@ def collate_episodes(
             f"each episode must hold n_way * (k_shot + n_query) = {size} indices, got shape {tuple(idx.shape)}"
         )
     t = idx.shape[0]
-    x = images.index_select(0, idx.flatten().to(images.device)).reshape(t, size, *images.shape[1:])
+    dev = images.device
+    idx = idx.flatten() if dev.type == "cpu" else _send_together([idx.flatten()], dev)[0]  # one async copy
+    x = images.index_select(0, idx).reshape(t, size, *images.shape[1:])
     s = n_way * k_shot
-    labels = torch.arange(n_way).repeat_interleave
+
+    def labels(n: int) -> torch.Tensor:  # [T, n_way * n]: 0 (n times), 1 (n times), ...; made on the device
+        return torch.arange(n_way, device=dev)[None, :, None].expand(t, n_way, n).reshape(t, n_way * n)
+
     return EpisodeBatch(
         support=x[:, :s],
-        support_labels=labels(k_shot).expand(t, -1).contiguous(),
+        support_labels=labels(k_shot),
         query=x[:, s:],
-        query_labels=labels(n_query).expand(t, -1).contiguous(),
+        query_labels=labels(n_query),
         n_way=n_way,
     )
 
