@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-query", type=int, default=6)
     p.add_argument("--tasks-per-batch", type=int, default=8)
     p.add_argument("--accumulate", type=int, default=1)
-    p.add_argument("--out", default="runs/host_syncs.json", help="JSON output (default under runs/)")
+    p.add_argument("--out", default="runs/benchmarks/host_syncs.json", help="JSON output (default under runs/)")
     p.add_argument("--sites", action="store_true", help="also print every call site")
     a = p.parse_args(argv)
 

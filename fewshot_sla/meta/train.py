@@ -56,6 +56,7 @@ from ..engine import (
 )
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
+from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
@@ -183,7 +184,8 @@ class MetaTrainer:
         self.train_time = 0.0
         if resume:
             self._load_state()
-        else:
+        else:  # a fresh start: a dead run's metrics rows in this directory are dropped
+            self.run.start_fresh()
             self.run.write_json("config.json", cfg.to_dict())
 
     # -- data -------------------------------------------------------------------------------
@@ -310,6 +312,7 @@ class MetaTrainer:
                 is_best = True
                 self.best = {"score": None, "epoch": self.epoch, "step": self.step, "val": None}
             if self.dist.is_main:
+                check_finite_weights(self.step, self.model.state_dict())  # never a non-finite checkpoint
                 self.run.save(self.state(), best=is_best)
             if not self.quiet:
                 print(self._epoch_line(train_stats, val, is_best, time.time() - t0), flush=True)
@@ -343,6 +346,7 @@ class MetaTrainer:
         if cfg.test_episodes:
             summary["test"] = self.test()
         self.run.write_json("summary.json", summary)
+        self.run.close()
         if not self.quiet and self.best.get("score") not in (None, -math.inf):
             print(f"best val {cfg.reported_inference} {100 * self.best['score']:.2f}% at epoch "
                   f"{self.best['epoch']}; run directory {self.run.path}", flush=True)

@@ -47,6 +47,7 @@ from ..engine import (
     run_sharded,
     start_session,
 )
+from ..guards import check_finite_weights
 from ..inferences import reported
 from ..optim import build_sgd, piecewise_lr_factor
 from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, to_jsonable
@@ -313,7 +314,8 @@ class SupervisedTrainer:
         self.start, self.best, self.meter = 0, {"score": -math.inf, "iteration": 0}, _new_meter(device)
         if resume:
             self._load_state()
-        else:
+        else:  # a fresh start: a dead run's metrics rows in this directory are dropped
+            self.run.start_fresh()
             self.run.write_json("config.json", cfg)
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -337,6 +339,7 @@ class SupervisedTrainer:
 
     def checkpoint(self, it: int, is_best: bool) -> None:
         if self.info.is_main:
+            check_finite_weights(it, self.model.state_dict())  # never a non-finite checkpoint
             self.run.save(make_checkpoint(
                 "supervised", dataclasses.asdict(self.cfg), self.data_info, self.model.state_dict(),
                 optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -475,6 +478,7 @@ class SupervisedTrainer:
         self.run.log({"kind": "test", "epoch": self.epoch_of(state["iteration"]), "step": state["iteration"],
                       "final": True, **{f"acc_{k}": v for k, v in test["accuracy"].items()}})
         self.run.write_json("summary.json", summary)
+        self.run.close()
         if cfg.plot and info.is_main:
             _plot(self.run.path)
         barrier(info)
