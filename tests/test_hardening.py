@@ -395,3 +395,71 @@ def test_no_tensorboard_no_events_and_no_failure(tmp_path, monkeypatch):
     off = RunDir(tmp_path / "off", tensorboard=False)
     off.log({"kind": "train", "step": 1, "loss": 1.0})
     assert sorted(os.listdir(off.path)) == ["metrics.jsonl"]
+
+
+# --------------------------------------------------------------------------- NaN injection in the loops
+def _meta_args(data_root, run, *extra):
+    return ["meta-train", "--dataset", "folder", "--data-root", str(data_root), "--backbone", "conv4",
+            "--backbone-options", "hidden=8,out_channels=8", "--n-way", "3", "--k-shot", "1", "--n-query", "2",
+            "--episodes-per-epoch", "4", "--tasks-per-batch", "2", "--eval-way", "3", "--eval-shot", "1",
+            "--eval-query", "2", "--val-episodes", "2", "--epochs", "3", "--device", "cpu", "--quiet",
+            "--run-dir", str(run), *extra]
+
+
+@pytest.mark.parametrize("head", ["protonet", "svm"])
+def test_a_nan_step_stops_meta_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                           fewshot_folder, head):
+    """Step 3 (the first of epoch 2) gets NaN features: with ProtoNet its loss is NaN, with the SVM
+    head its solver fails or its loss is NaN; either way the run stops there with one line, and
+    the checkpoint of epoch 1 (steps 1-2) is intact and loads."""
+    from fewshot_sla.engine import load_model
+    from fewshot_sla.meta.model import FewShotModel
+
+    calls = {"n": 0}
+    embed = FewShotModel.embed
+
+    def poisoned(self, support, query):
+        fs, fq = embed(self, support, query)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return fs * float("nan"), fq * float("nan")
+        return fs, fq
+
+    monkeypatch.setattr(FewShotModel, "embed", poisoned)
+    run = tmp_path / "run"
+    line = one_line_error(capsys, _meta_args(fewshot_folder, run, "--head", head, "--svm-max-iter", "3"),
+                          "step 3", "lr 0.1", "training stopped, the last checkpoint is kept")
+    assert "non-finite loss" in line or "solver failed" in line
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["epoch"] == 1
+    loaded = load_model(run / "last.pt")  # refuses non-finite weights: these are finite
+    assert all(torch.isfinite(v).all() for v in loaded.model.state_dict().values() if v.is_floating_point())
+    assert max(r.get("step", 0) for r in RunDir(run).read_metrics()) == 2
+
+
+def test_a_nan_step_stops_supervised_training(tmp_path, capsys, monkeypatch, write_cifar10_batches):
+    import fewshot_sla.supervised.train as strain
+
+    calls = {"n": 0}
+    loss_fn = strain.supervised_loss
+
+    def poisoned(*args, **kwargs):
+        parts = loss_fn(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            parts = {k: v * float("nan") for k, v in parts.items()}
+        return parts
+
+    monkeypatch.setattr(strain, "supervised_loss", poisoned)
+    root = tmp_path / "data"
+    write_cifar10_batches(root)
+    run = tmp_path / "run"
+    one_line_error(capsys, ["supervised", "--data-root", str(root), "--backbone", "conv4", "--backbone-options",
+                            "hidden=4,out_channels=4", "--batch-size", "8", "--iterations", "8", "--eval-every", "4",
+                            "--val-size", "20", "--mode", "sla", "--device", "cpu", "--quiet", "--no-plot",
+                            "--run-dir", str(run)],
+                   "non-finite loss at step 5", "loss nan", "the last checkpoint is kept")
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

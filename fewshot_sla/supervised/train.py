@@ -368,7 +368,7 @@ class SupervisedTrainer:
                                 joint_loss=cfg.joint_loss, large_loss=cfg.large_loss, temperature=cfg.sd_temperature,
                                 sd_beta=cfg.sd_beta)
         with torch.no_grad():
-            values = {k: v.detach() * share for k, v in parts.items()}
+            values = {("loss" if k == "total" else f"loss_{k}"): v.detach() * share for k, v in parts.items()}
             values["correct"] = (_train_primary_logits(cfg.mode, out, M).argmax(-1) == y).sum()
         return parts["total"] * (share * self.info.world_size), values
 
@@ -387,8 +387,7 @@ class SupervisedTrainer:
                 if k == "correct":
                     meter["correct"] += v
                 else:
-                    key = "loss" if k == "total" else f"loss_{k}"
-                    meter["sums"][key] = meter["sums"].get(key, 0.0) + v
+                    meter["sums"][k] = meter["sums"].get(k, 0.0) + v
             meter["seen"] += n_global
         return lr_used
 
