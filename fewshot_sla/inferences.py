@@ -13,6 +13,11 @@ name           prediction
 ``transform``  supervised: accuracy of MT's M-way transform head
 =============  ======================================================================
 
+In episodes (``fewshot-sla eval``), a supervised checkpoint's base-class heads cannot score
+novel classes: its backbone's features are solved with a few-shot head (the ``pretrained``
+rows). For SLA+SD checkpoints ``plain`` is their single-pass inference: the distillation trains
+the untransformed features that ``plain`` uses.
+
 The two pipelines name the untransformed N-way prediction of a baseline differently
 (``plain`` in meta-training, whose heads solve episodes; ``single`` in the supervised
 pipeline, where it is the same head as SLA+SI's); the names are kept as the metrics files
@@ -31,6 +36,15 @@ INFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         "sla": ("single", "aggregated"),
         "sla+sd": ("single", "aggregated", "distilled"),
     },
+    # a supervised checkpoint evaluated in episodes (fewshot-sla eval): the backbone's features with
+    # a few-shot head; "plain" on the untransformed images, SLA's views for SLA-pretrained ones
+    "pretrained": {
+        "baseline": ("plain",),
+        "da": ("plain",),
+        "mt": ("plain",),
+        "sla": ("plain", "single", "aggregated"),
+        "sla+sd": ("plain", "single", "aggregated"),
+    },
     "supervised": {
         "baseline": ("single",),
         "da": ("single", "aggregated"),
@@ -43,6 +57,7 @@ INFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
 #: pipeline -> mode -> the inference reported and used to select ``best.pt``
 REPORTED: dict[str, dict[str, str]] = {
     "meta": {"baseline": "plain", "da": "plain", "sla": "aggregated", "sla+sd": "distilled"},
+    "pretrained": {"baseline": "plain", "da": "plain", "mt": "plain", "sla": "aggregated", "sla+sd": "plain"},
     "supervised": {"baseline": "single", "da": "single", "mt": "single", "sla": "single", "sla+sd": "distilled"},
 }
 

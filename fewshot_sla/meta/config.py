@@ -333,7 +333,8 @@ class EvalConfig:
     """Options of ``fewshot-sla eval``: episodes are drawn from ``seed``, so every checkpoint
     evaluated with the same options sees the same episodes (paired comparisons)."""
 
-    checkpoint: str = field(default="", metadata=_h("checkpoint (.pt) or run directory (uses best.pt)"))
+    checkpoint: str = field(default="", metadata=_h(
+        "checkpoint (.pt) or run directory (uses best.pt) of meta-train or of supervised (its backbone in episodes)"))
     compare: tuple[str, ...] = field(default=(), metadata=_h(
         "more checkpoints evaluated on the same episodes; paired differences against --checkpoint"))
     data_root: str = field(default="", metadata=_h("dataset folder (default: the one stored in the checkpoint)"))
@@ -345,6 +346,9 @@ class EvalConfig:
     seed: int = field(default=0, metadata=_h("seed of the episodes"))
     inferences: tuple[str, ...] = field(default=(), metadata=_h(
         "inferences to report (plain, single, aggregated, distilled; default: all the model supports)"))
+    head: str = field(default="", metadata=_h(
+        "head that solves the episodes (protonet, ridge, svm, r2d2, logistic, ...): default the checkpoint's own "
+        "for meta-train checkpoints, protonet for supervised ones (their backbone's features)"))
     svm_max_iter: int = field(default=3, metadata=_h("svm: QP iterations at test time (MetaOptNet's test.py: 3)"))
     tasks_per_batch: int = field(default=8, metadata=_h("episodes per forward pass"))
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda, cuda:N"))
@@ -366,6 +370,8 @@ class EvalConfig:
                 _positive(name, getattr(self, name), 1)
         if self.n_way is not None and self.n_way < 2:
             raise ConfigError(f"--n-way must be at least 2, got {self.n_way}")
-        known = sorted({i for v in INFERENCES.values() for i in v})
+        if self.head:
+            self.head = _registered("head", self.head)
+        known = sorted({i for v in INFERENCES.values() for i in v} | {"plain"})
         for inf in self.inferences:
             _choice("inferences", inf, tuple(known))

@@ -37,12 +37,13 @@ from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, progress, run_sharded, start_session
 from ..engine import load_model as load_any_model
 from ..episodes import EpisodeSampler
+from ..inferences import reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
-from .config import INFERENCES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig, check_against_data
+from .config import INFERENCES, EvalConfig, MetaTrainConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
-from .model import FewShotModel
+from .model import FewShotModel, episodic_model
 
 __all__ = [
     "evaluate_episodes",
@@ -176,13 +177,15 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     n_way = k_shot = None
     reference = None
     for p in paths:
-        model, tcfg, ckpt = load_model(p, device)
+        loaded = load_any_model(p, device)  # either pipeline: supervised backbones are solved in episodes
+        model, tcfg = episodic_model(loaded, cfg.head, cfg.svm_max_iter)
+        ckpt = loaded.checkpoint
+        mode = loaded.config.mode
+        table = "meta" if loaded.pipeline == "meta" else "pretrained"
         model.amp_dtype = amp_dtype(cfg.amp, device)
         if cfg.channels_last:
             model.channels_last = True
             model.to(memory_format=torch.channels_last)
-        if tcfg.head == "svm":
-            model.head_kwargs = {"max_iter": cfg.svm_max_iter}
         n_way = cfg.n_way or n_way or tcfg.eval_way
         k_shot = cfg.k_shot or k_shot or tcfg.eval_shot
         root = cfg.data_root or tcfg.data_root
@@ -208,11 +211,11 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                 "needs checkpoints trained with the same dataset and --dataset-options, so that both are "
                 "evaluated on the same episodes"
             )
-        supported = INFERENCES[tcfg.mode]
+        supported = model.inferences
         names = [i for i in cfg.inferences if i in supported] if cfg.inferences else list(supported)
         if not names:
             raise ConfigError(
-                f"{p} (mode {tcfg.mode}) supports the inferences {', '.join(supported)}, none of "
+                f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
                 f"{', '.join(cfg.inferences)}; change --inferences"
             )
         # every class must hold k_shot + n_query images: checked up front, naming eval's options
@@ -227,9 +230,10 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info,
         )
         report["models"].append({
-            "checkpoint": str(p), "mode": tcfg.mode, "head": tcfg.head, "backbone": tcfg.backbone,
-            "transforms": tcfg.transforms, "reported": REPORTED_INFERENCE[tcfg.mode],
-            "epoch": ckpt.get("epoch"), "seconds": round(time.time() - t0, 3),
+            "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
+            "backbone": tcfg.backbone, "transforms": tcfg.transforms, "reported": reported(table, mode),
+            "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
+            "seconds": round(time.time() - t0, 3),
             "results": summarize(accs),
         })
         del model

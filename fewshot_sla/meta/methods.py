@@ -115,7 +115,7 @@ def run_episodes(
     if batch.M != 1:
         raise ValueError("run_episodes expects N-way episodes (M == 1); it expands them itself")
     mode, n, m = model.mode, batch.n_way, model.M
-    supported = INFERENCES[mode]
+    supported = getattr(model, "inferences", INFERENCES[mode])
     wanted = tuple(supported if inferences is None else inferences)
     bad = [i for i in wanted if i not in supported]
     if bad:
@@ -146,10 +146,14 @@ def run_episodes(
         return out
 
     # sla / sla+sd
-    need_joint = loss is not None or any(i in ("single", "aggregated") for i in wanted)
-    if not need_joint:  # distilled only: one forward per untransformed image
+    if "plain" in wanted:  # a pretrained SLA backbone: the untransformed N-way episode too
         fs, fq = model.embed(batch.support, batch.query)
-        out.logits["distilled"] = model.classify(fq, fs, ys, n, distill=True)
+        out.logits["plain"] = model.classify(fq, fs, ys, n)
+    need_joint = loss is not None or any(i in ("single", "aggregated") for i in wanted)
+    if not need_joint:  # plain/distilled only: one forward per untransformed image
+        if "distilled" in wanted:
+            fs, fq = model.embed(batch.support, batch.query)
+            out.logits["distilled"] = model.classify(fq, fs, ys, n, distill=True)
         return out
     xb = expand_episodes(batch, model.transforms)
     fs, fq = model.embed(xb.support, xb.query)  # [T, S*M, D], [T, Q*M, D]

@@ -24,6 +24,7 @@ every checkpoint) plus the data's channels and image size: :func:`build_model`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -32,9 +33,9 @@ from torch import Tensor, nn
 from ..backbones import get_backbone
 from ..heads import get_head
 from ..transforms import TransformSet, get_transform_set
-from .config import MetaTrainConfig
+from .config import INFERENCES, MetaTrainConfig
 
-__all__ = ["FewShotModel", "build_model", "model_from_checkpoint"]
+__all__ = ["FewShotModel", "build_model", "model_from_checkpoint", "episodic_model"]
 
 
 class FewShotModel(nn.Module):
@@ -63,6 +64,8 @@ class FewShotModel(nn.Module):
         self.channels_last = False
         # extra keyword arguments of every head call (e.g. {"max_iter": 3} for svm at test)
         self.head_kwargs: dict[str, Any] = {}
+        # the inferences run_episodes may compute (a pretrained backbone adds "plain" to SLA's)
+        self.inferences: tuple[str, ...] = INFERENCES[mode]
 
     @property
     def M(self) -> int:
@@ -119,4 +122,44 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> t
     data = ckpt["data"]
     model = build_model(cfg, data["channels"], data["image_size"])
     model.load_state_dict(ckpt["model"])
+    return model, cfg
+
+
+#: supervised mode -> the meta-training mode whose episodes a pretrained backbone is evaluated in
+_EPISODE_MODE = {"baseline": "baseline", "da": "baseline", "mt": "baseline", "sla": "sla", "sla+sd": "sla"}
+
+
+def episodic_model(loaded: Any, head: str = "", svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
+    """A model that solves episodes on the features of any checkpoint (``engine.LoadedModel``).
+
+    A meta-training checkpoint is returned as it is (with ``head`` replacing its base learner
+    when given). A supervised one becomes a :class:`FewShotModel` with its backbone (the features
+    before the base-class heads, which cannot score novel classes), the few-shot ``head``
+    (default ``protonet``) and a fixed logit scale 1; SLA-pretrained backbones (sla, sla+sd)
+    are evaluated NM-way as meta-training's SLA models (``single``, ``aggregated``) and on the
+    untransformed images (``plain``). Returns ``(model, config)``, the config being the
+    meta-training view of the run (dataset, options, transforms, head).
+    """
+    from ..heads import get_head
+    from ..inferences import inferences
+
+    if loaded.pipeline == "meta":
+        model, cfg = loaded.model, loaded.config
+        if head and head != cfg.head:
+            cfg = dataclasses.replace(cfg, head=head)
+            model.head = get_head(head, **cfg.head_options())
+    else:
+        s = loaded.config
+        cfg = MetaTrainConfig(
+            dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
+            image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
+            head=head or "protonet", mode=_EPISODE_MODE[s.mode], transforms=loaded.data["transforms"]
+            if s.mode in ("sla", "sla+sd") else "rotation", learn_scale=False, device="cpu",
+        )
+        model = FewShotModel(loaded.model.backbone, get_head(cfg.head, **cfg.head_options()), cfg.mode,
+                             cfg.transforms, learn_scale=False)
+        model.inferences = inferences("pretrained", s.mode)
+        model.to(next(loaded.model.parameters()).device).eval()
+    if cfg.head == "svm":
+        model.head_kwargs = {"max_iter": svm_max_iter}
     return model, cfg

@@ -159,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"run directory: {result['run_dir']} (selected iteration {result['best_iteration']}, "
                   f"{result['selection']})")
-            _print_report("test accuracy", {**result["test"], "table": result["table"]})
+            if result["test"] is None:
+                print(f"{result['dataset']} is a few-shot benchmark: no test images of the training classes; "
+                      f"evaluate few-shot episodes with fewshot-sla eval --checkpoint {result['run_dir']}")
+            else:
+                _print_report("test accuracy", {**result["test"], "table": result["table"]})
     if args.output:
         atomic_write_text(args.output, json.dumps(to_jsonable(result), indent=2) + "\n")
     return 0

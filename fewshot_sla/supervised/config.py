@@ -40,7 +40,7 @@ __all__ = ["MODES", "LOSSES", "JOINT_LOSSES", "LDAM_DRW_MEAN", "LDAM_DRW_STD", "
 MODES = ("baseline", "da", "mt", "sla", "sla+sd")
 LOSSES = ("ce", "cb", "ldam")
 JOINT_LOSSES = ("ce", "weighted", "same")
-AUGMENTS = ("sla", "standard", "ldam", "none")
+AUGMENTS = ("sla", "standard", "ldam", "metaoptnet", "none")
 WARMUP_UNITS = ("iteration", "epoch")
 # LDAM-DRW's cifar_train.py normalises CIFAR-10 and CIFAR-100 alike with these (not the data's own std)
 LDAM_DRW_MEAN = (0.4914, 0.4822, 0.4465)
@@ -60,10 +60,16 @@ class SupervisedConfig:
     """Every option of ``fewshot-sla supervised`` (one ``--option`` per field)."""
 
     # ---- data
-    dataset: str = _f("cifar10", "cifar10 or cifar100 (official python batches or an image-folder layout)",
-                      choices=("cifar10", "cifar100"))
+    dataset: str = _f("cifar10", "any dataset of fewshot_sla.data (fewshot-sla list): cifar10 and cifar100 (train and "
+                      "test images of the same classes), or a few-shot benchmark (omniglot, mini-imagenet, "
+                      "tiered-imagenet, cifar-fs, fc100, folder), trained on its training classes (RFS's "
+                      "pretraining; evaluate few-shot episodes with fewshot-sla eval --checkpoint RUN)")
     data_root: str = _f("data", "folder holding the dataset (cifar-10-batches-py/, the official "
                         "tar.gz, or an image folder / zip such as cifar10-jpg.zip)")
+    dataset_options: dict = field(default_factory=dict, metadata={"help": (
+        "loader options as key=value,key=value (omniglot: val_alphabets=N,test_alphabets=N; folder: split_file=PATH)")})
+    image_size: int | None = _f(None, "resize images to this side (default: the dataset's)")
+    download: bool = _f(False, "download missing files where an official URL exists (Omniglot, CIFAR)")
     cache_dir: str = _f("", "store the decoded images there as .npz and reuse them on later runs ('' = off)")
     val_size: int | None = _f(None, "training images held out for validation and model selection, val_size / C "
                               "per class (0 = none: the last checkpoint is the selected one); unset = "
@@ -155,6 +161,7 @@ class SupervisedConfig:
 
     def __post_init__(self) -> None:
         self.amp = normalize_amp(self.amp)
+        self.dataset_options = parse_options(self.dataset_options, "dataset_options")
         self.backbone_options = parse_options(self.backbone_options, "backbone_options")
         self.lr_milestones = tuple(float(v) for v in self.lr_milestones)
         self.lr_factors = tuple(float(v) for v in self.lr_factors)
@@ -177,6 +184,12 @@ class SupervisedConfig:
             bad(f"unknown --warmup-by {self.warmup_by!r}; choose one of {', '.join(WARMUP_UNITS)}")
         if self.warmup_by == "epoch" and self.epochs == 0:
             bad("--warmup-by epoch needs an epoch-based run (--epochs > 0); use --warmup-by iteration")
+        try:
+            from ..data.registry import DATASETS
+
+            self.dataset = DATASETS.canonical(self.dataset)
+        except ValueError as e:
+            bad(f"--dataset: {e}")
         if self.augment not in AUGMENTS:
             bad(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
         if self.transforms != "auto":
@@ -251,7 +264,15 @@ class SupervisedConfig:
         (balanced runs) / 0 (long-tailed runs)."""
         if self.val_size is not None:
             return int(self.val_size)
-        return 0 if self.long_tailed else DEFAULT_VAL_SIZE
+        return 0 if self.long_tailed or self.fewshot_dataset else DEFAULT_VAL_SIZE
+
+    @property
+    def fewshot_dataset(self) -> bool:
+        """A few-shot benchmark (class-disjoint splits): training on its training classes, no
+        base-class test set (the test is few-shot episodes, ``fewshot-sla eval``)."""
+        from ..data import dataset_info
+
+        return dataset_info(self.dataset).fewshot
 
     @property
     def cosine(self) -> bool:

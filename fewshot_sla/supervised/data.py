@@ -52,9 +52,10 @@ class SupervisedData:
         return int(self.train_images.shape[1])
 
 
-def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData:
+def prepare_data(train: Any, test: Any | None, cfg: SupervisedConfig) -> SupervisedData:
     """Subsample the long-tailed training set, or hold out the validation images.
 
+    ``test`` is ``None`` for a few-shot benchmark (no test images of the training classes).
     ``train`` and ``test`` are any objects with ``images`` (uint8 ``[n, C, H, W]``), ``labels``
     and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). Long-tailed runs are cut
     from the full training set, as Cao et al.: ``n_max`` of the profile is a class's full count
@@ -81,15 +82,19 @@ def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData
         tr, va = holdout_per_class(labels, per_class, cfg.split_seed, "--val-size")
         val_images, val_labels = images[torch.from_numpy(va)], labels[torch.from_numpy(va)]
         images, labels = images[torch.from_numpy(tr)], labels[torch.from_numpy(tr)]
-    if len(test.class_names) != C:
+    if test is None:
+        test_images, test_labels = images[:0], labels[:0]
+    elif len(test.class_names) != C:
         raise ValueError(f"train has {C} classes but test has {len(test.class_names)}; use splits of one dataset")
+    else:
+        test_images, test_labels = test.images, torch.as_tensor(test.labels).long()
     return SupervisedData(
         train_images=images,
         train_labels=labels,
         val_images=val_images,
         val_labels=val_labels,
-        test_images=test.images,
-        test_labels=torch.as_tensor(test.labels).long(),
+        test_images=test_images,
+        test_labels=test_labels,
         class_names=names,
         class_counts=class_counts(labels, C),
     )
@@ -98,26 +103,52 @@ def prepare_data(train: Any, test: Any, cfg: SupervisedConfig) -> SupervisedData
 def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:
     """Load ``cfg.dataset`` from ``cfg.data_root`` (train and test) and :func:`prepare_data`.
 
-    ``need_train=False`` loads the test split alone (the training and validation tensors are
-    then empty and ``class_counts`` all zero).
+    A few-shot benchmark contributes its training split (its classes are the base classes of
+    RFS's pretraining) and no test images. ``need_train=False`` loads the test split alone (the
+    training and validation tensors are then empty and ``class_counts`` all zero).
     """
     from ..data import get_dataset
 
-    kw = {"cache_dir": cfg.cache_dir} if cfg.cache_dir else {}
-    test = get_dataset(cfg.dataset, cfg.data_root, "test", **kw)
+    kw = dict(cfg.dataset_options, image_size=cfg.image_size, download=cfg.download)
+    if cfg.cache_dir:
+        kw["cache_dir"] = cfg.cache_dir
+
+    def split(name: str):
+        return get_dataset(cfg.dataset, cfg.data_root, name, **kw)
+
+    if cfg.fewshot_dataset:
+        if not need_train:
+            raise ValueError(f"{cfg.dataset} is a few-shot benchmark: its test classes are not the training "
+                             "classes; evaluate episodes with fewshot-sla eval --checkpoint RUN")
+        return prepare_data(split("train"), None, cfg)
+    test = split("test")
     if need_train:
-        return prepare_data(get_dataset(cfg.dataset, cfg.data_root, "train", **kw), test, cfg)
+        return prepare_data(split("train"), test, cfg)
     empty_x, empty_y = test.images[:0], torch.as_tensor(test.labels)[:0].long()
     names = list(test.class_names)
     return SupervisedData(empty_x, empty_y, empty_x, empty_y, test.images, torch.as_tensor(test.labels).long(),
                           names, [0] * len(names))
 
 
-def preprocessors(cfg: SupervisedConfig, image_size: int) -> tuple[BatchAugment, BatchAugment]:
-    """(training augmentation, evaluation normalisation) of ``cfg.augment``."""
+def preprocessors(cfg: SupervisedConfig, image_size: int, channels: int | None = None,
+                  images: torch.Tensor | None = None) -> tuple[BatchAugment, BatchAugment]:
+    """(training augmentation, evaluation normalisation) of ``cfg.augment``.
+
+    Images whose channels differ from the dataset's registered ones (an image folder, say) are
+    normalised with their own statistics (``channel_stats(images)``; ``sla``: 0.5 and 0.5 per channel).
+    """
+    from ..data import dataset_info
+    from ..data.base import channel_stats
+
+    info = dataset_info(cfg.dataset)
+    own = channels is not None and (cfg.dataset == "folder" or channels != info.channels)
     if cfg.augment == "ldam":  # crop + flip, normalised with LDAM-DRW's constants
         train_aug = get_augmentation(cfg.dataset, "standard", image_size=image_size, mean=LDAM_DRW_MEAN,
                                      std=LDAM_DRW_STD)
+    elif own:
+        mean, std = ((0.5,) * channels,) * 2 if cfg.augment == "sla" else channel_stats(images)
+        train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size, mean=tuple(mean),
+                                     std=tuple(std))
     else:
         train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size)
     c = train_aug.config

@@ -294,7 +294,7 @@ class SupervisedTrainer:
         self.weight_at = class_weight_schedule(cfg, data.class_counts, sched.drw_start, device)
         self.margins = ldam_margins(data.class_counts, cfg.ldam_max_margin).to(device) * cfg.ldam_scale \
             if cfg.loss == "ldam" else None
-        self.train_aug, self.preprocess = preprocessors(cfg, data.image_size)
+        self.train_aug, self.preprocess = preprocessors(cfg, data.image_size, data.channels, data.train_images)
         self.amp_dtype = amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.chunked_step = ChunkedStep(self.model, self.ddp_model, self.optimizer, self.scaler, info, cfg.seed,
@@ -444,7 +444,7 @@ class SupervisedTrainer:
         else:
             is_best = True
             best.update(score=float(done), iteration=done)
-        if cfg.eval_test:
+        if cfg.eval_test and len(data.test_labels):
             test = self.evaluate_split(data.test_images, data.test_labels)
             trec = {"kind": "test", "epoch": epoch, "step": done,
                     **{f"acc_{k}": v for k, v in test["accuracy"].items()}}
@@ -462,8 +462,9 @@ class SupervisedTrainer:
             self.model.load_state_dict(state["model"])
         state = broadcast_object(None if state is None else {"iteration": state["iteration"],
                                                              "best": state["best"]}, info)
-        test = self.evaluate_split(data.test_images, data.test_labels)
-        entries = ev.table_entries(cfg.mode, cfg.loss, cfg.drw)
+        # a few-shot benchmark has no test images of its training classes: its test is episodes
+        test = self.evaluate_split(data.test_images, data.test_labels) if len(data.test_labels) else None
+        entries = ev.table_entries(cfg.mode, cfg.loss, cfg.drw) if test is not None else {}
         summary = {
             "run_dir": str(self.run.path), "dataset": cfg.dataset, "imbalance_ratio": cfg.imbalance_ratio,
             "mode": cfg.mode, "transforms": self.tset.name, "M": self.M, "loss": cfg.loss, "drw": cfg.drw,
@@ -474,8 +475,9 @@ class SupervisedTrainer:
             "test": test, "table": {name: test["accuracy"][inf] for name, inf in entries.items()},
             "elapsed_s": time.perf_counter() - self.t_start,
         }
-        self.run.log({"kind": "test", "epoch": self.epoch_of(state["iteration"]), "step": state["iteration"],
-                      "final": True, **{f"acc_{k}": v for k, v in test["accuracy"].items()}})
+        if test is not None:
+            self.run.log({"kind": "test", "epoch": self.epoch_of(state["iteration"]), "step": state["iteration"],
+                          "final": True, **{f"acc_{k}": v for k, v in test["accuracy"].items()}})
         self.run.write_json("summary.json", summary)
         self.run.close()
         if cfg.plot and info.is_main:
