@@ -118,3 +118,33 @@ def test_a_user_registered_dataset_trains_in_supervised(tmp_path):
         assert summary["dataset"] == "toyset" and summary["train_size"] == 50 and summary["test"] is not None
     finally:
         DATASETS.pop("toyset", None)
+
+
+@pytest.mark.parametrize("name", ["supervised_rfs_miniimagenet", "supervised_rfs_miniimagenet_sla",
+                                  "supervised_rfs_cifarfs", "supervised_rfs_cifarfs_sla",
+                                  "supervised_rfs_fc100", "supervised_rfs_fc100_sla"])
+def test_rfs_configs_run_rfs_schedule_and_backbone(name):
+    """RFS's adjust_learning_rate (train_supervised.py): lr * 0.1 ** #(epoch > [60, 80]) for 1-based
+    epochs; its ResNet-12 with average pooling gives 640-d features."""
+    import math
+
+    from fewshot_sla.config import build_config
+    from fewshot_sla.supervised.config import SupervisedConfig
+    from fewshot_sla.supervised.model import model_for_config
+    from fewshot_sla.supervised.train import make_schedule
+
+    cfg = build_config(SupervisedConfig, {}, config=name)
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (0.05, 0.9, 5e-4, 64, 100)
+    assert cfg.fewshot_dataset and cfg.validation_size == 0 and cfg.augment == "metaoptnet"
+    assert cfg.transform_name == ("rotation" if name.endswith("_sla") else "none")
+    n = 38400  # 64 classes x 600 images (mini-ImageNet, CIFAR-FS)
+    sched = make_schedule(cfg, n)
+    ipe = math.ceil(n / 64)
+    for epoch in (1, 60, 61, 80, 81, 100):  # 1-based, as RFS
+        rfs = 0.1 ** sum(epoch > m for m in (60, 80))
+        assert sched.lr_factor((epoch - 1) * ipe) == pytest.approx(rfs), epoch
+    size = 84 if "mini" in name else 32
+    model = model_for_config(cfg, 64, 4 if name.endswith("_sla") else 1, 3, size)
+    assert model.backbone.out_dim == 640
+    with torch.no_grad():
+        assert model.backbone.eval()(torch.zeros(1, 3, size, size)).shape == (1, 640)
