@@ -59,33 +59,37 @@ def _objective(z: Tensor, y: Tensor, a: Tensor, ka: Tensor, c: float) -> Tensor:
     return loss + (a * ka).sum((-2, -1)) / (2.0 * c)
 
 
-def _newton_step(kernel: Tensor, a: Tensor, b: Tensor, y: Tensor, c: float, fit_intercept: bool):
-    """One Newton direction for F(A, b) = (C (P - Y) + A, 1^T (P - Y)) = 0.
+def _residual(kernel: Tensor, a: Tensor, b: Tensor, y: Tensor, c: float, fit_intercept: bool):
+    """Optimality residuals at (A, b).
 
     Args:
         kernel: [T, S, S] Gram matrix K. a: [T, S, N]. b: [T, N]. y: [T, S, N] one-hot.
 
     Returns:
-        ``(da [T,S,N], db [T,N], residual [T])`` with ``residual`` the max-abs of
-        ``P - Y + A/C`` and ``1^T (P - Y)`` (zero exactly at the optimum).
+        ``(p [T,S,N], r [T,S,N], gb [T,N], residual [T])``: support probabilities,
+        ``r = P - Y + A/C``, ``gb = 1^T (P - Y)`` and the max-abs of both (zero at the optimum).
     """
-    t, s, n = a.shape
-    z = kernel @ a + b.unsqueeze(1)
-    p = torch.softmax(z, dim=-1)  # [T, S, N]
-    r = p - y + a / c  # C * r = first block of F
-    gb = (p - y).sum(1)  # [T, N]
+    p = torch.softmax(kernel @ a + b.unsqueeze(1), dim=-1)
+    r = p - y + a / c
+    gb = (p - y).sum(1)
     residual = r.abs().amax((-2, -1))
     if fit_intercept:
         residual = torch.maximum(residual, gb.abs().amax(-1))
+    return p, r, gb, residual
+
+
+def _newton_direction(kernel: Tensor, p: Tensor, r: Tensor, gb: Tensor, c: float, fit_intercept: bool):
+    """Newton direction ``(dA [T,S,N], db [T,N])`` for F(A, b) = (C r, gb) = 0 (see module docstring)."""
+    t, s, n = p.shape
     u = -c * (kernel @ r)  # [T, S, N]
-    # E_c = D_c^1/2 (I + C D_c^1/2 K D_c^1/2)^-1 D_c^1/2, per class, [T, N, S, S]
+    # E_c = D_c^1/2 (I + C D_c^1/2 K D_c^1/2)^-1 D_c^1/2 per class, [T, N, S, S]
     sq = p.transpose(1, 2).sqrt()  # [T, N, S]
-    eye = torch.eye(s, dtype=a.dtype, device=a.device)
-    inner = eye + c * sq.unsqueeze(-1) * kernel.unsqueeze(1) * sq.unsqueeze(-2)
-    chol = torch.linalg.cholesky(inner)
-    e = sq.unsqueeze(-1) * torch.cholesky_solve(torch.diag_embed(sq), chol)
+    outer = sq.unsqueeze(-1) * sq.unsqueeze(-2)  # [T, N, S, S]
+    inner = outer * (c * kernel).unsqueeze(1)
+    inner.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    e = torch.cholesky_inverse(torch.linalg.cholesky(inner)) * outer
     g_chol = torch.linalg.cholesky(e.sum(1))  # G = sum_c E_c, SPD
-    eu = torch.einsum("tcij,tjc->tic", e, u)  # [T, S, N]: column c is E_c u_c
+    eu = (e @ u.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # column c: E_c u_c
     s0 = torch.cholesky_solve(eu.sum(-1, keepdim=True), g_chol)  # [T, S, 1]
     if fit_intercept:
         ecol = e.sum(-1).transpose(1, 2)  # [T, S, N]: column c is e_c = E_c 1
@@ -97,46 +101,54 @@ def _newton_step(kernel: Tensor, a: Tensor, b: Tensor, y: Tensor, c: float, fit_
         db = torch.linalg.solve(q, -rhs)
         svec = s0 + w @ db.unsqueeze(-1)  # [T, S, 1]
     else:
-        db = torch.zeros_like(b)
+        db = gb.new_zeros(t, n)
         svec = s0
     # dA_c = -C r_c + C E_c (s - u_c - db_c 1)
-    vec = svec - u - db.unsqueeze(1)  # [T, S, N]
-    da = -c * r + c * torch.einsum("tcij,tjc->tic", e, vec)
-    return da, db, residual
+    vec = (svec - u - db.unsqueeze(1)).transpose(1, 2).unsqueeze(-1)  # [T, N, S, 1]
+    da = -c * r + c * (e @ vec).squeeze(-1).transpose(1, 2)
+    return da, db
 
 
 def _solve_chunk(kernel, y, c, fit_intercept, max_iter, tol):
-    """Newton iterations with backtracking for one chunk of episodes; returns (A, b, residual)."""
+    """Newton iterations with backtracking for one chunk of episodes; returns (A, b, residual).
+
+    Episodes whose residual reaches ``tol`` leave the active set (no more work on them).
+    """
     t, s, n = y.shape
     a = kernel.new_zeros(t, s, n)
     b = kernel.new_zeros(t, n)
-    residual = kernel.new_full((t,), float("inf"))
-    for _ in range(max_iter):
-        da, db, residual = _newton_step(kernel, a, b, y, c, fit_intercept)
-        if float(residual.max()) <= tol:
+    final = kernel.new_full((t,), float("inf"))
+    idx = torch.arange(t, device=kernel.device)
+    for it in range(max_iter + 1):
+        ka_all, aa, bb, yy = kernel[idx], a[idx], b[idx], y[idx]
+        p, r, gb, residual = _residual(ka_all, aa, bb, yy, c, fit_intercept)
+        final[idx] = residual
+        keep = residual > tol
+        if it == max_iter or not bool(keep.any()):
             break
-        ka = kernel @ a
-        kda = kernel @ da
-        z = ka + b.unsqueeze(1)
+        idx, kk, aa, bb, yy, p, r, gb = (v[keep] for v in (idx, ka_all, aa, bb, yy, p, r, gb))
+        da, db = _newton_direction(kk, p, r, gb, c, fit_intercept)
+        m = idx.shape[0]
+        ka = kk @ aa
+        kda = kk @ da
+        z = ka + bb.unsqueeze(1)
         dz = kda + db.unsqueeze(1)
-        f0 = _objective(z, y, a, ka, c)
-        p = torch.softmax(z, dim=-1)
-        slope = ((p - y + a / c) * kda).sum((-2, -1)) + ((p - y).sum(1) * db).sum(-1)  # <grad f, d>
+        f0 = _objective(z, yy, aa, ka, c)
+        slope = (r * kda).sum((-2, -1)) + (gb * db).sum(-1)  # <grad f, d>, grad_A f = K r
         slack = 1e-12 * f0.abs()  # round-off: lets the last, tiny steps through
         step = torch.ones_like(f0)
         todo = torch.ones_like(f0, dtype=torch.bool)
         for _ in range(_MAX_HALVINGS):
-            st = step.view(t, 1, 1)
-            f1 = _objective(z + st * dz, y, a + st * da, ka + st * kda, c)
-            ok = f1 <= f0 + _ARMIJO * step * slope + slack
-            todo = todo & ~ok
+            st = step.view(m, 1, 1)
+            f1 = _objective(z + st * dz, yy, aa + st * da, ka + st * kda, c)
+            todo = todo & ~(f1 <= f0 + _ARMIJO * step * slope + slack)
             if not bool(todo.any()):
                 break
             step = torch.where(todo, step * 0.5, step)
         step = torch.where(todo, torch.zeros_like(step), step)  # no decrease found: stay
-        a = a + step.view(t, 1, 1) * da
-        b = b + step.view(t, 1) * db
-    return a, b, residual
+        a[idx] = aa + step.view(m, 1, 1) * da
+        b[idx] = bb + step.view(m, 1) * db
+    return a, b, final
 
 
 def logistic_fit(
@@ -227,7 +239,8 @@ def logistic_logits(
     if torch.is_grad_enabled() and x.requires_grad:
         # One Newton step from the solution with autograd on: exact implicit gradients.
         kernel = x @ x.transpose(1, 2)
-        da, db, _ = _newton_step(kernel, a, b, one_hot_labels(labels, n_way, dtype), C, fit_intercept)
+        p, r, gb, _ = _residual(kernel, a, b, one_hot_labels(labels, n_way, dtype), C, fit_intercept)
+        da, db = _newton_direction(kernel, p, r, gb, C, fit_intercept)
         a, b = a + da, b + db
     logits = (q @ x.transpose(1, 2)) @ a + b.unsqueeze(1)
     return logits.to(query.dtype)
