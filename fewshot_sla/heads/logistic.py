@@ -28,7 +28,7 @@ multi-class structure of Rasmussen & Williams (GPML, 2006, Algorithm 3.3): per c
 S x S Cholesky of ``I + C D_c^1/2 K D_c^1/2`` (D_c = diag(P[:, c])), one S x S Cholesky of
 their sum, and one N x N system for the intercept step (gauge-fixed with ``sum db = 0``).
 Cost O(N S^3) per iteration and episode, memory O(T N S^2), all in ``dtype`` (float64).
-Episodes are solved in chunks of at most ``chunk_size`` (default: sized to ~256 MB).
+Episodes are solved in chunks of ``chunk_size`` (default: ~32 MB of factors on CPU, ~1 GB on GPU).
 
 Gradients: the Newton iterations run without autograd; when query or support require a
 gradient, one more Newton step is taken with autograd on, from the (detached) solution. At the
@@ -48,7 +48,9 @@ from ._common import check_dtype, check_episode, check_positive, one_hot_labels
 
 __all__ = ["LogisticHead", "logistic_fit", "logistic_logits"]
 
-_CHUNK_BYTES = 256 * 2**20  # memory per chunk of episodes for the [T, N, S, S] factors
+# Memory per chunk of episodes for the [T, N, S, S] factors: small chunks stay in cache on CPU
+# (measured: 2x faster than 256 MB chunks at S = 100, N = 20), large ones fill a GPU.
+_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 1024 * 2**20}
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 30
 
@@ -171,7 +173,7 @@ def logistic_fit(
         fit_intercept: fit an unpenalised intercept b (returned centred, ``sum b = 0``).
         max_iter: Newton iterations at most (a ``RuntimeWarning`` if ``tol`` is not reached).
         tol: stop when max |P - Y + A/C| and max |1^T (P - Y)| are <= tol in every episode.
-        chunk_size: episodes solved together (default: as many as fit in ~256 MB).
+        chunk_size: episodes solved together (default: ~32 MB of factors on CPU, ~1 GB on GPU).
 
     Returns:
         ``(A [T, S, N], b [T, N])`` with weights ``W^T = support^T A`` ([T, D, N]), i.e.
@@ -183,7 +185,8 @@ def logistic_fit(
         kernel = x @ x.transpose(1, 2)
         y = one_hot_labels(labels, n_way, x.dtype)
         if chunk_size is None:
-            chunk_size = max(1, _CHUNK_BYTES // (4 * n_way * s * s * x.element_size()))
+            budget = _CHUNK_BYTES.get(x.device.type, _CHUNK_BYTES["cuda"])
+            chunk_size = max(1, budget // (4 * n_way * s * s * x.element_size()))
         outs = [
             _solve_chunk(kernel[i : i + chunk_size], y[i : i + chunk_size], C, fit_intercept, max_iter, tol)
             for i in range(0, t, chunk_size)
@@ -256,7 +259,7 @@ class LogisticHead(nn.Module):
         tol: residual tolerance of the optimality conditions (default 1e-10).
         fit_intercept: unpenalised intercept, as scikit-learn (RFS: True).
         dtype: solver dtype (default float64); logits are returned in the input dtype.
-        chunk_size: episodes solved at once (default: sized to ~256 MB of solver memory).
+        chunk_size: episodes solved at once (default: ~32 MB of factors on CPU, ~1 GB on GPU).
 
     Call: ``head(query [T,Q,D], support [T,S,D], support_labels [T,S], n_way) -> [T,Q,n_way]``
     logits ``W q + b`` whose softmax equals ``LogisticRegression(C=C).predict_proba``;
