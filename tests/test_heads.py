@@ -35,7 +35,7 @@ def make_episode(seed=0, T=2, N=3, K=2, Q=4, D=5, dtype=F64, scale=1.0):
 
 
 def test_registry_names():
-    assert list_heads() == ["protonet", "r2d2", "ridge", "svm"]
+    assert list_heads() == ["logistic", "protonet", "r2d2", "ridge", "svm"]
     assert set(HEADS) == set(list_heads())
 
 

@@ -97,7 +97,7 @@ def test_parse_options_forms():
     (dict(episodes_per_epoch=10, tasks_per_batch=4), "not a multiple of --tasks-per-batch"),
     (dict(label_smoothing=1.0), "label-smoothing"),
     (dict(lr_factors=(1.0,)), "one more value"),
-    (dict(head="knn"), "--head: unknown head 'knn'; choose one of: protonet, r2d2, ridge, svm"),
+    (dict(head="knn"), "--head: unknown head 'knn'; choose one of: logistic, protonet, r2d2, ridge, svm"),
     (dict(backbone="vgg"), "--backbone: unknown backbone 'vgg'; choose one of"),
     (dict(optimizer="rmsprop"), "--optimizer must be one of sgd, adam"),
     (dict(mode="mt"), "--mode must be one of"),

@@ -15,6 +15,7 @@ protonet    -||q - c_i||^2 to class means (Snell et al. 2017)      normalize=Fal
 ridge       MetaOptNet-RR: 2 Q S^T (K + lambda I)^-1 Y             lambda_reg=50, solver="closed"
 svm         MetaOptNet SVM-CS dual solved with qpth                C_reg=0.1, max_iter=15
 r2d2        R2-D2 ridge: Q S^T (K + lambda I)^-1 Y (Bertinetto)    lambda_reg=50, bias=False
+logistic    RFS: multinomial logistic regression, L2 (Tian 2020)   C=1.0, normalize=True
 ==========  =====================================================  ===========================
 
 Learnable logit scales (MetaOptNet's ``scale``, R2-D2's adjust layer) belong to the model.
@@ -28,6 +29,7 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
+from .logistic import LogisticHead
 from .protonet import ProtoNetHead
 from .r2d2 import R2D2Head
 from .ridge import RidgeHead
@@ -35,6 +37,7 @@ from .svm import SVMHead
 
 __all__ = [
     "HEADS",
+    "LogisticHead",
     "ProtoNetHead",
     "R2D2Head",
     "RidgeHead",
@@ -47,6 +50,7 @@ __all__ = [
 #: ``@HEADS.register("name")``; ``meta-train --head name`` then accepts it.
 HEADS: Registry = Registry("head")
 HEADS.update({"protonet": ProtoNetHead, "ridge": RidgeHead, "svm": SVMHead, "r2d2": R2D2Head})
+HEADS["logistic"] = LogisticHead
 
 
 def list_heads() -> list[str]:
