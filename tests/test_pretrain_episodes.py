@@ -148,3 +148,26 @@ def test_rfs_configs_run_rfs_schedule_and_backbone(name):
     assert model.backbone.out_dim == 640
     with torch.no_grad():
         assert model.backbone.eval()(torch.zeros(1, 3, size, size)).shape == (1, 640)
+
+
+def test_eval_with_the_logistic_head_equals_scikit_learn(pretrained, fewshot_folder, tmp_path):
+    """RFS's evaluation: L2-normalised features of the pretrained backbone, multinomial logistic
+    regression with C = 1 (scikit-learn), per episode."""
+    sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn is a dev dependency")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(pretrained / "baseline"), "--episodes", "5", "--n-way", "3",
+                 "--k-shot", "2", "--n-query", "2", "--head", "logistic", "--device", "cpu", "--quiet",
+                 "--output", str(out)]) == 0
+    got = json.loads(out.read_text())["models"][0]["results"]["plain"]["accuracies"]
+    loaded = load_model(pretrained / "baseline")
+    test = get_dataset("folder", str(fewshot_folder), "test")
+    sampler = EpisodeSampler(test.labels, 3, 2, 2, 5, seed=0)
+    want = []
+    for i in range(5):
+        idx = sampler.episode(i)
+        f = _features(loaded.model.backbone, test.images[idx], loaded.data["mean"], loaded.data["std"]).double()
+        f = f / f.norm(dim=1, keepdim=True)
+        y = torch.arange(3).repeat_interleave(2)
+        clf = sklearn.LogisticRegression(C=1.0, max_iter=10000, tol=1e-10).fit(f[:6].numpy(), y.numpy())
+        want.append(float((torch.from_numpy(clf.predict(f[6:].numpy())) == y).double().mean()))
+    assert got == pytest.approx(want, abs=1e-6)
