@@ -73,10 +73,10 @@ def check_finite_weights(step: int, state_dict: Mapping[str, torch.Tensor]) -> N
     """Raise :class:`NonFiniteLossError` (one line) when a floating-point tensor of
     ``state_dict`` holds a NaN or inf after ``step`` steps: called before a checkpoint is written,
     so that no checkpoint ever holds non-finite weights (one device sync)."""
-    floats = [v for v in state_dict.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
-    if not floats or bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()):
+    floats = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if not floats or bool(torch.stack([torch.isfinite(v).all() for v in floats.values()]).all()):
         return
-    name = next(k for k, v in state_dict.items() if v in floats and not bool(torch.isfinite(v).all()))
+    name = next(k for k, v in floats.items() if not bool(torch.isfinite(v).all()))
     raise NonFiniteLossError(
         f"the weights became non-finite by step {step} ({name}): training stopped, the last checkpoint is kept; "
         + _HINT

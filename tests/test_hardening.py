@@ -463,3 +463,12 @@ def test_a_nan_step_stops_supervised_training(tmp_path, capsys, monkeypatch, wri
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_check_finite_weights_names_the_first_bad_tensor():
+    from fewshot_sla.guards import check_finite_weights
+
+    state = {"a.weight": torch.ones(3), "steps": torch.tensor(4), "b.bias": torch.tensor([0.0, float("inf")])}
+    with pytest.raises(NonFiniteLossError, match=r"non-finite by step 7 \(b.bias\).*last checkpoint is kept"):
+        check_finite_weights(7, state)
+    check_finite_weights(7, {"a.weight": torch.ones(3), "steps": torch.tensor(4)})  # finite: nothing
