@@ -225,7 +225,8 @@ def test_svm_float32_input_solved_in_float64():
 def test_svm_without_qpth_raises_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "qpth.qp", None)
     with pytest.raises(ImportError, match="pip install qpth"):
-        get_head("svm")
+        get_head("svm", solver="qpth")
+    get_head("svm")  # the default structured solver does not need qpth
 
 
 # ----------------------------------------------------------------------------- all heads
