@@ -26,16 +26,19 @@ batch when no task improved for ``not_improved_lim`` iterations, when every task
 ``resids < eps`` or when ``min mu > 1e32``, and otherwise takes an affine step, centres it with
 ``sigma = (mu_aff / mu)^3`` and moves 0.999 of the way to the boundary (qpth's ``get_step``,
 including its batch-wide maximum). It returns the best iterate, so ``max_iter = 1`` returns the
-initial point, as qpth does. Only the linear algebra differs (Cholesky + Schur complement
-instead of qpth's block LU), so the iterates equal qpth's to round-off.
+initial point, as qpth does (qpth's last step, never evaluated, is skipped). Only the linear
+algebra differs (Cholesky + Schur complement instead of qpth's block LU), so the iterates equal
+qpth's to round-off. A failed Cholesky factorisation (possible only with non-finite iterates)
+stops the batch and returns the best iterate so far, like qpth's failed LU.
 
 The backward pass is qpth's / OptNet's implicit differentiation of the KKT conditions at the
 returned point, solved with the same block structure: with d = max(z, 1e-8) / max(s, 1e-8) it
 solves the KKT system with right-hand side (g, 0, 0, 0) and returns
 dK = 1/2 sum_c (dx_c x_c^T + x_c dx_c^T).
 
-On CUDA the solver synchronises with the host once per iteration (the batch-wide stopping
-test, as in qpth); nothing else leaves the device.
+On CUDA the forward pass synchronises with the host once per iteration but the last (qpth's
+batch-wide stopping test) plus once to check that the kernel is finite; nothing else leaves
+the device, and the backward pass does not synchronise.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def _factor(kernel1: Tensor, d: Tensor) -> _Factor:
     Args:
         kernel1: [T, S, S] K + I. d: [T, C, S] positive diagonal (z / s).
     """
-    blocks = kernel1.unsqueeze(1) + torch.diag_embed(d)  # [T, C, S, S]
+    blocks = kernel1.unsqueeze(1).repeat(1, d.shape[1], 1, 1)  # [T, C, S, S]
+    blocks.diagonal(dim1=-2, dim2=-1).add_(d)
     chol, info = torch.linalg.cholesky_ex(blocks)
     hinv = torch.cholesky_inverse(chol)
     schur, info_s = torch.linalg.cholesky_ex(hinv.sum(1))
@@ -81,10 +85,11 @@ def _solve(fac: _Factor, d: Tensor, rx: Tensor, rs: Tensor, rz: Tensor, ry: Tens
     """
     # dx + ds = -rz, D ds + dz = -rs  =>  (Q + D) dx + A^T dy = -rx + rs - D rz
     r1 = rs - rx - d * rz
-    u = torch.einsum("tcij,tcj->tci", fac.hinv, r1)  # H_c^-1 r1_c
+    # H_c^-1 is symmetric: products as row vectors (batched row-times-matrix is the fast path)
+    u = (r1.unsqueeze(-2) @ fac.hinv).squeeze(-2)  # H_c^-1 r1_c
     # A dx = -ry  =>  (sum_c H_c^-1) dy = sum_c H_c^-1 r1_c + ry
     dy = torch.cholesky_solve((u.sum(1) + ry).unsqueeze(-1), fac.schur).squeeze(-1)
-    dx = u - torch.einsum("tcij,tj->tci", fac.hinv, dy)
+    dx = u - (dy[:, None, None, :] @ fac.hinv).squeeze(-2)
     ds = -rz - dx
     dz = -rs - d * ds
     return dx, ds, dz, dy
@@ -115,11 +120,7 @@ def _pdipm(kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, 
     zeros_eq = torch.zeros(t, s_dim, dtype=y.dtype, device=y.device)
     d = torch.ones_like(y)
     fac = _factor(kernel1, d)
-    if bool(fac.failed):
-        raise ValueError(
-            "svm head: the support kernel is not finite (NaN or Inf in the support features?); "
-            "the QP cannot be solved"
-        )
+    failed = fac.failed  # K + 2I is PD unless K is not finite: tested at the first sync below
     x, s, z, yv = _solve(fac, d, p, torch.zeros_like(y), -h, -zeros_eq)
     # shift the slacks and inequality duals to >= 1 where some entry is negative
     for_shift = []
@@ -130,7 +131,7 @@ def _pdipm(kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, 
 
     best = None
     not_improved = torch.zeros((), dtype=torch.long, device=y.device)
-    for _ in range(max_iter):
+    for i in range(max_iter):
         rx = ((yv.unsqueeze(1) + z) + torch.bmm(x, kernel1)) + p  # A^T y + G^T z + Q x + p
         rs = z
         rz = x + s - h
@@ -138,12 +139,16 @@ def _pdipm(kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, 
         mu = ((s * z).flatten(1).sum(1) / n).abs()
         resids = (_norm(ry) + _norm(rz)) + _norm(rx) + n * mu
         d = z / s
-        fac = _factor(kernel1, d)
         if best is None:
             best = [resids, x.clone(), s.clone(), z.clone()]
             not_improved = torch.zeros_like(not_improved)
+            if bool(failed):  # host sync (the first iteration's stopping test needs one anyway)
+                raise ValueError(
+                    "svm head: the support kernel is not finite (NaN or Inf in the support features?); "
+                    "the QP cannot be solved"
+                )
         else:
-            better = resids < best[0]
+            better = (resids < best[0]) & ~failed
             not_improved = torch.where(better.any(), torch.zeros_like(not_improved), not_improved + 1)
             keep = better[:, None, None]
             best = [
@@ -152,11 +157,14 @@ def _pdipm(kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, 
                 torch.where(keep, s, best[2]),
                 torch.where(keep, z, best[3]),
             ]
-        stop = (not_improved == not_improved_lim) | (best[0].max() < eps) | (mu.min() > 1e32)
-        # one host sync per iteration: qpth's batch-wide stopping test (and its return of the
-        # best point when a factorisation fails; it happens only with non-finite iterates)
-        if bool(stop | fac.failed):
+        stop = (not_improved == not_improved_lim) | (best[0].max() < eps) | (mu.min() > 1e32) | failed
+        # qpth's last step is never evaluated (it returns the best iterate so far): skip it
+        if i == max_iter - 1 or bool(stop):  # one host sync per iteration: the batch-wide test
             break
+        fac = _factor(kernel1, d)
+        # a failed factorisation (only with non-finite iterates) stops at the next test, and
+        # the iterate it produced is not a candidate (qpth returns its best point likewise)
+        failed = fac.failed
 
         dx_aff, ds_aff, dz_aff, _dy_aff = aff = _solve(fac, d, rx, rs, rz, ry)
         alpha = torch.clamp(torch.minimum(_get_step(z, dz_aff), _get_step(s, ds_aff)), max=1.0)
