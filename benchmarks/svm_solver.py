@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nlargest episode the structured solver handles within 1 s (one thread, one task):")
     largest = {}
     searches = {
-        "5-way K-shot SLA": [(5, k) for k in (5, 10, 15, 20, 25, 30, 40, 50, 60, 80)],
-        "N-way 1-shot SLA": [(n, 1) for n in (20, 40, 60, 80, 100, 120, 160, 200, 250)],
+        "5-way K-shot SLA": [(5, k) for k in (5, 10, 12, 15, 18, 20, 22, 25, 30, 35, 40, 50, 60)],
+        "N-way 1-shot SLA": [(n, 1) for n in (20, 25, 30, 35, 40, 45, 50, 55, 60, 70, 80, 100)],
     }
     for label, grow in searches.items():
         for iters, timed in ((3, "fwd_s"), (15, "fwd_bwd_s")):
