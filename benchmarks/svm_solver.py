@@ -11,12 +11,14 @@ support rows, 15 queries per class at test, 6 in training):
 Every measurement runs in a fresh process with one thread (``torch.set_num_threads(1)``):
 ``fwd`` is the time until the logits exist, ``fwd+bwd`` until the gradients w.r.t. query and
 support exist (a weighted sum of the logits is backpropagated); medians over ``--reps`` runs
-after one warm-up run (qpth on the 20-way case: one run, no warm-up; ``--skip-qpth-large``
-skips it). Peak memory is the process's peak resident set size (``ru_maxrss``) above its
-resident size just before the first call, on CUDA ``torch.cuda.max_memory_allocated`` above
-the memory allocated before the call. Finally the largest episodes the structured solver
-handles within 1 s (one thread, fwd at 3 iterations and fwd+bwd at 15) are searched along
-5-way K-shot SLA (C = 20, S = 20K) and N-way 1-shot SLA (C = S = 4N).
+after one warm-up run (qpth on the 20-way case and the training step: one run, no warm-up;
+``--skip-qpth-large`` skips qpth on the 20-way case). Wall time and the process's CPU time are
+both recorded: on a shared machine the CPU time of the one-thread process is the steadier
+figure. Peak memory is the process's peak resident set size (``ru_maxrss``) above its resident
+size just before the first call, on CUDA ``torch.cuda.max_memory_allocated`` above the memory
+allocated before the call. Finally the largest episodes the structured solver handles within
+1 s (wall time, one thread, fwd at 3 iterations and fwd+bwd at 15) are searched along 5-way
+K-shot SLA (C = 20, S = 20K) and N-way 1-shot SLA (C = S = 4N).
 
     python benchmarks/svm_solver.py [--reps 3] [--skip-qpth-large] [--device cpu|cuda] \\
         [--out runs/benchmarks/svm_solver.json]
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import statistics
@@ -78,13 +81,13 @@ def _measure(n_way, k_shot, q_per_class, tasks, iters, solver, reps, warmup, dev
     def run():
         q, s = query.clone().requires_grad_(True), support.clone().requires_grad_(True)
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         logits = head(q, s, labels, n)
         _sync(device)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         torch.autograd.grad((logits * weights).sum(), (q, s))
         _sync(device)
-        return t1 - t0, time.perf_counter() - t0
+        return t1 - t0, time.perf_counter() - t0, c1 - c0, time.process_time() - c0
 
     rss0 = _rss_kib()
     if device.type == "cuda":
@@ -100,6 +103,8 @@ def _measure(n_way, k_shot, q_per_class, tasks, iters, solver, reps, warmup, dev
     return {
         "fwd_s": statistics.median(t[0] for t in times),
         "fwd_bwd_s": statistics.median(t[1] for t in times),
+        "fwd_cpu_s": statistics.median(t[2] for t in times),
+        "fwd_bwd_cpu_s": statistics.median(t[3] for t in times),
         "peak_mib": peak_mib,
         "runs": reps,
     }
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     header = (f"{'episode':32} {'C':>3} {'S':>4} {'vars':>6} {'it':>3} {'solver':10} {'fwd s':>9} {'fwd+bwd s':>10} "
-              f"{'peak MiB':>9} {'speed-up fwd / fwd+bwd':>22}")
+              f"{'fwd cpu s':>9} {'f+b cpu s':>10} {'peak MiB':>9}  speed-up fwd / fwd+bwd (cpu time)")
+    load_before = os.getloadavg()
     print(header)
     print("-" * len(header))
     for name, n_way, k_shot, q_per_class, tasks, iters in CASES:
@@ -170,14 +176,16 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"episode": name, "tasks": tasks, "C": c, "S": s, "dual_variables": c * s, "iterations": iters,
                "D": D, "queries": n_way * M * q_per_class, **{f"{k}": v for k, v in res.items()}}
         if "qpth" in res:
-            row["speedup_fwd"] = res["qpth"]["fwd_s"] / res["structured"]["fwd_s"]
-            row["speedup_fwd_bwd"] = res["qpth"]["fwd_bwd_s"] / res["structured"]["fwd_bwd_s"]
+            for key in ("fwd_s", "fwd_bwd_s", "fwd_cpu_s", "fwd_bwd_cpu_s"):
+                row[f"speedup_{key[:-2]}"] = res["qpth"][key] / res["structured"][key]
         rows.append(row)
         for solver, r in res.items():
-            speed = (f"{row['speedup_fwd']:9.0f}x / {row['speedup_fwd_bwd']:.0f}x"
+            speed = (f"{row['speedup_fwd']:.0f}x / {row['speedup_fwd_bwd']:.0f}x "
+                     f"(cpu {row['speedup_fwd_cpu']:.0f}x / {row['speedup_fwd_bwd_cpu']:.0f}x)"
                      if solver == "structured" and "qpth" in res else "")
             print(f"{name:32} {c:>3} {s:>4} {c * s:>6} {iters:>3} {solver:10} {r['fwd_s']:9.4f} "
-                  f"{r['fwd_bwd_s']:10.4f} {r['peak_mib']:9.1f} {speed:>22}", flush=True)
+                  f"{r['fwd_bwd_s']:10.4f} {r['fwd_cpu_s']:9.4f} {r['fwd_bwd_cpu_s']:10.4f} {r['peak_mib']:9.1f}  "
+                  f"{speed}", flush=True)
 
     print("\nlargest episode the structured solver handles within 1 s (one thread, one task):")
     largest = {}
@@ -206,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_memory": ("peak RSS above the pre-call RSS, fresh process (ru_maxrss)" if args.device == "cpu"
                         else "torch.cuda.max_memory_allocated above the pre-call allocation"),
         "reps": args.reps,
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         "rows": rows,
         "largest_within_1s": largest,
     }
