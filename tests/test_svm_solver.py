@@ -187,3 +187,19 @@ def test_non_finite_features_are_one_line_errors():
 def test_bad_solver_name():
     with pytest.raises(ValueError, match=r"solver must be one of \('structured', 'qpth'\)"):
         get_head("svm", solver="cvxpy")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("max_iter", [3, 15])
+def test_cuda_equals_cpu(max_iter):
+    query, support, labels, n = sla_episode(15, 5, 1, 4)
+    w = torch.randn(query.shape[0], query.shape[1], n, generator=torch.Generator().manual_seed(4), dtype=F64)
+    results = []
+    for device in ("cpu", "cuda"):
+        q = query.to(device).requires_grad_(True)
+        s = support.to(device).requires_grad_(True)
+        logits = get_head("svm", max_iter=max_iter)(q, s, labels.to(device), n)
+        grads = torch.autograd.grad((logits * w.to(device)).sum(), (q, s))
+        results.append([t.detach().cpu() for t in (logits, *grads)])
+    for mine, ref in zip(*results):
+        assert rel(mine, ref) < 1e-9
