@@ -74,7 +74,9 @@ def _factor(kernel1: Tensor, d: Tensor) -> _Factor:
     return _Factor(hinv, schur, (info != 0).any() | (info_s != 0).any())
 
 
-def _solve(fac: _Factor, d: Tensor, rx: Tensor, rs: Tensor, rz: Tensor, ry: Tensor):
+def _solve(
+    fac: _Factor, d: Tensor, rx: Tensor, rs: Tensor, rz: Tensor, ry: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Solve the KKT system (module docstring) for (dx, ds, dz, dy).
 
     Args:
@@ -111,7 +113,9 @@ def _norm(v: Tensor) -> Tensor:
     return torch.linalg.vector_norm(v.flatten(1), 2, dim=1)
 
 
-def _pdipm(kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, not_improved_lim: int):
+def _pdipm(
+    kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, not_improved_lim: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """qpth's batched PDIPM on the structured QP. Returns the best (x, s, z) iterates, [T, C, S] each."""
     t, c, s_dim = y.shape
     n = c * s_dim  # qpth's nz = nineq
