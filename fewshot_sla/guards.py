@@ -49,7 +49,8 @@ def check_finite_loss(step: int, parts: Mapping[str, float | torch.Tensor], lr: 
 
 
 # what a head's solver raises when it is fed NaN/inf features (qpth's LU failure, torch.linalg errors)
-_SOLVER_FAILURES = ("qpth Error", "Cannot perform LU factorization", "linalg.", "singular", "not positive-definite")
+_SOLVER_FAILURES = ("qpth Error", "Cannot perform LU factorization", "linalg.", "singular", "not positive-definite",
+                    "not finite")
 
 
 def solver_failure(step: int, exc: BaseException, lr: float) -> NonFiniteLossError | None:
@@ -61,7 +62,7 @@ def solver_failure(step: int, exc: BaseException, lr: float) -> NonFiniteLossErr
             raise (solver_failure(step, e, lr) or e) from None
     """
     text = " ".join(str(exc).split())
-    if not isinstance(exc, RuntimeError) or not any(m in text for m in _SOLVER_FAILURES):
+    if not isinstance(exc, (RuntimeError, ValueError)) or not any(m in text for m in _SOLVER_FAILURES):
         return None
     return NonFiniteLossError(
         f"the head's solver failed at step {step} ({text[:120]}; lr {lr:.4g}), which happens when the features "

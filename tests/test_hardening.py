@@ -311,7 +311,7 @@ def test_solver_failure_becomes_the_same_one_line_error():
     from fewshot_sla.guards import solver_failure
     from fewshot_sla.heads import get_head
 
-    head = get_head("svm")
+    head = get_head("svm", solver="qpth")
     support = torch.full((1, 5, 4), 1e30)  # features blown up by a diverging run (--lr 1e12)
     with pytest.raises(RuntimeError) as exc:  # qpth: Cannot perform LU factorization on Q
         head(torch.zeros(1, 5, 4), support, torch.arange(5).unsqueeze(0), 5)
@@ -319,8 +319,13 @@ def test_solver_failure_becomes_the_same_one_line_error():
     assert isinstance(err, NonFiniteLossError), exc.value
     msg = str(err)
     assert "\n" not in msg and "step 9" in msg and "lr 1e+12" in msg and "--lr" in msg and "qpth" in msg
+    for feats in (support, torch.full((1, 5, 4), float("nan"))):  # the structured solver (default)
+        with pytest.raises((RuntimeError, ValueError)) as exc:  # a singular block, or a non-finite kernel
+            get_head("svm")(torch.zeros(1, 5, 4), feats, torch.arange(5).unsqueeze(0), 5)
+        err = solver_failure(9, exc.value, 1e12)
+        assert isinstance(err, NonFiniteLossError) and "step 9" in str(err), exc.value
     assert solver_failure(1, RuntimeError("CUDA out of memory"), 0.1) is None
-    assert solver_failure(1, ValueError("qpth Error"), 0.1) is None
+    assert solver_failure(1, ValueError("--n-way must be at least 2"), 0.1) is None
     err = solver_failure(3, RuntimeError("\nqpth Error: Cannot perform LU factorization on Q.\nPlease make sure"), 0.5)
     assert err is not None and "qpth Error: Cannot perform LU factorization on Q." in str(err)
 

@@ -225,7 +225,8 @@ def test_svm_float32_input_solved_in_float64():
 def test_svm_without_qpth_raises_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "qpth.qp", None)
     with pytest.raises(ImportError, match="pip install qpth"):
-        get_head("svm")
+        get_head("svm", solver="qpth")
+    get_head("svm")  # the default structured solver does not need qpth
 
 
 # ----------------------------------------------------------------------------- all heads
@@ -291,6 +292,40 @@ def test_bad_input_messages(name):
         head(query, support, labels[:, :5], 3)
     with pytest.raises(ValueError, match=r"n_way must be a positive int"):
         head(query, support, labels, 0)
+
+
+# Python-level reads of tensor values back to the host: each one is a GPU sync on CUDA.
+HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__, torch.Tensor.__bool__,
+              torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.nonzero, torch.nonzero,
+              torch.Tensor.numpy}
+
+
+class HostReadSpy(torch.Tensor):
+    """Labels that count host reads of themselves and of every tensor computed from them."""
+
+    reads: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            cls.reads.append(func.__name__)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("name", ["protonet", "ridge", "r2d2"])
+def test_episode_check_reads_the_labels_back_once(name, monkeypatch):
+    # issue 18 item 5: the label checks used int(min), int(max) and nonzero() (3 GPU syncs per
+    # head call); now one combined read, and the messages are unchanged (test_bad_input_messages)
+    from fewshot_sla.heads._common import check_episode
+
+    monkeypatch.setattr(HostReadSpy, "reads", [])
+    query, support, labels = make_episode(seed=14, T=2, N=3, K=2, Q=4, D=5)
+    spy = labels.as_subclass(HostReadSpy)
+    out, n = check_episode(query, support, spy, 3, name)
+    assert HostReadSpy.reads == ["tolist"] and n == 3 and torch.equal(out.as_subclass(torch.Tensor), labels)
+    HostReadSpy.reads.clear()
+    get_head(name)(query, support, spy, 3)
+    assert len(HostReadSpy.reads) == 1, HostReadSpy.reads
 
 
 def test_bad_options():

@@ -66,7 +66,7 @@ class ChunkedStep:
                 with no_sync, step_state_frozen(self.model, a > 0):
                     loss, values = chunk_loss(payload, chunk)
                     self.scaler.scale(loss).backward()
-            except RuntimeError as e:  # a head's solver fed with diverged (NaN/inf) features: one line
+            except (RuntimeError, ValueError) as e:  # a head's solver fed with diverged (NaN/inf) features
                 raise (solver_failure(step + 1, e, lr) or e) from None
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()

@@ -13,7 +13,8 @@ name        method                                                 options (defa
 ==========  =====================================================  ===========================
 protonet    -||q - c_i||^2 to class means (Snell et al. 2017)      normalize=False
 ridge       MetaOptNet-RR: 2 Q S^T (K + lambda I)^-1 Y             lambda_reg=50, solver="closed"
-svm         MetaOptNet SVM-CS dual solved with qpth                C_reg=0.1, max_iter=15
+svm         MetaOptNet SVM-CS dual: qpth's interior point through  C_reg=0.1, max_iter=15,
+            the QP's block structure (or qpth itself)              solver="structured" ("qpth")
 r2d2        R2-D2 ridge: Q S^T (K + lambda I)^-1 Y (Bertinetto)    lambda_reg=50, bias=False
 logistic    RFS: multinomial logistic regression, L2 (Tian 2020)   C=1.0, normalize=True
 ==========  =====================================================  ===========================
@@ -64,7 +65,7 @@ def get_head(name: str, **options: Any) -> nn.Module:
     Raises:
         ValueError: unknown name (the message lists the valid names) or an option the head
             does not take (the message lists the valid options).
-        ImportError: "svm" (or ridge with ``solver="qp"``) without qpth installed.
+        ImportError: ``solver="qpth"`` for svm (or ``solver="qp"`` for ridge) without qpth installed.
     """
     key = HEADS.canonical(name)
     cls = HEADS[key]

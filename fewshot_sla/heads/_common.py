@@ -131,17 +131,23 @@ def check_episode(
             f"{support_labels.dtype}; convert with .long()"
         )
     labels = support_labels.to(device=support.device, dtype=torch.long)
-    if labels.numel():
+    if not labels.numel():
+        return labels, n_way
+    # Both label checks are reduced on the labels' device and read back with ONE host transfer
+    # (one GPU sync per head call on CUDA); the error messages' details are computed only on
+    # the error path.
+    outside = (labels < 0) | (labels >= n_way)  # [T, S]
+    counts = one_hot_labels(labels.clamp(0, n_way - 1), n_way, torch.float32).sum(dim=1)  # [T, N]
+    any_outside, any_missing = torch.stack([outside.any(), (counts == 0).any()]).tolist()
+    if any_outside:
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= n_way:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"{pre} support label {bad} is outside [0, n_way) = [0, {n_way}); relabel "
-                f"each task's classes to 0..n_way-1 or pass the right n_way"
-            )
-    counts = one_hot_labels(labels, n_way, torch.float32).sum(dim=1)  # [T, N]
-    missing = (counts == 0).nonzero()
-    if missing.numel():
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{pre} support label {bad} is outside [0, n_way) = [0, {n_way}); relabel "
+            f"each task's classes to 0..n_way-1 or pass the right n_way"
+        )
+    if any_missing:
+        missing = (counts == 0).nonzero()
         task, cls = (int(v) for v in missing[0])
         raise ValueError(
             f"{pre} task {task} has no support example of class {cls} "

@@ -1,0 +1,240 @@
+"""Structured primal-dual interior-point solver for MetaOptNet's Crammer-Singer SVM dual.
+
+Per task, with S support rows, C classes, kernel K = S S^T [S, S] and one-hot labels Y, the
+dual QP of :mod:`fewshot_sla.heads.svm` is, with the variables ordered *class-major*
+(``x[c, s]``, index ``c*S + s``)::
+
+    min_x 1/2 x^T (I_C (x) K + I) x - y^T x   s.t.   x <= C_svm y,   sum_c x[c, s] = 0.
+
+Its Hessian is block diagonal (C blocks K + I), its inequality matrix is the identity and its
+S equalities sum over classes, so every Newton (KKT) system of the interior-point method,
+
+    [Q  0  I  A^T] [dx]     [rx]       Q = blockdiag_c(K + I),  D = diag(d),
+    [0  D  I  0  ] [ds] = - [rs]       A = 1_C^T (x) I_S  (S x C*S),
+    [I  I  0  0  ] [dz]     [rz]
+    [A  0  0  0  ] [dy]     [ry]
+
+reduces to C Cholesky factorisations of H_c = K + I + D_c (S x S) and one S x S Schur
+complement sum_c H_c^{-1} for the equalities: O(C S^3) flops and O(C S^2) memory per solve
+instead of qpth's O((C S)^3) and O((C S)^2).
+
+The iteration is qpth's (``qpth.solvers.pdipm.batch.forward``, Mattingley & Boyd's
+predictor-corrector) step for step: the initial point solves the KKT system with d = 1 and
+shifts s and z to >= 1; each iteration evaluates the residuals, keeps per task the iterate
+with the smallest ``resids = ||rz|| + ||ry|| + ||rx|| + n mu`` seen so far, stops the whole
+batch when no task improved for ``not_improved_lim`` iterations, when every task's best
+``resids < eps`` or when ``min mu > 1e32``, and otherwise takes an affine step, centres it with
+``sigma = (mu_aff / mu)^3`` and moves 0.999 of the way to the boundary (qpth's ``get_step``,
+including its batch-wide maximum). It returns the best iterate, so ``max_iter = 1`` returns the
+initial point, as qpth does (qpth's last step, never evaluated, is skipped). Only the linear
+algebra differs (Cholesky + Schur complement instead of qpth's block LU), so the iterates equal
+qpth's to round-off. A failed Cholesky factorisation (possible only with non-finite iterates)
+stops the batch and returns the best iterate so far, like qpth's failed LU.
+
+The backward pass is qpth's / OptNet's implicit differentiation of the KKT conditions at the
+returned point, solved with the same block structure: with d = max(z, 1e-8) / max(s, 1e-8) it
+solves the KKT system with right-hand side (g, 0, 0, 0) and returns
+dK = 1/2 sum_c (dx_c x_c^T + x_c dx_c^T).
+
+On CUDA the forward pass synchronises with the host once per iteration but the last (qpth's
+batch-wide stopping test) plus once to check that the kernel is finite; nothing else leaves
+the device, and the backward pass does not synchronise.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["svm_cs_qp"]
+
+
+class _Factor(NamedTuple):
+    """Factorisation of the reduced KKT matrix for one d."""
+
+    hinv: Tensor  # [T, C, S, S]: (K + I + diag(d_c))^-1
+    schur: Tensor  # [T, S, S]: Cholesky factor of sum_c hinv_c
+    failed: Tensor  # [] bool: some Cholesky factorisation failed (non-finite or not PD)
+
+
+def _factor(kernel1: Tensor, d: Tensor) -> _Factor:
+    """Factor blockdiag_c(K + I + D_c) and its equality Schur complement.
+
+    Args:
+        kernel1: [T, S, S] K + I. d: [T, C, S] positive diagonal (z / s).
+    """
+    blocks = kernel1.unsqueeze(1).repeat(1, d.shape[1], 1, 1)  # [T, C, S, S]
+    blocks.diagonal(dim1=-2, dim2=-1).add_(d)
+    chol, info = torch.linalg.cholesky_ex(blocks)
+    hinv = torch.cholesky_inverse(chol)
+    schur, info_s = torch.linalg.cholesky_ex(hinv.sum(1))
+    return _Factor(hinv, schur, (info != 0).any() | (info_s != 0).any())
+
+
+def _solve(
+    fac: _Factor, d: Tensor, rx: Tensor, rs: Tensor, rz: Tensor, ry: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Solve the KKT system (module docstring) for (dx, ds, dz, dy).
+
+    Args:
+        rx, rs, rz, d: [T, C, S]. ry: [T, S].
+
+    Returns:
+        dx, ds, dz: [T, C, S]; dy: [T, S].
+    """
+    # dx + ds = -rz, D ds + dz = -rs  =>  (Q + D) dx + A^T dy = -rx + rs - D rz
+    r1 = rs - rx - d * rz
+    # H_c^-1 is symmetric: products as row vectors (batched row-times-matrix is the fast path)
+    u = (r1.unsqueeze(-2) @ fac.hinv).squeeze(-2)  # H_c^-1 r1_c
+    # A dx = -ry  =>  (sum_c H_c^-1) dy = sum_c H_c^-1 r1_c + ry
+    dy = torch.cholesky_solve((u.sum(1) + ry).unsqueeze(-1), fac.schur).squeeze(-1)
+    dx = u - (dy[:, None, None, :] @ fac.hinv).squeeze(-2)
+    ds = -rz - dx
+    dz = -rs - d * ds
+    return dx, ds, dz, dy
+
+
+def _get_step(v: Tensor, dv: Tensor) -> Tensor:
+    """qpth's ``get_step``: largest step to the boundary per task, [T, C, S] -> [T].
+
+    Entries moving away from the boundary get ``max(1, max over the whole batch of -v/dv)``,
+    exactly as qpth does (a batch-wide maximum).
+    """
+    a = -v / dv
+    amax = a.max()
+    fill = torch.where(amax > 1.0, amax, torch.ones_like(amax))  # Python's max(1.0, amax)
+    return torch.where(dv > 0, fill, a).flatten(1).amin(1)
+
+
+def _norm(v: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(v.flatten(1), 2, dim=1)
+
+
+def _pdipm(
+    kernel1: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, not_improved_lim: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """qpth's batched PDIPM on the structured QP. Returns the best (x, s, z) iterates, [T, C, S] each."""
+    t, c, s_dim = y.shape
+    n = c * s_dim  # qpth's nz = nineq
+    p = -y
+    h = C_reg * y
+    zeros_eq = torch.zeros(t, s_dim, dtype=y.dtype, device=y.device)
+    d = torch.ones_like(y)
+    fac = _factor(kernel1, d)
+    failed = fac.failed  # K + 2I is PD unless K is not finite: tested at the first sync below
+    x, s, z, yv = _solve(fac, d, p, torch.zeros_like(y), -h, -zeros_eq)
+    # shift the slacks and inequality duals to >= 1 where some entry is negative
+    for_shift = []
+    for v in (s, z):
+        m = v.flatten(1).amin(1)[:, None, None]
+        for_shift.append(torch.where(m < 0, v - (m - 1), v))
+    s, z = for_shift
+
+    best = None
+    not_improved = torch.zeros((), dtype=torch.long, device=y.device)
+    for i in range(max_iter):
+        rx = ((yv.unsqueeze(1) + z) + torch.bmm(x, kernel1)) + p  # A^T y + G^T z + Q x + p
+        rs = z
+        rz = x + s - h
+        ry = x.sum(1) - zeros_eq
+        mu = ((s * z).flatten(1).sum(1) / n).abs()
+        resids = (_norm(ry) + _norm(rz)) + _norm(rx) + n * mu
+        d = z / s
+        if best is None:
+            best = [resids, x.clone(), s.clone(), z.clone()]
+            not_improved = torch.zeros_like(not_improved)
+            if bool(failed):  # host sync (the first iteration's stopping test needs one anyway)
+                raise ValueError(
+                    "svm head: the support kernel is not finite (NaN or Inf in the support features?); "
+                    "the QP cannot be solved"
+                )
+        else:
+            better = (resids < best[0]) & ~failed
+            not_improved = torch.where(better.any(), torch.zeros_like(not_improved), not_improved + 1)
+            keep = better[:, None, None]
+            best = [
+                torch.where(better, resids, best[0]),
+                torch.where(keep, x, best[1]),
+                torch.where(keep, s, best[2]),
+                torch.where(keep, z, best[3]),
+            ]
+        stop = (not_improved == not_improved_lim) | (best[0].max() < eps) | (mu.min() > 1e32) | failed
+        # qpth's last step is never evaluated (it returns the best iterate so far): skip it
+        if i == max_iter - 1 or bool(stop):  # one host sync per iteration: the batch-wide test
+            break
+        fac = _factor(kernel1, d)
+        # a failed factorisation (only with non-finite iterates) stops at the next test, and
+        # the iterate it produced is not a candidate (qpth returns its best point likewise)
+        failed = fac.failed
+
+        dx_aff, ds_aff, dz_aff, _dy_aff = aff = _solve(fac, d, rx, rs, rz, ry)
+        alpha = torch.clamp(torch.minimum(_get_step(z, dz_aff), _get_step(s, ds_aff)), max=1.0)
+        a3 = alpha[:, None, None]
+        t3 = ((s + a3 * ds_aff) * (z + a3 * dz_aff)).flatten(1).sum(1)
+        t4 = (s * z).flatten(1).sum(1)
+        sig = (t3 / t4) ** 3
+        rs_cor = ((-mu * sig)[:, None, None] + ds_aff * dz_aff) / s
+        zero = torch.zeros_like(y)
+        cor = _solve(fac, d, zero, rs_cor, zero, torch.zeros_like(zeros_eq))
+        dx, ds, dz, dy = (a + b for a, b in zip(aff, cor))
+        alpha = torch.clamp(0.999 * torch.minimum(_get_step(z, dz), _get_step(s, ds)), max=1.0)
+        a3 = alpha[:, None, None]
+        x = x + a3 * dx
+        s = s + a3 * ds
+        z = z + a3 * dz
+        yv = yv + alpha[:, None] * dy
+    return best[1], best[2], best[3]
+
+
+class _SVMCSQP(torch.autograd.Function):
+    """x*(K) of the structured QP; backward: implicit KKT differentiation w.r.t. K."""
+
+    @staticmethod
+    def forward(ctx, kernel: Tensor, y: Tensor, C_reg: float, max_iter: int, eps: float, lim: int) -> Tensor:
+        eye = torch.eye(kernel.shape[-1], dtype=kernel.dtype, device=kernel.device)
+        kernel1 = kernel + eye
+        x, s, z = _pdipm(kernel1, y, C_reg, max_iter, eps, lim)
+        ctx.save_for_backward(kernel1, x, s, z)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        kernel1, x, s, z = ctx.saved_tensors
+        d = z.clamp(min=1e-8) / s.clamp(min=1e-8)  # qpth's clamp
+        zero = torch.zeros_like(x)
+        dx, _, _, _ = _solve(_factor(kernel1, d), d, grad, zero, zero, torch.zeros_like(x[:, 0]))
+        m = torch.einsum("tca,tcb->tab", dx, x)
+        return 0.5 * (m + m.transpose(1, 2)), None, None, None, None, None
+
+
+def svm_cs_qp(
+    kernel: Tensor,
+    y: Tensor,
+    C_reg: float,
+    max_iter: int,
+    *,
+    eps: float = 1e-12,
+    not_improved_lim: int = 3,
+) -> Tensor:
+    """Solve MetaOptNet's Crammer-Singer dual for a batch of tasks (qpth's iterates, block-structured).
+
+    Args:
+        kernel: [T, S, S] symmetric PSD support kernel K = S S^T (float64 recommended);
+            differentiable.
+        y: [T, C, S] one-hot labels, class-major (``y[t, c, s] = [label_s == c]``), same dtype.
+        C_reg: SVM cost C > 0 (upper bound ``x <= C y``).
+        max_iter: interior-point iterations (qpth's ``maxIter``).
+        eps: qpth's stopping tolerance on the summed residuals.
+        not_improved_lim: qpth's ``notImprovedLim``.
+
+    Returns:
+        x: [T, C, S] dual variables (``x[t, c, s]`` = MetaOptNet's ``a[t, s*C + c]``).
+
+    Raises:
+        ValueError: non-finite kernel.
+    """
+    return _SVMCSQP.apply(kernel, y, float(C_reg), int(max_iter), float(eps), int(not_improved_lim))
