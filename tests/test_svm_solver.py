@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_heads import cvxpy_svm_cs  # the one cvxpy reference of the SVM-CS dual
 from torch.autograd import gradcheck
 
 from fewshot_sla.heads import get_head
@@ -77,19 +78,6 @@ def test_primal_dual_iterates_equal_qpth(n_way, k_shot, M, C):
         x, s, z = _pdipm(kernel + torch.eye(S, dtype=F64), y, C, max_iter, 1e-12, 3)
         for mine, ref in ((x, x_ref), (s, s_ref), (z, z_ref)):
             assert rel(mine.transpose(1, 2).reshape(T, -1), ref) < (1e-9 if max_iter < 15 else 1e-6)
-
-
-def cvxpy_svm_cs(support, labels, n_way, C):
-    """MetaOptNet's SVM-CS dual for one task, solved by cvxpy/Clarabel. Returns a [S, N]."""
-    cp = pytest.importorskip("cvxpy")
-    x = support.numpy()
-    y = np.eye(n_way)[labels.numpy()]
-    a = cp.Variable(y.shape)
-    objective = 0.5 * cp.sum_squares(x.T @ a) + 0.5 * cp.sum_squares(a) - cp.sum(cp.multiply(a, y))
-    problem = cp.Problem(cp.Minimize(objective), [a <= C * y, cp.sum(a, axis=1) == 0])
-    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
-    assert problem.status == "optimal"
-    return a.value
 
 
 @pytest.mark.parametrize(("n_way", "k_shot", "M", "C"),
