@@ -1,0 +1,196 @@
+"""Export a fitted :class:`~fewshot_sla.predict.FewShotClassifier` as one standalone module.
+
+The exported module maps preprocessed query images ``float32 [B, C, S, S]`` (the output of
+:func:`~fewshot_sla.predict.preprocess_images`: the checkpoint's channels, size, polarity and
+normalisation) to class probabilities ``[B, N]``; everything else is inside the graph::
+
+    x [B, C, S, S]
+      -> aggregated: the M transforms, rows b*M + j = t_j(x_b)           [B*M, C, S, S]
+      -> backbone                                                         [B*M', D]
+      -> the head, fitted to the support set once at export time          [B*M', K]
+           protonet: prototypes c_k (K = N*M' class means): -||f - c_k||^2 (/ D if normalize)
+           ridge, r2d2, svm: the fitted linear map f W + b
+           (logits are linear in the query features once the support is fixed: W and b are
+           read off the head at the unit vectors and at 0, and checked on the support features)
+         times the checkpoint's logit scale (the distilled scale for ``distilled``)
+      -> aggregated: mean_j of logit (b*M + j, i*M + j); single: column i*M + 0
+      -> softmax                                                          [B, N]
+
+Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, the
+preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dynamic batch;
+metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
+(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import sla
+from ..heads.protonet import ProtoNetHead, class_prototypes
+from ..transforms import TransformSet
+from .classifier import FewShotClassifier
+
+__all__ = ["FORMATS", "FittedPrototypes", "FittedLinear", "ExportedClassifier", "fitted_head", "exported_module",
+           "export_classifier", "metadata"]
+
+FORMATS = ("torchscript", "onnx", "backbone")
+
+
+class FittedPrototypes(nn.Module):
+    """``f [R, D] -> scale * -||f - c_k||^2 [R, K]`` (divided by D when ``normalize``)."""
+
+    def __init__(self, prototypes: Tensor, scale: float, normalize: bool) -> None:
+        super().__init__()
+        self.register_buffer("prototypes", prototypes.detach().clone())
+        self.scale, self.normalize = float(scale), bool(normalize)
+
+    def forward(self, f: Tensor) -> Tensor:
+        c = self.prototypes
+        d = f.pow(2).sum(-1, keepdim=True) - 2.0 * f @ c.t() + c.pow(2).sum(-1)[None]
+        if self.normalize:
+            d = d / f.shape[-1]
+        return -self.scale * d
+
+
+class FittedLinear(nn.Module):
+    """``f [R, D] -> scale * (f W + b) [R, K]``."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.scale = float(scale)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return self.scale * (f @ self.weight + self.bias)
+
+
+@torch.no_grad()
+def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
+    """The head of a fitted classifier with its support set baked in (see the module docs).
+
+    Raises ``ValueError`` for a head whose logits are not linear in the query features (and
+    not ProtoNet's distances)."""
+    clf._check_fitted()
+    fs, ys = clf._support_features, clf._support_labels  # [1, S', D], [1, S']
+    k = clf.n_way * clf.M
+    if isinstance(clf.head, ProtoNetHead):
+        return FittedPrototypes(class_prototypes(fs, ys, k)[0], clf.scale, clf.head.normalize)
+    d = fs.shape[-1]
+
+    def head(q: Tensor) -> Tensor:
+        return clf.head(q[None], fs, ys, k, **clf.head_kwargs)[0]
+
+    bias = head(fs.new_zeros(1, d))[0]
+    eye = torch.eye(d, dtype=fs.dtype, device=fs.device)
+    weight = torch.cat([head(e) - bias for e in eye.split(chunk)])  # [D, K]
+    want, got = head(fs[0]), fs[0] @ weight + bias
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max().clamp_min(1.0))):
+        raise ValueError(f"head {clf.head_name!r} is not linear in the query features: it cannot be exported; "
+                         "export supports protonet, ridge, r2d2 and svm")
+    return FittedLinear(weight, bias, clf.scale)
+
+
+class ExportedClassifier(nn.Module):
+    """Preprocessed images ``[B, C, S, S]`` -> class probabilities ``[B, N]`` (module docs)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str,
+                 n_way: int) -> None:
+        super().__init__()
+        self.backbone, self.head, self.transforms = backbone, head, transforms
+        self.inference, self.n_way = inference, int(n_way)
+        self.M = transforms.M if inference in ("single", "aggregated") else 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inference == "aggregated":
+            x = self.transforms(x)
+        logits = self.head(self.backbone(x))  # [B*M or B, N*M]
+        if self.inference == "aggregated":
+            logits = sla.aggregated_logits(logits, self.M)
+        elif self.inference == "single":  # identity view against the identity classes i*M + 0
+            logits = logits.reshape(logits.shape[0], self.n_way, self.M)[:, :, 0]
+        return torch.softmax(logits, dim=-1)
+
+
+def exported_module(clf: FewShotClassifier) -> ExportedClassifier:
+    """The fitted classifier as one module on the CPU, in eval mode (not yet traced)."""
+    head = fitted_head(clf)
+    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference, clf.n_way)
+    return mod.cpu().eval()
+
+
+def metadata(clf: FewShotClassifier) -> dict[str, str]:
+    """What ships with an export: ``class_names`` and ``spec`` (JSON strings)."""
+    spec = dataclasses.asdict(clf.spec)
+    spec.update(inference=clf.inference, head=clf.head_name, checkpoint=clf.loaded.path,
+                input="float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
+    return {"class_names": json.dumps([str(c) for c in clf.classes_]), "spec": json.dumps(spec)}
+
+
+class _WithNames(nn.Module):
+    """A traced module plus the metadata as TorchScript attributes (``class_names``: list of str,
+    ``spec``: JSON str; their types are inferred from the values)."""
+
+    def __init__(self, inner: nn.Module, class_names: list[str], spec: str) -> None:
+        super().__init__()
+        self.inner, self.class_names, self.spec = inner, class_names, spec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)
+
+
+def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
+    s = clf.spec
+    return torch.randn(batch, s.channels, s.image_size, s.image_size)
+
+
+def _onnx_modules() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(f"--format onnx needs {' and '.join(missing)}: pip install onnx onnxscript "
+                          "(and onnxruntime to run the file)")
+
+
+@torch.no_grad()
+def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript") -> Path:
+    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = metadata(clf)
+    x = _example(clf)
+    if fmt == "backbone":
+        backbone = copy.deepcopy(clf.backbone).cpu().eval()
+        traced = torch.jit.trace(backbone, x, check_trace=False)
+        torch.jit.save(torch.jit.script(_WithNames(traced, json.loads(meta["class_names"]), meta["spec"])), str(path))
+        return path
+    mod = exported_module(clf)
+    if fmt == "torchscript":
+        traced = torch.jit.trace(mod, x, check_trace=False)
+        torch.jit.save(torch.jit.script(_WithNames(traced, json.loads(meta["class_names"]), meta["spec"])),
+                       str(path))
+        return path
+    _onnx_modules()
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(mod, (x,), str(path), input_names=["images"], output_names=["probabilities"],
+                      dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
