@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic import synthetic_dataset, write_image_folder
+from predict_helpers import SHOTS, files, labels_of, manual_inputs, meta_run, write_episode
+from synthetic import synthetic_dataset
 
 from fewshot_sla.cli import main
 from fewshot_sla.data import get_dataset
@@ -19,59 +20,17 @@ from fewshot_sla.episodes import EpisodeBatch
 from fewshot_sla.heads import get_head
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.methods import run_episodes
-from fewshot_sla.meta.train import train
 from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images, spec_from_checkpoint
-
-SHOTS = (3, 1, 2, 4)  # unequal shots per support class
-
-
-def _meta_run(path, mode="sla+sd", head="protonet"):
-    cfg = MetaTrainConfig(
-        dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8}, head=head,
-        mode=mode, transforms="rotation", n_way=3, k_shot=1, n_query=2, episodes_per_epoch=6, tasks_per_batch=2,
-        eval_way=3, eval_shot=1, eval_query=2, val_episodes=4, eval_tasks_per_batch=4, epochs=1, lr=0.05,
-        lr_milestones=(), lr_factors=(1.0,), svm_max_iter=3, run_dir=str(path), quiet=True, device="cpu")
-    train(cfg, datasets={"train": synthetic_dataset(8, 10, 16, 1, seed=0),
-                         "val": synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")})
-    return path
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return _meta_run(tmp_path_factory.mktemp("meta") / "run")
+    return meta_run(tmp_path_factory.mktemp("meta") / "run")
 
 
 @pytest.fixture(scope="module")
 def episode(tmp_path_factory):
-    """``support/<class>/*.png`` with SHOTS images per class, ``query/<class>/*.png`` (3 each)."""
-    root = tmp_path_factory.mktemp("episode")
-    ds = synthetic_dataset(4, 8, 16, 1, seed=7, prefix="cls")
-    keep_s = [i for c, k in enumerate(SHOTS) for i in range(c * 8, c * 8 + k)]
-    keep_q = [i for c in range(4) for i in range(c * 8 + 5, c * 8 + 8)]
-    write_image_folder(root, {"support": _subset(ds, keep_s), "query": _subset(ds, keep_q)})
-    return root
-
-
-def _subset(ds, idx):
-    from fewshot_sla.data.base import ImageDataset
-
-    return ImageDataset(ds.images[idx], ds.labels[idx], ds.class_names, name="x", split="x")
-
-
-def _files(folder):
-    return sorted(folder.rglob("*.png"))
-
-
-def _manual(paths, data):
-    """Independent preprocessing of 16 px grey PNGs: PIL -> /255 (-> grey copied to RGB) -> (x - mean) / std."""
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0)[None]
-                     for p in paths]).expand(-1, data["channels"], -1, -1)
-    return (x - torch.tensor(data["mean"]).view(-1, 1, 1)) / torch.tensor(data["std"]).view(-1, 1, 1)
-
-
-def _labels(paths):
-    names = sorted({p.parent.name for p in paths})
-    return torch.tensor([names.index(p.parent.name) for p in paths])
+    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 @pytest.mark.parametrize("inference, head", [("aggregated", None), ("single", None), ("distilled", None),
@@ -81,15 +40,15 @@ def test_predict_proba_equals_meta_evaluation_with_unequal_shots(run, episode, i
     clf = FewShotClassifier.from_checkpoint(run, inference=inference, head=head, head_options=options)
     clf.fit(episode / "support")
     assert clf.classes_ == ["cls000", "cls001", "cls002", "cls003"] and clf.shots_ == list(SHOTS)
-    queries = _files(episode / "query")
+    queries = files(episode / "query")
     probs = clf.predict_proba(queries)
     # reference: run_episodes (what `fewshot-sla eval` computes) on independently preprocessed tensors
     loaded = load_model(run)
     if head is not None:
         loaded.model.head = get_head(head, **(options or {}))
-    support = _files(episode / "support")
-    batch = EpisodeBatch(_manual(support, loaded.data)[None], _labels(support)[None],
-                         _manual(queries, loaded.data)[None], _labels(queries)[None], n_way=4)
+    support = files(episode / "support")
+    batch = EpisodeBatch(manual_inputs(support, loaded.data)[None], labels_of(support)[None],
+                         manual_inputs(queries, loaded.data)[None], labels_of(queries)[None], n_way=4)
     with torch.no_grad():
         ref = run_episodes(loaded.model, batch, inferences=[inference]).logits[inference][0]
     torch.testing.assert_close(probs, torch.softmax(ref, -1), atol=1e-5, rtol=1e-4)
@@ -101,9 +60,9 @@ def _aggregated_by_loop(run_path, episode, scale=None):
     f(rot_j(x)) over the class's shots (a loop: unequal shots), logit = mean_j
     -scale * ||f(rot_j(q)) - c_ij||^2; returns softmax probabilities."""
     loaded = load_model(run_path)
-    scale = float(loaded.model.scale) if scale is None else scale
-    support, queries = _files(episode / "support"), _files(episode / "query")
-    xs, ys, xq = _manual(support, loaded.data), _labels(support), _manual(queries, loaded.data)
+    scale = float(loaded.model.scale.detach()) if scale is None else scale
+    support, queries = files(episode / "support"), files(episode / "query")
+    xs, ys, xq = manual_inputs(support, loaded.data), labels_of(support), manual_inputs(queries, loaded.data)
     logits = torch.zeros(len(queries), 4)
     with torch.no_grad():
         for j in range(4):
@@ -116,13 +75,13 @@ def _aggregated_by_loop(run_path, episode, scale=None):
 
 def test_aggregated_protonet_against_a_per_class_loop(run, episode):
     clf = FewShotClassifier.from_checkpoint(run, inference="aggregated").fit(episode / "support")
-    probs = clf.predict_proba(_files(episode / "query"))
+    probs = clf.predict_proba(files(episode / "query"))
     torch.testing.assert_close(probs, _aggregated_by_loop(run, episode), atol=1e-5, rtol=1e-4)
 
 
 def test_support_as_pairs_tensors_and_pil_gives_the_same_classifier(run, episode):
-    support = _files(episode / "support")
-    queries = _files(episode / "query")
+    support = files(episode / "support")
+    queries = files(episode / "query")
     ref = FewShotClassifier.from_checkpoint(run).fit(episode / "support").predict_proba(queries)
     names = [p.parent.name for p in support]
     pairs = [(Image.open(p), n) for p, n in zip(support, names)]
@@ -143,14 +102,14 @@ def test_supervised_checkpoint_embeds_with_its_backbone(tmp_path, episode):
     clf = FewShotClassifier.from_checkpoint(tmp_path / "sup")
     assert clf.inference == "aggregated" and clf.head_name == "protonet"
     clf.fit(episode / "support")
-    queries = _files(episode / "query")
+    queries = files(episode / "query")
     loaded = load_model(tmp_path / "sup")
     plain = FewShotClassifier.from_checkpoint(tmp_path / "sup", inference="plain").fit(episode / "support")
-    support = _files(episode / "support")
-    xs, xq = _manual(support, loaded.data), _manual(queries, loaded.data)
+    support = files(episode / "support")
+    xs, xq = manual_inputs(support, loaded.data), manual_inputs(queries, loaded.data)
     with torch.no_grad():
         fs, fq = loaded.model.backbone(xs), loaded.model.backbone(xq)
-    ys = _labels(support)
+    ys = labels_of(support)
     protos = torch.stack([fs[ys == i].mean(0) for i in range(4)])
     ref = torch.softmax(-torch.cdist(fq, protos) ** 2, -1)
     torch.testing.assert_close(plain.predict_proba(queries), ref, atol=1e-5, rtol=1e-4)
@@ -220,7 +179,7 @@ def test_predict_cli_table_accuracy_csv_and_json(run, episode, tmp_path, capsys)
                  "--query", str(episode / "query"), "--output", str(out)]) == 0
     text = capsys.readouterr().out
     clf = FewShotClassifier.from_checkpoint(run).fit(episode / "support")
-    queries = _files(episode / "query")
+    queries = files(episode / "query")
     probs = clf.predict_proba(queries)
     truth = [p.parent.name for p in queries]
     acc = np.mean([clf.classes_[i] == t for i, t in zip(probs.argmax(-1).tolist(), truth)])
@@ -243,9 +202,9 @@ def test_predict_cli_bad_input_is_one_line_and_exit_2(run, episode, tmp_path, ca
     sup, qry = str(episode / "support"), str(episode / "query")
 
     def folder(name, **classes):  # class -> list of file contents (None: a real image)
-        for c, files in classes.items():
+        for c, contents in classes.items():
             (tmp_path / name / c).mkdir(parents=True)
-            for i, content in enumerate(files):
+            for i, content in enumerate(contents):
                 f = tmp_path / name / c / f"{i}.png"
                 f.write_bytes(content) if content else Image.new("L", (16, 16)).save(f)
         return str(tmp_path / name)
