@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,14 +153,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         _onnx_modules()  # fail before loading anything
     clf = _classifier(args)
-    with warnings.catch_warnings():  # tracer and exporter chatter
-        warnings.simplefilter("ignore")
-        level = logging.getLogger("torch.onnx").level
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        try:
-            export_classifier(clf, output, args.format)
-        finally:
-            logging.getLogger("torch.onnx").setLevel(level)
+    export_classifier(clf, output, args.format)
     size = output.stat().st_size
     what = "embedding network" if args.format == "backbone" else (
         f"{clf.n_way}-way classifier (inference {clf.inference}, head {clf.head_name})")

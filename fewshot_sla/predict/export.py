@@ -27,6 +27,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -163,9 +165,23 @@ def _onnx_modules() -> None:
                           "(and onnxruntime to run the file)")
 
 
-@torch.no_grad()
 def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript") -> Path:
-    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``."""
+    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
+
+    The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
+    but still what ``torch.jit.load`` users need) are silenced."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logger = logging.getLogger("torch.onnx")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return _export(clf, path, fmt)
+        finally:
+            logger.setLevel(level)
+
+
+def _export(clf: FewShotClassifier, path: str | Path, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
