@@ -121,27 +121,27 @@ class FewShotClassifier:
         return len(self.classes_)
 
     @torch.no_grad()
-    def embed(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, views: bool = True) -> Tensor:
         """Features of preprocessed images ``[B, C, H, W]`` -> ``[B*M, D]`` (row ``b*M + j`` is view j
-        of image b; M = :attr:`M`), in chunks of ``batch_size`` images."""
+        of image b; M = :attr:`M`, or 1 with ``views=False``), in chunks of ``batch_size`` images."""
         out = []
         for chunk in x.split(self.batch_size):
             chunk = chunk.to(self.device)
-            if self.M > 1:
+            if views and self.M > 1:
                 chunk = self.transforms(chunk)
             out.append(self.backbone(chunk).float())
         return torch.cat(out)
 
     def _solve(self, fq: Tensor) -> Tensor:
-        """Query features ``[Q*M, D]`` -> N-way logits ``[Q, N]``."""
+        """Query features (``[Q*M, D]`` for aggregated, else ``[Q, D]``) -> N-way logits ``[Q, N]``."""
         n, m = self.n_way, self.M
         with torch.no_grad():
             logits = self.scale * self.head(fq[None], self._support_features, self._support_labels, n * m,
                                             **self.head_kwargs)
         if self.inference == "aggregated":
             logits = sla.aggregated_logits(logits, m)
-        elif self.inference == "single":
-            logits = sla.single_logits(logits, m)
+        elif self.inference == "single":  # the identity view (all a query needs) against classes i*M + 0
+            logits = logits.reshape(1, -1, n, m)[..., 0]
         return logits[0]
 
     # -- the scikit-learn-like API -----------------------------------------------------------
@@ -168,7 +168,8 @@ class FewShotClassifier:
     def logits(self, x: Tensor) -> Tensor:
         """N-way logits ``[B, N]`` of preprocessed images ``[B, C, S, S]``."""
         self._check_fitted()
-        return torch.cat([self._solve(self.embed(chunk)) for chunk in x.split(self.batch_size)]).cpu()
+        views = self.inference == "aggregated"
+        return torch.cat([self._solve(self.embed(chunk, views)) for chunk in x.split(self.batch_size)]).cpu()
 
     def predict_proba(self, queries: Sequence[ImageInput] | Tensor) -> Tensor:
         """Class probabilities ``[n, N]`` (columns in the order of ``classes_``)."""
