@@ -130,3 +130,24 @@ def test_export_errors_are_one_line(run, episode, tmp_path, capsys, monkeypatch)
         main(base + ["--format", "onnx", "--output", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "pip install onnx onnxscript" in err and len(err.splitlines()) == 1
+
+
+def test_pixel_input_export_preprocesses_inside(run, episode, tmp_path):
+    """``--input pixels``: raw uint8 pixels give the classifier's probabilities (at the model's size
+    exactly; an RGB image of another size as preprocess_images converts a float image)."""
+    from PIL import Image
+
+    from fewshot_sla.predict import preprocess_images
+
+    clf = FewShotClassifier.from_checkpoint(run).fit(episode / "support")
+    queries = files(episode / "query")
+    export_classifier(clf, tmp_path / "px.pt", "torchscript", pixels=True)
+    m = torch.jit.load(str(tmp_path / "px.pt"))
+    raw = torch.stack([torch.from_numpy(np.array(Image.open(q))) for q in queries])  # uint8 [B, 16, 16]
+    with torch.no_grad():
+        torch.testing.assert_close(m(raw), clf.predict_proba(queries), atol=1e-5, rtol=0)
+        rgb = torch.randint(0, 256, (3, 24, 40, 3), dtype=torch.uint8)  # [B, H, W, C], another size
+        ref = clf.logits(preprocess_images(list(rgb.permute(0, 3, 1, 2).float() / 255), clf.spec)).softmax(-1)
+        torch.testing.assert_close(m(rgb), ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="TorchScript exports only"):
+        export_classifier(clf, tmp_path / "px.onnx", "onnx", pixels=True)

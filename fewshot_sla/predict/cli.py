@@ -153,13 +153,17 @@ def run_export(args: argparse.Namespace) -> int:
 
         _onnx_modules()  # fail before loading anything
     clf = _classifier(args)
-    export_classifier(clf, output, args.format)
+    export_classifier(clf, output, args.format, pixels=args.input == "pixels")
     size = output.stat().st_size
     what = "embedding network" if args.format == "backbone" else (
         f"{clf.n_way}-way classifier (inference {clf.inference}, head {clf.head_name})")
     print(f"wrote {output} ({size / 2**20:.2f} MiB): {args.format} {what}; classes {', '.join(map(str, clf.classes_))}")
     c, n = clf.spec.channels, clf.spec.image_size
-    print(f"input: float32 [B, {c}, {n}, {n}] from fewshot_sla.predict.preprocess_images (spec in the file's metadata)")
+    if args.input == "pixels":
+        print("input: uint8 [B, H, W] or [B, H, W, C] raw pixels of any size (converted inside the module)")
+    else:
+        print(f"input: float32 [B, {c}, {n}, {n}] from fewshot_sla.predict.preprocess_images (spec in the file's "
+              "metadata)")
     return 0
 
 
@@ -205,5 +209,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(e)
     e.add_argument("--format", default="torchscript", choices=("torchscript", "onnx", "backbone"),
                    help="torchscript (torch.jit.load), onnx (needs pip install onnx onnxscript) or backbone")
+    e.add_argument("--input", default="tensors", choices=("tensors", "pixels"),
+                   help="tensors: preprocessed float32 [B, C, S, S] (default); pixels: raw uint8 [B, H, W(, C)] of "
+                   "any size, converted inside the module (TorchScript only)")
     e.add_argument("--output", required=True, metavar="FILE", help="the file to write (.pt for TorchScript, .onnx)")
     e.set_defaults(func=run_export)

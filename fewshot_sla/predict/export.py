@@ -19,7 +19,9 @@ normalisation) to class probabilities ``[B, N]``; everything else is inside the 
 Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, the
 preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dynamic batch;
 metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
-(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``).
+(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``). With ``pixels=True``
+(``--input pixels``) a TorchScript export takes raw ``uint8 [B, H, W(, C)]`` pixels of any size
+and converts them inside (:class:`PixelPreprocess`).
 """
 
 from __future__ import annotations
@@ -128,24 +130,61 @@ def exported_module(clf: FewShotClassifier) -> ExportedClassifier:
     return mod.cpu().eval()
 
 
-def metadata(clf: FewShotClassifier) -> dict[str, str]:
+def metadata(clf: FewShotClassifier, pixels: bool = False) -> dict[str, str]:
     """What ships with an export: ``class_names`` and ``spec`` (JSON strings)."""
     spec = dataclasses.asdict(clf.spec)
     spec.update(inference=clf.inference, head=clf.head_name, checkpoint=clf.loaded.path,
-                input="float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
+                input="uint8 [B, H, W] or [B, H, W, C] raw pixels, any size" if pixels else
+                "float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
     return {"class_names": json.dumps([str(c) for c in clf.classes_]), "spec": json.dumps(spec)}
+
+
+class PixelPreprocess(nn.Module):
+    """Raw pixels -> the model's input, inside a TorchScript export (``--input pixels``).
+
+    ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` (C = 1, 3 or 4; alpha dropped), any size:
+    scaled to [0, 1], converted to the checkpoint's channels (ITU-R 601 luma or grey copied to
+    RGB), resized with ``interpolate(bilinear, antialias=True)`` when the size differs, inverted
+    for Omniglot checkpoints, normalised. The same conversion as
+    :func:`~fewshot_sla.predict.preprocess_images` on float tensors; on uint8 files PIL's
+    resize and grey conversion round to 8 bits, so at other sizes the two differ by about 1/255."""
+
+    def __init__(self, channels: int, image_size: int, mean: list[float], std: list[float], invert: bool) -> None:
+        super().__init__()
+        self.channels, self.image_size, self.invert = int(channels), int(image_size), bool(invert)
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(-1)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[1] == 4:
+            x = x[:, :3]
+        if x.shape[1] == 3 and self.channels == 1:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        elif x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=[self.image_size, self.image_size], mode="bilinear",
+                                                align_corners=False, antialias=True).clamp(0.0, 1.0)
+        if self.invert:
+            x = 1.0 - x
+        return (x - self.mean) / self.std
 
 
 class _WithNames(nn.Module):
     """A traced module plus the metadata as TorchScript attributes (``class_names``: list of str,
-    ``spec``: JSON str; their types are inferred from the values)."""
+    ``spec``: JSON str; their types are inferred from the values), optionally behind
+    :class:`PixelPreprocess`."""
 
-    def __init__(self, inner: nn.Module, class_names: list[str], spec: str) -> None:
+    def __init__(self, inner: nn.Module, class_names: list[str], spec: str, pre: nn.Module | None = None) -> None:
         super().__init__()
         self.inner, self.class_names, self.spec = inner, class_names, spec
+        self.pre = pre if pre is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.inner(x)
+        return self.inner(self.pre(x))
 
 
 def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
@@ -165,8 +204,12 @@ def _onnx_modules() -> None:
                           "(and onnxruntime to run the file)")
 
 
-def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript") -> Path:
+def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript",
+                      pixels: bool = False) -> Path:
     """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
+
+    ``pixels``: the module takes raw ``uint8 [B, H, W(, C)]`` pixels of any size and preprocesses
+    them inside (:class:`PixelPreprocess`; TorchScript formats only).
 
     The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
     but still what ``torch.jit.load`` users need) are silenced."""
@@ -176,34 +219,34 @@ def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torc
         level = logger.level
         logger.setLevel(logging.ERROR)
         try:
-            return _export(clf, path, fmt)
+            return _export(clf, path, fmt, pixels)
         finally:
             logger.setLevel(level)
 
 
-def _export(clf: FewShotClassifier, path: str | Path, fmt: str) -> Path:
+def _export(clf: FewShotClassifier, path: str | Path, fmt: str, pixels: bool) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if pixels and fmt == "onnx":
+        raise ValueError("--input pixels is available for TorchScript exports only; export ONNX with the default "
+                         "--input tensors and preprocess with fewshot_sla.predict.preprocess_images")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = metadata(clf)
+    meta = metadata(clf, pixels)
     x = _example(clf)
-    if fmt == "backbone":
-        backbone = copy.deepcopy(clf.backbone).cpu().eval()
-        traced = torch.jit.trace(backbone, x, check_trace=False)
-        torch.jit.save(torch.jit.script(_WithNames(traced, json.loads(meta["class_names"]), meta["spec"])), str(path))
-        return path
-    mod = exported_module(clf)
-    if fmt == "torchscript":
+    s = clf.spec
+    pre = PixelPreprocess(s.channels, s.image_size, list(s.mean), list(s.std), s.invert) if pixels else None
+    names = json.loads(meta["class_names"])
+    if fmt in ("backbone", "torchscript"):
+        mod = copy.deepcopy(clf.backbone).cpu().eval() if fmt == "backbone" else exported_module(clf)
         traced = torch.jit.trace(mod, x, check_trace=False)
-        torch.jit.save(torch.jit.script(_WithNames(traced, json.loads(meta["class_names"]), meta["spec"])),
-                       str(path))
+        torch.jit.save(torch.jit.script(_WithNames(traced, names, meta["spec"], pre)), str(path))
         return path
     _onnx_modules()
     import onnx
 
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(mod, (x,), str(path), input_names=["images"], output_names=["probabilities"],
+    torch.onnx.export(exported_module(clf), (x,), str(path), input_names=["images"], output_names=["probabilities"],
                       dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
     model = onnx.load(str(path))
     for key, value in meta.items():
