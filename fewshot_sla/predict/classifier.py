@@ -20,7 +20,10 @@ Inferences (``inference=``), as meta evaluation computes them (:func:`fewshot_sl
 Default: the inference the checkpoint reports (:func:`fewshot_sla.inferences.reported`) for
 meta-training checkpoints; for supervised ones ``aggregated`` when trained with SLA (sla,
 sla+sd), else ``plain`` (their own linear heads classify the training classes, not yours).
-Shots may differ between classes with every head (each head takes the support labels).
+Shots may differ between classes with every head (each head takes the support labels). The head
+runs in float64 on the float32 features: ProtoNet's expanded distances and the SVM/ridge sums
+cancel terms, and in float32 their logits change by about 1e-5 with the number of queries scored
+together; in float64 a query's probabilities do not depend on the batch it comes in.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class FewShotClassifier:
         self.batch_size = int(batch_size)
         self.classes_: list[Any] = []
         self.shots_: list[int] = []
-        self._support_features: Tensor | None = None  # [1, S*M', D]
+        self._support_features: Tensor | None = None  # [1, S*M', D], float64 (the head runs in float64)
         self._support_labels: Tensor | None = None  # [1, S*M'] (joint labels when expanded)
 
     @classmethod
@@ -136,8 +139,8 @@ class FewShotClassifier:
         """Query features (``[Q*M, D]`` for aggregated, else ``[Q, D]``) -> N-way logits ``[Q, N]``."""
         n, m = self.n_way, self.M
         with torch.no_grad():
-            logits = self.scale * self.head(fq[None], self._support_features, self._support_labels, n * m,
-                                            **self.head_kwargs)
+            logits = self.scale * self.head(fq[None].double(), self._support_features, self._support_labels, n * m,
+                                            **self.head_kwargs).float()
         if self.inference == "aggregated":
             logits = sla.aggregated_logits(logits, m)
         elif self.inference == "single":  # the identity view (all a query needs) against classes i*M + 0
@@ -156,7 +159,7 @@ class FewShotClassifier:
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
         self.classes_, self.shots_ = list(support.classes), support.shots
-        self._support_features = self.embed(normalise(support.pixels, self.spec))[None]
+        self._support_features = self.embed(normalise(support.pixels, self.spec))[None].double()
         y = support.labels.to(self.device)
         self._support_labels = (sla.joint_labels(y, self.M) if self.M > 1 else y)[None]
         return self

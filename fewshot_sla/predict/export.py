@@ -48,32 +48,33 @@ FORMATS = ("torchscript", "onnx", "backbone")
 
 
 class FittedPrototypes(nn.Module):
-    """``f [R, D] -> scale * -||f - c_k||^2 [R, K]`` (divided by D when ``normalize``)."""
+    """``f [R, D] -> scale * -||f - c_k||^2 [R, K]`` (divided by D when ``normalize``), computed in
+    float64 as the classifier's head (float32 logits out)."""
 
     def __init__(self, prototypes: Tensor, scale: float, normalize: bool) -> None:
         super().__init__()
-        self.register_buffer("prototypes", prototypes.detach().clone())
+        self.register_buffer("prototypes", prototypes.detach().double().clone())
         self.scale, self.normalize = float(scale), bool(normalize)
 
     def forward(self, f: Tensor) -> Tensor:
-        c = self.prototypes
+        c, f = self.prototypes, f.double()
         d = f.pow(2).sum(-1, keepdim=True) - 2.0 * f @ c.t() + c.pow(2).sum(-1)[None]
         if self.normalize:
             d = d / f.shape[-1]
-        return -self.scale * d
+        return (-self.scale * d).float()
 
 
 class FittedLinear(nn.Module):
-    """``f [R, D] -> scale * (f W + b) [R, K]``."""
+    """``f [R, D] -> scale * (f W + b) [R, K]``, computed in float64 (float32 logits out)."""
 
     def __init__(self, weight: Tensor, bias: Tensor, scale: float) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
+        self.register_buffer("weight", weight.detach().double().clone())
+        self.register_buffer("bias", bias.detach().double().clone())
         self.scale = float(scale)
 
     def forward(self, f: Tensor) -> Tensor:
-        return self.scale * (f @ self.weight + self.bias)
+        return (self.scale * (f.double() @ self.weight + self.bias)).float()
 
 
 @torch.no_grad()
@@ -96,7 +97,7 @@ def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
     eye = torch.eye(d, dtype=fs.dtype, device=fs.device)
     weight = torch.cat([head(e) - bias for e in eye.split(chunk)])  # [D, K]
     want, got = head(fs[0]), fs[0] @ weight + bias
-    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max().clamp_min(1.0))):
+    if not torch.allclose(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max().clamp_min(1.0))):
         raise ValueError(f"head {clf.head_name!r} is not linear in the query features: it cannot be exported; "
                          "export supports protonet, ridge, r2d2 and svm")
     return FittedLinear(weight, bias, clf.scale)
