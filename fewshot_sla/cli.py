@@ -23,6 +23,7 @@ from . import __version__
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fewshot_sla.meta.cli",
     "fewshot_sla.supervised.cli",
+    "fewshot_sla.predict.cli",
 )
 
 

@@ -1,0 +1,188 @@
+"""A trained checkpoint as an N-way classifier of your own images::
+
+    from fewshot_sla.predict import FewShotClassifier
+    clf = FewShotClassifier.from_checkpoint("runs/omniglot_sla")     # run dir or .pt, either pipeline
+    clf.fit("my_support")                 # one subfolder per class (or (image, label) pairs)
+    probs = clf.predict_proba(["q1.png", "q2.png"])                   # [2, N], columns = clf.classes_
+    clf.predict(["q1.png", "q2.png"])     # class names
+
+Inferences (``inference=``), as meta evaluation computes them (:func:`fewshot_sla.meta.methods.run_episodes`):
+
+=============  ==========================================================================
+``plain``      the head on untransformed support and queries (meta baseline/da; any
+               supervised checkpoint: its backbone features, head ``protonet`` by default)
+``single``     SLA+SI: the support is expanded to N*M classes (every image transformed M
+               times, label ``y*M + j``), the identity view scored against the identity classes
+``aggregated`` SLA+AG: view j of the query against classes (i, j), logits averaged over j
+``distilled``  SLA+SD (meta sla+sd): the distilled scale on the untransformed features
+=============  ==========================================================================
+
+Default: the inference the checkpoint reports (:func:`fewshot_sla.inferences.reported`) for
+meta-training checkpoints; for supervised ones ``aggregated`` when trained with SLA (sla,
+sla+sd), else ``plain`` (their own linear heads classify the training classes, not yours).
+Shots may differ between classes with every head (each head takes the support labels). The head
+runs in float64 on the float32 features: ProtoNet's expanded distances and the SVM/ridge sums
+cancel terms, and in float32 their logits change by about 1e-5 with the number of queries scored
+together; in float64 a query's probabilities do not depend on the batch it comes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import sla
+from ..engine.checkpoint import LoadedModel, load_model
+from ..heads import get_head
+from ..inferences import inferences as pipeline_inferences
+from ..inferences import reported
+from ..transforms import TransformSet, get_transform_set
+from .preprocess import ImageInput, ImageSpec, normalise, preprocess_images, spec_from_checkpoint
+from .support import SupportSet, read_support
+
+__all__ = ["FewShotClassifier", "supported_inferences", "default_inference"]
+
+_SLA_MODES = ("sla", "sla+sd")
+
+
+def supported_inferences(pipeline: str, mode: str) -> tuple[str, ...]:
+    """Inferences a classifier of a ``pipeline`` checkpoint trained in ``mode`` can use."""
+    if pipeline == "meta":
+        return pipeline_inferences("meta", mode)
+    return ("plain", "single", "aggregated") if mode in _SLA_MODES else ("plain",)
+
+
+def default_inference(pipeline: str, mode: str) -> str:
+    """The default inference (see the module docs)."""
+    if pipeline == "meta":
+        return reported("meta", mode)
+    return "aggregated" if mode in _SLA_MODES else "plain"
+
+
+class FewShotClassifier:
+    """An N-way classifier from a trained checkpoint, fitted to a support set.
+
+    Attributes (after :meth:`fit`): ``classes_`` (class names, column order of
+    :meth:`predict_proba`), ``shots_`` (support images per class).
+    """
+
+    def __init__(self, loaded: LoadedModel, inference: str | None = None, head: str | None = None,
+                 head_options: dict[str, Any] | None = None, batch_size: int = 64) -> None:
+        self.loaded = loaded
+        self.pipeline = loaded.pipeline
+        self.mode = str(loaded.config.mode)
+        self.spec: ImageSpec = spec_from_checkpoint(loaded.data, loaded.config)
+        model = loaded.model
+        self.backbone: nn.Module = model.backbone
+        self.device = next(model.parameters()).device
+        supported = supported_inferences(self.pipeline, self.mode)
+        self.inference = inference or default_inference(self.pipeline, self.mode)
+        if self.inference not in supported:
+            raise ValueError(f"inference {self.inference!r} is not available for a {self.pipeline} checkpoint "
+                             f"trained with mode {self.mode!r}; choose one of {', '.join(supported)}")
+        if self.pipeline == "meta":
+            self.transforms: TransformSet = model.transforms
+            own = head is None or head == loaded.config.head
+            self.head_name = str(loaded.config.head if head is None else head)
+            self.head: nn.Module = model.head if own and not head_options else get_head(self.head_name,
+                                                                                        **(head_options or {}))
+            self.head_kwargs = dict(model.head_kwargs) if own else {}
+            scale = model.distill_scale if self.inference == "distilled" else model.scale
+            self.scale = float(scale.detach())
+        else:
+            self.transforms = get_transform_set(loaded.data.get("transforms", "none") if self.mode in _SLA_MODES
+                                                else "none")
+            self.head_name = head or "protonet"
+            self.head = get_head(self.head_name, **(head_options or {}))
+            self.head_kwargs = {}
+            self.scale = 1.0
+        self.batch_size = int(batch_size)
+        self.classes_: list[Any] = []
+        self.shots_: list[int] = []
+        self._support_features: Tensor | None = None  # [1, S*M', D], float64 (the head runs in float64)
+        self._support_labels: Tensor | None = None  # [1, S*M'] (joint labels when expanded)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", inference: str | None = None,
+                        head: str | None = None, head_options: dict[str, Any] | None = None,
+                        batch_size: int = 64) -> FewShotClassifier:
+        """Load a checkpoint (a run directory or a ``.pt`` file of either pipeline)."""
+        return cls(load_model(path, device), inference, head, head_options, batch_size)
+
+    # -- the method --------------------------------------------------------------------------
+    @property
+    def M(self) -> int:
+        """Views per image this inference embeds (M for single/aggregated, else 1)."""
+        return self.transforms.M if self.inference in ("single", "aggregated") else 1
+
+    @property
+    def n_way(self) -> int:
+        return len(self.classes_)
+
+    @torch.no_grad()
+    def embed(self, x: Tensor, views: bool = True) -> Tensor:
+        """Features of preprocessed images ``[B, C, H, W]`` -> ``[B*M, D]`` (row ``b*M + j`` is view j
+        of image b; M = :attr:`M`, or 1 with ``views=False``), in chunks of ``batch_size`` images."""
+        out = []
+        for chunk in x.split(self.batch_size):
+            chunk = chunk.to(self.device)
+            if views and self.M > 1:
+                chunk = self.transforms(chunk)
+            out.append(self.backbone(chunk).float())
+        return torch.cat(out)
+
+    def _solve(self, fq: Tensor) -> Tensor:
+        """Query features (``[Q*M, D]`` for aggregated, else ``[Q, D]``) -> N-way logits ``[Q, N]``."""
+        n, m = self.n_way, self.M
+        with torch.no_grad():
+            logits = self.scale * self.head(fq[None].double(), self._support_features, self._support_labels, n * m,
+                                            **self.head_kwargs).float()
+        if self.inference == "aggregated":
+            logits = sla.aggregated_logits(logits, m)
+        elif self.inference == "single":  # the identity view (all a query needs) against classes i*M + 0
+            logits = logits.reshape(1, -1, n, m)[..., 0]
+        return logits[0]
+
+    # -- the scikit-learn-like API -----------------------------------------------------------
+    def fit(self, support: Any, labels: Sequence[Any] | None = None, skip_bad: bool = False) -> FewShotClassifier:
+        """Fit to a support set: a folder (one subfolder per class), a list of ``(image, label)``
+        pairs, or images (paths, PIL images, tensors ``[C, H, W]``, a batch ``[S, C, H, W]``) with
+        ``labels``. Shots may differ between classes."""
+        s = read_support(support, labels, self.spec, skip_bad)
+        self.fit_pixels(s)
+        return self
+
+    def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
+        """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
+        self.classes_, self.shots_ = list(support.classes), support.shots
+        self._support_features = self.embed(normalise(support.pixels, self.spec))[None].double()
+        y = support.labels.to(self.device)
+        self._support_labels = (sla.joint_labels(y, self.M) if self.M > 1 else y)[None]
+        return self
+
+    def preprocess(self, images: Sequence[ImageInput] | Tensor) -> Tensor:
+        """Images of any size and mode -> model inputs ``[B, C, S, S]`` (:func:`preprocess_images`)."""
+        return preprocess_images(images, self.spec)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """N-way logits ``[B, N]`` of preprocessed images ``[B, C, S, S]``."""
+        self._check_fitted()
+        views = self.inference == "aggregated"
+        return torch.cat([self._solve(self.embed(chunk, views)) for chunk in x.split(self.batch_size)]).cpu()
+
+    def predict_proba(self, queries: Sequence[ImageInput] | Tensor) -> Tensor:
+        """Class probabilities ``[n, N]`` (columns in the order of ``classes_``)."""
+        self._check_fitted()
+        return torch.softmax(self.logits(self.preprocess(queries)), dim=-1)
+
+    def predict(self, queries: Sequence[ImageInput] | Tensor) -> list[Any]:
+        """The most probable class of each query."""
+        return [self.classes_[i] for i in self.predict_proba(queries).argmax(-1).tolist()]
+
+    def _check_fitted(self) -> None:
+        if self._support_features is None:
+            raise ValueError("the classifier is not fitted; call fit(support) first")

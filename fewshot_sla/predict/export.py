@@ -1,0 +1,256 @@
+"""Export a fitted :class:`~fewshot_sla.predict.FewShotClassifier` as one standalone module.
+
+The exported module maps preprocessed query images ``float32 [B, C, S, S]`` (the output of
+:func:`~fewshot_sla.predict.preprocess_images`: the checkpoint's channels, size, polarity and
+normalisation) to class probabilities ``[B, N]``; everything else is inside the graph::
+
+    x [B, C, S, S]
+      -> aggregated: the M transforms, rows b*M + j = t_j(x_b)           [B*M, C, S, S]
+      -> backbone                                                         [B*M', D]
+      -> the head, fitted to the support set once at export time          [B*M', K]
+           protonet: prototypes c_k (K = N*M' class means): -||f - c_k||^2 (/ D if normalize)
+           ridge, r2d2, svm: the fitted linear map f W + b
+           (logits are linear in the query features once the support is fixed: W and b are
+           read off the head at the unit vectors and at 0, and checked on the support features)
+         times the checkpoint's logit scale (the distilled scale for ``distilled``)
+      -> aggregated: mean_j of logit (b*M + j, i*M + j); single: column i*M + 0
+      -> softmax                                                          [B, N]
+
+Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, the
+preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dynamic batch;
+metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
+(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``). With ``pixels=True``
+(``--input pixels``) a TorchScript export takes raw ``uint8 [B, H, W(, C)]`` pixels of any size
+and converts them inside (:class:`PixelPreprocess`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import sla
+from ..heads.protonet import ProtoNetHead, class_prototypes
+from ..transforms import TransformSet
+from .classifier import FewShotClassifier
+
+__all__ = ["FORMATS", "FittedPrototypes", "FittedLinear", "ExportedClassifier", "fitted_head", "exported_module",
+           "export_classifier", "metadata"]
+
+FORMATS = ("torchscript", "onnx", "backbone")
+
+
+class FittedPrototypes(nn.Module):
+    """``f [R, D] -> scale * -||f - c_k||^2 [R, K]`` (divided by D when ``normalize``), computed in
+    float64 as the classifier's head (float32 logits out)."""
+
+    def __init__(self, prototypes: Tensor, scale: float, normalize: bool) -> None:
+        super().__init__()
+        self.register_buffer("prototypes", prototypes.detach().double().clone())
+        self.scale, self.normalize = float(scale), bool(normalize)
+
+    def forward(self, f: Tensor) -> Tensor:
+        c, f = self.prototypes, f.double()
+        d = f.pow(2).sum(-1, keepdim=True) - 2.0 * f @ c.t() + c.pow(2).sum(-1)[None]
+        if self.normalize:
+            d = d / f.shape[-1]
+        return (-self.scale * d).float()
+
+
+class FittedLinear(nn.Module):
+    """``f [R, D] -> scale * (f W + b) [R, K]``, computed in float64 (float32 logits out)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().double().clone())
+        self.register_buffer("bias", bias.detach().double().clone())
+        self.scale = float(scale)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return (self.scale * (f.double() @ self.weight + self.bias)).float()
+
+
+@torch.no_grad()
+def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
+    """The head of a fitted classifier with its support set baked in (see the module docs).
+
+    Raises ``ValueError`` for a head whose logits are not linear in the query features (and
+    not ProtoNet's distances)."""
+    clf._check_fitted()
+    fs, ys = clf._support_features, clf._support_labels  # [1, S', D], [1, S']
+    k = clf.n_way * clf.M
+    if isinstance(clf.head, ProtoNetHead):
+        return FittedPrototypes(class_prototypes(fs, ys, k)[0], clf.scale, clf.head.normalize)
+    d = fs.shape[-1]
+
+    def head(q: Tensor) -> Tensor:
+        return clf.head(q[None], fs, ys, k, **clf.head_kwargs)[0]
+
+    bias = head(fs.new_zeros(1, d))[0]
+    eye = torch.eye(d, dtype=fs.dtype, device=fs.device)
+    weight = torch.cat([head(e) - bias for e in eye.split(chunk)])  # [D, K]
+    want, got = head(fs[0]), fs[0] @ weight + bias
+    if not torch.allclose(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max().clamp_min(1.0))):
+        raise ValueError(f"head {clf.head_name!r} is not linear in the query features: it cannot be exported; "
+                         "export supports protonet, ridge, r2d2 and svm")
+    return FittedLinear(weight, bias, clf.scale)
+
+
+class ExportedClassifier(nn.Module):
+    """Preprocessed images ``[B, C, S, S]`` -> class probabilities ``[B, N]`` (module docs)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str,
+                 n_way: int) -> None:
+        super().__init__()
+        self.backbone, self.head, self.transforms = backbone, head, transforms
+        self.inference, self.n_way = inference, int(n_way)
+        self.M = transforms.M if inference in ("single", "aggregated") else 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inference == "aggregated":
+            x = self.transforms(x)
+        logits = self.head(self.backbone(x))  # [B*M or B, N*M]
+        if self.inference == "aggregated":
+            logits = sla.aggregated_logits(logits, self.M)
+        elif self.inference == "single":  # identity view against the identity classes i*M + 0
+            logits = logits.reshape(logits.shape[0], self.n_way, self.M)[:, :, 0]
+        return torch.softmax(logits, dim=-1)
+
+
+def exported_module(clf: FewShotClassifier) -> ExportedClassifier:
+    """The fitted classifier as one module on the CPU, in eval mode (not yet traced)."""
+    head = fitted_head(clf)
+    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference, clf.n_way)
+    return mod.cpu().eval()
+
+
+def metadata(clf: FewShotClassifier, pixels: bool = False) -> dict[str, str]:
+    """What ships with an export: ``class_names`` and ``spec`` (JSON strings)."""
+    spec = dataclasses.asdict(clf.spec)
+    spec.update(inference=clf.inference, head=clf.head_name, checkpoint=clf.loaded.path,
+                input="uint8 [B, H, W] or [B, H, W, C] raw pixels, any size" if pixels else
+                "float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
+    return {"class_names": json.dumps([str(c) for c in clf.classes_]), "spec": json.dumps(spec)}
+
+
+class PixelPreprocess(nn.Module):
+    """Raw pixels -> the model's input, inside a TorchScript export (``--input pixels``).
+
+    ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` (C = 1, 3 or 4; alpha dropped), any size:
+    scaled to [0, 1], converted to the checkpoint's channels (ITU-R 601 luma or grey copied to
+    RGB), resized with ``interpolate(bilinear, antialias=True)`` when the size differs, inverted
+    for Omniglot checkpoints, normalised. The same conversion as
+    :func:`~fewshot_sla.predict.preprocess_images` on float tensors; on uint8 files PIL's
+    resize and grey conversion round to 8 bits, so at other sizes the two differ by about 1/255."""
+
+    def __init__(self, channels: int, image_size: int, mean: list[float], std: list[float], invert: bool) -> None:
+        super().__init__()
+        self.channels, self.image_size, self.invert = int(channels), int(image_size), bool(invert)
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(-1)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[1] == 4:
+            x = x[:, :3]
+        if x.shape[1] == 3 and self.channels == 1:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        elif x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=[self.image_size, self.image_size], mode="bilinear",
+                                                align_corners=False, antialias=True).clamp(0.0, 1.0)
+        if self.invert:
+            x = 1.0 - x
+        return (x - self.mean) / self.std
+
+
+class _WithNames(nn.Module):
+    """A traced module plus the metadata as TorchScript attributes (``class_names``: list of str,
+    ``spec``: JSON str; their types are inferred from the values), optionally behind
+    :class:`PixelPreprocess`."""
+
+    def __init__(self, inner: nn.Module, class_names: list[str], spec: str, pre: nn.Module | None = None) -> None:
+        super().__init__()
+        self.inner, self.class_names, self.spec = inner, class_names, spec
+        self.pre = pre if pre is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(self.pre(x))
+
+
+def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
+    s = clf.spec
+    return torch.randn(batch, s.channels, s.image_size, s.image_size)
+
+
+def _onnx_modules() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(f"--format onnx needs {' and '.join(missing)}: pip install onnx onnxscript "
+                          "(and onnxruntime to run the file)")
+
+
+def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript",
+                      pixels: bool = False) -> Path:
+    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
+
+    ``pixels``: the module takes raw ``uint8 [B, H, W(, C)]`` pixels of any size and preprocesses
+    them inside (:class:`PixelPreprocess`; TorchScript formats only).
+
+    The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
+    but still what ``torch.jit.load`` users need) are silenced."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logger = logging.getLogger("torch.onnx")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return _export(clf, path, fmt, pixels)
+        finally:
+            logger.setLevel(level)
+
+
+def _export(clf: FewShotClassifier, path: str | Path, fmt: str, pixels: bool) -> Path:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if pixels and fmt == "onnx":
+        raise ValueError("--input pixels is available for TorchScript exports only; export ONNX with the default "
+                         "--input tensors and preprocess with fewshot_sla.predict.preprocess_images")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = metadata(clf, pixels)
+    x = _example(clf)
+    s = clf.spec
+    pre = PixelPreprocess(s.channels, s.image_size, list(s.mean), list(s.std), s.invert) if pixels else None
+    names = json.loads(meta["class_names"])
+    if fmt in ("backbone", "torchscript"):
+        mod = copy.deepcopy(clf.backbone).cpu().eval() if fmt == "backbone" else exported_module(clf)
+        traced = torch.jit.trace(mod, x, check_trace=False)
+        torch.jit.save(torch.jit.script(_WithNames(traced, names, meta["spec"], pre)), str(path))
+        return path
+    _onnx_modules()
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(exported_module(clf), (x,), str(path), input_names=["images"], output_names=["probabilities"],
+                      dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path

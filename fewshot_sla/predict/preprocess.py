@@ -1,0 +1,223 @@
+"""The one conversion of user images into what a checkpoint was trained on.
+
+Every entry point of :mod:`fewshot_sla.predict` (the classifier API, ``fewshot-sla predict``,
+``fewshot-sla export`` and its benchmark) turns images into model inputs with
+:func:`preprocess_images` and an :class:`ImageSpec` read from the checkpoint::
+
+    image (file path, PIL image, uint8 or float tensor/array, any size and mode)
+      -> channels of the checkpoint: PIL ``convert("L")`` / ``convert("RGB")`` (ITU-R 601 luma)
+      -> size: ``image_size x image_size`` with PIL's antialiased filter (``bilinear``), as the
+         dataset loaders resize decoded files (no crop: the aspect ratio is not kept)
+      -> polarity: Omniglot checkpoints (loaded with ``invert=True``, the default) store
+         ink = 255 on a 0 background; user images are taken as the dataset's files are
+         (black strokes on white) and inverted the same way (``255 - pixel``)
+      -> float ``x / 255``, normalised per channel with the checkpoint's ``mean`` / ``std``
+
+uint8 tensors are converted through PIL (the same path as files, so a decoded file and its
+pixels give identical inputs); float tensors in ``[0, 1]`` are converted on the tensor side
+(luma weights, ``interpolate(..., antialias=True)``, ``1 - x``). Tensors are ``[C, H, W]`` or
+``[H, W]``; numpy arrays are ``[H, W, C]`` or ``[H, W]`` (PIL's layout).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..data.augment import normalize
+from ..data.images import RESAMPLE
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "normalise", "preprocess_images",
+           "list_images", "spec_from_checkpoint"]
+
+#: file extensions read as images (folders are searched for these, case-insensitively)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: what one image may be
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
+
+_LUMA = (0.299, 0.587, 0.114)  # PIL's convert("L") weights (ITU-R 601-2)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What a checkpoint's model takes: ``channels x image_size x image_size`` float images,
+    optionally inverted (``invert``: ``255 - pixel`` before scaling) and normalised with
+    ``mean``/``std`` (empty: no normalisation)."""
+
+    channels: int
+    image_size: int
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    invert: bool = False
+    resample: str = "bilinear"
+
+    @property
+    def mode(self) -> str:
+        """PIL mode of the checkpoint's channels (``"L"`` or ``"RGB"``)."""
+        return "L" if self.channels == 1 else "RGB"
+
+
+def spec_from_checkpoint(data: dict[str, Any], config: Any = None) -> ImageSpec:
+    """The :class:`ImageSpec` of a checkpoint from its ``data`` entry (channels, image_size, mean,
+    std, dataset) and the run's config (``dataset_options``: Omniglot's ``invert``, ``resample``)."""
+    options = dict(getattr(config, "dataset_options", None) or {})
+    dataset = str(data.get("dataset") or getattr(config, "dataset", "") or "")
+    invert = dataset == "omniglot" and bool(options.get("invert", True))
+    channels = int(data["channels"])
+    if channels not in (1, 3):
+        raise ValueError(f"the checkpoint's model takes {channels}-channel images; only 1 or 3 are supported")
+    return ImageSpec(channels, int(data["image_size"]), tuple(float(v) for v in data.get("mean") or ()),
+                     tuple(float(v) for v in data.get("std") or ()), invert, str(options.get("resample", "bilinear")))
+
+
+def _name(item: Any, index: int | None) -> str:
+    if isinstance(item, (str, Path)):
+        return f"'{item}'"
+    return f"image {index}" if index is not None else "the image"
+
+
+def _open(path: str | Path) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image '{p}' does not exist; pass an existing image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image '{p}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "remove or replace the file, or pass --skip-bad to skip it") from None
+
+
+def _from_pil(im: Image.Image, spec: ImageSpec) -> torch.Tensor:
+    if im.mode != spec.mode:
+        try:
+            im = im.convert(spec.mode)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"cannot convert a {im.mode!r} image to {spec.mode!r} ({e})") from None
+    if im.size != (spec.image_size, spec.image_size):
+        im = im.resize((spec.image_size, spec.image_size), RESAMPLE[spec.resample])
+    a = np.asarray(im, dtype=np.uint8).reshape(spec.image_size, spec.image_size, spec.channels)
+    if spec.invert:
+        a = 255 - a
+    return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255.0)
+
+
+def _array_to_pil(a: np.ndarray) -> Image.Image:
+    """uint8 ``[H, W]``, ``[H, W, 1|3|4]`` -> a PIL image."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(a), mode="L")
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(a), mode="RGB" if a.shape[-1] == 3 else "RGBA")
+    raise ValueError(f"an image array must be [H, W] or [H, W, 1|3|4], got shape {tuple(a.shape)}")
+
+
+def _from_float(x: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
+    """float ``[C, H, W]`` in [0, 1] -> ``[channels, S, S]``."""
+    c = x.shape[0]
+    if c == 4:  # drop alpha, as PIL's RGBA -> RGB
+        x, c = x[:3], 3
+    if c == 3 and spec.channels == 1:
+        x = sum(w * x[i] for i, w in enumerate(_LUMA)).unsqueeze(0)
+    elif c == 1 and spec.channels == 3:
+        x = x.expand(3, -1, -1)
+    elif c != spec.channels:
+        raise ValueError(f"a {c}-channel image cannot be converted to the model's {spec.channels} channel(s); "
+                         "pass grey (1), RGB (3) or RGBA (4) images")
+    if x.shape[-2:] != (spec.image_size, spec.image_size):
+        x = F.interpolate(x[None].float(), size=(spec.image_size, spec.image_size), mode="bilinear",
+                          align_corners=False, antialias=True)[0].clamp(0, 1)
+    x = x.float()
+    return 1.0 - x if spec.invert else x
+
+
+def image_pixels(item: ImageInput, spec: ImageSpec, index: int | None = None) -> torch.Tensor:
+    """One image as float ``[channels, S, S]`` in ``[0, 1]`` (converted, resized, polarity
+    applied; not normalised)."""
+    if isinstance(item, (str, Path)):
+        return _from_pil(_open(item), spec)
+    if isinstance(item, Image.Image):
+        return _from_pil(item, spec)
+    if isinstance(item, np.ndarray):
+        if item.dtype == np.uint8:
+            return _from_pil(_array_to_pil(item), spec)
+        item = torch.from_numpy(np.moveaxis(item, -1, 0) if item.ndim == 3 else item)
+    if isinstance(item, torch.Tensor):
+        x = item.detach().cpu()
+        if x.dim() == 2:
+            x = x[None]
+        if x.dim() != 3 or x.shape[0] not in (1, 2, 3, 4):
+            raise ValueError(f"{_name(item, index)}: an image tensor must be [C, H, W] or [H, W], got shape "
+                             f"{tuple(item.shape)}")
+        if x.dtype == torch.uint8:
+            if x.shape[0] == 2:
+                raise ValueError(f"{_name(item, index)}: a 2-channel image cannot be converted to the model's "
+                                 f"{spec.channels} channel(s); pass grey (1), RGB (3) or RGBA (4) images")
+            return _from_pil(_array_to_pil(x.permute(1, 2, 0).numpy()), spec)
+        if not x.is_floating_point():
+            raise ValueError(f"{_name(item, index)}: image tensors must be uint8 (0..255) or float in [0, 1], "
+                             f"got {x.dtype}")
+        return _from_float(x, spec)
+    raise ValueError(f"{_name(item, index)}: cannot read a {type(item).__name__} as an image; pass a file path, "
+                     "a PIL image, or a uint8/float tensor")
+
+
+def preprocess_images(items: Iterable[ImageInput] | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
+    """Images -> the model's input ``float32 [B, channels, S, S]`` (see the module docs).
+
+    ``items``: a sequence of images (paths, PIL images, tensors, arrays) or a batch tensor
+    ``[B, C, H, W]``.
+    """
+    if isinstance(items, torch.Tensor) and items.dim() == 4:
+        items = list(items)
+    items = list(items)
+    if not items:
+        raise ValueError("no images to preprocess; pass at least one image")
+    return normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]), spec)
+
+
+def normalise(pixels: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
+    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (the checkpoint's ``mean``/``std``)."""
+    return normalize(pixels, spec.mean, spec.std) if spec.mean and spec.std else pixels
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def list_images(paths: Sequence[str | Path], what: str = "query") -> list[Path]:
+    """Image files of ``paths`` (files as given, folders searched recursively, sorted).
+
+    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` when a folder holds no
+    image or nothing is left."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if _is_image(f))
+            if not found:
+                raise ValueError(f"{what} folder '{p}' holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                                 "pass a folder with image files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{what} path '{p}' does not exist; pass existing image files or folders")
+    if not out:
+        raise ValueError(f"no {what} images given; pass at least one image file or folder")
+    return out
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr."""
+    print(f"warning: {message}", file=sys.stderr)
