@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's "pretraining, then episodes" results on Omniglot (CPU, Conv-4 at 28 px): supervised
 # pretraining on the 20 training alphabets of the background set (baseline, SLA, SLA+SD; config
-# supervised_omniglot_conv4_cpu), the meta-trained ProtoNet + SLA run of the meta-training table
+# supervised_omniglot_conv4_cpu; the baseline also with 4x the iterations), the meta-trained ProtoNet + SLA run of the meta-training table
 # for comparison, then 1000 test episodes on the 5 held-out test alphabets at 5-way and 20-way
 # 1-shot with the protonet and logistic heads (the same episodes for every run: seed 0), and a
 # table with paired differences (benchmarks/omniglot_pretrain_table.py).
@@ -19,9 +19,12 @@ for mode in baseline sla sla+sd; do
   fewshot-sla supervised --config supervised_omniglot_conv4_cpu --mode "$mode" "${opts[@]}" --no-plot \
     --run-dir "$OUT/pre_${mode/+/}"
 done
+# the baseline again with 4x the iterations: as many images through the backbone as an SLA run (M = 4)
+fewshot-sla supervised --config supervised_omniglot_conv4_cpu --mode baseline --iterations 3200 --eval-every 1600 \
+  "${opts[@]}" --no-plot --run-dir "$OUT/pre_baseline_long"
 fewshot-sla meta-train --config omniglot_conv4_sla --dataset-options val_alphabets=5,test_alphabets=5 \
   --epochs 10 --channels-last "${opts[@]}" --run-dir "$OUT/meta_sla"
-for run in pre_baseline pre_sla pre_slasd meta_sla; do
+for run in pre_baseline pre_baseline_long pre_sla pre_slasd meta_sla; do
   for way in 5 20; do
     for head in protonet logistic; do
       fewshot-sla eval --checkpoint "$OUT/$run" --split test --episodes 1000 --n-way "$way" --k-shot 1 \
