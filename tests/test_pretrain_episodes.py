@@ -171,3 +171,36 @@ def test_eval_with_the_logistic_head_equals_scikit_learn(pretrained, fewshot_fol
         clf = sklearn.LogisticRegression(C=1.0, max_iter=10000, tol=1e-10).fit(f[:6].numpy(), y.numpy())
         want.append(float((torch.from_numpy(clf.predict(f[6:].numpy())) == y).double().mean()))
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_validation_by_episodes_selects_by_the_few_shot_criterion(fewshot_folder, tmp_path):
+    """--val-episodes: each validation solves fixed episodes of the val split on the current
+    backbone; the logged accuracy equals `fewshot-sla eval --split val` of the saved checkpoint on
+    the same episodes (seed 1), and best.pt is the iteration with the best score."""
+    run = tmp_path / "run"
+    assert main(["supervised", "--dataset", "folder", "--data-root", str(fewshot_folder), "--mode", "sla",
+                 "--run-dir", str(run), *COMMON[:-6], "--iterations", "6", "--eval-every", "3", "--device", "cpu",
+                 "--quiet", "--no-plot", "--val-episodes", "4", "--val-way", "3", "--val-shot", "1",
+                 "--val-query", "2"]) == 0
+    vals = [r for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "val"]
+    assert [v["step"] for v in vals] == [3, 6] and all(v["reported"] == "aggregated" for v in vals)
+    best = max(vals, key=lambda v: (v["score"], -v["step"]))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_iteration"] == best["step"] and summary["selection"] == "4 validation episodes"
+    out = tmp_path / "val.json"
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--split", "val", "--episodes", "4", "--n-way", "3",
+                 "--k-shot", "1", "--n-query", "2", "--seed", "1", "--device", "cpu", "--quiet",
+                 "--output", str(out)]) == 0
+    res = json.loads(out.read_text())["models"][0]["results"]
+    for inf in ("plain", "single", "aggregated"):
+        assert res[inf]["mean"] == pytest.approx(best[f"acc_{inf}"], abs=1e-6), inf
+
+
+def test_validation_episodes_need_a_few_shot_dataset():
+    from fewshot_sla.config import ConfigError
+    from fewshot_sla.supervised.config import SupervisedConfig
+
+    with pytest.raises(ConfigError, match="--val-episodes needs a few-shot dataset.*use --val-size"):
+        SupervisedConfig(dataset="cifar10", val_episodes=10)
+    with pytest.raises(ConfigError, match="two validation criteria"):
+        SupervisedConfig(dataset="omniglot", val_episodes=10, val_size=100)

@@ -41,7 +41,7 @@ from ..inferences import reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
-from .config import INFERENCES, EvalConfig, MetaTrainConfig, check_against_data
+from .config import EvalConfig, MetaTrainConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import FewShotModel, episodic_model
 
@@ -107,7 +107,7 @@ def _evaluate_indices(model, dataset, preprocess, indices: list[int], *, n_way, 
     """Per-episode accuracies of the episodes ``indices`` (in that order), ``tasks_per_batch`` at a time."""
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
-    names = tuple(inferences or INFERENCES[model.mode])
+    names = tuple(inferences or model.inferences)
     accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
     was_training = model.training
     model.eval()

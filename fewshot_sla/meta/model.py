@@ -35,7 +35,7 @@ from ..heads import get_head
 from ..transforms import TransformSet, get_transform_set
 from .config import INFERENCES, MetaTrainConfig
 
-__all__ = ["FewShotModel", "build_model", "model_from_checkpoint", "episodic_model"]
+__all__ = ["FewShotModel", "build_model", "model_from_checkpoint", "episodic_model", "pretrained_episodic_model"]
 
 
 class FewShotModel(nn.Module):
@@ -141,7 +141,6 @@ def episodic_model(loaded: Any, head: str = "", svm_max_iter: int = 3) -> tuple[
     meta-training view of the run (dataset, options, transforms, head).
     """
     from ..heads import get_head
-    from ..inferences import inferences
 
     if loaded.pipeline == "meta":
         model, cfg = loaded.model, loaded.config
@@ -149,17 +148,30 @@ def episodic_model(loaded: Any, head: str = "", svm_max_iter: int = 3) -> tuple[
             cfg = dataclasses.replace(cfg, head=head)
             model.head = get_head(head, **cfg.head_options())
     else:
-        s = loaded.config
-        cfg = MetaTrainConfig(
-            dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
-            image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
-            head=head or "protonet", mode=_EPISODE_MODE[s.mode], transforms=loaded.data["transforms"]
-            if s.mode in ("sla", "sla+sd") else "rotation", learn_scale=False, device="cpu",
-        )
-        model = FewShotModel(loaded.model.backbone, get_head(cfg.head, **cfg.head_options()), cfg.mode,
-                             cfg.transforms, learn_scale=False)
-        model.inferences = inferences("pretrained", s.mode)
+        model, cfg = pretrained_episodic_model(loaded.config, loaded.model.backbone, loaded.data["transforms"],
+                                               head, svm_max_iter)
         model.to(next(loaded.model.parameters()).device).eval()
+    if cfg.head == "svm":
+        model.head_kwargs = {"max_iter": svm_max_iter}
+    return model, cfg
+
+
+def pretrained_episodic_model(s: Any, backbone: nn.Module, transforms: str, head: str = "",
+                              svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
+    """A :class:`FewShotModel` on a supervised run's ``backbone`` (shared, not copied), for the run's
+    config ``s`` (a ``SupervisedConfig``): see :func:`episodic_model`."""
+    from ..heads import get_head
+    from ..inferences import inferences
+
+    cfg = MetaTrainConfig(
+        dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
+        image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
+        head=head or "protonet", mode=_EPISODE_MODE[s.mode],
+        transforms=transforms if s.mode in ("sla", "sla+sd") else "rotation", learn_scale=False, device="cpu",
+    )
+    model = FewShotModel(backbone, get_head(cfg.head, **cfg.head_options()), cfg.mode, cfg.transforms,
+                         learn_scale=False)
+    model.inferences = inferences("pretrained", s.mode)
     if cfg.head == "svm":
         model.head_kwargs = {"max_iter": svm_max_iter}
     return model, cfg

@@ -76,6 +76,14 @@ class SupervisedConfig:
                               f"{DEFAULT_VAL_SIZE} for balanced runs, 0 for long-tailed runs, which accept only 0 "
                               "(their training set is cut from the full training set, as Cao et al.)")
     split_seed: int = _f(0, "seed of the validation hold-out")
+    val_episodes: int = _f(0, "few-shot datasets: select the checkpoint by this many fixed episodes of --val-split "
+                           "(the few-shot criterion; the backbone's features solved by --val-head) instead of "
+                           "held-out base images (0 = off)")
+    val_split: str = _f("val", "split of the validation episodes")
+    val_way: int = _f(5, "classes per validation episode")
+    val_shot: int = _f(1, "support images per class in validation episodes")
+    val_query: int = _f(15, "queries per class in validation episodes")
+    val_head: str = _f("protonet", "head that solves the validation episodes (protonet, ridge, svm, r2d2, logistic)")
     imbalance_ratio: float = _f(1.0, "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images, "
                                 "n_max = a class's count in the full training set (Cao et al.; CIFAR-10 R=100: "
                                 "5000..50, 12,406 images); 1 = balanced. It changes the data, not the recipe: for "
@@ -190,6 +198,14 @@ class SupervisedConfig:
             self.dataset = DATASETS.canonical(self.dataset)
         except ValueError as e:
             bad(f"--dataset: {e}")
+        if self.val_episodes < 0 or min(self.val_way, self.val_shot, self.val_query) < 1:
+            bad(f"need --val-episodes >= 0 and --val-way/--val-shot/--val-query >= 1, got {self.val_episodes}, "
+                f"{self.val_way}, {self.val_shot}, {self.val_query}")
+        if self.val_episodes and not self.fewshot_dataset:
+            bad(f"--val-episodes needs a few-shot dataset (its --val-split classes are not the training classes); "
+                f"{self.dataset} has the same classes in every split: use --val-size")
+        if self.val_episodes and self.val_size:
+            bad("--val-episodes and --val-size are two validation criteria; pass one of them")
         if self.augment not in AUGMENTS:
             bad(f"unknown --augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
         if self.transforms != "auto":

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -310,6 +311,7 @@ class SupervisedTrainer:
             "iterations_per_epoch": sched.iterations_per_epoch, "dataset": cfg.dataset,
         }
         self.primary = reported("supervised", cfg.mode)
+        self.val_episodes = self._episode_validation() if cfg.val_episodes else None
         self.run = RunDir(run_path, enabled=info.is_main)
         self.start, self.best, self.meter = 0, {"score": -math.inf, "iteration": 0}, _new_meter(device)
         if resume:
@@ -428,12 +430,46 @@ class SupervisedTrainer:
             return {"stopped_at": stop, "total_iterations": sched.total, "run_dir": str(self.run.path), "message": msg}
         return self.finish()
 
+    def _episode_validation(self) -> tuple[Any, Any, Any]:
+        """(val split, model solving episodes on this run's backbone, preprocessing) of
+        ``--val-episodes``; the episode shape is checked against the split up front."""
+        from ..episodes import EpisodeSampler
+        from ..meta.batches import load_split, make_preprocess
+        from ..meta.model import pretrained_episodic_model
+
+        cfg, pre = self.cfg, self.preprocess.config
+        ds = load_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.image_size, cfg.download, cfg.dataset_options)
+        EpisodeSampler(ds.labels, cfg.val_way, cfg.val_shot, cfg.val_query, 1, class_names=list(ds.class_names),
+                       option_names=("--val-way", "--val-shot", "--val-query"))
+        model, _ = pretrained_episodic_model(cfg, self.model.backbone, self.tset.name, cfg.val_head)
+        return ds, model, make_preprocess(cfg.dataset, "none", ds.image_size, pre.mean, pre.std)
+
+    def _validate_episodes(self) -> dict[str, float]:
+        """Mean accuracy per inference on ``--val-episodes`` fixed episodes (seed 1) of the val split."""
+        from ..meta.evaluate import evaluate_episodes
+
+        cfg = self.cfg
+        ds, model, pre = self.val_episodes
+        broadcast_module(self.model, self.info)
+        accs = evaluate_episodes(model, ds, pre, n_way=cfg.val_way, k_shot=cfg.val_shot, n_query=cfg.val_query,
+                                 n_episodes=cfg.val_episodes, seed=1, device=self.device, dist=self.info)
+        return {k: float(v.mean()) for k, v in accs.items()}
+
     def validate(self, done: int) -> bool:
         """Evaluate val (and test when asked), log, and update ``best``; returns whether this
         iteration is the new best (always true without a validation set)."""
         cfg, data, run, best, primary = self.cfg, self.data, self.run, self.best, self.primary
         epoch = self.epoch_of(done)
-        if len(data.val_labels):
+        if self.val_episodes is not None:  # the few-shot criterion: episodes of novel classes
+            accuracy = self._validate_episodes()
+            primary = reported("pretrained", cfg.mode)
+            score = accuracy[primary]
+            is_best = score > best["score"]
+            run.log({"kind": "val", "epoch": epoch, "step": done, "reported": primary, "score": score,
+                     "best": is_best, "episodes": cfg.val_episodes, **{f"acc_{k}": v for k, v in accuracy.items()}})
+            if is_best:
+                best.update(score=score, iteration=done, val=accuracy)
+        elif len(data.val_labels):
             val = self.evaluate_split(data.val_images, data.val_labels)
             score = val["accuracy"][primary]
             is_best = score > best["score"]
@@ -469,7 +505,9 @@ class SupervisedTrainer:
             "run_dir": str(self.run.path), "dataset": cfg.dataset, "imbalance_ratio": cfg.imbalance_ratio,
             "mode": cfg.mode, "transforms": self.tset.name, "M": self.M, "loss": cfg.loss, "drw": cfg.drw,
             "loss_method": ev.method_name(cfg.loss, cfg.drw), "primary": self.primary,
-            "selection": "validation accuracy of the primary inference" if len(data.val_labels) else "last checkpoint",
+            "selection": (f"{cfg.val_episodes} validation episodes" if cfg.val_episodes else
+                          "validation accuracy of the primary inference" if len(data.val_labels) else
+                          "last checkpoint"),
             "best_iteration": state["iteration"], "total_iterations": self.sched.total,
             "train_size": len(data.train_labels), "class_counts": data.class_counts, "val": state["best"].get("val"),
             "test": test, "table": {name: test["accuracy"][inf] for name, inf in entries.items()},
