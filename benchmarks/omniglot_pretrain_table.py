@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fewshot_sla.stats import paired_difference
 
-RUNS = ("pre_baseline", "pre_baseline_long", "pre_sla", "pre_slasd", "meta_sla")
+RUNS = ("pre_baseline", "pre_baseline_long", "pre_sla", "pre_slasd", "meta_sla", "svm_sla")
 REFERENCE = ("meta_sla", "protonet", "aggregated")
 
 
