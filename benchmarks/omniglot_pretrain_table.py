@@ -7,7 +7,8 @@ ProtoNet + SLA run) solved in the same 1000 Omniglot test episodes.
 Reads ``eval_<run>_<way>way_<head>.json`` (one ``fewshot-sla eval`` per run, way and head; the
 same seed gives the same episodes) and each run's ``summary.json``; prints the accuracy with its
 95% CI per (run, head, inference) at 5-way and 20-way 1-shot, and the paired differences of
-each against the meta-trained ProtoNet + SLA run's SLA+AG on the same episodes.
+each against the meta-trained ProtoNet + SLA run's SLA+AG (A) and against the pretrained
+baseline with as many images as SLA, ProtoNet head (B), on the same episodes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from fewshot_sla.stats import paired_difference
 
 RUNS = ("pre_baseline", "pre_baseline_long", "pre_sla", "pre_slasd", "meta_sla", "svm_sla")
-REFERENCE = ("meta_sla", "protonet", "aggregated")
+REFERENCE = ("meta_sla", "protonet", "aggregated")  # meta-trained ProtoNet + SLA, SLA+AG
+BASELINE = ("pre_baseline_long", "protonet", "plain")  # pretrained baseline, as many images as SLA
 
 
 def _pct(d: dict | None) -> str:
@@ -50,11 +52,12 @@ def collect(out: Path) -> dict:
         for way in (5, 20):
             r = results.get((run, head, inf, way))
             row[f"{way}way"] = None if r is None else {k: r[k] for k in ("mean", "ci95", "n")}
-            ref = results.get((*REFERENCE, way))
-            if r is not None and ref is not None and (run, head, inf) != REFERENCE:
-                row[f"{way}way_minus_reference"] = paired_difference(r["accuracies"], ref["accuracies"]).as_dict()
+            for name, key in (("reference", REFERENCE), ("baseline", BASELINE)):
+                ref = results.get((*key, way))
+                if r is not None and ref is not None and (run, head, inf) != key:
+                    row[f"{way}way_minus_{name}"] = paired_difference(r["accuracies"], ref["accuracies"]).as_dict()
         rows.append(row)
-    return {"reference": "-".join(REFERENCE), "rows": rows}
+    return {"reference": "-".join(REFERENCE), "baseline": "-".join(BASELINE), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.out_dir.is_dir():
         sys.exit(f"error: {a.out_dir} is not a folder; pass the OUT_DIR of benchmarks/omniglot_pretrain.sh")
     table = collect(a.out_dir)
-    print(f"| run | head | inference | train min | 5-way 1-shot (%) | 20-way 1-shot (%) | "
-          f"5-way - {table['reference']} | 20-way - {table['reference']} |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| run | head | inference | min | 5-way 1-shot (%) | 20-way 1-shot (%) | 5-way - A | 20-way - A | "
+          f"5-way - B | 20-way - B |   (A = {table['reference']}, B = {table['baseline']})")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in table["rows"]:
-        diffs = [_pct(r.get(f"{w}way_minus_reference")) for w in (5, 20)]
+        diffs = [_pct(r.get(f"{w}way_minus_{n}")) for n in ("reference", "baseline") for w in (5, 20)]
         print(f"| {r['run']} | {r['head']} | {r['inference']} | {r['train_min'] or '-'} | {_pct(r['5way'])} | "
-              f"{_pct(r['20way'])} | {diffs[0]} | {diffs[1]} |")
+              f"{_pct(r['20way'])} | " + " | ".join(diffs) + " |")
     out = a.out or a.out_dir / "omniglot_pretrain.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=1) + "\n")
