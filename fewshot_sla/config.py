@@ -235,7 +235,7 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
 # keys that only one command's configs hold: a config file is told apart by them
 _COMMAND_KEYS: dict[str, frozenset[str]] = {
     "meta-train": frozenset({"n_way", "k_shot", "n_query", "head", "tasks_per_batch", "episodes_per_epoch",
-                             "eval_way", "eval_shot", "val_episodes"}),
+                             "eval_way", "eval_shot"}),
     "supervised": frozenset({"iterations", "batch_size", "imbalance_ratio", "loss", "drw", "joint_loss",
                              "val_size", "eval_every"}),
 }
