@@ -59,3 +59,19 @@ def _write_cifar10_batches(root, n_per_class=12, n_test=4, seed=0):
 def write_cifar10_batches():
     """``write(root, n_per_class=12, n_test=4, seed=0)``: a tiny CIFAR-10 in the official layout."""
     return _write_cifar10_batches
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """A tiny meta-trained SLA+SD checkpoint (run directory) for the predict and export tests."""
+    from predict_helpers import meta_run
+
+    return meta_run(tmp_path_factory.mktemp("meta") / "run")
+
+
+@pytest.fixture(scope="session")
+def episode(tmp_path_factory):
+    """A support/query folder of PNGs for the predict and export tests."""
+    from predict_helpers import write_episode
+
+    return write_episode(tmp_path_factory.mktemp("episode"))

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from predict_helpers import files, meta_run, write_episode
+from predict_helpers import files
 from torch import nn
 
 from fewshot_sla.cli import main
@@ -48,16 +48,6 @@ STANDALONE = textwrap.dedent("""
                          "spec": json.loads(meta["spec"])}
     json.dump(out, open("out.json", "w"))
 """)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return meta_run(tmp_path_factory.mktemp("meta") / "run")
-
-
-@pytest.fixture(scope="module")
-def episode(tmp_path_factory):
-    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 def test_exported_modules_equal_the_classifier_in_a_fresh_process(run, episode, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_helpers import SHOTS, files, labels_of, manual_inputs, meta_run, write_episode
+from predict_helpers import SHOTS, files, labels_of, manual_inputs
 from synthetic import synthetic_dataset
 
 from fewshot_sla.cli import main
@@ -21,16 +21,6 @@ from fewshot_sla.heads import get_head
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.methods import run_episodes
 from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images, spec_from_checkpoint
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return meta_run(tmp_path_factory.mktemp("meta") / "run")
-
-
-@pytest.fixture(scope="module")
-def episode(tmp_path_factory):
-    return write_episode(tmp_path_factory.mktemp("episode"))
 
 
 @pytest.mark.parametrize("inference, head", [("aggregated", None), ("single", None), ("distilled", None),
