@@ -147,12 +147,12 @@ def episodic_model(loaded: Any, head: str = "", svm_max_iter: int = 3) -> tuple[
         if head and head != cfg.head:
             cfg = dataclasses.replace(cfg, head=head)
             model.head = get_head(head, **cfg.head_options())
-    else:
+        if cfg.head == "svm":
+            model.head_kwargs = {"max_iter": svm_max_iter}
+    else:  # pretrained_episodic_model sets the SVM's iterations itself
         model, cfg = pretrained_episodic_model(loaded.config, loaded.model.backbone, loaded.data["transforms"],
                                                head, svm_max_iter)
         model.to(next(loaded.model.parameters()).device).eval()
-    if cfg.head == "svm":
-        model.head_kwargs = {"max_iter": svm_max_iter}
     return model, cfg
 
 
