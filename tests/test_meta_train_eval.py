@@ -242,3 +242,33 @@ def test_adam_optimizer_is_used_and_checkpointed(tmp_path):
     state = torch.load(RunDir(tmp_path / "run").last, weights_only=False)["optimizer"]
     first = next(iter(state["state"].values()))
     assert {"exp_avg", "exp_avg_sq"} <= set(first) and state["param_groups"][0]["lr"] == 1e-3
+
+
+def test_eval_dataset_options_override_tests_a_rotated_classes_model_on_plain_classes(tmp_path):
+    from test_data_formats import make_omniglot
+
+    from fewshot_sla.config import ConfigError
+    from fewshot_sla.meta.config import EvalConfig
+    from fewshot_sla.meta.evaluate import evaluate
+
+    for part in ("background", "evaluation"):
+        make_omniglot(tmp_path / "omni", part, size=20)
+    cfg = tiny(tmp_path, dataset="omniglot", data_root=str(tmp_path / "omni"), image_size=16, mode="baseline",
+               transforms="none", n_way=2, n_query=1, val_episodes=0,
+               dataset_options={"val_alphabets": 1, "rotate_classes": True})
+    train(cfg)
+    rotated = RunDir(tmp_path / "run").last
+    ckpt = torch.load(rotated, weights_only=False)  # the reference: the same weights, stored without the option
+    ckpt["config"]["dataset_options"] = {"val_alphabets": 1}
+    plain = tmp_path / "plain.pt"
+    torch.save(ckpt, plain)
+    opts = dict(split="test", episodes=6, n_way=3, k_shot=1, n_query=2, quiet=True, device="cpu",
+                output=str(tmp_path / "eval.json"))
+    ref = evaluate(EvalConfig(checkpoint=str(plain), **opts))["models"][0]["results"]["plain"]["accuracies"]
+    over = evaluate(EvalConfig(checkpoint=str(rotated), dataset_options={"rotate_classes": False}, **opts))
+    assert over["models"][0]["results"]["plain"]["accuracies"] == ref
+    with pytest.raises(ConfigError, match="different test splits"):  # 4x the classes: other episodes
+        evaluate(EvalConfig(checkpoint=str(plain), compare=(str(rotated),), **opts))
+    both = evaluate(EvalConfig(checkpoint=str(plain), compare=(str(rotated),),
+                               dataset_options={"rotate_classes": False}, **opts))
+    assert [m["results"]["plain"]["accuracies"] for m in both["models"]] == [ref, ref]

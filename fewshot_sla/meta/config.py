@@ -339,6 +339,9 @@ class EvalConfig:
         "more checkpoints evaluated on the same episodes; paired differences against --checkpoint"))
     data_root: str = field(default="", metadata=_h("dataset folder (default: the one stored in the checkpoint)"))
     split: str = field(default="test", metadata=_h("split to evaluate"))
+    dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
+        "override the checkpoint's dataset options for this evaluation, e.g. rotate_classes=false: a model "
+        "meta-trained with Omniglot's rotated classes tested on the plain classes, as the other runs"))
     episodes: int = field(default=1000, metadata=_h("number of episodes"))
     n_way: int | None = field(default=None, metadata=_h("ways (default: the checkpoint's eval_way)"))
     k_shot: int | None = field(default=None, metadata=_h("shots (default: the checkpoint's eval_shot)"))

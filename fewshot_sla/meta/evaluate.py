@@ -189,11 +189,11 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         n_way = cfg.n_way or n_way or tcfg.eval_way
         k_shot = cfg.k_shot or k_shot or tcfg.eval_shot
         root = cfg.data_root or tcfg.data_root
-        options = json.dumps(tcfg.dataset_options, sort_keys=True)  # e.g. which alphabets are held out
+        data_options = {**tcfg.dataset_options, **cfg.dataset_options}
+        options = json.dumps(data_options, sort_keys=True)  # e.g. which alphabets are held out
         key = (tcfg.dataset, str(root), cfg.split, tcfg.image_size, options)
         if key not in datasets:
-            datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size,
-                                       options=tcfg.dataset_options)
+            datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size, options=data_options)
         ds = datasets[key]
         check_against_data(tcfg, cfg.split, ds.channels, ds.image_size, 10**9, role="test")
         if n_way > len(ds.class_names):

@@ -104,6 +104,8 @@ class SupervisedConfig:
                           "the SLA code)")
     sd_temperature: float = _f(1.0, "distillation temperature T of SLA+SD")
     sd_beta: float = _f(1.0, "weight of CE(u(x), y) in SLA+SD")
+    sd_start: float = _f(0.0, "SLA+SD: fraction of the run trained without the distillation term (L_SLA + "
+                              "beta CE only), a warm-up of the joint head that teaches it (0 = the paper)")
     loss: str = _f("ce", "loss of the N-way head: ce, cb (class-balanced weights from the start), ldam "
                    "(label-distribution-aware margins, cosine classifier)", choices=LOSSES)
     drw: bool = _f(False, "deferred re-weighting: class-balanced weights only from --drw-start on")
@@ -246,6 +248,10 @@ class SupervisedConfig:
             bad(f"need --ldam-max-margin >= 0 and --ldam-scale > 0, got {self.ldam_max_margin}, {self.ldam_scale}")
         if self.sd_temperature <= 0:
             bad(f"--sd-temperature must be > 0, got {self.sd_temperature}")
+        if self.sd_beta < 0 or not 0.0 <= self.sd_start < 1.0:
+            bad(f"need --sd-beta >= 0 and 0 <= --sd-start < 1, got {self.sd_beta} and {self.sd_start}")
+        if self.sd_start > 0 and self.mode != "sla+sd":
+            bad(f"--sd-start is the distillation warm-up of --mode sla+sd, not of --mode {self.mode}; drop it")
         if self.amp not in AMP_MODES:
             bad(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.num_threads < 0:

@@ -98,6 +98,7 @@ def supervised_loss(
     large_loss: bool = False,
     temperature: float = 1.0,
     sd_beta: float = 1.0,
+    distill: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The training loss of ``mode`` (see the module table); returns ``total`` and its parts.
 
@@ -106,6 +107,8 @@ def supervised_loss(
             (sla, sla+sd), ``class [B*M, N]`` (baseline, da, mt, sla+sd), ``transform
             [B*M, M]`` (mt).
         y: class labels ``[B]``.
+        distill: sla+sd only; ``False`` drops the distillation term from ``total`` (the
+            ``--sd-start`` warm-up; the term is still returned as a part).
         weight, margin: per-class weights and logit margins ``[N]`` of the N-way head
             (``None``: unweighted, no margin).
     """
@@ -127,7 +130,8 @@ def supervised_loss(
             sd = sla.sla_sd_loss(out["joint"], out["class"][::M], y, M, T=temperature, beta=sd_beta,
                                  large_loss=large_loss, weight=weight, margin=margin, joint_weight=jw,
                                  joint_margin=jm)
-            parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": sd["total"]}
+            total = sd["total"] if distill else sd["sla"] + sd_beta * sd["ce"]
+            parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": total}
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")
     return parts

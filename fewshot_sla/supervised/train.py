@@ -178,6 +178,7 @@ class Schedule:
     warmup: int
     drw_start: int
     eval_every: int
+    sd_start: int = 0  # SLA+SD: first iteration with the distillation term
     warmup_unit: int = 1  # iterations per warm-up step: 1, or iterations_per_epoch for a per-epoch warm-up
 
     def lr_factor(self, iteration: int) -> float:
@@ -214,6 +215,7 @@ def make_schedule(cfg: SupervisedConfig, num_samples: int) -> Schedule:
         factors=tuple(cfg.lr_factors),
         warmup=at(cfg.warmup) if cfg.warmup_by == "epoch" else math.floor(cfg.warmup * total + 0.5),
         drw_start=at(cfg.drw_start),
+        sd_start=math.floor(cfg.sd_start * total + 0.5),
         eval_every=cfg.eval_every * unit,
         warmup_unit=unit if cfg.warmup_by == "epoch" else 1,
     )
@@ -368,7 +370,7 @@ class SupervisedTrainer:
         out = {k: v.float() for k, v in out.items()}
         parts = supervised_loss(cfg.mode, out, y, M, weight=self.weight_at(it), margin=self.margins,
                                 joint_loss=cfg.joint_loss, large_loss=cfg.large_loss, temperature=cfg.sd_temperature,
-                                sd_beta=cfg.sd_beta)
+                                sd_beta=cfg.sd_beta, distill=it >= self.sched.sd_start)
         with torch.no_grad():
             values = {("loss" if k == "total" else f"loss_{k}"): v.detach() * share for k, v in parts.items()}
             values["correct"] = (_train_primary_logits(cfg.mode, out, M).argmax(-1) == y).sum()
