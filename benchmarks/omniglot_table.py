@@ -1,12 +1,15 @@
-"""Table of the Omniglot CPU results written by ``benchmarks/omniglot_cpu.sh``.
+"""Table of the Omniglot CPU results written by ``benchmarks/omniglot_cpu.sh`` (and
+``benchmarks/omniglot_recipe.sh``).
 
     python benchmarks/omniglot_table.py runs/omniglot_cpu [--out benchmarks/results/omniglot_cpu.json]
+    python benchmarks/omniglot_table.py runs/omniglot_recipe --reference baseline_s0 [--out JSON]
 
 Reads each run's ``summary.json`` (training steps and wall-clock time, best validation epoch)
-and the two ``eval_test_*way1shot.json`` files of ``fewshot-sla eval --compare``; prints one
-row per (run, inference) with the 1000-episode test accuracy and its 95% CI at 5-way and 20-way
-1-shot, then the paired differences against the first checkpoint (the ProtoNet baseline), and
-writes all of it as JSON.
+and the ``eval_test_{5,20}way{1,5}shot.json`` files of ``fewshot-sla eval --compare`` that
+exist; prints one row per (run, inference) with the 1000-episode test accuracy and its 95% CI in
+each setting, then the paired differences against the first checkpoint and against
+``--reference`` (the baseline that saw as many images; default ``protonet_baseline_long``),
+and writes all of it as JSON.
 """
 
 from __future__ import annotations
@@ -22,12 +25,20 @@ def _pct(d: dict | None) -> str:
     return "-" if d is None else f"{100 * d['mean']:.2f} ± {100 * d['ci95']:.2f}"
 
 
-def collect(out: Path) -> dict:
+SETTINGS = ((5, 1), (20, 1), (5, 5), (20, 5))
+
+
+def _key(way: int, shot: int) -> str:
+    """The JSON key of a setting: ``5way``/``20way`` for 1-shot (the first table's), else ``5way5shot``."""
+    return f"{way}way" if shot == 1 else f"{way}way{shot}shot"
+
+
+def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
     evals = {}
-    for way in (5, 20):
-        f = out / f"eval_test_{way}way1shot.json"
+    for way, shot in SETTINGS:
+        f = out / f"eval_test_{way}way{shot}shot.json"
         if f.exists():
-            evals[way] = json.loads(f.read_text())
+            evals[_key(way, shot)] = json.loads(f.read_text())
     rows: dict[tuple[str, str], dict] = {}
     for way, ev in evals.items():
         for m in ev["models"]:
@@ -39,7 +50,7 @@ def collect(out: Path) -> dict:
                     "steps": s["steps"], "train_time_min": round(s["train_time_s"] / 60, 1),
                     "best_epoch": s["best"].get("epoch"),
                 })
-                row[f"test_{way}way"] = {k: r[k] for k in ("mean", "ci95", "std", "n")}
+                row[f"test_{way}"] = {k: r[k] for k in ("mean", "ci95", "std", "n")}
     comparisons = {
         way: [{k: c[k] for k in ("a", "b", "inference_a", "inference_b", "mean", "ci95", "n")}
               for c in ev["comparisons"]]
@@ -47,8 +58,8 @@ def collect(out: Path) -> dict:
     }
     for way, ev in evals.items():  # the SLA runs against the baseline that saw as many images (4x the steps)
         models = {_run_name(m["checkpoint"]): m for m in ev["models"]}
-        ref = models.get("protonet_baseline_long")
-        if ref is None:
+        ref = models.get(reference)
+        if ref is None or ref is ev["models"][0]:  # the first checkpoint: eval --compare paired them already
             continue
         for m in models.values():
             if m["mode"] == "baseline":
@@ -68,18 +79,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="the OUT_DIR of omniglot_cpu.sh")
     ap.add_argument("--out", dest="json_out", type=Path, default=None, help="write the table as JSON here")
+    ap.add_argument("--reference", default="protonet_baseline_long",
+                    help="run whose plain inference every SLA run is also paired against")
     args = ap.parse_args()
-    res = collect(args.out)
+    res = collect(args.out, args.reference)
     if not res["rows"]:
-        ap.exit(2, f"omniglot_table.py: error: {args.out} holds no eval_test_5way1shot.json or "
-                   f"eval_test_20way1shot.json; run bash benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {args.out} first\n")
-    print("| run | inference | steps | train min | 5-way 1-shot (%) | 20-way 1-shot (%) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+        ap.exit(2, f"omniglot_table.py: error: {args.out} holds no eval_test_<W>way<S>shot.json; run bash "
+                   f"benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {args.out} first\n")
+    present = [(w, s) for w, s in SETTINGS if _key(w, s) in res["comparisons"]]
+    print("| run | inference | steps | train min | "
+          + " | ".join(f"{w}-way {s}-shot (%)" for w, s in present) + " |")
+    print("| --- | --- | ---: | ---: |" + " ---: |" * len(present))
     for r in res["rows"]:
+        cells = " | ".join(_pct(r.get(f"test_{_key(w, s)}")) for w, s in present)
         print(f"| {r['run']} | {r['inference']}{' (reported)' if r['reported'] else ''} | {r['steps']} "
-              f"| {r['train_time_min']} | {_pct(r.get('test_5way'))} | {_pct(r.get('test_20way'))} |")
+              f"| {r['train_time_min']} | {cells} |")
     for way, comps in res["comparisons"].items():
-        print(f"\npaired differences, {way}-way 1-shot, same 1000 episodes (A - B, points)")
+        print(f"\npaired differences, {way} ({'1-shot, ' if 'shot' not in way else ''}same 1000 episodes; "
+              "A - B, points)")
         for c in comps:
             print(f"  {_run_name(c['a'])}:{c['inference_a']} - {_run_name(c['b'])}:{c['inference_b']}: "
                   f"{100 * c['mean']:+.2f} ± {100 * c['ci95']:.2f}")

@@ -2,8 +2,9 @@
 
     python benchmarks/sd_study_table.py runs/sd_study [--out JSON] [--plot PNG]
 
-Reads every run directory under OUT (``config.json``, ``metrics.jsonl``, ``summary.json`` of
-``fewshot-sla supervised``). For each run: its settings (mode, iterations, lr, ``--sd-beta``,
+Reads every run directory under OUT (``config.json``, ``metrics.jsonl`` and, once finished,
+``summary.json`` of ``fewshot-sla supervised``; an unfinished run contributes its curve so far).
+For each run: its settings (mode, iterations, lr, ``--sd-beta``,
 ``--sd-temperature``, ``--sd-start``, seed), the test accuracy of the selected checkpoint for
 every inference, the wall-clock minutes, the last logged training-loss parts, and its curve: the
 test accuracy of every inference at every validation step (``--eval-test``) against iterations
@@ -18,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fewshot_sla.transforms import get_transform_set
+
 INFERENCES = ("single", "aggregated", "distilled")
 SHOWN = {"baseline": ("single",), "sla": ("single", "aggregated"), "sla+sd": ("distilled", "single", "aggregated")}
 
@@ -28,9 +31,10 @@ def _rows(path: Path) -> list[dict]:
 
 def collect_run(run: Path) -> dict:
     cfg = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
+    done = (run / "summary.json").exists()
+    summary = json.loads((run / "summary.json").read_text()) if done else {}
     metrics = _rows(run / "metrics.jsonl")
-    m = summary["M"] if cfg["mode"] in ("sla", "sla+sd", "da", "mt") else 1
+    m = get_transform_set(cfg["transforms"]).M if cfg["mode"] != "baseline" else 1
     per_step = cfg["batch_size"] * m
     curve = [{"step": r["step"], "images": r["step"] * per_step,
               "test": {k[4:]: r[k] for k in r if k.startswith("acc_") and k[4:] in INFERENCES}}
@@ -38,19 +42,24 @@ def collect_run(run: Path) -> dict:
     train = [r for r in metrics if r.get("kind") == "train"]
     last = train[-1] if train else {}
     return {
-        "run": run.name, "mode": cfg["mode"], "seed": cfg["seed"], "iterations": summary["total_iterations"],
+        "run": run.name, "finished": done, "mode": cfg["mode"], "seed": cfg["seed"], "iterations": cfg["iterations"],
         "lr": cfg["lr"], "sd_beta": cfg.get("sd_beta", 1.0), "sd_temperature": cfg.get("sd_temperature", 1.0),
         "sd_start": cfg.get("sd_start", 0.0), "images_per_iteration": per_step,
-        "best_iteration": summary["best_iteration"], "minutes": round(summary["elapsed_s"] / 60, 1),
-        "test": {k: v for k, v in summary["test"]["accuracy"].items() if k in INFERENCES},
+        "best_iteration": summary.get("best_iteration"),
+        "minutes": round(summary["elapsed_s"] / 60, 1) if done else None,
+        "test": {k: v for k, v in summary["test"]["accuracy"].items() if k in INFERENCES} if done else {},
         "last_train_loss": {k: last[k] for k in last if k.startswith("loss")},
         "curve": curve,
     }
 
 
 def collect(out: Path) -> list[dict]:
-    runs = sorted(p.parent for p in out.glob("*/summary.json"))
+    runs = sorted(p.parent for p in out.glob("*/config.json") if (p.parent / "metrics.jsonl").exists())
     return [collect_run(r) for r in runs]
+
+
+def _or_dash(x: object) -> str:
+    return "-" if x is None else str(x)
 
 
 def _pct(x: float | None) -> str:
@@ -65,42 +74,95 @@ def print_table(runs: list[dict]) -> None:
         t, loss = r["test"], r["last_train_loss"]
         parts = " / ".join(f"{loss[k]:.2f}" for k in ("loss_joint", "loss_ce", "loss_distill") if k in loss)
         sd = r["mode"] == "sla+sd"
-        print(f"| {r['run']} | {r['mode']} | {r['iterations']} | {r['lr']} | {r['sd_beta'] if sd else '-'} "
-              f"| {r['sd_temperature'] if sd else '-'} | {r['sd_start'] if sd else '-'} | {r['minutes']} "
+        name = r["run"] + ("" if r["finished"] else " (unfinished)")
+        print(f"| {name} | {r['mode']} | {r['iterations']} | {r['lr']} | {r['sd_beta'] if sd else '-'} "
+              f"| {r['sd_temperature'] if sd else '-'} | {r['sd_start'] if sd else '-'} | {_or_dash(r['minutes'])} "
               f"| {_pct(t.get('single'))} | {_pct(t.get('aggregated'))} | {_pct(t.get('distilled'))} "
               f"| {parts or loss.get('loss', '-')} |")
 
 
-def plot(runs: list[dict], png: Path) -> None:
+def _setting(r: dict) -> str:
+    """A run's recipe without its seed: ``sla+sd lr 0.05``, ``sla+sd beta 0``, ``baseline``, ..."""
+    parts = [r["mode"]] + ([f"lr {r['lr']}"] if r["lr"] != 0.1 else [])
+    if r["mode"] == "sla+sd":
+        defaults = {"sd_beta": 1.0, "sd_temperature": 1.0, "sd_start": 0.0}
+        names = {"sd_beta": "beta", "sd_temperature": "T", "sd_start": "sd-start"}
+        parts += [f"{names[k]} {r[k]}" for k, v in defaults.items() if r[k] != v]
+    return " ".join(parts)
+
+
+def seed_groups(runs: list[dict]) -> list[dict]:
+    """Runs of one setting and budget across seeds: per inference, the final test accuracy
+    (mean and each seed's) and the mean curve over the steps every seed reached."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((_setting(r), r["iterations"]), []).append(r)
+    out = []
+    for (setting, iterations), rs in groups.items():
+        steps = sorted(set.intersection(*({p["step"] for p in r["curve"]} for r in rs))) if rs else []
+        g = {"setting": setting, "iterations": iterations, "seeds": [r["seed"] for r in rs],
+             "runs": [r["run"] for r in rs], "test": {}, "curve": []}
+        for inf in SHOWN.get(rs[0]["mode"], ("single",)):
+            finals = [r["test"][inf] for r in rs if inf in r["test"]]
+            if finals and len(finals) == len(rs):
+                g["test"][inf] = {"mean": sum(finals) / len(finals), "per_seed": finals}
+        for step in steps:
+            point = {"step": step, "images": step * rs[0]["images_per_iteration"], "test": {}}
+            for inf in SHOWN.get(rs[0]["mode"], ("single",)):
+                ys = [p["test"][inf] for r in rs for p in r["curve"] if p["step"] == step and inf in p["test"]]
+                if len(ys) == len(rs):
+                    point["test"][inf] = {"mean": sum(ys) / len(ys), "min": min(ys), "max": max(ys)}
+            g["curve"].append(point)
+        out.append(g)
+    return out
+
+
+def print_groups(groups: list[dict]) -> None:
+    print("\n| setting | iterations | seeds | single | aggregated | distilled |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    for g in groups:
+        cells = []
+        for inf in INFERENCES:
+            t = g["test"].get(inf)
+            cells.append("-" if t is None else f"{_pct(t['mean'])} ({', '.join(_pct(x) for x in t['per_seed'])})")
+        print(f"| {g['setting']} | {g['iterations']} | {', '.join(map(str, g['seeds']))} | {' | '.join(cells)} |")
+
+
+def plot(groups: list[dict], png: Path) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("sd_study_table.py: error: --plot needs matplotlib (pip install matplotlib)") from None
-    longest = max(r["iterations"] for r in runs)
-    curves = [r for r in runs if r["iterations"] == longest and r["curve"]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for r in curves:
-        for inf in SHOWN.get(r["mode"], ("single",)):
-            xs = [p["step"] for p in r["curve"]]
-            ys = [100 * p["test"][inf] for p in r["curve"] if inf in p["test"]]
-            if len(ys) != len(xs):
+    longest = max(g["iterations"] for g in groups)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, g in enumerate(gr for gr in groups if gr["iterations"] == longest and gr["curve"]):
+        for inf in INFERENCES:
+            pts = [p for p in g["curve"] if inf in p["test"]]
+            if not pts:
                 continue
-            label = f"{r['run']}: {inf}"
             style = {"single": "-", "aggregated": "--", "distilled": ":"}[inf]
-            axes[0].plot(xs, ys, style, marker="o", ms=3, label=label)
-            axes[1].plot([p["images"] / 1e3 for p in r["curve"]], ys, style, marker="o", ms=3, label=label)
-    axes[0].set_xlabel("iterations")
-    axes[1].set_xlabel("images through the backbone (thousands; SLA: batch x M)")
+            mean = [100 * p["test"][inf]["mean"] for p in pts]
+            lo = [100 * p["test"][inf]["min"] for p in pts]
+            hi = [100 * p["test"][inf]["max"] for p in pts]
+            label = f"{g['setting']}: {inf} ({len(g['seeds'])} seed{'s' if len(g['seeds']) > 1 else ''})"
+            for ax, xs in ((axes[0], [p["step"] for p in pts]), (axes[1], [p["images"] / 1e3 for p in pts])):
+                ax.plot(xs, mean, style, color=colours[c % len(colours)], marker="o", ms=3, label=label)
+                if len(g["seeds"]) > 1:
+                    ax.fill_between(xs, lo, hi, color=colours[c % len(colours)], alpha=0.12)
+    axes[0].set_xlabel("iterations (batch 64)")
+    axes[1].set_xlabel("images through the backbone (thousands; SLA: batch x M = 256 per iteration)")
     axes[0].set_ylabel("CIFAR-10 test accuracy (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Conv-4 on CIFAR-10 (CPU budget), lr x0.1 at 50% and 75% of {longest} iterations")
+    fig.suptitle(f"Conv-4 on CIFAR-10, lr x0.1 at 50% and 75% of {longest} iterations: mean over seeds "
+                 "(band: min-max)")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
     print(f"wrote {png}")
 
 
@@ -113,14 +175,16 @@ def main() -> None:
     args = ap.parse_args()
     runs = collect(args.out)
     if not runs:
-        ap.exit(2, f"sd_study_table.py: error: {args.out} holds no finished run (*/summary.json); "
+        ap.exit(2, f"sd_study_table.py: error: {args.out} holds no run (*/config.json and metrics.jsonl); "
                    f"run bash benchmarks/sd_study.sh DATA_ROOT {args.out} first\n")
     print_table(runs)
+    groups = seed_groups([r for r in runs if r["finished"]])
+    print_groups(groups)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    args.json_out.write_text(json.dumps({"runs": runs, "settings": groups}, indent=1) + "\n")
     print(f"\nwrote {args.json_out}")
     if args.plot:
-        plot(runs, args.plot)
+        plot(groups, args.plot)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Tiny everything: Conv-4 with 8 filters at 16 px, 3-way episodes, a few steps per
 """
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -272,3 +273,10 @@ def test_eval_dataset_options_override_tests_a_rotated_classes_model_on_plain_cl
     both = evaluate(EvalConfig(checkpoint=str(plain), compare=(str(rotated),),
                                dataset_options={"rotate_classes": False}, **opts))
     assert [m["results"]["plain"]["accuracies"] for m in both["models"]] == [ref, ref]
+    from fewshot_sla.cli import main  # the command line parses the option string
+
+    out = tmp_path / "cli.json"
+    assert main(["eval", "--checkpoint", str(rotated), "--dataset-options", "rotate_classes=false", "--split", "test",
+                 "--episodes", "6", "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--quiet", "--device", "cpu",
+                 "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["models"][0]["results"]["plain"]["accuracies"] == ref

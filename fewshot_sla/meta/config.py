@@ -364,6 +364,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.compare = tuple(self.compare)
         self.inferences = tuple(self.inferences)
+        self.dataset_options = parse_options(self.dataset_options, "dataset_options")
         _choice("amp", self.amp, AMP_MODES)
         for name in ("episodes", "n_query", "svm_max_iter", "tasks_per_batch"):
             _positive(name, getattr(self, name), 1)
