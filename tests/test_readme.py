@@ -54,12 +54,14 @@ def readme_commands() -> list[list[str]]:
     return cmds
 
 
-def main_job() -> list[list[str]]:
+def main_job(config: str = "omniglot_conv4_sla_20way") -> list[list[str]]:
+    """The README's first block that meta-trains ``--config CONFIG``: the main job (the one-hour
+    recipe), or with ``omniglot_conv4_sla`` the quick 10-epoch job."""
     for block in code_blocks():
         cmds = commands(block)
-        if any(c[:2] == ["fewshot-sla", "meta-train"] and "omniglot_conv4_sla" in c for c in cmds):
+        if any(c[:2] == ["fewshot-sla", "meta-train"] and config in c for c in cmds):
             return cmds
-    raise AssertionError("README has no main-job block (fewshot-sla meta-train --config omniglot_conv4_sla)")
+    raise AssertionError(f"README has no block running fewshot-sla meta-train --config {config}")
 
 
 def _meta_cfg(argv: list[str]) -> MetaTrainConfig:
@@ -68,15 +70,30 @@ def _meta_cfg(argv: list[str]) -> MetaTrainConfig:
     return build_config(MetaTrainConfig, {k: v for k, v in vars(args).items() if k in names}, config=args.config)
 
 
-def test_main_job_downloads_and_parses():
-    train, evaluate = main_job()[:2]
+@pytest.mark.parametrize("config", ["omniglot_conv4_sla_20way", "omniglot_conv4_sla"])
+def test_main_job_downloads_and_parses(config):
+    train, evaluate = main_job(config)[:2]
     assert train[:2] == ["fewshot-sla", "meta-train"] and evaluate[:2] == ["fewshot-sla", "eval"]
     assert "--download" in train and "--data-root" not in train  # the newcomer has no local copy
     cfg = _meta_cfg(train[1:])
     assert cfg.download and cfg.data_root == "data/omniglot"
+    assert cfg.dataset_options == {"val_alphabets": 5, "test_alphabets": 5}
     assert "`data/omniglot/`" in README and "9.5 MB" in README and "--data-root DIR" in README
     eargs = build_parser().parse_args(evaluate[1:])
     assert eargs.checkpoint == train[train.index("--run-dir") + 1]
+
+
+def test_main_job_is_the_recipe_benchmark():
+    """The main job and benchmarks/omniglot_recipe.sh's SLA run: the config as it is, up to
+    where the data is, the seed and how it is shown."""
+    train = main_job()[0]
+    assert set(train[2:]) <= {"--config", "omniglot_conv4_sla_20way", "--download", "--run-dir",
+                              train[train.index("--run-dir") + 1]}
+    script = (ROOT / "benchmarks" / "omniglot_recipe.sh").read_text()
+    line = next(ln for ln in script.splitlines() if "--config omniglot_conv4_sla_20way" in ln)
+    assert line.split() == ["fewshot-sla", "meta-train", "--config", "omniglot_conv4_sla_20way", '"${opts[@]}"',
+                            "--seed", '"$seed"', "\\"]
+    assert 'opts=(--data-root "$DATA" --num-threads 1 --quiet)' in script
 
 
 def test_main_job_trains_what_the_results_table_trained():
@@ -89,7 +106,7 @@ def test_main_job_trains_what_the_results_table_trained():
                         .replace("$((EPOCHS / 2))", "5").replace("$((EPOCHS * 3 / 4))", "7"))
     assert "EPOCHS=${3:-10}" in script and "(10 epochs)" in README
     bench = _meta_cfg(["meta-train", "--config", "omniglot_conv4_sla", *words])
-    readme = _meta_cfg(main_job()[0][1:])
+    readme = _meta_cfg(main_job("omniglot_conv4_sla")[0][1:])
     ignore = {"data_root", "download", "num_threads", "quiet", "run_dir"}
     diff = {f.name for f in dataclasses.fields(MetaTrainConfig)
             if f.name not in ignore and getattr(bench, f.name) != getattr(readme, f.name)}
@@ -124,7 +141,7 @@ def test_benchmark_defaults_do_not_touch_committed_results():
     assert 'RESULT=${4:-$OUT/omniglot_cpu.json}' in (ROOT / "benchmarks" / "omniglot_cpu.sh").read_text()
 
 
-@pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py"])
+@pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py", "sd_study_table.py"])
 def test_table_scripts_refuse_a_folder_without_runs(tmp_path, script):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})
