@@ -76,6 +76,9 @@ def main() -> None:
     rows, data = [], None
     scratch = tempfile.TemporaryDirectory()  # the trainer claims a run directory; nothing is kept
     for i, run in enumerate(args.runs):
+        if not (run / "last.pt").is_file():
+            ap.exit(2, f"sd_gradients.py: error: {run} holds no last.pt; pass run directories of "
+                       "fewshot-sla supervised\n")
         state = read_checkpoint(run / "last.pt", map_location="cpu")
         over = {"run_dir": f"{scratch.name}/{i}", "quiet": True, "device": "cpu", "plot": False, "num_threads": 0}
         if args.data_root:

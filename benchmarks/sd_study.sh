@@ -4,8 +4,8 @@
 #   at 600 iterations (where SLA+SD loses most): the baseline, SLA+SD with the paper's setting
 #   (T = 1, beta = 1, lr 0.1), and one change at a time: --sd-beta 0, --lr 0.05, --sd-temperature 4,
 #   --sd-start 0.5 (the distillation term only after half the run); SLA and the baseline at lr 0.05 too;
-#   learning curves to 3,000 iterations (5x): the baseline, SLA and SLA+SD (lr 0.1, and SLA+SD at
-#   lr 0.05), evaluated every 500, seeds 0 and 1 (SLA+SD at lr 0.05: seed 0);
+#   learning curves to 3,000 iterations (5x), evaluated every 500: the baseline (lr 0.1: seeds 0
+#   and 1; lr 0.05), SLA (lr 0.1), SLA+SD (lr 0.1; lr 0.05: seeds 0 and 1);
 # SLA at 600 iterations and lr 0.1 is in benchmarks/supervised_cifar10_cpu.sh (the same command);
 # then the table, the curves' JSON and plot (benchmarks/sd_study_table.py) and the gradient
 # diagnosis of the SLA+SD runs (benchmarks/sd_gradients.py). One run after another, one thread.
@@ -41,7 +41,7 @@ run sd3000 "${sd[@]}" --iterations 3000 --eval-every 500
 run sla3000 --mode sla --transforms rotation --iterations 3000 --eval-every 500
 run sd3000_lr05 "${sd[@]}" --lr 0.05 --iterations 3000 --eval-every 500
 run base3000_s1 --seed 1 --mode baseline --iterations 3000 --eval-every 500
-run sd3000_s1 --seed 1 "${sd[@]}" --iterations 3000 --eval-every 500
-run sla3000_s1 --seed 1 --mode sla --transforms rotation --iterations 3000 --eval-every 500
+run base3000_lr05 --mode baseline --lr 0.05 --iterations 3000 --eval-every 500
+run sd3000_lr05_s1 --seed 1 "${sd[@]}" --lr 0.05 --iterations 3000 --eval-every 500
 python benchmarks/sd_study_table.py "$OUT" --out "$RESULT" --plot "$PLOT"
-python benchmarks/sd_gradients.py "$OUT"/sd600 "$OUT"/sd600_* "$OUT"/sd3000* --init --out "$GRADS"
+python benchmarks/sd_gradients.py "$OUT"/sd600 "$OUT"/sd600_*/ "$OUT"/sd3000 "$OUT"/sd3000_lr05 --init --out "$GRADS"
