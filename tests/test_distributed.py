@@ -32,7 +32,12 @@ def torchrun(nproc: int, *argv: str, timeout: float = 300, script: str | None = 
     target = [script] if script else ["-m", "fewshot_sla.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            *target, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a rank aborted in gloo's thread teardown (seen once in 2 cores' CI, after the work was done):
+        # run the same command once more; a resumed run continues from its last checkpoint
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return proc
 
 
 def assert_same_weights(a, b, atol=1e-5):
