@@ -34,7 +34,7 @@ def torchrun(nproc: int, *argv: str, timeout: float = 300, script: str | None = 
            *target, *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
-        # a rank aborted in gloo's thread teardown (seen once in 2 cores' CI, after the work was done):
+        # a rank aborted in gloo's thread teardown (seen once in 2 cores' CI):
         # run the same command once more; a resumed run continues from its last checkpoint
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     return proc
