@@ -19,21 +19,18 @@ import argparse
 import json
 from pathlib import Path
 
+from fewshot_sla.runs import RunDir
 from fewshot_sla.transforms import get_transform_set
 
 INFERENCES = ("single", "aggregated", "distilled")
 SHOWN = {"baseline": ("single",), "sla": ("single", "aggregated"), "sla+sd": ("distilled", "single", "aggregated")}
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def collect_run(run: Path) -> dict:
     cfg = json.loads((run / "config.json").read_text())
     done = (run / "summary.json").exists()
     summary = json.loads((run / "summary.json").read_text()) if done else {}
-    metrics = _rows(run / "metrics.jsonl")
+    metrics = RunDir(run, enabled=False).read_metrics()
     m = get_transform_set(cfg["transforms"]).M if cfg["mode"] != "baseline" else 1
     per_step = cfg["batch_size"] * m
     curve = [{"step": r["step"], "images": r["step"] * per_step,

@@ -178,6 +178,7 @@ def sla_sd_loss(
     joint_weight: torch.Tensor | None = None,
     joint_margin: torch.Tensor | None = None,
     smoothing: float = 0.0,
+    with_distill: bool = True,
 ) -> dict[str, torch.Tensor]:
     """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
 
@@ -193,13 +194,15 @@ def sla_sd_loss(
 
     Optional per-class ``[N]`` weights and margins (:func:`cross_entropy`): ``weight`` and
     ``margin`` for ``CE(u, y)``, ``joint_weight`` and ``joint_margin`` for ``L_SLA``
-    (:func:`sla_loss`). The distillation term is unweighted.
+    (:func:`sla_loss`). The distillation term is unweighted. ``with_distill=False`` leaves it
+    out of ``total`` (still returned: supervised ``--sd-start``'s warm-up).
     """
     sla = sla_loss(joint, y, M, large_loss, smoothing=smoothing, weight=joint_weight, margin=joint_margin)
     teacher = aggregated_logits(joint, M)
     distill = distillation_loss(single, teacher, T)
     ce = cross_entropy(single, y, weight=weight, margin=margin)
-    return {"total": sla + distill + beta * ce, "sla": sla, "distill": distill, "ce": ce}
+    total = sla + distill + beta * ce if with_distill else sla + beta * ce
+    return {"total": total, "sla": sla, "distill": distill, "ce": ce}
 
 
 def da_loss(

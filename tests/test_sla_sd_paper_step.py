@@ -64,16 +64,22 @@ def _paper_steps(trainer, steps, T, sd_start=0):
     return ref, losses
 
 
+def _our_steps(trainer, steps):
+    """Run our trainer's first ``steps`` iterations; each one's logged total loss."""
+    losses = []
+    for it in range(steps):
+        before = trainer.meter["sums"].get("loss", 0.0)
+        trainer.train_step(it)
+        losses.append(float(trainer.meter["sums"]["loss"] - before))
+    return losses
+
+
 @pytest.mark.parametrize("T", [1.0, 4.0])
 def test_sla_sd_steps_equal_the_papers_trainer(tmp_path, T):
     trainer = _trainer(tmp_path, sd_temperature=T)
     assert trainer.cfg.nesterov is False
     ref, losses = _paper_steps(trainer, 4, T)
-    ours = []
-    for it in range(4):
-        before = trainer.meter["sums"].get("loss", 0.0)
-        trainer.train_step(it)
-        ours.append(float(trainer.meter["sums"]["loss"] - before))
+    ours = _our_steps(trainer, 4)
     assert ours == pytest.approx(losses, rel=1e-5)
     for (name, p), q in zip(trainer.model.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
@@ -85,11 +91,7 @@ def test_sd_start_drops_the_distillation_term_until_its_iteration(tmp_path):
     trainer = _trainer(tmp_path, sd_temperature=2.0, sd_start=0.5)
     assert trainer.sched.sd_start == 2
     ref, losses = _paper_steps(trainer, 4, 2.0, sd_start=2)
-    ours = []
-    for it in range(4):
-        before = trainer.meter["sums"].get("loss", 0.0)
-        trainer.train_step(it)
-        ours.append(float(trainer.meter["sums"]["loss"] - before))
+    ours = _our_steps(trainer, 4)
     assert ours == pytest.approx(losses, rel=1e-5)
     for p, q in zip(trainer.model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

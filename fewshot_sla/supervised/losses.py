@@ -129,9 +129,8 @@ def supervised_loss(
         else:
             sd = sla.sla_sd_loss(out["joint"], out["class"][::M], y, M, T=temperature, beta=sd_beta,
                                  large_loss=large_loss, weight=weight, margin=margin, joint_weight=jw,
-                                 joint_margin=jm)
-            total = sd["total"] if distill else sd["sla"] + sd_beta * sd["ce"]
-            parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": total}
+                                 joint_margin=jm, with_distill=distill)
+            parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": sd["total"]}
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")
     return parts
