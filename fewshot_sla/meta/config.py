@@ -136,6 +136,9 @@ class MetaTrainConfig:
     large_loss: bool = field(default=False, metadata=_h("sla: sum (not mean) the joint loss over transforms"))
     sd_temperature: float = field(default=1.0, metadata=_h("sla+sd: distillation temperature T"))
     sd_beta: float = field(default=1.0, metadata=_h("sla+sd: weight of the distilled head's cross-entropy"))
+    sd_start: float = field(default=0.0, metadata=_h(
+        "sla+sd: fraction of the run's steps trained without the distillation term (L_SLA + beta CE only), "
+        "a warm-up of the joint head that teaches it (0 = distil from the first step)"))
     # -- episodes ---------------------------------------------------------------------------
     n_way: int = field(default=5, metadata=_h("classes per training episode"))
     k_shot: int = field(default=5, metadata=_h("support images per class in training episodes"))
@@ -283,6 +286,11 @@ class MetaTrainConfig:
             raise ConfigError(
                 f"--sd-temperature must be > 0 and --sd-beta >= 0, got {self.sd_temperature} and {self.sd_beta}"
             )
+        if not 0.0 <= self.sd_start < 1.0:
+            raise ConfigError(f"--sd-start must be in [0, 1) (a fraction of the run), got {self.sd_start}")
+        if self.sd_start > 0 and self.mode != "sla+sd":
+            raise ConfigError(f"--sd-start is the distillation warm-up of --mode sla+sd, not of --mode {self.mode}; "
+                              "drop it")
         if len(self.lr_factors) != len(self.lr_milestones) + 1:
             raise ConfigError(
                 f"--lr-factors needs one more value than --lr-milestones, got {len(self.lr_factors)} factors "

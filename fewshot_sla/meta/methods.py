@@ -60,12 +60,14 @@ __all__ = ["LossSettings", "EpisodeOutput", "run_episodes", "episode_accuracy"]
 
 @dataclass(frozen=True)
 class LossSettings:
-    """Loss hyper-parameters: label smoothing, ``large_loss`` (sla), SD temperature and beta."""
+    """Loss hyper-parameters: label smoothing, ``large_loss`` (sla), SD temperature and beta, and
+    whether the SD loss includes its distillation term (``False`` during ``--sd-start``'s warm-up)."""
 
     smoothing: float = 0.0
     large_loss: bool = False
     sd_temperature: float = 1.0
     sd_beta: float = 1.0
+    sd_distill: bool = True
 
 
 @dataclass
@@ -176,7 +178,8 @@ def run_episodes(
             out.loss = l_sla
         else:
             parts = sla.sla_sd_loss(joint, distilled, yq, m, T=loss.sd_temperature, beta=loss.sd_beta,
-                                    large_loss=loss.large_loss, smoothing=loss.smoothing)
+                                    large_loss=loss.large_loss, smoothing=loss.smoothing,
+                                    with_distill=loss.sd_distill)
             out.parts.update({k: parts[k].detach() for k in ("sla", "distill", "ce")})
             out.loss = parts["total"]
     if inferences is not None:

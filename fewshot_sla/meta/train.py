@@ -80,8 +80,9 @@ class _EpisodeLoss(torch.nn.Module):
         self.model = model
         self.settings = settings
 
-    def forward(self, batch) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
-        return run_episodes(self.model, batch, loss=self.settings)
+    def forward(self, batch, distill: bool = True) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
+        settings = self.settings if distill else dataclasses.replace(self.settings, sd_distill=False)
+        return run_episodes(self.model, batch, loss=settings)
 
 
 def default_run_dir(cfg: MetaTrainConfig) -> Path:
@@ -173,6 +174,8 @@ class MetaTrainer:
         self.train_pre = make_preprocess(cfg.dataset, cfg.augment, ds.image_size, self.mean, self.std)
         self.eval_pre = make_preprocess(cfg.dataset, "none", ds.image_size, self.mean, self.std)
         self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
+        # sla+sd --sd-start: the first step whose loss includes the distillation term
+        self.sd_start_step = math.floor(cfg.sd_start * cfg.epochs * cfg.steps_per_epoch + 0.5)
         # the training forward: DDP(backbone + head + loss) under torchrun, the plain module otherwise
         self.step_module = wrap_ddp(_EpisodeLoss(self.model, self.loss_settings), self.dist, self.device)
         self.chunked_step = ChunkedStep(self.model, self.step_module, self.optimizer, self.scaler, self.dist,
@@ -228,7 +231,7 @@ class MetaTrainer:
         cfg = self.cfg
         gen = seeded_generator(cfg.seed, _AUGMENT_STREAM, self.step, chunk)
         batch = load_batch(self.train_ds, self.sampler, indices, self.device, self.train_pre, gen)
-        out: EpisodeOutput = self.step_module(batch)
+        out: EpisodeOutput = self.step_module(batch, distill=self.step >= self.sd_start_step)
         vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
         vals.update({f"loss_{k}": v for k, v in out.parts.items()})
         vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
