@@ -6,42 +6,58 @@
 #   baseline_s<seed>: plain ProtoNet with Snell et al.'s recipe, config omniglot_conv4_baseline_60way
 #                     (Adam, 60-way episodes, rotated characters as extra classes, 8,000 steps:
 #                     as many images through the backbone as the SLA run)
-# The two run side by side (one thread each, a 2-core machine), one seed after another; then
+# Per seed, in OUT_DIR/s<seed>: the two run side by side (one thread each, a 2-core machine), then
 # 1000 test episodes (seed 0, 15 queries) at 5-/20-way 1-/5-shot on the plain test classes
-# (--dataset-options rotate_classes=false) with paired differences against baseline_s<first seed>,
-# and the table (benchmarks/omniglot_table.py).
+# (--dataset-options rotate_classes=false), paired against baseline_s<seed>; then the table over
+# the seeds (benchmarks/omniglot_table.py). The first seed's two models are also tested at 5-/20-way
+# 1-shot with the rotated test characters as classes (Snell et al.'s protocol).
 # Usage: bash benchmarks/omniglot_recipe.sh [OMNIGLOT_ROOT] [OUT_DIR] [RESULT_JSON] [SEEDS]
-# RESULT_JSON defaults to OUT_DIR/omniglot_recipe.json; SEEDS to "0" (e.g. "0 1").
+# RESULT_JSON defaults to OUT_DIR/omniglot_recipe.json; SEEDS to "0 1". A seed whose four
+# evaluations exist is kept.
 set -euo pipefail
 DATA=${1:-../shared/data/omniglot}
 OUT=${2:-runs/omniglot_recipe}
 RESULT=${3:-$OUT/omniglot_recipe.json}
-SEEDS=${4:-0}
+SEEDS=${4:-"0 1"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-mkdir -p "$OUT"
 opts=(--data-root "$DATA" --num-threads 1 --quiet)
-runs=()
-for seed in $SEEDS; do
-  fewshot-sla meta-train --config omniglot_conv4_sla_20way "${opts[@]}" --seed "$seed" \
-    --run-dir "$OUT/sla_s$seed" > "$OUT/sla_s$seed.log" 2>&1 &
-  pid_a=$!
-  fewshot-sla meta-train --config omniglot_conv4_baseline_60way "${opts[@]}" --seed "$seed" \
-    --run-dir "$OUT/baseline_s$seed" > "$OUT/baseline_s$seed.log" 2>&1 &
-  pid_b=$!
-  wait $pid_a && wait $pid_b
-  runs+=("$OUT/baseline_s$seed" "$OUT/sla_s$seed")
-done
-first=${runs[0]}
 common=(--split test --episodes 1000 --dataset-options rotate_classes=false --channels-last
         --num-threads 1 --quiet --data-root "$DATA")
-evaluate() {  # WAY SHOT
-  fewshot-sla eval --checkpoint "$first" --compare "${runs[@]:1}" --n-way "$1" --k-shot "$2" "${common[@]}" \
-    --output "$OUT/eval_test_$1way$2shot.json" > "$OUT/eval_$1way$2shot.log" 2>&1
+evaluate() {  # WAY SHOT, of the seed's folder $dir
+  fewshot-sla eval --checkpoint "$dir/baseline_s$seed" --compare "$dir/sla_s$seed" --n-way "$1" --k-shot "$2" \
+    "${common[@]}" --output "$dir/eval_test_$1way$2shot.json" > "$dir/eval_$1way$2shot.log" 2>&1
 }
-(evaluate 20 1; evaluate 5 1) &
-pid_a=$!
-(evaluate 20 5; evaluate 5 5) &
-pid_b=$!
-wait $pid_a && wait $pid_b
-cat "$OUT"/eval_*shot.log
-python benchmarks/omniglot_table.py "$OUT" --reference "$(basename "$first")" --out "$RESULT"
+folders=()
+for seed in $SEEDS; do
+  dir=$OUT/s$seed
+  folders+=("$dir")
+  [ -f "$dir/eval_test_20way5shot.json" ] && [ -f "$dir/eval_test_5way5shot.json" ] &&
+    [ -f "$dir/eval_test_20way1shot.json" ] && [ -f "$dir/eval_test_5way1shot.json" ] && continue
+  mkdir -p "$dir"
+  fewshot-sla meta-train --config omniglot_conv4_sla_20way "${opts[@]}" --seed "$seed" \
+    --run-dir "$dir/sla_s$seed" > "$dir/sla_s$seed.log" 2>&1 &
+  pid_a=$!
+  fewshot-sla meta-train --config omniglot_conv4_baseline_60way "${opts[@]}" --seed "$seed" \
+    --run-dir "$dir/baseline_s$seed" > "$dir/baseline_s$seed.log" 2>&1 &
+  pid_b=$!
+  wait $pid_a && wait $pid_b
+  (evaluate 20 1; evaluate 5 1) &
+  pid_a=$!
+  (evaluate 20 5; evaluate 5 5) &
+  pid_b=$!
+  wait $pid_a && wait $pid_b
+  cat "$dir"/eval_*shot.log
+done
+# the first seed's models on Snell et al.'s test protocol too: the test characters and their
+# rotations by 90, 180 and 270 degrees as classes (4 x as many classes)
+dir=${folders[0]}
+seed=${SEEDS%% *}
+if [ ! -f "$dir/eval_rotated_5way1shot.json" ]; then
+  for ws in "20 1" "5 1"; do
+    set -- $ws
+    fewshot-sla eval --checkpoint "$dir/baseline_s$seed" --compare "$dir/sla_s$seed" --n-way "$1" --k-shot "$2" \
+      "${common[@]/rotate_classes=false/rotate_classes=true}" --output "$dir/eval_rotated_$1way$2shot.json" \
+      > "$dir/eval_rotated_$1way$2shot.log" 2>&1
+  done
+fi
+python benchmarks/omniglot_table.py "${folders[@]}" --out "$RESULT"

@@ -2,20 +2,24 @@
 ``benchmarks/omniglot_recipe.sh``).
 
     python benchmarks/omniglot_table.py runs/omniglot_cpu [--out benchmarks/results/omniglot_cpu.json]
-    python benchmarks/omniglot_table.py runs/omniglot_recipe --reference baseline_s0 [--out JSON]
+    python benchmarks/omniglot_table.py runs/omniglot_recipe/s0 runs/omniglot_recipe/s1 [--out JSON]
 
 Reads each run's ``summary.json`` (training steps and wall-clock time, best validation epoch)
 and the ``eval_test_{5,20}way{1,5}shot.json`` files of ``fewshot-sla eval --compare`` that
-exist; prints one row per (run, inference) with the 1000-episode test accuracy and its 95% CI in
-each setting, then the paired differences against the first checkpoint and against
-``--reference`` (the baseline that saw as many images; default ``protonet_baseline_long``),
-and writes all of it as JSON.
+exist (and ``eval_rotated_{5,20}way1shot.json``: rotated characters as classes); prints one
+row per (run, inference) with the 1000-episode test accuracy and its 95% CI in each setting,
+then the paired differences against the first checkpoint and against ``--reference`` (the
+baseline that saw as many images; default ``protonet_baseline_long``), and writes all of it as JSON.
+Several folders (one per seed, runs named ``<name>_s<seed>``) add
+a ``seeds`` section: per run name, inference and setting, each seed's accuracy, their mean and
+spread next to the largest 95% CI, and the same for each folder's paired differences.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from fewshot_sla.stats import paired_difference
@@ -25,20 +29,24 @@ def _pct(d: dict | None) -> str:
     return "-" if d is None else f"{100 * d['mean']:.2f} ± {100 * d['ci95']:.2f}"
 
 
-SETTINGS = ((5, 1), (20, 1), (5, 5), (20, 5))
+# (way, shot, file): eval_test_* on the plain test characters; eval_rotated_* on the test characters
+# and their rotations as classes (Snell et al.'s protocol, --dataset-options rotate_classes=true)
+SETTINGS = ((5, 1, "test"), (20, 1, "test"), (5, 5, "test"), (20, 5, "test"), (5, 1, "rotated"), (20, 1, "rotated"))
 
 
-def _key(way: int, shot: int) -> str:
-    """The JSON key of a setting: ``5way``/``20way`` for 1-shot (the first table's), else ``5way5shot``."""
-    return f"{way}way" if shot == 1 else f"{way}way{shot}shot"
+def _key(way: int, shot: int, file: str = "test") -> str:
+    """The JSON key of a setting: ``5way``/``20way`` for 1-shot (the first table's), else ``5way5shot``;
+    ``rotated_`` in front for the rotated-classes protocol."""
+    key = f"{way}way" if shot == 1 else f"{way}way{shot}shot"
+    return key if file == "test" else f"{file}_{key}"
 
 
 def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
     evals = {}
-    for way, shot in SETTINGS:
-        f = out / f"eval_test_{way}way{shot}shot.json"
+    for way, shot, file in SETTINGS:
+        f = out / f"eval_{file}_{way}way{shot}shot.json"
         if f.exists():
-            evals[_key(way, shot)] = json.loads(f.read_text())
+            evals[_key(way, shot, file)] = json.loads(f.read_text())
     rows: dict[tuple[str, str], dict] = {}
     for way, ev in evals.items():
         for m in ev["models"]:
@@ -75,23 +83,68 @@ def _run_name(checkpoint: str) -> str:
     return p.parent.name if p.suffix == ".pt" else p.name
 
 
+def _unseeded(run: str) -> str:
+    return re.sub(r"_s\d+$", "", run)
+
+
+def _spread(values: list[float], ci95: list[float]) -> dict:
+    return {"values": values, "mean": sum(values) / len(values), "spread": max(values) - min(values),
+            "max_ci95": max(ci95)}
+
+
+def across_seeds(results: list[dict]) -> dict:
+    """Each (run name without ``_s<seed>``, inference, setting)'s accuracies over the folders, and
+    each folder's paired differences grouped the same way (the folders are seeds)."""
+    acc: dict[tuple[str, str, str], tuple[list, list]] = {}
+    for res in results:
+        for r in res["rows"]:
+            for key, v in r.items():
+                if key.startswith("test_"):
+                    vals, cis = acc.setdefault((_unseeded(r["run"]), r["inference"], key[5:]), ([], []))
+                    vals.append(v["mean"])
+                    cis.append(v["ci95"])
+    diffs: dict[tuple[str, str], tuple[list, list]] = {}
+    for res in results:
+        for way, comps in res["comparisons"].items():
+            for c in comps:
+                name = (f"{_unseeded(_run_name(c['a']))}:{c['inference_a']} - "
+                        f"{_unseeded(_run_name(c['b']))}:{c['inference_b']}")
+                vals, cis = diffs.setdefault((name, way), ([], []))
+                vals.append(c["mean"])
+                cis.append(c["ci95"])
+    return {
+        "accuracy": [{"run": r, "inference": i, "setting": w, **_spread(*v)} for (r, i, w), v in acc.items()],
+        "paired": [{"difference": d, "setting": w, **_spread(*v)} for (d, w), v in diffs.items()],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path, help="the OUT_DIR of omniglot_cpu.sh")
+    ap.add_argument("out", type=Path, nargs="+",
+                    help="the OUT_DIR of omniglot_cpu.sh, or omniglot_recipe.sh's OUT_DIR/s<seed> folders")
     ap.add_argument("--out", dest="json_out", type=Path, default=None, help="write the table as JSON here")
     ap.add_argument("--reference", default="protonet_baseline_long",
                     help="run whose plain inference every SLA run is also paired against")
     args = ap.parse_args()
-    res = collect(args.out, args.reference)
-    if not res["rows"]:
-        ap.exit(2, f"omniglot_table.py: error: {args.out} holds no eval_test_<W>way<S>shot.json; run bash "
-                   f"benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {args.out} first\n")
-    present = [(w, s) for w, s in SETTINGS if _key(w, s) in res["comparisons"]]
+    results = []
+    for out in args.out:
+        res = collect(out, args.reference)
+        if not res["rows"]:
+            ap.exit(2, f"omniglot_table.py: error: {out} holds no eval_test_<W>way<S>shot.json; run bash "
+                       f"benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {out} first\n")
+        results.append(res)
+    res = {"rows": [r for x in results for r in x["rows"]], "comparisons": {}}
+    for x in results:
+        for way, comps in x["comparisons"].items():
+            res["comparisons"].setdefault(way, []).extend(comps)
+    if len(results) > 1:
+        res["seeds"] = across_seeds(results)
+    present = [(w, s, f) for w, s, f in SETTINGS if _key(w, s, f) in res["comparisons"]]
     print("| run | inference | steps | train min | "
-          + " | ".join(f"{w}-way {s}-shot (%)" for w, s in present) + " |")
+          + " | ".join(f"{w}-way {s}-shot{' rotated' if f == 'rotated' else ''} (%)" for w, s, f in present) + " |")
     print("| --- | --- | ---: | ---: |" + " ---: |" * len(present))
     for r in res["rows"]:
-        cells = " | ".join(_pct(r.get(f"test_{_key(w, s)}")) for w, s in present)
+        cells = " | ".join(_pct(r.get(f"test_{_key(w, s, f)}")) for w, s, f in present)
         print(f"| {r['run']} | {r['inference']}{' (reported)' if r['reported'] else ''} | {r['steps']} "
               f"| {r['train_time_min']} | {cells} |")
     for way, comps in res["comparisons"].items():
@@ -100,6 +153,16 @@ def main() -> None:
         for c in comps:
             print(f"  {_run_name(c['a'])}:{c['inference_a']} - {_run_name(c['b'])}:{c['inference_b']}: "
                   f"{100 * c['mean']:+.2f} ± {100 * c['ci95']:.2f}")
+    if "seeds" in res:
+        print("\nacross the folders (seeds): each value, mean, spread (max - min) and the largest 95% CI, points")
+        for r in res["seeds"]["accuracy"]:
+            vals = " / ".join(f"{100 * v:.2f}" for v in r["values"])
+            print(f"  {r['run']}:{r['inference']} {r['setting']}: {vals}; mean {100 * r['mean']:.2f}, "
+                  f"spread {100 * r['spread']:.2f} (CI ± {100 * r['max_ci95']:.2f})")
+        for r in res["seeds"]["paired"]:
+            vals = " / ".join(f"{100 * v:+.2f}" for v in r["values"])
+            print(f"  {r['difference']} {r['setting']}: {vals}; mean {100 * r['mean']:+.2f}, "
+                  f"spread {100 * r['spread']:.2f} (CI ± {100 * r['max_ci95']:.2f})")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(res, indent=1) + "\n")

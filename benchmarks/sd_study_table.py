@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fewshot_sla.plots import save_figure
 from fewshot_sla.runs import RunDir
 from fewshot_sla.transforms import get_transform_set
 
@@ -157,10 +158,7 @@ def plot(groups: list[dict], png: Path) -> None:
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Conv-4 on CIFAR-10, lr x0.1 at 50% and 75% of {longest} iterations: mean over seeds "
                  "(band: min-max)")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    print(f"wrote {png}")
+    print(f"wrote {save_figure(fig, png)}")
 
 
 def main() -> None:

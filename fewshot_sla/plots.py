@@ -14,7 +14,7 @@ from typing import Any
 
 from .runs import RunDir
 
-__all__ = ["plot_curves", "plot_histogram", "plot_paths"]
+__all__ = ["plot_curves", "plot_histogram", "plot_paths", "save_figure"]
 
 
 def _pyplot():
@@ -29,6 +29,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig``, write it as a 100-dpi PNG at ``path`` (creating its folder) and close it."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
 
 
 def _run_name(checkpoint: str) -> str:

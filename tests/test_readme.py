@@ -141,7 +141,8 @@ def test_benchmark_defaults_do_not_touch_committed_results():
     assert 'RESULT=${4:-$OUT/omniglot_cpu.json}' in (ROOT / "benchmarks" / "omniglot_cpu.sh").read_text()
 
 
-@pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py", "sd_study_table.py"])
+@pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py", "sd_study_table.py",
+                                    "omniglot_sd_table.py"])
 def test_table_scripts_refuse_a_folder_without_runs(tmp_path, script):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})

@@ -1,0 +1,102 @@
+"""The Omniglot result tables of benchmarks/: seeds combined and SLA+SD paired against hand-computed
+numbers on made-up evaluation files."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(run, inference, mean, ci):
+    return {"run": run, "inference": inference, "test_20way": {"mean": mean, "ci95": ci, "std": 0.1, "n": 1000}}
+
+
+def test_omniglot_table_combines_seeds_by_run_name():
+    table = _load("omniglot_table")
+    seeds = [
+        {"rows": [_row("baseline_s0", "plain", 0.94, 0.002), _row("sla_s0", "aggregated", 0.955, 0.002)],
+         "comparisons": {"20way": [{"a": "/x/s0/sla_s0", "b": "/x/s0/baseline_s0", "inference_a": "aggregated",
+                                    "inference_b": "plain", "mean": 0.015, "ci95": 0.001, "n": 1000}]}},
+        {"rows": [_row("baseline_s1", "plain", 0.95, 0.003), _row("sla_s1", "aggregated", 0.951, 0.001)],
+         "comparisons": {"20way": [{"a": "/x/s1/sla_s1/best.pt", "b": "/x/s1/baseline_s1", "inference_a": "aggregated",
+                                    "inference_b": "plain", "mean": 0.001, "ci95": 0.002, "n": 1000}]}},
+    ]
+    out = table.across_seeds(seeds)
+    acc = {(r["run"], r["inference"], r["setting"]): r for r in out["accuracy"]}
+    base = acc[("baseline", "plain", "20way")]
+    assert base["values"] == [0.94, 0.95] and base["mean"] == pytest.approx(0.945)
+    assert base["spread"] == pytest.approx(0.01) and base["max_ci95"] == 0.003
+    assert acc[("sla", "aggregated", "20way")]["spread"] == pytest.approx(0.004)
+    (diff,) = out["paired"]
+    assert diff["difference"] == "sla:aggregated - baseline:plain" and diff["setting"] == "20way"
+    assert diff["values"] == [0.015, 0.001] and diff["mean"] == pytest.approx(0.008)
+    assert diff["spread"] == pytest.approx(0.014) and diff["max_ci95"] == 0.002
+
+
+def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=()):
+    d = tmp_path / name
+    d.mkdir()
+    cfg = {"mode": mode, "transforms": "rotation", "n_way": n_way, "k_shot": 1, "n_query": 5, "tasks_per_batch": 1,
+           "seed": 0, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start}
+    (d / "config.json").write_text(json.dumps(cfg))
+    rows = [{"kind": "val", "step": step, **{f"acc_{k}": v for k, v in acc.items()}} for step, acc in vals]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _eval(path, models, seed=0):
+    ev = {"split": "test", "episodes": 4, "n_query": 15, "seed": seed, "dataset": "omniglot", "n_way": 20,
+          "k_shot": 1, "models": [{"checkpoint": f"/runs/{name}", "mode": mode,
+                                   "results": {inf: {"mean": float(np.mean(a)), "ci95": 0.0, "accuracies": a}
+                                               for inf, a in res.items()}}
+                                  for name, mode, res in models]}
+    path.write_text(json.dumps(ev))
+    return path
+
+
+def test_omniglot_sd_table_curves_and_paired_differences(tmp_path):
+    table = _load("omniglot_sd_table")
+    base = _run(tmp_path, "baseline_s0", "baseline", n_way=60, vals=[(1000, {"plain": 0.9})])
+    sla = _run(tmp_path, "sla_s0", "sla", vals=[(1000, {"single": 0.91, "aggregated": 0.93})])
+    sd = _run(tmp_path, "slasd_s0", "sla+sd", sd_start=0.5,
+              vals=[(1000, {"single": 0.8, "aggregated": 0.85, "distilled": 0.8})])
+    runs = [table.collect_run(r) for r in (base, sla, sd)]
+    assert [r["images_per_step"] for r in runs] == [60 * 6, 20 * 6 * 4, 20 * 6 * 4]
+    assert runs[2]["curve"] == [{"step": 1000, "images": 1000 * 480,
+                                 "val": {"single": 0.8, "aggregated": 0.85, "distilled": 0.8}}]
+    assert runs[2]["sd_start"] == 0.5 and runs[0]["steps"] == 3000
+    b = [0.9, 0.8, 1.0, 0.7]
+    f1 = _eval(tmp_path / "a.json", [("baseline_s0", "baseline", {"plain": b}),
+                                     ("sla_s0", "sla", {"single": [0.9, 0.9, 0.9, 0.9], "aggregated": [1, 1, 1, 0.8]})])
+    f2 = _eval(tmp_path / "b.json", [("baseline_s0", "baseline", {"plain": b}),
+                                     ("slasd_s0", "sla+sd", {"distilled": [0.95, 0.85, 0.9, 0.9]})])
+    tests, per_episode = table.collect_tests([f1, f2])
+    assert tests["20way1shot"]["slasd_s0"]["distilled"]["mean"] == pytest.approx(0.9)
+    diffs = {(d["b"], d["inference_b"]): d for d in table.paired(runs, per_episode)}
+    assert set(diffs) == {("baseline_s0", "plain"), ("sla_s0", "single"), ("sla_s0", "aggregated")}
+    x = np.array([0.95, 0.85, 0.9, 0.9]) - np.array(b)  # by hand: mean, 1.96 * population std / sqrt(n)
+    assert diffs[("baseline_s0", "plain")]["mean"] == pytest.approx(x.mean())
+    assert diffs[("baseline_s0", "plain")]["ci95"] == pytest.approx(1.96 * x.std() / 2)
+    assert diffs[("sla_s0", "aggregated")]["mean"] == pytest.approx(0.9 - 0.95)
+
+
+def test_omniglot_sd_table_refuses_files_on_other_episodes(tmp_path):
+    table = _load("omniglot_sd_table")
+    f1 = _eval(tmp_path / "a.json", [("baseline_s0", "baseline", {"plain": [1, 0, 1, 1]})])
+    f2 = _eval(tmp_path / "b.json", [("baseline_s0", "baseline", {"plain": [1, 1, 0, 1]})])
+    with pytest.raises(SystemExit, match="not the same episodes"):
+        table.collect_tests([f1, f2])
+    f3 = _eval(tmp_path / "c.json", [("sla_s0", "sla", {"single": [1, 1, 1, 1]})], seed=1)
+    with pytest.raises(SystemExit, match="is not on the episodes"):
+        table.collect_tests([f1, f3])
