@@ -6,10 +6,11 @@ SLA+SD), written by ``benchmarks/omniglot_sd.sh``.
 For each run directory of ``fewshot-sla meta-train``: its settings (mode, way, steps,
 ``--sd-start``), training minutes, and its curve: the validation accuracy of every inference at
 every validation step, against steps and against images through the backbone per step
-(``n_way * (k_shot + n_query) * M``). From the ``fewshot-sla eval --output`` files: the test
-accuracy of each run's inferences per setting and, on the same episodes, each SLA+SD inference
-minus the baseline's ``plain`` and minus each SLA run's ``single`` and ``aggregated`` (paired
-differences, :func:`fewshot_sla.stats.paired_difference`). Files of one setting must share
+(``n_way * (k_shot + n_query) * M``); a run validated on rotated characters as classes (its
+``rotate_classes`` option) is marked and left out of the plot. From the ``fewshot-sla eval
+--output`` files: the test accuracy of each run's inferences per setting and, on the same
+episodes, each SLA+SD inference minus the baseline's ``plain`` and minus each SLA run's ``single``
+and ``aggregated`` (paired differences, :func:`fewshot_sla.stats.paired_difference`). Files of one setting must share
 their episodes: a run evaluated in two of them must score the same on every episode.
 """
 
@@ -46,6 +47,8 @@ def collect_run(run: Path) -> dict:
         // cfg["tasks_per_batch"], "images_per_step": per_step, "finished": bool(summary),
         "train_minutes": round(summary["train_time_s"] / 60, 1) if summary else None,
         "best_step": summary.get("best", {}).get("step"), "curve": curve,
+        # validated with rotated characters as extra classes: not the others' validation episodes
+        "val_rotated_classes": bool(cfg.get("dataset_options", {}).get("rotate_classes", False)),
     }
 
 
@@ -106,7 +109,7 @@ def plot(runs: list[dict], png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     style = {"plain": "-", "single": "-", "aggregated": "--", "distilled": ":"}
-    for c, r in enumerate(runs):
+    for c, r in enumerate(r for r in runs if not r["val_rotated_classes"]):
         for inf in INFERENCES:
             pts = [p for p in r["curve"] if inf in p["val"]]
             ys = [100 * p["val"][inf] for p in pts]
@@ -146,7 +149,8 @@ def main() -> None:
         for inf in INFERENCES:
             if any(inf in p["val"] for p in r["curve"]):
                 by_step = {p["step"]: p["val"].get(inf) for p in r["curve"]}
-                print(f"| {r['run']} | {inf} | " + " | ".join(_pct(by_step.get(s)) for s in steps) + " |")
+                name = r["run"] + (" (rotated classes)" if r["val_rotated_classes"] else "")
+                print(f"| {name} | {inf} | " + " | ".join(_pct(by_step.get(s)) for s in steps) + " |")
     for s, by_run in tests.items():
         print(f"\ntest, {s} (1000 episodes): " + "; ".join(
             f"{run}:{inf} {_pct(v['mean'])} ± {_pct(v['ci95'])}" for run, infs in by_run.items()

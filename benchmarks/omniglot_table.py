@@ -88,8 +88,17 @@ def _unseeded(run: str) -> str:
 
 
 def _spread(values: list[float], ci95: list[float]) -> dict:
-    return {"values": values, "mean": sum(values) / len(values), "spread": max(values) - min(values),
-            "max_ci95": max(ci95)}
+    """Mean, spread (max - min; ``None`` for one value) and the largest 95% CI of one number's seeds."""
+    return {"values": values, "mean": sum(values) / len(values),
+            "spread": max(values) - min(values) if len(values) > 1 else None, "max_ci95": max(ci95)}
+
+
+def _spread_text(r: dict, fmt: str) -> str:
+    vals = " / ".join(format(100 * v, fmt) for v in r["values"])
+    if r["spread"] is None:
+        return f"{vals} (one seed)"
+    return (f"{vals}; mean {format(100 * r['mean'], fmt)}, spread {100 * r['spread']:.2f} "
+            f"(CI ± {100 * r['max_ci95']:.2f})")
 
 
 def across_seeds(results: list[dict]) -> dict:
@@ -156,13 +165,9 @@ def main() -> None:
     if "seeds" in res:
         print("\nacross the folders (seeds): each value, mean, spread (max - min) and the largest 95% CI, points")
         for r in res["seeds"]["accuracy"]:
-            vals = " / ".join(f"{100 * v:.2f}" for v in r["values"])
-            print(f"  {r['run']}:{r['inference']} {r['setting']}: {vals}; mean {100 * r['mean']:.2f}, "
-                  f"spread {100 * r['spread']:.2f} (CI ± {100 * r['max_ci95']:.2f})")
+            print(f"  {r['run']}:{r['inference']} {r['setting']}: {_spread_text(r, '.2f')}")
         for r in res["seeds"]["paired"]:
-            vals = " / ".join(f"{100 * v:+.2f}" for v in r["values"])
-            print(f"  {r['difference']} {r['setting']}: {vals}; mean {100 * r['mean']:+.2f}, "
-                  f"spread {100 * r['spread']:.2f} (CI ± {100 * r['max_ci95']:.2f})")
+            print(f"  {r['difference']} {r['setting']}: {_spread_text(r, '+.2f')}")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(res, indent=1) + "\n")

@@ -38,6 +38,8 @@ def test_omniglot_table_combines_seeds_by_run_name():
     assert base["values"] == [0.94, 0.95] and base["mean"] == pytest.approx(0.945)
     assert base["spread"] == pytest.approx(0.01) and base["max_ci95"] == 0.003
     assert acc[("sla", "aggregated", "20way")]["spread"] == pytest.approx(0.004)
+    one = table._spread([0.9], [0.01])
+    assert one["spread"] is None and one["mean"] == 0.9
     (diff,) = out["paired"]
     assert diff["difference"] == "sla:aggregated - baseline:plain" and diff["setting"] == "20way"
     assert diff["values"] == [0.015, 0.001] and diff["mean"] == pytest.approx(0.008)
@@ -48,7 +50,8 @@ def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=()):
     d = tmp_path / name
     d.mkdir()
     cfg = {"mode": mode, "transforms": "rotation", "n_way": n_way, "k_shot": 1, "n_query": 5, "tasks_per_batch": 1,
-           "seed": 0, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start}
+           "seed": 0, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start,
+           "dataset_options": {"rotate_classes": mode == "baseline"}}
     (d / "config.json").write_text(json.dumps(cfg))
     rows = [{"kind": "val", "step": step, **{f"acc_{k}": v for k, v in acc.items()}} for step, acc in vals]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -76,6 +79,7 @@ def test_omniglot_sd_table_curves_and_paired_differences(tmp_path):
     assert runs[2]["curve"] == [{"step": 1000, "images": 1000 * 480,
                                  "val": {"single": 0.8, "aggregated": 0.85, "distilled": 0.8}}]
     assert runs[2]["sd_start"] == 0.5 and runs[0]["steps"] == 3000
+    assert [r["val_rotated_classes"] for r in runs] == [True, False, False]
     b = [0.9, 0.8, 1.0, 0.7]
     f1 = _eval(tmp_path / "a.json", [("baseline_s0", "baseline", {"plain": b}),
                                      ("sla_s0", "sla", {"single": [0.9, 0.9, 0.9, 0.9], "aggregated": [1, 1, 1, 0.8]})])
