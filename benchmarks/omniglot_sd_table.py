@@ -21,16 +21,11 @@ import json
 from pathlib import Path
 
 from fewshot_sla.plots import _pyplot, save_figure
-from fewshot_sla.runs import RunDir
+from fewshot_sla.runs import RunDir, run_name
 from fewshot_sla.stats import paired_difference
 from fewshot_sla.transforms import get_transform_set
 
 INFERENCES = ("plain", "single", "aggregated", "distilled")
-
-
-def _run_name(checkpoint: str) -> str:
-    p = Path(checkpoint)
-    return p.parent.name if p.suffix == ".pt" else p.name
 
 
 def collect_run(run: Path) -> dict:
@@ -70,7 +65,7 @@ def collect_tests(files: list[Path]) -> tuple[dict, dict]:
             raise SystemExit(f"omniglot_sd_table.py: error: {f} is not on the episodes of the other {s} files "
                              f"(episodes, queries, seed, split, dataset {key} vs {protocol[s]})")
         for mdl in ev["models"]:
-            run = _run_name(mdl["checkpoint"])
+            run = run_name(mdl["checkpoint"])
             for inf, r in mdl["results"].items():
                 old = per_episode.setdefault(s, {}).get((run, inf))
                 if old is not None and old != r["accuracies"]:

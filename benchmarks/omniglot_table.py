@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+from fewshot_sla.runs import run_name
 from fewshot_sla.stats import paired_difference
 
 
@@ -50,7 +51,7 @@ def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
     rows: dict[tuple[str, str], dict] = {}
     for way, ev in evals.items():
         for m in ev["models"]:
-            run = _run_name(m["checkpoint"])
+            run = run_name(m["checkpoint"])
             s = json.loads((out / run / "summary.json").read_text())
             for inf, r in m["results"].items():
                 row = rows.setdefault((run, inf), {
@@ -65,7 +66,7 @@ def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
         for way, ev in evals.items()
     }
     for way, ev in evals.items():  # the SLA runs against the baseline that saw as many images (4x the steps)
-        models = {_run_name(m["checkpoint"]): m for m in ev["models"]}
+        models = {run_name(m["checkpoint"]): m for m in ev["models"]}
         ref = models.get(reference)
         if ref is None or ref is ev["models"][0]:  # the first checkpoint: eval --compare paired them already
             continue
@@ -76,11 +77,6 @@ def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
             comparisons[way].append({"a": m["checkpoint"], "b": ref["checkpoint"], "inference_a": m["reported"],
                                      "inference_b": "plain", **{k: d.as_dict()[k] for k in ("mean", "ci95", "n")}})
     return {"rows": list(rows.values()), "comparisons": comparisons}
-
-
-def _run_name(checkpoint: str) -> str:
-    p = Path(checkpoint)
-    return p.parent.name if p.suffix == ".pt" else p.name
 
 
 def _unseeded(run: str) -> str:
@@ -116,8 +112,8 @@ def across_seeds(results: list[dict]) -> dict:
     for res in results:
         for way, comps in res["comparisons"].items():
             for c in comps:
-                name = (f"{_unseeded(_run_name(c['a']))}:{c['inference_a']} - "
-                        f"{_unseeded(_run_name(c['b']))}:{c['inference_b']}")
+                name = (f"{_unseeded(run_name(c['a']))}:{c['inference_a']} - "
+                        f"{_unseeded(run_name(c['b']))}:{c['inference_b']}")
                 vals, cis = diffs.setdefault((name, way), ([], []))
                 vals.append(c["mean"])
                 cis.append(c["ci95"])
@@ -160,7 +156,7 @@ def main() -> None:
         print(f"\npaired differences, {way} ({'1-shot, ' if 'shot' not in way else ''}same 1000 episodes; "
               "A - B, points)")
         for c in comps:
-            print(f"  {_run_name(c['a'])}:{c['inference_a']} - {_run_name(c['b'])}:{c['inference_b']}: "
+            print(f"  {run_name(c['a'])}:{c['inference_a']} - {run_name(c['b'])}:{c['inference_b']}: "
                   f"{100 * c['mean']:+.2f} ± {100 * c['ci95']:.2f}")
     if "seeds" in res:
         print("\nacross the folders (seeds): each value, mean, spread (max - min) and the largest 95% CI, points")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import RunDir
+from .runs import RunDir, run_name
 
 __all__ = ["plot_curves", "plot_histogram", "plot_paths", "save_figure"]
 
@@ -39,11 +39,6 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)
     return path
-
-
-def _run_name(checkpoint: str) -> str:
-    p = Path(checkpoint)
-    return p.parent.name if p.suffix == ".pt" else p.name
 
 
 def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
@@ -80,13 +75,7 @@ def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
     else:
         axes[2].set_axis_off()
     fig.suptitle(str(run.path))
-    fig.tight_layout()
-    out = Path(output) if output else run.path
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(output or run.path) / "curves.png")
 
 
 def plot_histogram(report: dict[str, Any] | str | Path, output: str | Path | None = None) -> Path:
@@ -105,25 +94,20 @@ def plot_histogram(report: dict[str, Any] | str | Path, output: str | Path | Non
     bins = [i / 40 for i in range(41)]
     for m in report["models"]:
         for inf, r in m["results"].items():
-            label = f"{_run_name(m['checkpoint'])} {inf}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}%"
+            label = f"{run_name(m['checkpoint'])} {inf}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}%"
             ax.hist([100 * a for a in r["accuracies"]], bins=[100 * b for b in bins], alpha=0.5, label=label)
     ax.set(xlabel="episode accuracy (%)", ylabel="episodes",
            title=f"{report.get('dataset', '')} {report['split']}: {report['episodes']} episodes, "
                  f"{report.get('n_way')}-way {report.get('k_shot')}-shot")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     if output:
         out = Path(output)
     elif src is not None:
         out = src.parent
     else:
         out = Path(report.get("output", "eval.json")).parent
-    out.mkdir(parents=True, exist_ok=True)
     stem = src.stem if src is not None else Path(report.get("output", "eval")).stem
-    path = out / f"{stem}_hist.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / f"{stem}_hist.png")
 
 
 def plot_paths(paths: Sequence[str | Path], output: str | Path | None = None) -> list[Path]:

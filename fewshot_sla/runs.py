@@ -46,6 +46,7 @@ __all__ = [
     "atomic_torch_save",
     "load_checkpoint",
     "resolve_checkpoint",
+    "run_name",
     "get_rng_state",
     "set_rng_state",
     "seed_everything",
@@ -154,6 +155,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             f"{path} holds no best.pt or last.pt; pass a run directory whose run wrote a checkpoint, or a .pt file"
         )
     return path
+
+
+def run_name(checkpoint: str | os.PathLike) -> str:
+    """The run a checkpoint belongs to: the folder of a ``.pt`` file, else the run directory's name."""
+    p = Path(checkpoint)
+    return p.parent.name if p.suffix == ".pt" else p.name
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -8,6 +8,7 @@ backbone and the ProtoNet head (``model.embed``/``model.classify``) are the pack
 """
 
 import copy
+import re
 
 import pytest
 import torch
@@ -98,6 +99,5 @@ def test_sd_start_matches_a_hand_written_sla_sd_step(tmp_path, monkeypatch, sd_s
     (dict(mode="sla", sd_start=0.5), "--sd-start is the distillation warm-up of --mode sla+sd"),
 ])
 def test_bad_sd_start_is_refused(tmp_path, kw, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")
-                       .replace(")", r"\)").replace("+", r"\+")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         _config(tmp_path, **kw)
