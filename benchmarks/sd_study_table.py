@@ -10,7 +10,12 @@ every inference, the wall-clock minutes, the last logged training-loss parts, an
 test accuracy of every inference at every validation step (``--eval-test``) against iterations
 and against images through the backbone (``iterations * batch * M``). Prints the table and the
 final accuracy of each curve run, writes the JSON (default ``runs/benchmarks/sd_study.json``)
-and, with ``--plot``, a PNG of the curves (runs sharing the longest budget).
+and, with ``--plot``, a PNG of the curves (runs sharing the longest budget; ``--plot-iterations``
+names the budgets, one PNG each: the first gets the name given, the others ``<stem>_<N>.png``).
+
+Runs of one setting and budget are grouped across seeds (mean, each seed, spread), and every
+setting is compared seed by seed with the baseline of the same budget (lr 0.1), SLA+SD's inferences
+also with plain SLA's single view: the same test images, so the spread over seeds is the noise.
 """
 
 from __future__ import annotations
@@ -103,7 +108,8 @@ def seed_groups(runs: list[dict]) -> list[dict]:
         for inf in SHOWN.get(rs[0]["mode"], ("single",)):
             finals = [r["test"][inf] for r in rs if inf in r["test"]]
             if finals and len(finals) == len(rs):
-                g["test"][inf] = {"mean": sum(finals) / len(finals), "per_seed": finals}
+                g["test"][inf] = {"mean": sum(finals) / len(finals), "per_seed": finals,
+                                  "spread": max(finals) - min(finals) if len(finals) > 1 else None}
         for step in steps:
             point = {"step": step, "images": step * rs[0]["images_per_iteration"], "test": {}}
             for inf in SHOWN.get(rs[0]["mode"], ("single",)):
@@ -113,6 +119,49 @@ def seed_groups(runs: list[dict]) -> list[dict]:
             g["curve"].append(point)
         out.append(g)
     return out
+
+
+def _references(r: dict) -> list[tuple[str, str]]:
+    """What a run is compared with: the baseline's single view at lr 0.1 and at the run's own lr,
+    and for SLA+SD also plain SLA's single view at the same two learning rates."""
+    lrs = ["lr 0.1"] + ([f"lr {r['lr']}"] if r["lr"] != 0.1 else [])
+    modes = ["baseline"] + (["sla"] if r["mode"] == "sla+sd" else [])
+    refs = [(m if lr == "lr 0.1" else f"{m} {lr}", "single") for m in modes for lr in lrs]
+    return [ref for ref in refs if ref[0] != _setting(r)]
+
+
+def differences(runs: list[dict]) -> list[dict]:
+    """Seed by seed, each inference of each setting minus a reference run of the same budget and
+    seed (``_references``); only seeds both have; the spread is max - min over them (None for one
+    seed). The test images are the same for every run, so the spread over seeds is the noise."""
+    by_key = {(_setting(r), r["iterations"], r["seed"]): r for r in runs}
+    out = []
+    for first in {(_setting(r), r["iterations"]): r for r in runs}.values():
+        setting, iterations = _setting(first), first["iterations"]
+        for ref_setting, ref_inf in _references(first):
+            for inf in SHOWN.get(first["mode"], ("single",)):
+                seeds, values = [], []
+                for seed in sorted(k[2] for k in by_key if k[:2] == (setting, iterations)):
+                    r, ref = by_key[(setting, iterations, seed)], by_key.get((ref_setting, iterations, seed))
+                    if ref is not None and inf in r["test"] and ref_inf in ref["test"]:
+                        seeds.append(seed)
+                        values.append(r["test"][inf] - ref["test"][ref_inf])
+                if values:
+                    out.append({"setting": setting, "inference": inf, "minus": f"{ref_setting}:{ref_inf}",
+                                "iterations": iterations, "seeds": seeds, "per_seed": values,
+                                "mean": sum(values) / len(values),
+                                "spread": max(values) - min(values) if len(values) > 1 else None})
+    return out
+
+
+def print_differences(diffs: list[dict]) -> None:
+    print("\n| setting | inference | minus | iterations | seeds | mean (points) | per seed | spread |")
+    print("| --- | --- | --- | ---: | --- | ---: | --- | ---: |")
+    for d in diffs:
+        spread = "-" if d["spread"] is None else f"{100 * d['spread']:.2f}"
+        print(f"| {d['setting']} | {d['inference']} | {d['minus']} | {d['iterations']} "
+              f"| {', '.join(map(str, d['seeds']))} | {100 * d['mean']:+.2f} "
+              f"| {', '.join(f'{100 * v:+.2f}' for v in d['per_seed'])} | {spread} |")
 
 
 def print_groups(groups: list[dict]) -> None:
@@ -126,14 +175,17 @@ def print_groups(groups: list[dict]) -> None:
         print(f"| {g['setting']} | {g['iterations']} | {', '.join(map(str, g['seeds']))} | {' | '.join(cells)} |")
 
 
-def plot(groups: list[dict], png: Path) -> None:
+def plot(groups: list[dict], png: Path, iterations: int | None = None) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("sd_study_table.py: error: --plot needs matplotlib (pip install matplotlib)") from None
-    longest = max(g["iterations"] for g in groups)
+    longest = max(g["iterations"] for g in groups) if iterations is None else iterations
+    if not any(g["iterations"] == longest and g["curve"] for g in groups):
+        raise SystemExit(f"sd_study_table.py: error: no finished run of {longest} iterations with a curve; "
+                         "--plot-iterations takes the --iterations of finished runs")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for c, g in enumerate(gr for gr in groups if gr["iterations"] == longest and gr["curve"]):
@@ -167,19 +219,28 @@ def main() -> None:
     ap.add_argument("--out", dest="json_out", type=Path, default=Path("runs/benchmarks/sd_study.json"),
                     help="write the runs and curves as JSON here")
     ap.add_argument("--plot", type=Path, default=None, help="write the curves as a PNG here")
+    ap.add_argument("--plot-iterations", type=int, nargs="+", default=None, metavar="N",
+                    help="the budgets to plot, one PNG each (default: the longest); the first is written "
+                         "to --plot, the others next to it as <stem>_<N>.png")
     args = ap.parse_args()
     runs = collect(args.out)
     if not runs:
         ap.exit(2, f"sd_study_table.py: error: {args.out} holds no run (*/config.json and metrics.jsonl); "
                    f"run bash benchmarks/sd_study.sh DATA_ROOT {args.out} first\n")
     print_table(runs)
-    groups = seed_groups([r for r in runs if r["finished"]])
+    finished = [r for r in runs if r["finished"]]
+    groups = seed_groups(finished)
     print_groups(groups)
+    diffs = differences(finished)
+    print_differences(diffs)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps({"runs": runs, "settings": groups}, indent=1) + "\n")
+    args.json_out.write_text(json.dumps({"runs": runs, "settings": groups, "differences": diffs}, indent=1) + "\n")
     print(f"\nwrote {args.json_out}")
     if args.plot:
-        plot(groups, args.plot)
+        budgets = args.plot_iterations or [None]
+        for i, n in enumerate(budgets):
+            png = args.plot if i == 0 else args.plot.with_name(f"{args.plot.stem}_{n}{args.plot.suffix}")
+            plot(groups, png, n)
 
 
 if __name__ == "__main__":

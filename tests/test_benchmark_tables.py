@@ -104,3 +104,46 @@ def test_omniglot_sd_table_refuses_files_on_other_episodes(tmp_path):
     f3 = _eval(tmp_path / "c.json", [("sla_s0", "sla", {"single": [1, 1, 1, 1]})], seed=1)
     with pytest.raises(SystemExit, match="is not on the episodes"):
         table.collect_tests([f1, f3])
+
+
+def _supervised_run(root, name, mode, seed, test, lr=0.1, curve=()):
+    d = root / name
+    d.mkdir()
+    cfg = {"mode": mode, "transforms": "none" if mode == "baseline" else "rotation", "batch_size": 64, "seed": seed,
+           "iterations": 6000, "lr": lr, "sd_beta": 1.0, "sd_temperature": 1.0, "sd_start": 0.0}
+    (d / "config.json").write_text(json.dumps(cfg))
+    rows = [{"kind": "test", "step": step, **{f"acc_{k}": v for k, v in acc.items()}} for step, acc in curve]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"elapsed_s": 600, "best_iteration": 6000,
+                                                "test": {"accuracy": test}}))
+
+
+def test_sd_study_table_groups_seeds_and_pairs_each_seed_with_its_references(tmp_path):
+    table = _load("sd_study_table")
+    _supervised_run(tmp_path, "base_s0", "baseline", 0, {"single": 0.70},
+                    curve=[(500, {"single": 0.40}), (1000, {"single": 0.50})])
+    _supervised_run(tmp_path, "base_s1", "baseline", 1, {"single": 0.68}, curve=[(500, {"single": 0.44})])
+    _supervised_run(tmp_path, "sla_s0", "sla", 0, {"single": 0.71, "aggregated": 0.74})
+    _supervised_run(tmp_path, "sd_s0", "sla+sd", 0, {"single": 0.69, "aggregated": 0.70, "distilled": 0.72})
+    _supervised_run(tmp_path, "sd_s1", "sla+sd", 1, {"single": 0.66, "aggregated": 0.67, "distilled": 0.71})
+    _supervised_run(tmp_path, "sd05_s0", "sla+sd", 0, {"single": 0.6, "aggregated": 0.6, "distilled": 0.65}, lr=0.05)
+    runs = table.collect(tmp_path)
+    assert runs[0]["curve"][1] == {"step": 1000, "images": 64000, "test": {"single": 0.50}}
+    groups = {g["setting"]: g for g in table.seed_groups(runs)}
+    base = groups["baseline"]
+    assert base["seeds"] == [0, 1] and base["test"]["single"]["mean"] == pytest.approx(0.69)
+    assert base["test"]["single"]["spread"] == pytest.approx(0.02)
+    assert [p["step"] for p in base["curve"]] == [500]  # the steps every seed reached
+    assert base["curve"][0]["test"]["single"] == pytest.approx({"mean": 0.42, "min": 0.40, "max": 0.44})
+    assert groups["sla"]["test"]["aggregated"]["spread"] is None
+    diffs = {(d["setting"], d["inference"], d["minus"]): d for d in table.differences(runs)}
+    d = diffs[("sla+sd", "distilled", "baseline:single")]
+    assert d["seeds"] == [0, 1] and d["per_seed"] == pytest.approx([0.02, 0.03])
+    assert d["mean"] == pytest.approx(0.025) and d["spread"] == pytest.approx(0.01)
+    d = diffs[("sla+sd", "single", "sla:single")]  # plain SLA has seed 0 only
+    assert d["seeds"] == [0] and d["per_seed"] == pytest.approx([-0.02]) and d["spread"] is None
+    assert diffs[("sla", "aggregated", "baseline:single")]["per_seed"] == pytest.approx([0.04])
+    assert ("sla", "single", "sla:single") not in diffs and ("baseline", "single", "baseline:single") not in diffs
+    # lr 0.05: compared with the lr-0.1 references; the same-lr ones do not exist here
+    assert diffs[("sla+sd lr 0.05", "distilled", "baseline:single")]["per_seed"] == pytest.approx([-0.05])
+    assert not any(k[2].startswith(("baseline lr", "sla lr")) for k in diffs)
