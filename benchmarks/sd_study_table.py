@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fewshot_sla.plots import save_figure
+from fewshot_sla.plots import _pyplot, save_figure
 from fewshot_sla.runs import RunDir
 from fewshot_sla.transforms import get_transform_set
 
@@ -84,6 +84,11 @@ def print_table(runs: list[dict]) -> None:
               f"| {parts or loss.get('loss', '-')} |")
 
 
+def _mean_spread(values: list[float]) -> dict:
+    """The mean of one number over seeds and its spread (max - min; ``None`` for one seed)."""
+    return {"mean": sum(values) / len(values), "spread": max(values) - min(values) if len(values) > 1 else None}
+
+
 def _setting(r: dict) -> str:
     """A run's recipe without its seed: ``sla+sd lr 0.05``, ``sla+sd beta 0``, ``baseline``, ..."""
     parts = [r["mode"]] + ([f"lr {r['lr']}"] if r["lr"] != 0.1 else [])
@@ -108,8 +113,8 @@ def seed_groups(runs: list[dict]) -> list[dict]:
         for inf in SHOWN.get(rs[0]["mode"], ("single",)):
             finals = [r["test"][inf] for r in rs if inf in r["test"]]
             if finals and len(finals) == len(rs):
-                g["test"][inf] = {"mean": sum(finals) / len(finals), "per_seed": finals,
-                                  "spread": max(finals) - min(finals) if len(finals) > 1 else None}
+                stats = _mean_spread(finals)
+                g["test"][inf] = {"mean": stats["mean"], "per_seed": finals, "spread": stats["spread"]}
         for step in steps:
             point = {"step": step, "images": step * rs[0]["images_per_iteration"], "test": {}}
             for inf in SHOWN.get(rs[0]["mode"], ("single",)):
@@ -149,8 +154,7 @@ def differences(runs: list[dict]) -> list[dict]:
                 if values:
                     out.append({"setting": setting, "inference": inf, "minus": f"{ref_setting}:{ref_inf}",
                                 "iterations": iterations, "seeds": seeds, "per_seed": values,
-                                "mean": sum(values) / len(values),
-                                "spread": max(values) - min(values) if len(values) > 1 else None})
+                                **_mean_spread(values)})
     return out
 
 
@@ -177,9 +181,7 @@ def print_groups(groups: list[dict]) -> None:
 
 def plot(groups: list[dict], png: Path, iterations: int | None = None) -> None:
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
     except ImportError:
         raise SystemExit("sd_study_table.py: error: --plot needs matplotlib (pip install matplotlib)") from None
     longest = max(g["iterations"] for g in groups) if iterations is None else iterations
