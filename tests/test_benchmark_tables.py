@@ -1,4 +1,4 @@
-"""The Omniglot result tables of benchmarks/: seeds combined and SLA+SD paired against hand-computed
+"""The result tables of benchmarks/: seeds combined and runs paired against hand-computed
 numbers on made-up evaluation files."""
 
 import importlib.util
@@ -46,11 +46,11 @@ def test_omniglot_table_combines_seeds_by_run_name():
     assert diff["spread"] == pytest.approx(0.014) and diff["max_ci95"] == 0.002
 
 
-def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=()):
+def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=(), seed=0):
     d = tmp_path / name
     d.mkdir()
     cfg = {"mode": mode, "transforms": "rotation", "n_way": n_way, "k_shot": 1, "n_query": 5, "tasks_per_batch": 1,
-           "seed": 0, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start,
+           "seed": seed, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start,
            "dataset_options": {"rotate_classes": mode == "baseline"}}
     (d / "config.json").write_text(json.dumps(cfg))
     rows = [{"kind": "val", "step": step, **{f"acc_{k}": v for k, v in acc.items()}} for step, acc in vals]
@@ -68,8 +68,8 @@ def _eval(path, models, seed=0):
     return path
 
 
-def test_omniglot_sd_table_curves_and_paired_differences(tmp_path):
-    table = _load("omniglot_sd_table")
+def test_omniglot_runs_table_curves_and_paired_differences(tmp_path):
+    table = _load("omniglot_runs_table")
     base = _run(tmp_path, "baseline_s0", "baseline", n_way=60, vals=[(1000, {"plain": 0.9})])
     sla = _run(tmp_path, "sla_s0", "sla", vals=[(1000, {"single": 0.91, "aggregated": 0.93})])
     sd = _run(tmp_path, "slasd_s0", "sla+sd", sd_start=0.5,
@@ -95,8 +95,34 @@ def test_omniglot_sd_table_curves_and_paired_differences(tmp_path):
     assert diffs[("sla_s0", "aggregated")]["mean"] == pytest.approx(0.9 - 0.95)
 
 
-def test_omniglot_sd_table_refuses_files_on_other_episodes(tmp_path):
-    table = _load("omniglot_sd_table")
+def test_omniglot_runs_table_pairs_within_a_seed_and_against_named_references(tmp_path):
+    table = _load("omniglot_runs_table")
+    names = [("baseline_s0", "baseline", 0, 60), ("sla_s0", "sla", 0, 20), ("sla_s1", "sla", 1, 20),
+             ("slasd_s1", "sla+sd", 1, 20), ("sla30way_s0", "sla", 0, 30)]
+    runs = [table.collect_run(_run(tmp_path, n, m, n_way=w, seed=s)) for n, m, s, w in names]
+    assert runs[4]["images_per_step"] == 30 * 6 * 4
+    f = _eval(tmp_path / "a.json", [
+        ("baseline_s0", "baseline", {"plain": [0.9, 0.8, 1.0, 0.7]}),
+        ("sla_s0", "sla", {"single": [0.9, 0.9, 0.9, 0.9], "aggregated": [1.0, 1.0, 1.0, 0.8]}),
+        ("sla_s1", "sla", {"aggregated": [0.8, 0.8, 0.8, 0.8]}),
+        ("slasd_s1", "sla+sd", {"distilled": [0.7, 0.9, 0.9, 0.9]}),
+        ("sla30way_s0", "sla", {"aggregated": [1.0, 0.9, 1.0, 1.0]})])
+    _, per_episode = table.collect_tests([f])
+    # default references (baseline and SLA runs): the seed-1 SLA+SD run against seed 1's SLA run only
+    default = [(d["a"], d["b"], d["inference_b"]) for d in table.paired(runs, per_episode)]
+    assert default == [("slasd_s1", "sla_s1", "aggregated")]
+    assert table.paired(runs, per_episode)[0]["mean"] == pytest.approx(0.85 - 0.8)
+    named = {(d["a"], d["b"], d["inference_b"]): d["mean"]
+             for d in table.paired(runs, per_episode, ["baseline_s0", "sla_s0"])}
+    # named references: only the seed-0 run that is not one of them is paired (seed-1 runs have no reference)
+    assert set(named) == {("sla30way_s0", "baseline_s0", "plain"), ("sla30way_s0", "sla_s0", "single"),
+                          ("sla30way_s0", "sla_s0", "aggregated")}
+    assert named[("sla30way_s0", "sla_s0", "aggregated")] == pytest.approx(0.975 - 0.95)
+    assert named[("sla30way_s0", "baseline_s0", "plain")] == pytest.approx(0.975 - 0.85)
+
+
+def test_omniglot_runs_table_refuses_files_on_other_episodes(tmp_path):
+    table = _load("omniglot_runs_table")
     f1 = _eval(tmp_path / "a.json", [("baseline_s0", "baseline", {"plain": [1, 0, 1, 1]})])
     f2 = _eval(tmp_path / "b.json", [("baseline_s0", "baseline", {"plain": [1, 1, 0, 1]})])
     with pytest.raises(SystemExit, match="not the same episodes"):

@@ -1,7 +1,8 @@
 """Validation curves and test results of Omniglot meta-training runs (ProtoNet baseline, SLA and
-SLA+SD), written by ``benchmarks/omniglot_sd.sh``.
+SLA+SD), written by ``benchmarks/omniglot_sd.sh`` and ``benchmarks/omniglot_way.sh``.
 
-    python benchmarks/omniglot_sd_table.py RUN_DIR... --evals EVAL_JSON... [--out JSON] [--plot PNG]
+    python benchmarks/omniglot_runs_table.py RUN_DIR... --evals EVAL_JSON... [--references RUN...]
+        [--out JSON] [--plot PNG]
 
 For each run directory of ``fewshot-sla meta-train``: its settings (mode, way, steps,
 ``--sd-start``), training minutes, and its curve: the validation accuracy of every inference at
@@ -9,9 +10,11 @@ every validation step, against steps and against images through the backbone per
 (``n_way * (k_shot + n_query) * M``); a run validated on rotated characters as classes (its
 ``rotate_classes`` option) is marked and left out of the plot. From the ``fewshot-sla eval
 --output`` files: the test accuracy of each run's inferences per setting and, on the same
-episodes, each SLA+SD inference minus the baseline's ``plain`` and minus each SLA run's ``single``
-and ``aggregated`` (paired differences, :func:`fewshot_sla.stats.paired_difference`). Files of one setting must share
-their episodes: a run evaluated in two of them must score the same on every episode.
+episodes, each inference of every other run minus each inference of the reference runs of the same
+training seed (paired differences, :func:`fewshot_sla.stats.paired_difference`); the references
+are the runs named by ``--references``, by default the baseline and plain SLA runs (then the other
+runs are the SLA+SD ones). Files of one setting must share their episodes: a run evaluated in two
+of them must score the same on every episode.
 """
 
 from __future__ import annotations
@@ -62,30 +65,33 @@ def collect_tests(files: list[Path]) -> tuple[dict, dict]:
         s = _setting(ev)
         key = (ev["episodes"], ev["n_query"], ev["seed"], ev["split"], ev["dataset"])
         if protocol.setdefault(s, key) != key:
-            raise SystemExit(f"omniglot_sd_table.py: error: {f} is not on the episodes of the other {s} files "
+            raise SystemExit(f"omniglot_runs_table.py: error: {f} is not on the episodes of the other {s} files "
                              f"(episodes, queries, seed, split, dataset {key} vs {protocol[s]})")
         for mdl in ev["models"]:
             run = run_name(mdl["checkpoint"])
             for inf, r in mdl["results"].items():
                 old = per_episode.setdefault(s, {}).get((run, inf))
                 if old is not None and old != r["accuracies"]:
-                    raise SystemExit(f"omniglot_sd_table.py: error: {run}:{inf} scores differently in {f} "
+                    raise SystemExit(f"omniglot_runs_table.py: error: {run}:{inf} scores differently in {f} "
                                      f"than in another {s} file: not the same episodes")
                 per_episode[s][(run, inf)] = r["accuracies"]
                 tests.setdefault(s, {}).setdefault(run, {})[inf] = {"mean": r["mean"], "ci95": r["ci95"]}
     return tests, per_episode
 
 
-def paired(runs: list[dict], per_episode: dict) -> list[dict]:
-    """Each SLA+SD run's inferences minus the baseline's plain and each SLA run's single/aggregated."""
-    mode = {r["run"]: r["mode"] for r in runs}
+def paired(runs: list[dict], per_episode: dict, references: list[str] | None = None) -> list[dict]:
+    """Each inference of every non-reference run minus each inference of every reference run that
+    was trained with the same seed; ``references`` (run names) default to the baseline and SLA runs."""
+    if references is None:
+        references = [r["run"] for r in runs if r["mode"] in ("baseline", "sla")]
+    seed = {r["run"]: r["seed"] for r in runs}
     out = []
     for s, acc in per_episode.items():
         for (a, inf_a), xa in acc.items():
-            if mode.get(a) != "sla+sd":
+            if a not in seed or a in references:
                 continue
             for (b, inf_b), xb in acc.items():
-                if mode.get(b) == "baseline" or (mode.get(b) == "sla" and inf_b in ("single", "aggregated")):
+                if b in references and seed.get(b) == seed[a]:
                     d = paired_difference(xa, xb).as_dict()
                     out.append({"setting": s, "a": a, "inference_a": inf_a, "b": b, "inference_b": inf_b,
                                 **{k: d[k] for k in ("mean", "ci95", "n")}})
@@ -100,7 +106,7 @@ def plot(runs: list[dict], png: Path) -> None:
     try:
         plt = _pyplot()
     except ImportError as e:
-        raise SystemExit(f"omniglot_sd_table.py: error: --plot: {e}") from None
+        raise SystemExit(f"omniglot_runs_table.py: error: --plot: {e}") from None
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     style = {"plain": "-", "single": "-", "aggregated": "--", "distilled": ":"}
@@ -117,7 +123,7 @@ def plot(runs: list[dict], png: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy, 100 20-way 1-shot episodes (%)")
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Omniglot, Conv-4 28 px, Adam 1e-3 halved every 2,000 steps: validation curves")
+    fig.suptitle("Omniglot, Conv-4 28 px, Adam 1e-3: validation curves")
     print(f"wrote {save_figure(fig, png)}")
 
 
@@ -125,17 +131,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+", help="run directories of fewshot-sla meta-train")
     ap.add_argument("--evals", type=Path, nargs="*", default=[], help="fewshot-sla eval --output files")
-    ap.add_argument("--out", dest="json_out", type=Path, default=Path("runs/benchmarks/omniglot_sd.json"),
+    ap.add_argument("--references", nargs="+", default=None, metavar="RUN",
+                    help="names of the run directories the others are paired against, seed by seed "
+                         "(default: the baseline and SLA runs)")
+    ap.add_argument("--out", dest="json_out", type=Path, default=Path("runs/benchmarks/omniglot_runs.json"),
                     help="write the curves and tests as JSON here")
     ap.add_argument("--plot", type=Path, default=None, help="write the curves as a PNG here")
     args = ap.parse_args()
     missing = [str(r) for r in args.runs if not (r / "config.json").exists()]
     if missing:
-        ap.exit(2, f"omniglot_sd_table.py: error: {', '.join(missing)} holds no meta-train run (config.json); "
-                   "run bash benchmarks/omniglot_sd.sh first\n")
+        ap.exit(2, f"omniglot_runs_table.py: error: {', '.join(missing)} holds no meta-train run (config.json); "
+                   "run bash benchmarks/omniglot_sd.sh (or omniglot_way.sh) first\n")
     runs = [collect_run(r) for r in args.runs]
+    unknown = sorted(set(args.references or []) - {r["run"] for r in runs})
+    if unknown:
+        ap.exit(2, f"omniglot_runs_table.py: error: --references {', '.join(unknown)}: not among the run "
+                   "directories given; name reference runs by their directory's name\n")
     tests, per_episode = collect_tests(args.evals)
-    diffs = paired(runs, per_episode)
+    diffs = paired(runs, per_episode, args.references)
     steps = sorted({p["step"] for r in runs for p in r["curve"]})
     print("validation accuracy (%) by step")
     print("| run | inference | " + " | ".join(map(str, steps)) + " |")
