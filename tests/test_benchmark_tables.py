@@ -3,6 +3,8 @@ numbers on made-up evaluation files."""
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,13 @@ def test_sd_study_table_groups_seeds_and_pairs_each_seed_with_its_references(tmp
     # lr 0.05: compared with the lr-0.1 references; the same-lr ones do not exist here
     assert diffs[("sla+sd lr 0.05", "distilled", "baseline:single")]["per_seed"] == pytest.approx([-0.05])
     assert not any(k[2].startswith(("baseline lr", "sla lr")) for k in diffs)
+
+
+def test_omniglot_runs_table_refuses_unknown_references(tmp_path):
+    run = _run(tmp_path, "sla_s0", "sla")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "omniglot_runs_table.py"), str(run),
+                        "--references", "baseline_s0", "--out", str(tmp_path / "t.json")],
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "--references baseline_s0" in line and not (tmp_path / "t.json").exists()
