@@ -50,6 +50,9 @@ def collect_run(run: Path) -> dict:
     }
 
 
+SPLIT_FIELDS = ("dataset_options", "classes", "images")
+
+
 def _setting(ev: dict) -> str:
     return f"{ev['n_way']}way{ev['k_shot']}shot"
 
@@ -60,6 +63,7 @@ def collect_tests(files: list[Path]) -> tuple[dict, dict]:
     tests: dict[str, dict] = {}
     per_episode: dict[str, dict] = {}
     protocol: dict[str, tuple] = {}
+    splits: dict[str, dict] = {}
     for f in files:
         ev = json.loads(f.read_text())
         s = _setting(ev)
@@ -67,6 +71,15 @@ def collect_tests(files: list[Path]) -> tuple[dict, dict]:
         if protocol.setdefault(s, key) != key:
             raise SystemExit(f"omniglot_runs_table.py: error: {f} is not on the episodes of the other {s} files "
                              f"(episodes, queries, seed, split, dataset {key} vs {protocol[s]})")
+        # the split itself (rotate_classes, held-out alphabets), recorded by `fewshot-sla eval` since
+        # 2026-12; older files do not say, and are compared through their per-episode scores only
+        split = {k: ev[k] for k in SPLIT_FIELDS if k in ev}
+        seen = splits.setdefault(s, {})
+        for k, v in split.items():
+            if seen.setdefault(k, (v, f))[0] != v:
+                raise SystemExit(f"omniglot_runs_table.py: error: {f} is not on the {ev['split']} split of "
+                                 f"{seen[k][1]} ({k} {v} vs {seen[k][0]}); evaluate both with the same "
+                                 "--dataset-options")
         for mdl in ev["models"]:
             run = run_name(mdl["checkpoint"])
             for inf, r in mdl["results"].items():

@@ -60,12 +60,13 @@ def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=(), seed=0):
     return d
 
 
-def _eval(path, models, seed=0):
+def _eval(path, models, seed=0, split=None):
     ev = {"split": "test", "episodes": 4, "n_query": 15, "seed": seed, "dataset": "omniglot", "n_way": 20,
           "k_shot": 1, "models": [{"checkpoint": f"/runs/{name}", "mode": mode,
                                    "results": {inf: {"mean": float(np.mean(a)), "ci95": 0.0, "accuracies": a}
                                                for inf, a in res.items()}}
                                   for name, mode, res in models]}
+    ev.update(split or {})  # what `fewshot-sla eval` records of the split (absent in older files)
     path.write_text(json.dumps(ev))
     return path
 
@@ -132,6 +133,19 @@ def test_omniglot_runs_table_refuses_files_on_other_episodes(tmp_path):
     f3 = _eval(tmp_path / "c.json", [("sla_s0", "sla", {"single": [1, 1, 1, 1]})], seed=1)
     with pytest.raises(SystemExit, match="is not on the episodes"):
         table.collect_tests([f1, f3])
+    # disjoint runs on another split: caught through the recorded options and counts, not the scores
+    plain = {"dataset_options": {"rotate_classes": False, "test_alphabets": 5}, "classes": 100, "images": 2000}
+    rotated = {**plain, "dataset_options": {"rotate_classes": True, "test_alphabets": 5}}
+    f4 = _eval(tmp_path / "d.json", [("sla_s0", "sla", {"single": [1, 1, 1, 1]})], split=plain)
+    f5 = _eval(tmp_path / "e.json", [("sla_s1", "sla", {"single": [1, 1, 0, 1]})], split=rotated)
+    f6 = _eval(tmp_path / "f.json", [("sla_s1", "sla", {"single": [1, 1, 0, 1]})], split={**plain, "classes": 400})
+    with pytest.raises(SystemExit, match=r"d\.json \(dataset_options .*rotate_classes"):
+        table.collect_tests([f1, f4, f5])
+    with pytest.raises(SystemExit, match="classes 400 vs 100"):
+        table.collect_tests([f4, f6])
+    f7 = _eval(tmp_path / "g.json", [("sla_s1", "sla", {"single": [1, 1, 0, 1]})], split=plain)
+    tests, _ = table.collect_tests([f1, f4, f7])  # an older file (f1) says nothing and passes
+    assert set(tests["20way1shot"]) == {"baseline_s0", "sla_s0", "sla_s1"}
 
 
 def _supervised_run(root, name, mode, seed, test, lr=0.1, curve=()):

@@ -268,6 +268,17 @@ def test_eval_dataset_options_override_tests_a_rotated_classes_model_on_plain_cl
     ref = evaluate(EvalConfig(checkpoint=str(plain), **opts))["models"][0]["results"]["plain"]["accuracies"]
     over = evaluate(EvalConfig(checkpoint=str(rotated), dataset_options={"rotate_classes": False}, **opts))
     assert over["models"][0]["results"]["plain"]["accuracies"] == ref
+    # the report records which split it drew from: the merged options and the split's size, counted by hand
+    # (test = the evaluation folder's characters with val_alphabets alone; rotate_classes makes 4 of each)
+    from test_data_formats import ALPHABETS, DRAWERS
+
+    chars = sum(ALPHABETS.values())
+    assert (over["dataset_options"], over["classes"], over["images"]) == (
+        {"val_alphabets": 1, "rotate_classes": False}, chars, chars * DRAWERS)
+    kept = evaluate(EvalConfig(checkpoint=str(rotated), **opts))
+    assert (kept["dataset_options"], kept["classes"], kept["images"]) == (
+        {"val_alphabets": 1, "rotate_classes": True}, 4 * chars, 4 * chars * DRAWERS)
+    assert json.loads((tmp_path / "eval.json").read_text())["classes"] == 4 * chars
     with pytest.raises(ConfigError, match="different test splits"):  # 4x the classes: other episodes
         evaluate(EvalConfig(checkpoint=str(plain), compare=(str(rotated),), **opts))
     both = evaluate(EvalConfig(checkpoint=str(plain), compare=(str(rotated),),

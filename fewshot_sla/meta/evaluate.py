@@ -11,11 +11,15 @@ methods and is much tighter than two independent intervals.
 
 JSON layout::
 
-    {"split", "dataset", "episodes", "n_way", "k_shot", "n_query", "seed",
+    {"split", "dataset", "dataset_options", "classes", "images", "episodes", "n_way", "k_shot",
+     "n_query", "seed",
      "models": [{"checkpoint", "mode", "reported", "epoch",
                  "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
      "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
 
+``dataset_options`` are the first checkpoint's training options merged with ``--dataset-options``
+(e.g. which alphabets are held out, ``rotate_classes``), and ``classes`` / ``images`` count the
+evaluated split: together they tell which episodes two reports were drawn from.
 ``comparisons`` holds, for every extra checkpoint B, the reported inference of A minus that
 of B and each inference both support; and within each model, its reported inference minus
 each of its other inferences.
@@ -203,7 +207,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         split_id = (tcfg.dataset, tuple(ds.class_names), ds.labels.shape[0], int(ds.labels.sum()))
         if reference is None:
             reference = (split_id, options)
-            report.update(dataset=tcfg.dataset, n_way=n_way, k_shot=k_shot)
+            report.update(dataset=tcfg.dataset, dataset_options=data_options, classes=len(ds.class_names),
+                          images=int(ds.labels.shape[0]), n_way=n_way, k_shot=k_shot)
         elif reference[0] != split_id:
             raise ConfigError(
                 f"{p} (dataset {tcfg.dataset}, options {options}) and {paths[0]} (dataset "
