@@ -1,5 +1,5 @@
 """Validation curves and test results of Omniglot meta-training runs (ProtoNet baseline, SLA and
-SLA+SD), written by ``benchmarks/omniglot_sd.sh`` and ``benchmarks/omniglot_way.sh``.
+SLA+SD), written by ``benchmarks/omniglot_sd.sh`` and ``benchmarks/omniglot_sla_variants.sh``.
 
     python benchmarks/omniglot_runs_table.py RUN_DIR... --evals EVAL_JSON... [--references RUN...]
         [--out JSON] [--plot PNG]
@@ -40,7 +40,7 @@ def collect_run(run: Path) -> dict:
               "val": {k[4:]: r[k] for k in r if k.startswith("acc_") and k[4:] in INFERENCES}}
              for r in RunDir(run, enabled=False).read_metrics() if r.get("kind") == "val"]
     return {
-        "run": run.name, "mode": cfg["mode"], "n_way": cfg["n_way"], "seed": cfg["seed"],
+        "run": run.name, "mode": cfg["mode"], "head": cfg["head"], "n_way": cfg["n_way"], "seed": cfg["seed"],
         "sd_start": cfg.get("sd_start", 0.0), "steps": cfg["epochs"] * cfg["episodes_per_epoch"]
         // cfg["tasks_per_batch"], "images_per_step": per_step, "finished": bool(summary),
         "train_minutes": round(summary["train_time_s"] / 60, 1) if summary else None,
@@ -154,7 +154,7 @@ def main() -> None:
     missing = [str(r) for r in args.runs if not (r / "config.json").exists()]
     if missing:
         ap.exit(2, f"omniglot_runs_table.py: error: {', '.join(missing)} holds no meta-train run (config.json); "
-                   "run bash benchmarks/omniglot_sd.sh (or omniglot_way.sh) first\n")
+                   "run bash benchmarks/omniglot_sd.sh (or omniglot_sla_variants.sh) first\n")
     runs = [collect_run(r) for r in args.runs]
     unknown = sorted(set(args.references or []) - {r["run"] for r in runs})
     if unknown:

@@ -48,11 +48,11 @@ def test_omniglot_table_combines_seeds_by_run_name():
     assert diff["spread"] == pytest.approx(0.014) and diff["max_ci95"] == 0.002
 
 
-def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=(), seed=0):
+def _run(tmp_path, name, mode, n_way=20, sd_start=0.0, vals=(), seed=0, head="protonet"):
     d = tmp_path / name
     d.mkdir()
-    cfg = {"mode": mode, "transforms": "rotation", "n_way": n_way, "k_shot": 1, "n_query": 5, "tasks_per_batch": 1,
-           "seed": seed, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start,
+    cfg = {"mode": mode, "head": head, "transforms": "rotation", "n_way": n_way, "k_shot": 1, "n_query": 5,
+           "tasks_per_batch": 1, "seed": seed, "epochs": 3, "episodes_per_epoch": 1000, "sd_start": sd_start,
            "dataset_options": {"rotate_classes": mode == "baseline"}}
     (d / "config.json").write_text(json.dumps(cfg))
     rows = [{"kind": "val", "step": step, **{f"acc_{k}": v for k, v in acc.items()}} for step, acc in vals]
@@ -104,6 +104,8 @@ def test_omniglot_runs_table_pairs_within_a_seed_and_against_named_references(tm
              ("slasd_s1", "sla+sd", 1, 20), ("sla30way_s0", "sla", 0, 30)]
     runs = [table.collect_run(_run(tmp_path, n, m, n_way=w, seed=s)) for n, m, s, w in names]
     assert runs[4]["images_per_step"] == 30 * 6 * 4
+    ridge = table.collect_run(_run(tmp_path, "slaridge_s0", "sla", head="ridge"))
+    assert (ridge["head"], ridge["images_per_step"], runs[4]["head"]) == ("ridge", 20 * 6 * 4, "protonet")
     f = _eval(tmp_path / "a.json", [
         ("baseline_s0", "baseline", {"plain": [0.9, 0.8, 1.0, 0.7]}),
         ("sla_s0", "sla", {"single": [0.9, 0.9, 0.9, 0.9], "aggregated": [1.0, 1.0, 1.0, 0.8]}),

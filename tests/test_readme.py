@@ -170,3 +170,9 @@ def test_readme_links_and_mentions():
     assert "tensorboard --logdir runs" in README and "FEWSHOT_SLA_DATA" in README
     assert (ROOT / "configs").is_symlink() and (ROOT / "configs").resolve() == ROOT / "fewshot_sla" / "configs"
     assert "symbolic link" in README
+
+
+def test_every_benchmark_script_the_readme_runs_exists():
+    named = {w for c in readme_commands() for w in c if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))}
+    missing = sorted(s for s in named if not (ROOT / s).is_file())
+    assert len(named) > 10 and not missing, missing
