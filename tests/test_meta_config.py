@@ -103,6 +103,9 @@ def test_parse_options_forms():
     (dict(mode="mt"), "--mode must be one of"),
     (dict(transforms="jigsaw"), "unknown transform set"),
     (dict(n_way=1), "at least 2 ways"),
+    (dict(scale_init=0.0), "--scale-init must be a finite number > 0"),
+    (dict(scale_init=float("inf")), "--scale-init must be a finite number > 0"),
+    (dict(scale_init=float("nan")), "--scale-init must be a finite number > 0"),
 ])
 def test_invalid_options_raise_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -159,6 +162,8 @@ def test_omniglot_rotated_classes_with_rotation_transforms_is_a_one_line_error(t
 
 def test_bad_svm_iterations_and_unknown_config_are_one_line_errors(tmp_path, capsys):
     err = _one_line_error(capsys, ["meta-train", "--svm-max-iter", "0"], "svm-max-iter")
+    assert len(err.splitlines()) == 1
+    err = _one_line_error(capsys, ["meta-train", "--scale-init", "-2"], "--scale-init must be a finite number > 0")
     assert len(err.splitlines()) == 1
     err = _one_line_error(capsys, ["meta-train", "--config", "no_such_config"], "named configs")
     assert "omniglot_conv4_sla" in err

@@ -291,3 +291,32 @@ def test_eval_dataset_options_override_tests_a_rotated_classes_model_on_plain_cl
                  "--episodes", "6", "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--quiet", "--device", "cpu",
                  "--output", str(out)]) == 0
     assert json.loads(out.read_text())["models"][0]["results"]["plain"]["accuracies"] == ref
+
+
+def test_scale_init_starts_the_logit_scales_and_multiplies_the_first_logits(tmp_path):
+    from fewshot_sla.meta.batches import load_batch
+    from fewshot_sla.meta.methods import run_episodes
+    from fewshot_sla.meta.model import build_model
+
+    def first_logits(cfg):
+        torch.manual_seed(0)
+        model = build_model(cfg, 1, 16)
+        batch = load_batch(VAL, EpisodeSampler(VAL.labels, 3, 1, 2, 1, seed=0), [0], torch.device("cpu"),
+                           make_preprocess("synthetic", "none", 16, [0.5], [0.25]))
+        with torch.no_grad():
+            return model, run_episodes(model, batch, loss=None, inferences=["single", "distilled"]).logits
+
+    ref_model, ref = first_logits(tiny(tmp_path, head="ridge", mode="sla+sd"))
+    model, out = first_logits(tiny(tmp_path, head="ridge", mode="sla+sd", scale_init=10.0))
+    assert (ref_model.scale.item(), ref_model.distill_scale.item()) == (1.0, 1.0)  # MetaOptNet's default
+    assert (model.scale.item(), model.distill_scale.item()) == (10.0, 10.0)
+    for k in ("single", "distilled"):  # the same weights: logits x 10
+        assert ref[k].abs().max() > 0.01
+        torch.testing.assert_close(out[k], 10.0 * ref[k], rtol=1e-5, atol=1e-6)
+    fixed = tiny(tmp_path, name="fixed", head="ridge", scale_init=10.0, learn_scale=False, optimizer="adam", lr=1e-3)
+    train(fixed, datasets=DATA)
+    assert float(torch.load(RunDir(tmp_path / "fixed").last, weights_only=False)["model"]["scale"]) == 10.0
+    learned = tiny(tmp_path, name="learned", head="ridge", scale_init=10.0, optimizer="adam", lr=1e-3)
+    train(learned, datasets=DATA)  # 3 Adam steps of lr 1e-3 from 10: moved, by a few lr at most
+    scale = float(torch.load(RunDir(tmp_path / "learned").last, weights_only=False)["model"]["scale"])
+    assert 0 < abs(scale - 10.0) < 3 * 3.2e-3

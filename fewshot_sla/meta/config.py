@@ -125,7 +125,11 @@ class MetaTrainConfig:
     ridge_lambda: float = field(default=50.0, metadata=_h("ridge/r2d2: regularisation lambda"))
     svm_c: float = field(default=0.1, metadata=_h("svm: cost C"))
     svm_max_iter: int = field(default=15, metadata=_h("svm: QP solver iterations in training and validation"))
-    learn_scale: bool = field(default=True, metadata=_h("learnable logit scale (init 1.0, MetaOptNet's)"))
+    learn_scale: bool = field(default=True, metadata=_h("learnable logit scale (init --scale-init, MetaOptNet's)"))
+    scale_init: float = field(default=1.0, metadata=_h(
+        "initial logit scale(s) (MetaOptNet's: 1.0). Ridge and SVM logits are small (std about 0.2 on "
+        "Omniglot), and under Adam at lr 1e-3 a learnable scale moves about lr per step: start it near "
+        "the best scale on validation episodes (e.g. 10)"))
     # -- method -----------------------------------------------------------------------------
     mode: str = field(default="sla", metadata=_h(
         "baseline: N-way; da: transforms keep the label; sla: NM-way joint labels; "
@@ -274,6 +278,9 @@ class MetaTrainConfig:
             raise ConfigError(f"episodes need at least 2 ways, got --n-way {self.n_way} --eval-way {self.eval_way}")
         if self.ridge_lambda <= 0 or self.svm_c <= 0:
             raise ConfigError("--ridge-lambda and --svm-c must be > 0")
+        if not self.scale_init > 0 or self.scale_init == float("inf"):
+            raise ConfigError(f"--scale-init must be a finite number > 0 (the logits' multiplier), "
+                              f"got {self.scale_init}")
         if self.episodes_per_epoch % self.tasks_per_batch:
             raise ConfigError(
                 f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "

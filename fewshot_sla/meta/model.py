@@ -46,19 +46,20 @@ class FewShotModel(nn.Module):
         head: few-shot head ``head(query, support, support_labels, n_way) -> [T, Q, n_way]``.
         mode: ``baseline``, ``da``, ``sla`` or ``sla+sd``.
         transforms: the transform set (``none`` for baseline).
-        learn_scale: make the logit scale(s) learnable (else fixed at 1.0).
+        learn_scale: make the logit scale(s) learnable (else fixed at ``scale_init``).
+        scale_init: initial value of the logit scale(s) (MetaOptNet's: 1.0).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, mode: str = "baseline",
-                 transforms: TransformSet | str = "none", learn_scale: bool = True) -> None:
+                 transforms: TransformSet | str = "none", learn_scale: bool = True, scale_init: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.mode = mode
         self.transforms = get_transform_set("none" if mode == "baseline" else transforms)
-        self.scale = nn.Parameter(torch.ones(()), requires_grad=learn_scale)
+        self.scale = nn.Parameter(torch.full((), float(scale_init)), requires_grad=learn_scale)
         if mode == "sla+sd":
-            self.distill_scale = nn.Parameter(torch.ones(()), requires_grad=learn_scale)
+            self.distill_scale = nn.Parameter(torch.full((), float(scale_init)), requires_grad=learn_scale)
         # runtime settings, not saved: autocast dtype of the backbone, memory format
         self.amp_dtype: torch.dtype | None = None
         self.channels_last = False
@@ -110,7 +111,7 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
     except TypeError as e:  # an unexpected option surfacing as TypeError
         raise ValueError(f"backbone {cfg.backbone!r}: {e}") from None
     head = get_head(cfg.head, **cfg.head_options())
-    return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale)
+    return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale, cfg.scale_init)
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[FewShotModel, MetaTrainConfig]:
