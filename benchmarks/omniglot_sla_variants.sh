@@ -8,6 +8,11 @@
 #   ridge:  MetaOptNet's ridge regression head instead of ProtoNet's, its logit scale started at 10
 #           (--scale-init; from 1.0, MetaOptNet's, Adam's lr 1e-3 leaves it far below the best scale
 #           for the first thousands of steps) (slaridge_s0)
+#   NNquery:  NN queries per class, 6 epochs of 480,000 / (80 (1 + NN)) episodes (15query: 375)
+#   NNtasks:  NN episodes per step, 6 epochs of 1,000 / NN steps (4tasks: 250 steps of 1,920 images)
+#   rotation2: SLA with 2 rotations (0 and 180 degrees; M = 2), 6 epochs of 2,000 steps x 240 images
+# EPOCHS=2 (instead of 6) screens the variants on the first third of their run: no lr decay yet,
+# 0.96 M images, runs named slaVARIANT_2ep_s0, validation curves only (no test episodes).
 # (any NNway works: 6 epochs of 20,000 / NN episodes), at most PARALLEL (2) side by side (about an
 # hour each); then each on the 1000 20-way and 5-way 1-shot test episodes of
 # benchmarks/omniglot_recipe.sh, paired against that script's seed-0 runs (the main job's run and the
@@ -24,18 +29,29 @@ RESULT=${4:-$OUT/omniglot_sla_variants.json}
 PLOT=${5:-$OUT/omniglot_sla_variants.png}
 VARIANTS=${6:-30way 60way ridge}
 PARALLEL=${PARALLEL:-2}
+EPOCHS=${EPOCHS:-6}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for f in baseline_s0/best.pt sla_s0/best.pt eval_test_20way1shot.json eval_test_5way1shot.json; do
   [ -f "$RECIPE/s0/$f" ] || { echo "omniglot_sla_variants.sh: error: $RECIPE/s0/$f is missing; run" \
     "bash benchmarks/omniglot_recipe.sh first" >&2; exit 2; }
 done
+suffix=""
+[ "$EPOCHS" = 6 ] || suffix=_${EPOCHS}ep
 runs=() opts=()
 for v in $VARIANTS; do
-  case $v in
-    [1-9]*way) w=${v%way}; runs+=("sla${v}_s0"); opts+=("--n-way $w --episodes-per-epoch $(((20000 + w / 2) / w))") ;;
-    ridge) runs+=(slaridge_s0); opts+=("--head ridge --scale-init 10") ;;
-    *) echo "omniglot_sla_variants.sh: error: unknown variant '$v'; use NNway (e.g. 30way) or ridge" >&2; exit 2 ;;
+  case $v in  # each: 480,000 images per epoch, as the main job's 1,000 steps x 480
+    [1-9]*way) w=${v%way}; o="--n-way $w --episodes-per-epoch $(((20000 + w / 2) / w))" ;;
+    [1-9]*query) q=${v%query}; o="--n-query $q --episodes-per-epoch $(((480000 + 40 * (1 + q)) / (80 * (1 + q))))" ;;
+    [1-9]*tasks) t=${v%tasks}; o="--tasks-per-batch $t"
+      [ $((1000 % t)) = 0 ] || { echo "omniglot_sla_variants.sh: error: $v: the tasks per step must divide" \
+        "the 1,000 episodes of an epoch (e.g. 2tasks, 4tasks, 8tasks)" >&2; exit 2; } ;;
+    rotation2) o="--transforms rotation2 --episodes-per-epoch 2000" ;;
+    ridge) o="--head ridge --scale-init 10" ;;
+    *) echo "omniglot_sla_variants.sh: error: unknown variant '$v'; use NNway, NNquery, NNtasks (e.g. 30way," \
+         "15query, 4tasks), rotation2 or ridge" >&2; exit 2 ;;
   esac
+  runs+=("sla$v${suffix}_s0")
+  opts+=("$o --epochs $EPOCHS")
 done
 mkdir -p "$OUT"
 slot() { while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n; done; }
@@ -54,6 +70,7 @@ for run in "${runs[@]}"; do
 done
 evals=()
 for run in "${runs[@]}"; do
+  [ "$EPOCHS" = 6 ] || continue  # a screen: validation curves only
   for way in 20 5; do
     f=$OUT/eval_${run}_${way}way1shot.json
     evals+=("$f")
