@@ -125,11 +125,11 @@ class MetaTrainConfig:
     ridge_lambda: float = field(default=50.0, metadata=_h("ridge/r2d2: regularisation lambda"))
     svm_c: float = field(default=0.1, metadata=_h("svm: cost C"))
     svm_max_iter: int = field(default=15, metadata=_h("svm: QP solver iterations in training and validation"))
-    learn_scale: bool = field(default=True, metadata=_h("learnable logit scale (init --scale-init, MetaOptNet's)"))
+    learn_scale: bool = field(default=True, metadata=_h("learnable logit scale (MetaOptNet's; starts at --scale-init)"))
     scale_init: float = field(default=1.0, metadata=_h(
-        "initial logit scale(s) (MetaOptNet's: 1.0). Ridge and SVM logits are small (std about 0.2 on "
-        "Omniglot), and under Adam at lr 1e-3 a learnable scale moves about lr per step: start it near "
-        "the best scale on validation episodes (e.g. 10)"))
+        "initial logit scale(s) (MetaOptNet's: 1.0). Ridge logits are small (std about 0.2 on Omniglot's "
+        "SLA episodes), and under Adam at lr 1e-3 a learnable scale moves about lr per step: start a ridge "
+        "head near its best scale on validation episodes (10 on Omniglot; benchmarks/logit_scale.py)"))
     # -- method -----------------------------------------------------------------------------
     mode: str = field(default="sla", metadata=_h(
         "baseline: N-way; da: transforms keep the label; sla: NM-way joint labels; "
