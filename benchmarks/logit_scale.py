@@ -35,13 +35,10 @@ def probe(path: str, data_root: str | None, episodes: int, seed: int) -> dict:
     """Learnt scale, logit std and cross-entropy per scale of one checkpoint (see the module docs)."""
     device = torch.device("cpu")
     model, cfg, ckpt = load_model(path, device)
-    learnt = float(model.scale.detach())
     inference = reported("meta", cfg.mode)
-    if inference == "distilled":
-        learnt = float(model.distill_scale.detach())
-        model.distill_scale.data.fill_(1.0)
-    else:
-        model.scale.data.fill_(1.0)
+    scale = model.distill_scale if inference == "distilled" else model.scale  # the one that multiplies these logits
+    learnt = float(scale.detach())
+    scale.data.fill_(1.0)
     ds = load_split(cfg.dataset, data_root or cfg.data_root, "val", cfg.image_size, options=cfg.dataset_options)
     pre = make_preprocess(cfg.dataset, "none", ds.image_size, ckpt["data"]["mean"], ckpt["data"]["std"])
     sampler = EpisodeSampler(ds.labels, cfg.eval_way, cfg.eval_shot, 5, episodes, seed=seed,

@@ -5,6 +5,7 @@
 # as many images through the backbone as the main job (6,000 steps x 480), seed 0, one thread each:
 #   30way:  30-way episodes, 4,002 steps (6 epochs of 667) x 720 images (sla30way_s0)
 #   60way:  60-way episodes, 1,998 steps (6 epochs of 333) x 1,440 images (sla60way_s0)
+#           (any NNway works: 6 epochs of 20,000 / NN episodes)
 #   ridge:  MetaOptNet's ridge regression head instead of ProtoNet's, its logit scale started at 10
 #           (--scale-init; from 1.0, MetaOptNet's, Adam's lr 1e-3 leaves it far below the best scale
 #           for the first thousands of steps) (slaridge_s0)
@@ -13,10 +14,10 @@
 #   rotation2: SLA with 2 rotations (0 and 180 degrees; M = 2), 6 epochs of 2,000 steps x 240 images
 # EPOCHS=2 (instead of 6) screens the variants on the first third of their run: no lr decay yet,
 # 0.96 M images, runs named slaVARIANT_2ep_s0, validation curves only (no test episodes).
-# (any NNway works: 6 epochs of 20,000 / NN episodes), at most PARALLEL (2) side by side (about an
-# hour each); then each on the 1000 20-way and 5-way 1-shot test episodes of
-# benchmarks/omniglot_recipe.sh, paired against that script's seed-0 runs (the main job's run and the
-# plain ProtoNet), and the curves and table (benchmarks/omniglot_runs_table.py).
+# At most PARALLEL (2) runs side by side (about an hour each); then each on the 1000 20-way and
+# 5-way 1-shot test episodes of benchmarks/omniglot_recipe.sh, paired against that script's seed-0
+# runs (the main job's run and the plain ProtoNet), and the curves and table
+# (benchmarks/omniglot_runs_table.py).
 # Needs omniglot_recipe.sh's folder RECIPE_DIR (s0/: baseline_s0, sla_s0, eval_test_*way1shot.json).
 # Usage: bash benchmarks/omniglot_sla_variants.sh [OMNIGLOT_ROOT] [RECIPE_DIR] [OUT_DIR] [RESULT_JSON] [PLOT_PNG] [VARIANTS]
 # The defaults write under OUT_DIR; the committed results change only when passed explicitly. A

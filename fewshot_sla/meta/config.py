@@ -12,6 +12,7 @@ one-line :class:`~fewshot_sla.config.ConfigError` naming the fix; checks that ne
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -278,7 +279,7 @@ class MetaTrainConfig:
             raise ConfigError(f"episodes need at least 2 ways, got --n-way {self.n_way} --eval-way {self.eval_way}")
         if self.ridge_lambda <= 0 or self.svm_c <= 0:
             raise ConfigError("--ridge-lambda and --svm-c must be > 0")
-        if not self.scale_init > 0 or self.scale_init == float("inf"):
+        if not (math.isfinite(self.scale_init) and self.scale_init > 0):
             raise ConfigError(f"--scale-init must be a finite number > 0 (the logits' multiplier), "
                               f"got {self.scale_init}")
         if self.episodes_per_epoch % self.tasks_per_batch:
