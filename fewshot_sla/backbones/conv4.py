@@ -1,19 +1,16 @@
 """Conv-4: the four-block convolutional embedding of Matching/Prototypical Networks.
 
-Each block is ``conv3x3(padding 1) -> BatchNorm -> ReLU -> MaxPool2d(2)`` with
-``hidden`` filters (``out_channels`` in the last block), so the spatial size is
-floored by 2 four times and the flattened feature has
-``D = out_channels * (H//16) * (W//16)``: 64 at 28 px (28->14->7->3->1), 256 at
-32 px, 1600 at 84 px. Convolutions are bias-free by default (MetaOptNet's
-``ProtoNetEmbedding``; a bias before BN is redundant), ``conv_bias=True`` gives the
-SLA authors' ``conv_block``. Weights ``N(0, 2 / (k*k*cout))`` (Kaiming fan-out),
-BN weight 1, bias 0.
+Each block is ``conv3x3(padding 1) BN ReLU MaxPool2d(2)`` with ``hidden`` filters (``out_channels``
+in the last), so ``D = out_channels * (H//16) * (W//16)``: 64 at 28 px, 256 at 32 px, 1600 at
+84 px. Bias-free convolutions by default (MetaOptNet's ``ProtoNetEmbedding``); ``conv_bias=True``
+gives the SLA authors' ``conv_block``. Kaiming fan-out weights, BN weight 1, bias 0.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._blocks import init_weights
 from ._registry import Backbone, ImageSize, check_positive_int, register_backbone, to_pair
 
 __all__ = ["Conv4"]
@@ -25,8 +22,7 @@ class Conv4(Backbone):
 
     Args:
         in_channels: input channels C (1 for Omniglot).
-        image_size: input size (int or ``(H, W)``) for ``out_dim``; default 84
-            (use 28 for Omniglot, 32 for CIFAR-FS/FC100). At least 16.
+        image_size: input size (int or ``(H, W)``, >= 16) for ``out_dim``; default 84.
         hidden: filters of blocks 1-3 (64).
         out_channels: filters of block 4 (64).
         conv_bias: add a bias to the convolutions (False).
@@ -46,28 +42,13 @@ class Conv4(Backbone):
         self.image_size = to_pair(image_size, min_size=16)
         self.hidden = check_positive_int("hidden", hidden)
         self.out_channels = check_positive_int("out_channels", out_channels)
-        widths = [hidden, hidden, hidden, out_channels]
         layers: list[nn.Module] = []
-        cin = in_channels
-        for cout in widths:
-            layers += [
-                nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=conv_bias),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            cin = cout
+        for cin, cout in zip((in_channels, hidden, hidden, hidden), (hidden, hidden, hidden, out_channels)):
+            conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=conv_bias)
+            layers += [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         self.encoder = nn.Sequential(*layers)
         self.out_dim = self.feature_dim(self.image_size)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def feature_dim(self, image_size: ImageSize) -> int:
         """``out_channels * (H//16) * (W//16)``."""

@@ -1,20 +1,10 @@
-"""DropBlock (Ghiasi et al., NeurIPS 2018) as used by MetaOptNet's ResNet-12.
+"""DropBlock (Ghiasi et al., NeurIPS 2018) as in MetaOptNet's ``models/dropblock.py``.
 
-Semantics follow MetaOptNet's ``models/dropblock.py``:
-
-* block seeds are Bernoulli(gamma) on the ``(H - bs + 1) x (W - bs + 1)`` grid of
-  positions where a whole ``bs x bs`` block fits;
-* a seed at ``(i, j)`` zeroes ``[i : i + bs, j : j + bs]`` of the feature map, for
-  each (sample, channel) independently;
-* the kept units are rescaled by ``numel(mask) / sum(mask)``, counted over the
-  whole batch (not per sample);
-* identity in eval mode (the RNG is not touched).
-
-Differences: seeds are drawn with ``torch.bernoulli`` on the input's device (so the
-result is fixed by torch's RNG state for that device), and the block size is
-clipped to the feature map (``min(bs, H)``, ``min(bs, W)``) so that small inputs
-(28 px Omniglot, whose last ResNet-12 map is 1x1) work; MetaOptNet divides by zero
-there.
+Block seeds are Bernoulli(gamma) on the ``(H - bs + 1) x (W - bs + 1)`` positions where a whole
+block fits; a seed at ``(i, j)`` zeroes ``[i : i + bs, j : j + bs]`` per (sample, channel); kept
+units are rescaled by ``numel(mask) / sum(mask)`` over the whole batch; identity in eval mode.
+Unlike MetaOptNet, seeds are drawn with ``torch.bernoulli`` on the input's device and the block
+is clipped to the feature map (``min(bs, H)``), so 1x1 maps (28 px Omniglot) work.
 """
 
 from __future__ import annotations
@@ -36,26 +26,14 @@ def _gamma_factor(block_size: int, height: int, width: int) -> float:
 
 
 def dropblock_gamma(drop_prob: float, block_size: int, height: int, width: int) -> float:
-    """Seed probability making the expected dropped fraction ``drop_prob``.
-
-    MetaOptNet's formula (ignoring overlapping blocks):
-    ``gamma = drop_prob / (bh * bw) * (H * W) / ((H - bh + 1) * (W - bw + 1))``
-    with ``bh, bw`` the block size clipped to the map. Clamped to ``[0, 1]``.
-    """
+    """Seed probability for an expected dropped fraction ``drop_prob`` (MetaOptNet's formula,
+    ignoring overlaps): ``drop_prob / (bh*bw) * H*W / ((H - bh + 1) * (W - bw + 1))``, in [0, 1]."""
     return min(max(drop_prob * _gamma_factor(block_size, height, width), 0.0), 1.0)
 
 
 def block_keep_mask(seeds: Tensor, block: tuple[int, int]) -> Tensor:
-    """Expand block seeds into a keep mask.
-
-    Args:
-        seeds: ``[B, C, H - bh + 1, W - bw + 1]`` with 1 where a block starts.
-        block: ``(bh, bw)`` block height and width.
-
-    Returns:
-        ``[B, C, H, W]`` mask, 0 inside any block ``[i : i + bh, j : j + bw]`` whose
-        seed ``seeds[..., i, j]`` is 1, and 1 elsewhere.
-    """
+    """Seeds ``[B, C, H - bh + 1, W - bw + 1]`` (1 where a block starts) -> keep mask
+    ``[B, C, H, W]``: 0 inside every block ``[i : i + bh, j : j + bw]`` with a seed, else 1."""
     bh, bw = block
     # dropped[p] = max(seeds[p - bh + 1 .. p]) along each axis: zero-pad by (b - 1)
     # on both sides and max-pool with a b-wide window.
@@ -65,12 +43,8 @@ def block_keep_mask(seeds: Tensor, block: tuple[int, int]) -> Tensor:
 
 
 class DropBlock(nn.Module):
-    """Drop contiguous ``block_size x block_size`` regions of a feature map.
-
-    ``forward(x, drop_prob)`` maps ``[B, C, H, W] -> [B, C, H, W]``; ``drop_prob`` is
-    the target fraction of dropped units (MetaOptNet passes ``1 - keep_rate``), a float
-    or a 0-dim tensor (no host sync: the seed probability stays on the device).
-    """
+    """``forward(x [B, C, H, W], drop_prob) -> [B, C, H, W]``, dropping ``block_size`` squares;
+    ``drop_prob`` (the target dropped fraction) is a float or a 0-dim tensor (no host sync)."""
 
     def __init__(self, block_size: int) -> None:
         super().__init__()

@@ -1,46 +1,27 @@
 """MetaOptNet's ResNet-12 (Lee et al., CVPR 2019, ``models/ResNet12_embedding.py``).
 
-Architecture (default widths 64-160-320-640, four residual blocks)::
+Four residual blocks (default widths 64-160-320-640)::
 
-    block(cin -> c):  conv3x3(cin, c) BN LeakyReLU(0.1)
-                      conv3x3(c, c)   BN LeakyReLU(0.1)
-                      conv3x3(c, c)   BN
-                      + shortcut: conv1x1(cin, c) BN
-                      LeakyReLU(0.1)  MaxPool2d(2)  regulariser
+    block(cin -> c):  conv3x3 BN LeakyReLU(0.1)  conv3x3 BN LeakyReLU(0.1)  conv3x3 BN
+                      + shortcut conv1x1 BN;  LeakyReLU(0.1)  MaxPool2d(2)  regulariser
 
-All convolutions are stride 1, bias-free, padding 1 (3x3). The spatial size is
-floored by 2 in each block, so ``[B, C, H, W] -> [B, 640, H//16, W//16]``, flattened
-(``avg_pool=False``, MetaOptNet's default) to ``D = 640 * (H//16) * (W//16)``:
-16000 at 84 px, 2560 at 32 px, 640 at 28 px. ``avg_pool=True`` applies a global
-average pool instead (D = 640 at every size; MetaOptNet's ``AvgPool2d(5)`` equals it
-at 84 px only). 12,424,320 parameters at the default widths and 3 input channels.
+Convolutions are stride 1 and bias-free, so ``[B, C, H, W] -> [B, 640, H//16, W//16]``, flattened
+(MetaOptNet's default) to ``D = 640 * (H//16) * (W//16)``: 16000 at 84 px, 2560 at 32 px;
+``avg_pool=True`` pools globally (D = 640). 12,424,320 parameters at the default widths.
 
-Regularisation, as MetaOptNet's ``BasicBlock`` (``drop_rate`` p, default 0.1):
+Regularisation (MetaOptNet's ``BasicBlock``, rate p = ``drop_rate``): dropout after the pool in
+blocks 1-2 (mask drawn in NCHW order, whatever the memory format); DropBlock (:mod:`.dropblock`)
+in blocks 3-4 with the rate ramped over ``t`` counted forward calls::
 
-* blocks 1-2: dropout with rate p after the pooling (training mode only; the mask
-  is drawn in the logical NCHW order, so it does not depend on the memory format);
-* blocks 3-4: DropBlock (see :mod:`.dropblock`) with the drop fraction ramped
-  linearly over the number of forward calls ``t`` the block has seen::
+    keep_rate(t) = max(1 - p * t / drop_ramp_steps, 1 - p)      (t incremented before use)
 
-      keep_rate(t) = max(1 - p * t / drop_ramp_steps, 1 - p)   # drop = 1 - keep_rate
-      gamma        = (1 - keep_rate) / bs^2 * H*W / ((H - bs + 1) * (W - bs + 1))
-
-  ``t`` is incremented before use (the first call uses t = 1), as in MetaOptNet.
-  ``drop_ramp_steps`` defaults to MetaOptNet's ``20 * 2000`` = 40000 forward calls.
-  MetaOptNet counts every forward call, eval ones included; here only
-  training-mode calls count unless ``count_eval_forwards=True``, and calls made while
-  ``step_frozen`` is set do not count: the trainers run every gradient chunk after a
-  step's first inside :func:`fewshot_sla.distributed.step_state_frozen`, so ``t`` counts
-  optimiser steps whatever ``--accumulate`` and the number of torchrun processes (each
-  chunk of step ``s`` uses ``t = s + 1``, as in one chunk per step). The counter is
-  a buffer (``layerN.drop_step``) saved in ``state_dict``, so resumed runs continue
-  the ramp (MetaOptNet's plain attribute restarts it).
-* ``block_size`` defaults to MetaOptNet's per-dataset choice: 5 when the image
-  is at least 64 px (miniImageNet, tieredImageNet), else 2 (CIFAR-FS, FC100). It is
-  clipped to the feature map on small inputs.
-
-Weights: ``kaiming_normal_(mode="fan_out", nonlinearity="leaky_relu")`` for the
-convolutions (negative slope 0 in the gain, as MetaOptNet), BN weight 1, bias 0.
+``drop_ramp_steps`` defaults to MetaOptNet's 20 * 2000. Unlike MetaOptNet, only training calls
+count (``count_eval_forwards=True`` counts all), calls inside
+:func:`fewshot_sla.distributed.step_state_frozen` do not (so ``t`` counts optimiser steps
+whatever ``--accumulate`` and the number of processes), and the counter is a buffer
+(``layerN.drop_step``) so a resumed run continues the ramp. ``block_size`` defaults to 5 at
+>= 64 px, else 2 (MetaOptNet's per-dataset choice). Weights: ``kaiming_normal_(fan_out,
+leaky_relu)`` (slope 0 in the gain, as MetaOptNet), BN weight 1, bias 0.
 """
 
 from __future__ import annotations
@@ -51,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._blocks import init_weights
 from ._registry import Backbone, ImageSize, check_positive_int, register_backbone, to_pair
 from .dropblock import DropBlock
 
@@ -92,13 +74,9 @@ class ResNet12Block(nn.Module):
         self.drop_ramp_steps = int(drop_ramp_steps)
         self.count_eval_forwards = bool(count_eval_forwards)
         self.dropblock = DropBlock(block_size) if drop_block else None
-        # Forward calls seen by the ramp. A buffer, so it is checkpointed and the ramp
-        # is computed on the device without a host sync (and without torch.compile
-        # recompiling for every new Python value).
+        # Forward calls seen by the ramp: a buffer (checkpointed; no host sync, no recompiles).
         self.register_buffer("drop_step", torch.zeros((), dtype=torch.long))
-        # True inside ``fewshot_sla.distributed.step_state_frozen``: forward calls use the
-        # current count without advancing it (the later gradient chunks of one step).
-        self.step_frozen = False
+        self.step_frozen = False  # set by fewshot_sla.distributed.step_state_frozen
 
     def keep_rate(self, step: int | None = None) -> float:
         """DropBlock keep rate after ``step`` forward calls (default: the current count)."""
@@ -116,8 +94,7 @@ class ResNet12Block(nn.Module):
             return out
         if self.dropblock is not None:
             return self.dropblock(out, self._ramped_drop())
-        # Explicit mask drawn in the logical (contiguous) layout, so that a given RNG
-        # state drops the same units for contiguous and channels_last inputs.
+        # Mask drawn in the logical layout: the same units drop for channels_last inputs.
         keep = 1.0 - self.drop_rate
         mask = torch.empty(out.shape, device=out.device, dtype=out.dtype).bernoulli_(keep)
         return out * mask.div_(keep)
@@ -141,8 +118,7 @@ class ResNet12(Backbone):
 
     Args:
         in_channels: input channels C.
-        image_size: input size (int or ``(H, W)``) that ``out_dim`` is computed for;
-            default 84 (miniImageNet). Must be at least 16.
+        image_size: input size (int or ``(H, W)``, >= 16) for ``out_dim``; default 84.
         widths: channels of the four blocks (default MetaOptNet's 64-160-320-640).
         avg_pool: global average pool before flattening (D = widths[-1]).
         drop_rate: dropout rate of blocks 1-2 and final DropBlock rate of blocks 3-4.
@@ -185,31 +161,13 @@ class ResNet12(Backbone):
         self.drop_rate = float(drop_rate)
         self.block_size = block_size
 
-        blocks = []
-        cin = in_channels
-        for i, cout in enumerate(widths):
-            blocks.append(
-                ResNet12Block(
-                    cin,
-                    cout,
-                    drop_rate=drop_rate,
-                    drop_block=i >= 2,
-                    block_size=block_size,
-                    drop_ramp_steps=drop_ramp_steps,
-                    count_eval_forwards=count_eval_forwards,
-                    negative_slope=negative_slope,
-                )
-            )
-            cin = cout
+        opts = (block_size, drop_ramp_steps, count_eval_forwards, negative_slope)
+        cins = (in_channels, *widths[:3])
+        blocks = [ResNet12Block(cin, cout, drop_rate, i >= 2, *opts) for i, (cin, cout) in enumerate(zip(cins, widths))]
         self.layer1, self.layer2, self.layer3, self.layer4 = blocks
         self.out_dim = self.feature_dim(self.image_size)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "leaky_relu")
 
     def feature_dim(self, image_size: ImageSize) -> int:
         """``widths[-1]`` with ``avg_pool``, else ``widths[-1] * (H//16) * (W//16)``."""

@@ -1,13 +1,9 @@
-"""ResNet-18 (He et al., 2016) in pure torch: BasicBlock, stages 64-128-256-512.
+"""ResNet-18 (He et al., 2016): BasicBlock, stages 64-128-256-512, global average pool -> 512-d.
 
-Stem: with ``small_input`` (default when the image is at most 64 px, e.g. CIFAR)
-a ``conv3x3(stride 1) BN ReLU`` and no max-pool; otherwise the ImageNet stem
-``conv7x7(stride 2, padding 3) BN ReLU MaxPool(3, stride 2, padding 1)``. Then four
-stages of two basic blocks (``conv3x3 BN ReLU conv3x3 BN`` + shortcut, ReLU); the
-first block of stages 2-4 has stride 2 and a ``conv1x1(stride 2) BN`` shortcut.
-Global average pool -> 512-d feature. Weights Kaiming-normal (fan-out, ReLU),
-BN weight 1, bias 0 (torchvision's initialisation). 11,168,832 parameters with the
-small-input stem and 3 input channels (11,176,512 with the ImageNet stem), no fc.
+Stem: ``conv3x3(stride 1) BN ReLU`` with ``small_input`` (default at <= 64 px, e.g. CIFAR), else
+the ImageNet stem ``conv7x7(stride 2) BN ReLU MaxPool(3, 2)``. The first block of stages 2-4 has
+stride 2 and a ``conv1x1(stride 2) BN`` shortcut. torchvision's initialisation. 11,168,832
+parameters with the small stem and 3 input channels, no fc.
 """
 
 from __future__ import annotations
@@ -15,39 +11,20 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._blocks import BasicBlock, init_weights
 from ._registry import Backbone, ImageSize, check_positive_int, register_backbone, to_pair
 
 __all__ = ["ResNet18"]
 
 
-class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
 @register_backbone("resnet18")
 class ResNet18(Backbone):
-    """ResNet-18: ``[B, C, H, W] -> [B, 512]``.
+    """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]``.
 
     Args:
         in_channels: input channels C.
-        image_size: nominal input size (default 32); selects the stem when
-            ``small_input`` is None.
-        small_input: 3x3 stride-1 stem without max-pool (True for <= 64 px by default).
+        image_size: nominal input size (default 32); selects the stem when ``small_input`` is None.
+        small_input: 3x3 stride-1 stem without max-pool (default: True at <= 64 px).
         widths: channels of the four stages (64, 128, 256, 512).
     """
 
@@ -69,34 +46,25 @@ class ResNet18(Backbone):
             raise ValueError(f"resnet18 needs 4 stage widths, got widths={widths!r}")
         for w in widths:
             check_positive_int("widths entries", w)
-        if self.small_input:
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False),
-                nn.BatchNorm2d(widths[0]),
-                nn.ReLU(inplace=True),
-            )
-        else:
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
-                nn.BatchNorm2d(widths[0]),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, stride=2, padding=1),
-            )
+        k, s, p = (3, 1, 1) if self.small_input else (7, 2, 3)
+        stem = [nn.Conv2d(in_channels, widths[0], k, stride=s, padding=p, bias=False), nn.BatchNorm2d(widths[0])]
+        stem.append(nn.ReLU(inplace=True))
+        if not self.small_input:
+            stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        self.stem = nn.Sequential(*stem)
         stages = []
         cin = widths[0]
         for i, cout in enumerate(widths):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout)))
+            shortcut = nn.Identity()
+            if stride != 1 or cin != cout:
+                shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            blocks = BasicBlock(cin, cout, stride, shortcut), BasicBlock(cout, cout, 1, nn.Identity())
+            stages.append(nn.Sequential(*blocks))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_dim = widths[-1]
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def feature_dim(self, image_size: ImageSize) -> int:
         """``widths[-1]`` (global average pooling), whatever the size."""

@@ -1,15 +1,10 @@
 """CIFAR ResNets of He et al. (2016), as in the SLA authors' ``models/cifar_resnet.py``.
 
-``conv3x3(C, 16) BN ReLU``, then three stages of ``n = (depth - 2) / 6`` basic
-blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 has
-stride 2), global average pool -> 64-d feature. A basic block is
-``conv3x3 BN ReLU conv3x3 BN``, added to the shortcut, then ReLU. Shortcuts are
-option A: the identity, subsampled by 2 (``x[:, :, ::2, ::2]``) and zero-padded
-in channels where the shape changes, so they have no parameters. Weights
-``N(0, 2 / (k*k*cout))``, BN weight 1, bias 0. ResNet-32 (n = 5) has 463,504
-parameters (no classifier).
-
-Registered names: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``.
+``conv3x3(C, 16) BN ReLU``, three stages of ``n = (depth - 2) / 6`` basic blocks with 16, 32 and
+64 channels (stride 2 at the start of stages 2 and 3), global average pool -> 64-d feature.
+Shortcuts are option A: the identity, subsampled by 2 and zero-padded in channels where the
+shape changes (no parameters). ResNet-32 (n = 5) has 463,504 parameters (no classifier).
+Registered: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._blocks import BasicBlock, init_weights
 from ._registry import Backbone, ImageSize, check_positive_int, register_backbone, to_pair
 
 __all__ = ["CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
@@ -34,23 +30,6 @@ class _ShortcutA(nn.Module):
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv_a = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn_a = nn.BatchNorm2d(cout)
-        self.conv_b = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
-        self.bn_b = nn.BatchNorm2d(cout)
-        self.shortcut = (
-            _ShortcutA(cin, cout, stride) if stride != 1 or cin != cout else nn.Identity()
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn_a(self.conv_a(x)))
-        out = self.bn_b(self.conv_b(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class CifarResNet(Backbone):
@@ -82,18 +61,13 @@ class CifarResNet(Backbone):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(_BasicBlock(cin, cout, stride))
+                shortcut = _ShortcutA(cin, cout, stride) if stride != 1 or cin != cout else nn.Identity()
+                blocks.append(BasicBlock(cin, cout, stride, shortcut, tags=("_a", "_b")))
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.stage1, self.stage2, self.stage3 = stages
         self.out_dim = 4 * width
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def feature_dim(self, image_size: ImageSize) -> int:
         """``4 * width`` (global average pooling), whatever the size."""
@@ -112,8 +86,7 @@ def _make(depth: int):
     def factory(in_channels: int = 3, image_size: ImageSize = 32, width: int = 16) -> CifarResNet:
         return CifarResNet(depth, in_channels=in_channels, image_size=image_size, width=width)
 
-    factory.__name__ = f"resnet{depth}"
-    factory.__qualname__ = f"resnet{depth}"
+    factory.__name__ = factory.__qualname__ = f"resnet{depth}"
     factory.__doc__ = f"CIFAR ResNet-{depth} (option-A shortcuts): ``[B, C, H, W] -> [B, 64]``."
     return register_backbone(f"resnet{depth}")(factory)
 
