@@ -1,13 +1,8 @@
-"""Shared helpers for the few-shot classification heads: input checks and label algebra.
+"""Shared helpers of the few-shot heads: argument and episode checks, label algebra.
 
-All heads share one call contract::
-
-    logits = head(query, support, support_labels, n_way)
-    # query [T, Q, D], support [T, S, D], support_labels [T, S] int64 in [0, n_way)
-    # -> logits [T, Q, n_way]
-
-``check_episode`` validates that contract once, with messages that name the problem and
-the fix, so that a bad episode never surfaces as a shape error deep inside torch.
+Every head is called as ``head(query [T, Q, D], support [T, S, D], support_labels [T, S], n_way)
+-> logits [T, Q, n_way]``; :func:`check_episode` validates that contract once, with messages
+naming the problem and the fix.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ import operator
 import torch
 from torch import Tensor
 
-__all__ = ["check_dtype", "check_episode", "check_positive", "kron_identity", "one_hot_labels"]
+__all__ = ["check_dtype", "check_episode", "check_positive", "check_positive_int", "kron_identity", "one_hot_labels"]
 
 
 def check_positive(name: str, value: float, head: str) -> float:
@@ -28,6 +23,15 @@ def check_positive(name: str, value: float, head: str) -> float:
         raise ValueError(f"{head} head: {name} must be a number > 0, got {value!r}") from err
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{head} head: {name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_positive_int(name: str, value: int | None, head: str, none_ok: bool = False) -> int | None:
+    """Return ``value`` or raise ``ValueError`` when it is not a positive int (or None with ``none_ok``)."""
+    if none_ok and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{head} head: {name} must be a positive int{' or None' if none_ok else ''}, got {value!r}")
     return value
 
 
@@ -48,23 +52,11 @@ def check_episode(
     n_way: int,
     head: str,
 ) -> tuple[Tensor, int]:
-    """Validate one batch of episodes; return the labels as int64 and ``n_way`` as an int.
+    """Validate a batch of episodes; return ``(labels int64 [T, S] on support's device, int n_way)``.
 
-    Args:
-        query: [T, Q, D] floating tensor.
-        support: [T, S, D] floating tensor, same dtype and device as ``query``.
-        support_labels: [T, S] integer tensor with values in [0, n_way).
-        n_way: number of classes per task (>= 1).
-        head: head name, used in error messages.
-
-    Returns:
-        ``(labels, n_way)``: ``support_labels`` as an int64 tensor [T, S] on the support's
-        device, and ``n_way`` as a Python int (numpy / 0-d tensor integers are accepted).
-
-    Raises:
-        ValueError: on a wrong rank, mismatched T / D / S, a non-floating feature tensor,
-            mixed dtypes or devices, a label outside [0, n_way), or a class with no support
-            example in some task (the message names the task index and the class).
+    Raises ``ValueError`` (prefixed with ``head``) on a wrong rank, mismatched T / D / S, a
+    non-floating, mixed-dtype or mixed-device feature tensor, a label outside [0, n_way), or a
+    class without support examples in some task.
     """
     pre = f"{head} head:"
     if not isinstance(query, Tensor) or not isinstance(support, Tensor):
@@ -133,9 +125,7 @@ def check_episode(
     labels = support_labels.to(device=support.device, dtype=torch.long)
     if not labels.numel():
         return labels, n_way
-    # Both label checks are reduced on the labels' device and read back with ONE host transfer
-    # (one GPU sync per head call on CUDA); the error messages' details are computed only on
-    # the error path.
+    # Both label checks are read back with ONE host transfer (one GPU sync per call).
     outside = (labels < 0) | (labels >= n_way)  # [T, S]
     counts = one_hot_labels(labels.clamp(0, n_way - 1), n_way, torch.float32).sum(dim=1)  # [T, N]
     any_outside, any_missing = torch.stack([outside.any(), (counts == 0).any()]).tolist()

@@ -1,40 +1,20 @@
 """Multinomial logistic-regression head: RFS's few-shot classifier, batched over episodes.
 
-RFS (Tian, Wang, Krishnan, Tenenbaum & Isola, ECCV 2020, "Rethinking Few-Shot Image
-Classification"; WangYueFt/rfs, eval/meta_eval.py) fits, per test episode, scikit-learn's
-``LogisticRegression(random_state=0, solver='lbfgs', max_iter=1000, multi_class='multinomial')``
-(defaults: L2 penalty, C = 1.0, an unpenalised intercept) on L2-normalised support features
-(``is_norm=True``: ``x / ||x||``). This head minimises the same objective per episode::
+RFS (Tian et al., ECCV 2020; WangYueFt/rfs, eval/meta_eval.py) fits scikit-learn's
+``LogisticRegression(C=1.0, solver='lbfgs', multi_class='multinomial')`` per episode on
+L2-normalised support features. This head solves the same objective exactly::
 
     min_{W, b}  sum_s [ logsumexp(W x_s + b) - (W x_s + b)_{y_s} ] + 1/(2C) ||W||_F^2
-    logits(q) = W q + b                                           W: [N, D], b: [N]
 
-(scikit-learn's symmetric multinomial parameterisation: all N rows of W are penalised, the
-intercept is not) and returns the logits, so ``softmax(logits)`` equals scikit-learn's
-``predict_proba``. The intercept is unique up to a constant shift; it is returned centred
-(``sum_i b_i = 0``), which leaves the probabilities unchanged.
+and returns ``W q + b`` (softmax = scikit-learn's ``predict_proba``; b centred, ``sum b = 0``).
+With ``W^T = X^T A`` (representer theorem), ``K = X X^T`` and ``P = softmax(K A + 1 b^T)`` the
+optimum is the root of ``F(A, b) = (C (P - Y) + A, 1^T (P - Y))``, found by Newton's method with
+backtracking; each Newton system is solved with the multi-class structure of Rasmussen &
+Williams (GPML, Algorithm 3.3): per class one S x S Cholesky, one for their sum, and one N x N
+system for the intercept. O(N S^3) per iteration, in ``dtype`` (float64), episodes in chunks.
 
-Algorithm (exact, no Python loop over episodes). By the representer theorem the optimal W
-lies in the row space of the support features: ``W^T = X^T A`` with A: [S, N], kernel
-``K = X X^T`` [S, S], support logits ``Z = K A + 1 b^T``. The optimum is the root of::
-
-    F(A, b) = ( C (P - Y) + A ,  1^T (P - Y) ) = 0        P = softmax(Z) row-wise, Y one-hot
-
-which Newton's method solves to machine precision in ~5-15 iterations (backtracking on the
-objective keeps the steps monotone). Each Newton step is the exact Newton step of the primal
-problem in (W, b); its linear system ``(I + C H (K (x) I)) dA + ... = -F`` (H: the softmax
-Hessian, one N x N block ``diag(p_s) - p_s p_s^T`` per support row) is solved with the
-multi-class structure of Rasmussen & Williams (GPML, 2006, Algorithm 3.3): per class c one
-S x S Cholesky of ``I + C D_c^1/2 K D_c^1/2`` (D_c = diag(P[:, c])), one S x S Cholesky of
-their sum, and one N x N system for the intercept step (gauge-fixed with ``sum db = 0``).
-Cost O(N S^3) per iteration and episode, memory O(T N S^2), all in ``dtype`` (float64).
-Episodes are solved in chunks of ``chunk_size`` (default: ~32 MB of factors on CPU, ~1 GB on GPU).
-
-Gradients: the Newton iterations run without autograd; when query or support require a
-gradient, one more Newton step is taken with autograd on, from the (detached) solution. At the
-root the Newton map's Jacobian w.r.t. (A, b) vanishes, so that step's derivative w.r.t. the
-features is exactly the implicit-function-theorem derivative of the solution: the head is
-differentiable w.r.t. query and support (checked with gradcheck), at the cost of one extra step.
+Gradients: one extra Newton step with autograd on from the detached solution; the Newton map's
+Jacobian vanishes at the root, so this gives the implicit-function-theorem derivative.
 """
 
 from __future__ import annotations
@@ -44,12 +24,11 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from ._common import check_dtype, check_episode, check_positive, one_hot_labels
+from ._common import check_dtype, check_episode, check_positive, check_positive_int, one_hot_labels
 
 __all__ = ["LogisticHead", "logistic_fit", "logistic_logits"]
 
-# Memory per chunk of episodes for the [T, N, S, S] factors: small chunks stay in cache on CPU
-# (measured: 2x faster than 256 MB chunks at S = 100, N = 20), large ones fill a GPU.
+# Memory per chunk of episodes for the [T, N, S, S] factors (small chunks stay in cache on CPU).
 _CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 1024 * 2**20}
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 30
@@ -62,15 +41,7 @@ def _objective(z: Tensor, y: Tensor, a: Tensor, ka: Tensor, c: float) -> Tensor:
 
 
 def _residual(kernel: Tensor, a: Tensor, b: Tensor, y: Tensor, c: float, fit_intercept: bool):
-    """Optimality residuals at (A, b).
-
-    Args:
-        kernel: [T, S, S] Gram matrix K. a: [T, S, N]. b: [T, N]. y: [T, S, N] one-hot.
-
-    Returns:
-        ``(p [T,S,N], r [T,S,N], gb [T,N], residual [T])``: support probabilities,
-        ``r = P - Y + A/C``, ``gb = 1^T (P - Y)`` and the max-abs of both (zero at the optimum).
-    """
+    """``(P, r = P - Y + A/C, gb = 1^T (P - Y), max-abs residual [T])`` at (A [T,S,N], b [T,N])."""
     p = torch.softmax(kernel @ a + b.unsqueeze(1), dim=-1)
     r = p - y + a / c
     gb = (p - y).sum(1)
@@ -165,19 +136,10 @@ def logistic_fit(
 ) -> tuple[Tensor, Tensor]:
     """Fit L2-penalised multinomial logistic regression per episode (no autograd).
 
-    Args:
-        support: [T, S, D] features (normalise them first for RFS), floating; solved in its dtype.
-        labels: [T, S] int64 in [0, n_way); classes may have unequal shots.
-        n_way: number of classes N.
-        C: inverse penalty strength (scikit-learn's ``C``): penalty ``1/(2C) ||W||^2``.
-        fit_intercept: fit an unpenalised intercept b (returned centred, ``sum b = 0``).
-        max_iter: Newton iterations at most (a ``RuntimeWarning`` if ``tol`` is not reached).
-        tol: stop when max |P - Y + A/C| and max |1^T (P - Y)| are <= tol in every episode.
-        chunk_size: episodes solved together (default: ~32 MB of factors on CPU, ~1 GB on GPU).
-
-    Returns:
-        ``(A [T, S, N], b [T, N])`` with weights ``W^T = support^T A`` ([T, D, N]), i.e.
-        ``logits(q) = q support^T A + b``. At the optimum ``A = C (Y - P)``.
+    ``support`` [T, S, D] (solved in its dtype), ``labels`` [T, S] in [0, n_way) -> ``(A [T, S, N],
+    b [T, N])`` with ``logits(q) = q support^T A + b``. ``C``: inverse penalty ``1/(2C) ||W||^2``;
+    ``max_iter`` Newton iterations at most (``RuntimeWarning`` when the residual stays above
+    ``tol``); ``chunk_size`` episodes at once (default: ~32 MB of factors on CPU, ~1 GB on GPU).
     """
     t, s, _ = support.shape
     with torch.no_grad():
@@ -222,18 +184,8 @@ def logistic_logits(
     dtype: torch.dtype = torch.float64,
     chunk_size: int | None = None,
 ) -> Tensor:
-    """Logits ``W q + b`` of the per-episode logistic regression (see the module docstring).
-
-    Args:
-        query: [T, Q, D]. support: [T, S, D]. labels: [T, S] int64 in [0, n_way).
-        n_way, C, fit_intercept, max_iter, tol, chunk_size: as in :func:`logistic_fit`.
-        normalize: L2-normalise support and query rows first (RFS). Default True.
-        dtype: solver dtype (default float64).
-
-    Returns:
-        [T, Q, n_way] logits in the input dtype; ``softmax`` of them equals scikit-learn's
-        ``predict_proba``. Differentiable w.r.t. query and support (implicit differentiation).
-    """
+    """Logits ``W q + b`` [T, Q, n_way] in the input dtype (options as :class:`LogisticHead`),
+    differentiable w.r.t. query and support."""
     q = query.to(dtype)
     x = support.to(dtype)
     if normalize:
@@ -255,15 +207,11 @@ class LogisticHead(nn.Module):
     Args:
         C: inverse L2 penalty (scikit-learn's ``C``; RFS: 1.0). Must be > 0.
         normalize: L2-normalise support and query features first (RFS: True).
-        max_iter: Newton iterations at most (converges in ~5-15; default 100).
+        max_iter: Newton iterations at most (default 100).
         tol: residual tolerance of the optimality conditions (default 1e-10).
         fit_intercept: unpenalised intercept, as scikit-learn (RFS: True).
         dtype: solver dtype (default float64); logits are returned in the input dtype.
         chunk_size: episodes solved at once (default: ~32 MB of factors on CPU, ~1 GB on GPU).
-
-    Call: ``head(query [T,Q,D], support [T,S,D], support_labels [T,S], n_way) -> [T,Q,n_way]``
-    logits ``W q + b`` whose softmax equals ``LogisticRegression(C=C).predict_proba``;
-    differentiable w.r.t. query and support.
     """
 
     def __init__(
@@ -279,14 +227,8 @@ class LogisticHead(nn.Module):
         super().__init__()
         self.C = check_positive("C", C, "logistic")
         self.tol = check_positive("tol", tol, "logistic")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"logistic head: max_iter must be a positive int, got {max_iter!r}")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"logistic head: chunk_size must be a positive int or None, got {chunk_size!r}")
-        self.max_iter = max_iter
-        self.chunk_size = chunk_size
+        self.max_iter = check_positive_int("max_iter", max_iter, "logistic")
+        self.chunk_size = check_positive_int("chunk_size", chunk_size, "logistic", none_ok=True)
         self.normalize = bool(normalize)
         self.fit_intercept = bool(fit_intercept)
         self.dtype = check_dtype(dtype, "logistic")

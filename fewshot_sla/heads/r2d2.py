@@ -1,31 +1,15 @@
-"""R2-D2: ridge-regression base learner (Bertinetto, Henriques, Torr & Vedaldi, ICLR 2019,
-"Meta-learning with differentiable closed-form solvers").
+"""R2-D2: ridge-regression base learner (Bertinetto et al., ICLR 2019, "Meta-learning with
+differentiable closed-form solvers").
 
-Per task, ridge regression from support features onto one-hot targets Y [S, N], solved in
-closed form through the Woodbury identity (an S x S system, cheap when S << D)::
+Per task, ridge regression onto one-hot targets Y [S, N] in closed form::
 
-    W = S^T (S S^T + lambda I_S)^-1 Y  (= (S^T S + lambda I_D)^-1 S^T Y)      [D, N]
-    logits = Q W                                                               [Q, N]
+    W = S^T (S S^T + lambda I_S)^-1 Y  (= (S^T S + lambda I_D)^-1 S^T Y),   logits = Q W
 
-``form="auto"`` solves whichever of the two equivalent systems is smaller (the official code
-switches the same way); ``"dual"`` / ``"primal"`` force one.
-
-Defaults and options, with sources:
-
-- ``lambda_reg=50``: the official implementation's default (bertinetto/r2d2,
-  scripts/train/conf/fewshots.yaml: ``base_learner.init_lambda: 50``,
-  ``base_learner.learn_lambda: False``) and MetaOptNet's ``R2D2Head``
-  (``l2_regularizer_lambda=50.0``). The paper treats lambda as a meta-parameter that may be
-  learned; a learned lambda would belong to the model, so here it is a fixed option.
-- ``bias=False``: ``True`` appends a constant-1 feature to support and query, i.e. the
-  paper's bias term ``b`` of the linear predictor ``X W + b`` (penalised like W, as in the
-  official code). MetaOptNet's ``R2D2Head`` has no bias; the default follows it.
-- ``scale_lambda=False``: ``True`` multiplies lambda by S. The official code divides the
-  support features and the targets by sqrt(S) before solving, which is exactly equivalent to
-  ridge with penalty ``lambda * S`` on the unscaled data.
-
-The R2-D2 paper's learnable output scale and offset ("adjust" layer, alpha * logits + beta)
-are model parameters, not part of this parameter-free head: the model applies them.
+``lambda_reg=50`` as the official code (bertinetto/r2d2 fewshots.yaml: ``init_lambda: 50``,
+``learn_lambda: False``) and MetaOptNet's ``R2D2Head``. ``bias=True`` appends a constant-1
+feature (the paper's b, penalised like W, as the official code); ``scale_lambda=True`` uses
+``lambda * S``, which equals the official code's scaling of features and targets by 1/sqrt(S).
+The paper's learnable "adjust" scale and offset belong to the model, not to this head.
 """
 
 from __future__ import annotations
@@ -43,14 +27,12 @@ class R2D2Head(nn.Module):
     """Closed-form ridge regression onto one-hot labels (R2-D2); no learnable parameters.
 
     Args:
-        lambda_reg: ridge penalty lambda (default 50, see module docstring).
+        lambda_reg: ridge penalty lambda (default 50).
         bias: append a constant-1 feature (the paper's bias b). Default False.
         scale_lambda: use ``lambda * S`` (official code's 1/sqrt(S) scaling). Default False.
         form: "auto", "dual" (S x S Woodbury system) or "primal" (D x D system).
 
-    Call: ``head(query [T,Q,D], support [T,S,D], support_labels [T,S], n_way) -> [T,Q,n_way]``
-    with ``logits = Q S^T (S S^T + lambda I)^-1 Y`` (half of the ridge head's logits at equal
-    lambda: MetaOptNet-RR's dual carries a factor 2).
+    Logits ``Q S^T (S S^T + lambda I)^-1 Y``: half the ridge head's at equal lambda.
     """
 
     def __init__(

@@ -1,26 +1,15 @@
 """MetaOptNet-RR: differentiable ridge-regression head (Lee et al., CVPR 2019).
 
-MetaOptNet's ``MetaOptNetHead_Ridge`` (kjunelee/MetaOptNet, models/classification_heads.py)
-solves, per task, the dual QP over a in R^{S*N} (support-major, class-minor layout, i.e.
-``a.reshape(S, N)``)::
+MetaOptNet's ``MetaOptNetHead_Ridge`` solves per task the dual QP over a in R^{S*N} (index
+``s*N + i``)::
 
-    min_a 1/2 a^T ((K + lambda I_S) (x) I_N) a - 2 y^T a,     K = S S^T (linear kernel)
+    min_a 1/2 a^T ((K + lambda I_S) (x) I_N) a - 2 y^T a,     K = S S^T
 
-with y the flattened one-hot support labels [S*N], and scores queries with
-``logits(q)_i = sum_s k(q, s) a_{s,i}``. The QP is unconstrained (MetaOptNet adds an all-zero
-dummy inequality because qpth needs at least one constraint), so its solution is the closed
-form
-
-    a = 2 (K + lambda I)^-1 Y,        logits = Q S^T a                       (Y: [S, N])
-
-which ``solver="closed"`` (the default) evaluates with one batched S x S linear solve. Through
-the Woodbury identity this equals the primal ridge solution
-``logits = 2 Q (S^T S + lambda I_D)^-1 S^T Y``; ``form="auto"`` picks whichever of the S x S
-(dual) or D x D (primal) systems is smaller, ``form="dual"`` / ``"primal"`` force one.
-``solver="qp"`` solves MetaOptNet's QP with qpth instead (slower; kept to check the closed
-form and to mirror the original implementation exactly).
-
-The head has no learnable parameters; MetaOptNet's learnable logit scale belongs to the model.
+and scores ``logits(q)_i = sum_s k(q, s) a_{s,i}``. The QP is unconstrained, so
+``solver="closed"`` (default) uses its closed form ``a = 2 (K + lambda I)^-1 Y``, ``logits =
+Q S^T a`` (equal, by Woodbury, to ``2 Q (S^T S + lambda I_D)^-1 S^T Y``; ``form`` picks the dual
+S x S or primal D x D system). ``solver="qp"`` solves MetaOptNet's QP with qpth (a reference).
+MetaOptNet's learnable logit scale belongs to the model.
 """
 
 from __future__ import annotations
@@ -28,13 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import (
-    check_dtype,
-    check_episode,
-    check_positive,
-    kron_identity,
-    one_hot_labels,
-)
+from ._common import check_dtype, check_episode, check_positive, check_positive_int, kron_identity, one_hot_labels
 from ._qp import require_qpth, solve_qp
 
 __all__ = ["RidgeHead", "ridge_logits"]
@@ -46,20 +29,10 @@ _SOLVERS = ("closed", "qp")
 def ridge_logits(
     query: Tensor, support: Tensor, targets: Tensor, lambda_reg: float, form: str = "auto"
 ) -> Tensor:
-    """Linear ridge regression of ``targets`` on ``support``, evaluated at ``query``.
+    """``query @ W`` [T, Q, N] with ``W = argmin ||support W - targets||^2 + lambda ||W||^2``.
 
-    Computes ``query @ W`` with ``W = argmin ||support W - targets||^2 + lambda ||W||^2``,
-    batched over tasks, via the dual (S x S) or primal (D x D) normal equations.
-
-    Args:
-        query: [T, Q, D]. support: [T, S, D]. targets: [T, S, N] (same dtype).
-        lambda_reg: ridge penalty lambda > 0.
-        form: "dual" (solve (S S^T + lambda I_S) A = Y), "primal" (solve
-            (S^T S + lambda I_D) W = S^T Y), or "auto" (dual when S <= D).
-
-    Returns:
-        [T, Q, N] predictions in the input dtype, differentiable w.r.t. query and support.
-        Half / bfloat16 inputs are solved in float32 (torch's solvers need >= float32).
+    query [T, Q, D], support [T, S, D], targets [T, S, N]; ``form``: "dual" (S x S system),
+    "primal" (D x D) or "auto" (dual when S <= D). Half / bfloat16 inputs are solved in float32.
     """
     in_dtype = support.dtype
     work = torch.promote_types(in_dtype, torch.float32)
@@ -88,16 +61,12 @@ class RidgeHead(nn.Module):
 
     Args:
         lambda_reg: ridge penalty (MetaOptNet: 50).
-        solver: "closed" (batched linear solve, default) or "qp" (MetaOptNet's dual QP solved
-            with qpth; needs ``pip install qpth``).
-        form: for ``solver="closed"``: "auto" (smaller of the S x S dual / D x D primal
-            systems), "dual" or "primal"; all give the same logits up to round-off.
-        max_iter: qpth iterations for ``solver="qp"`` (the QP is unconstrained, 1-2 suffice).
-        dtype: solver dtype for ``solver="qp"`` (default float64); logits are returned in the
-            input dtype.
+        solver: "closed" (batched linear solve, default) or "qp" (MetaOptNet's QP with qpth).
+        form: for "closed": "auto" (the smaller of the dual / primal systems), "dual" or "primal".
+        max_iter: qpth iterations for "qp" (the QP is unconstrained, 1-2 suffice).
+        dtype: solver dtype for "qp" (default float64); logits come back in the input dtype.
 
-    Call: ``head(query [T,Q,D], support [T,S,D], support_labels [T,S], n_way) -> [T,Q,n_way]``
-    with ``logits = 2 * Q S^T (S S^T + lambda I)^-1 Y``.
+    Logits ``2 Q S^T (S S^T + lambda I)^-1 Y``.
     """
 
     def __init__(
@@ -118,9 +87,7 @@ class RidgeHead(nn.Module):
             require_qpth("ridge")
         self.solver = solver
         self.form = form
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"ridge head: max_iter must be a positive int, got {max_iter!r}")
-        self.max_iter = max_iter
+        self.max_iter = check_positive_int("max_iter", max_iter, "ridge")
         self.dtype = check_dtype(dtype, "ridge")
 
     def extra_repr(self) -> str:

@@ -1,44 +1,26 @@
 """Structured primal-dual interior-point solver for MetaOptNet's Crammer-Singer SVM dual.
 
-Per task, with S support rows, C classes, kernel K = S S^T [S, S] and one-hot labels Y, the
-dual QP of :mod:`fewshot_sla.heads.svm` is, with the variables ordered *class-major*
-(``x[c, s]``, index ``c*S + s``)::
-
-    min_x 1/2 x^T (I_C (x) K + I) x - y^T x   s.t.   x <= C_svm y,   sum_c x[c, s] = 0.
-
-Its Hessian is block diagonal (C blocks K + I), its inequality matrix is the identity and its
-S equalities sum over classes, so every Newton (KKT) system of the interior-point method,
+With C classes, kernel K [S, S] and variables ordered class-major (``x[c, s]``), the dual of
+:mod:`fewshot_sla.heads.svm` is ``min_x 1/2 x^T (I_C (x) K + I) x - y^T x  s.t.  x <= C_svm y,
+sum_c x[c, s] = 0``. Its Hessian is block diagonal, its inequality matrix the identity, so each
+KKT system of the interior-point method
 
     [Q  0  I  A^T] [dx]     [rx]       Q = blockdiag_c(K + I),  D = diag(d),
-    [0  D  I  0  ] [ds] = - [rs]       A = 1_C^T (x) I_S  (S x C*S),
+    [0  D  I  0  ] [ds] = - [rs]       A = 1_C^T (x) I_S,
     [I  I  0  0  ] [dz]     [rz]
     [A  0  0  0  ] [dy]     [ry]
 
-reduces to C Cholesky factorisations of H_c = K + I + D_c (S x S) and one S x S Schur
-complement sum_c H_c^{-1} for the equalities: O(C S^3) flops and O(C S^2) memory per solve
-instead of qpth's O((C S)^3) and O((C S)^2).
+reduces to C Cholesky factorisations of ``H_c = K + I + D_c`` and one S x S Schur complement
+``sum_c H_c^-1``: O(C S^3) time, O(C S^2) memory instead of qpth's O((C S)^3), O((C S)^2).
 
 The iteration is qpth's (``qpth.solvers.pdipm.batch.forward``, Mattingley & Boyd's
-predictor-corrector) step for step: the initial point solves the KKT system with d = 1 and
-shifts s and z to >= 1; each iteration evaluates the residuals, keeps per task the iterate
-with the smallest ``resids = ||rz|| + ||ry|| + ||rx|| + n mu`` seen so far, stops the whole
-batch when no task improved for ``not_improved_lim`` iterations, when every task's best
-``resids < eps`` or when ``min mu > 1e32``, and otherwise takes an affine step, centres it with
-``sigma = (mu_aff / mu)^3`` and moves 0.999 of the way to the boundary (qpth's ``get_step``,
-including its batch-wide maximum). It returns the best iterate, so ``max_iter = 1`` returns the
-initial point, as qpth does (qpth's last step, never evaluated, is skipped). Only the linear
-algebra differs (Cholesky + Schur complement instead of qpth's block LU), so the iterates equal
-qpth's to round-off. A failed Cholesky factorisation (possible only with non-finite iterates)
-stops the batch and returns the best iterate so far, like qpth's failed LU.
-
-The backward pass is qpth's / OptNet's implicit differentiation of the KKT conditions at the
-returned point, solved with the same block structure: with d = max(z, 1e-8) / max(s, 1e-8) it
-solves the KKT system with right-hand side (g, 0, 0, 0) and returns
-dK = 1/2 sum_c (dx_c x_c^T + x_c dx_c^T).
-
-On CUDA the forward pass synchronises with the host once per iteration but the last (qpth's
-batch-wide stopping test) plus once to check that the kernel is finite; nothing else leaves
-the device, and the backward pass does not synchronise.
+predictor-corrector) step for step: same initial point, per-task best iterate by
+``||rz|| + ||ry|| + ||rx|| + n mu``, same batch-wide stopping tests (``not_improved_lim``,
+``eps``, ``mu > 1e32``) and step rule (0.999 of qpth's ``get_step``), and it returns the best
+iterate; only the linear algebra differs, so the iterates equal qpth's to round-off. A failed
+Cholesky (non-finite iterates) stops the batch like qpth's failed LU. The backward pass is
+qpth's implicit KKT differentiation (``d = max(z, 1e-8) / max(s, 1e-8)``) with the same
+structure. On CUDA the forward pass syncs once per iteration (the stopping test).
 """
 
 from __future__ import annotations
@@ -61,11 +43,7 @@ class _Factor(NamedTuple):
 
 
 def _factor(kernel1: Tensor, d: Tensor) -> _Factor:
-    """Factor blockdiag_c(K + I + D_c) and its equality Schur complement.
-
-    Args:
-        kernel1: [T, S, S] K + I. d: [T, C, S] positive diagonal (z / s).
-    """
+    """Factor blockdiag_c(K + I + D_c) (kernel1 = K + I [T, S, S], d [T, C, S]) and its Schur complement."""
     blocks = kernel1.unsqueeze(1).repeat(1, d.shape[1], 1, 1)  # [T, C, S, S]
     blocks.diagonal(dim1=-2, dim2=-1).add_(d)
     chol, info = torch.linalg.cholesky_ex(blocks)
@@ -77,14 +55,7 @@ def _factor(kernel1: Tensor, d: Tensor) -> _Factor:
 def _solve(
     fac: _Factor, d: Tensor, rx: Tensor, rs: Tensor, rz: Tensor, ry: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Solve the KKT system (module docstring) for (dx, ds, dz, dy).
-
-    Args:
-        rx, rs, rz, d: [T, C, S]. ry: [T, S].
-
-    Returns:
-        dx, ds, dz: [T, C, S]; dy: [T, S].
-    """
+    """Solve the KKT system (module docstring): rx, rs, rz, d [T, C, S], ry [T, S] -> dx, ds, dz, dy."""
     # dx + ds = -rz, D ds + dz = -rs  =>  (Q + D) dx + A^T dy = -rx + rs - D rz
     r1 = rs - rx - d * rz
     # H_c^-1 is symmetric: products as row vectors (batched row-times-matrix is the fast path)
@@ -98,11 +69,8 @@ def _solve(
 
 
 def _get_step(v: Tensor, dv: Tensor) -> Tensor:
-    """qpth's ``get_step``: largest step to the boundary per task, [T, C, S] -> [T].
-
-    Entries moving away from the boundary get ``max(1, max over the whole batch of -v/dv)``,
-    exactly as qpth does (a batch-wide maximum).
-    """
+    """qpth's ``get_step``: largest step to the boundary per task, [T, C, S] -> [T] (entries
+    moving away get ``max(1, batch-wide max of -v/dv)``, as qpth)."""
     a = -v / dv
     amax = a.max()
     fill = torch.where(amax > 1.0, amax, torch.ones_like(amax))  # Python's max(1.0, amax)
@@ -220,21 +188,10 @@ def svm_cs_qp(
     eps: float = 1e-12,
     not_improved_lim: int = 3,
 ) -> Tensor:
-    """Solve MetaOptNet's Crammer-Singer dual for a batch of tasks (qpth's iterates, block-structured).
+    """Dual variables x [T, C, S] (MetaOptNet's ``a[t, s*C + c]``) of the Crammer-Singer SVM.
 
-    Args:
-        kernel: [T, S, S] symmetric PSD support kernel K = S S^T (float64 recommended);
-            differentiable.
-        y: [T, C, S] one-hot labels, class-major (``y[t, c, s] = [label_s == c]``), same dtype.
-        C_reg: SVM cost C > 0 (upper bound ``x <= C y``).
-        max_iter: interior-point iterations (qpth's ``maxIter``).
-        eps: qpth's stopping tolerance on the summed residuals.
-        not_improved_lim: qpth's ``notImprovedLim``.
-
-    Returns:
-        x: [T, C, S] dual variables (``x[t, c, s]`` = MetaOptNet's ``a[t, s*C + c]``).
-
-    Raises:
-        ValueError: non-finite kernel.
+    ``kernel`` [T, S, S] PSD (differentiable; float64 recommended), ``y`` [T, C, S] one-hot
+    class-major labels; ``max_iter``, ``eps``, ``not_improved_lim``: qpth's ``maxIter``, ``eps``,
+    ``notImprovedLim``. Raises ``ValueError`` on a non-finite kernel.
     """
     return _SVMCSQP.apply(kernel, y, float(C_reg), int(max_iter), float(eps), int(not_improved_lim))
