@@ -1,11 +1,8 @@
 """In-memory uint8 image datasets, per-dataset statistics, split names and data errors.
 
-Every loader in :mod:`fewshot_sla.data` returns an :class:`ImageDataset`: all images of one
-split decoded once into a single ``uint8`` tensor ``[N, C, H, W]`` (channels first), with
-``int64`` labels ``[N]`` numbered ``0..num_classes-1`` and one name per class. Keeping
-``uint8`` costs a quarter of ``float32`` (mini-ImageNet train: 0.8 GB instead of 3.25 GB);
-conversion to float, augmentation and normalisation happen per batch
-(:mod:`fewshot_sla.data.augment`).
+Every loader returns an :class:`ImageDataset`: one split decoded once into ``uint8 [N, C, H, W]``
+(a quarter of float32's memory) with ``int64`` labels ``0..num_classes-1`` and one name per
+class; conversion to float, augmentation and normalisation happen per batch.
 """
 
 from __future__ import annotations
@@ -42,17 +39,9 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a named dataset.
-
-    Attributes:
-        name: registry name.
-        image_size: default side length (images are square) after loading.
-        channels: 1 (grayscale) or 3 (RGB).
-        mean, std: per-channel normalisation statistics on the ``[0, 1]`` scale.
-        splits: split names the loader accepts (aliases are resolved before).
-        fewshot: True for episode (class-disjoint) benchmarks, False for supervised ones.
-        stats_source: where ``mean``/``std`` come from.
-    """
+    """Static facts about a named dataset: default (square) image size, channels, per-channel
+    mean/std on the [0, 1] scale (and their source), accepted splits, and whether it is an
+    episode (class-disjoint) benchmark."""
 
     name: str
     image_size: int
@@ -122,11 +111,7 @@ _SPLIT_ALIASES = {
 
 
 def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
-    """Map ``split`` (or an alias such as ``"validation"``) to one of ``valid``.
-
-    Raises:
-        ValueError: naming the valid splits when ``split`` is none of them.
-    """
+    """Map ``split`` (or an alias such as ``"validation"``) to one of ``valid`` (else ValueError)."""
     valid = tuple(valid)
     key = str(split).strip().lower()
     key = _SPLIT_ALIASES.get(key, key)
@@ -163,10 +148,8 @@ def holdout_per_class(labels: Sequence[int] | np.ndarray | torch.Tensor, per_cla
 
 
 def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[tuple, tuple]:
-    """Per-channel mean and std on the ``[0, 1]`` scale of ``uint8 [N, C, H, W]`` images.
-
-    Uses at most ``max_images`` evenly spaced images (deterministic).
-    """
+    """Per-channel mean and std ([0, 1] scale) of ``uint8 [N, C, H, W]`` images, from at most
+    ``max_images`` evenly spaced ones."""
     n = images.shape[0]
     if n == 0:
         raise ValueError("cannot compute statistics of an empty image tensor")
@@ -178,19 +161,10 @@ def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[tuple,
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """All images of one split as one uint8 tensor.
-
-    Attributes:
-        images: ``uint8 [N, C, H, W]`` (channels first, ``H == W == image_size``).
-        labels: ``int64 [N]`` with values ``0..num_classes-1``.
-        class_names: ``class_names[y]`` names label ``y``.
-        name, split: dataset and split the images came from.
-        image_size, channels: ``H`` (= ``W``) and ``C``.
-        mean, std: per-channel normalisation statistics (``[0, 1]`` scale).
-        meta: loader-specific extras (e.g. Omniglot's alphabet of every class, source files).
-
-    ``dataset[i]`` is ``(images[i] uint8 [C, H, W], int label)``.
-    """
+    """All images of one split: ``images`` uint8 [N, C, S, S], ``labels`` int64 [N] in
+    ``0..num_classes-1``, ``class_names``, ``name``, ``split``, per-channel ``mean``/``std``
+    ([0, 1] scale) and ``meta`` (loader extras; ``class_*`` lists hold one entry per class).
+    ``dataset[i]`` is ``(images[i], int label)``."""
 
     def __init__(
         self,
@@ -250,7 +224,6 @@ class ImageDataset(torch.utils.data.Dataset):
         self.std = tuple(float(v) for v in std)
         self.meta = dict(meta or {})
 
-    # -- shape ---------------------------------------------------------------------------
     @property
     def image_size(self) -> int:
         return int(self.images.shape[-1])
@@ -273,7 +246,6 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
-    # -- helpers -------------------------------------------------------------------------
     def get_batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(uint8 [B, C, H, W], int64 [B])`` for a list of indices (one gather, no loop)."""
         idx = torch.as_tensor(indices, dtype=torch.int64, device=self.images.device)
@@ -299,34 +271,25 @@ class ImageDataset(torch.utils.data.Dataset):
         new = remap[self.labels.cpu()]
         keep = torch.nonzero(new >= 0).flatten()
         order = keep[torch.argsort(new[keep], stable=True)]
-        meta = dict(self.meta)
-        per_class = {k: v for k, v in meta.items() if k.startswith("class_") and isinstance(v, list)}
-        for k, v in per_class.items():
-            if len(v) == self.num_classes:
-                meta[k] = [v[c] for c in class_ids]
-        return ImageDataset(
-            self.images.index_select(0, order.to(self.images.device)),
-            new[order],
-            [self.class_names[c] for c in class_ids],
-            name=self.name,
-            split=split or self.split,
-            mean=self.mean,
-            std=self.std,
-            meta=meta,
-        )
+        images = self.images.index_select(0, order.to(self.images.device))
+        return self.derive(images, new[order], class_ids, split=split or self.split)
+
+    def derive(self, images: torch.Tensor, labels: torch.Tensor, class_ids: Sequence[int] | None = None,
+               split: str | None = None, meta: dict | None = None) -> ImageDataset:
+        """A dataset of the same name and statistics holding ``images``/``labels``, whose class ``j``
+        is this one's class ``class_ids[j]`` (names and ``class_*`` meta lists follow; all by default)."""
+        meta = dict(self.meta if meta is None else meta)
+        if class_ids is not None:
+            for k, v in self.meta.items():
+                if k.startswith("class_") and isinstance(v, list) and len(v) == self.num_classes:
+                    meta[k] = [v[c] for c in class_ids]
+        names = self.class_names if class_ids is None else [self.class_names[c] for c in class_ids]
+        return ImageDataset(images, labels, names, name=self.name, split=split or self.split,
+                            mean=self.mean, std=self.std, meta=meta)
 
     def to(self, device: torch.device | str) -> ImageDataset:
         """A copy whose images and labels live on ``device`` (still uint8)."""
-        return ImageDataset(
-            self.images.to(device),
-            self.labels.to(device),
-            self.class_names,
-            name=self.name,
-            split=self.split,
-            mean=self.mean,
-            std=self.std,
-            meta=self.meta,
-        )
+        return self.derive(self.images.to(device), self.labels.to(device))
 
     def __repr__(self) -> str:
         return (

@@ -1,36 +1,19 @@
 """Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015).
 
-Layout: the official ``images_background/<Alphabet>/characterNN/<id>_<drawer>.png`` (964
-characters in 30 alphabets, 20 drawings each) and ``images_evaluation/...`` (659 characters
-in 20 alphabets), as folders or as the official zips read in place. Under ``root`` the loader
-looks for ``images_<part>/`` or ``images_<part>.zip`` (also inside ``omniglot/`` or
-torchvision's ``omniglot-py/``); ``root`` may also be the zip or the folder itself. Local
-copies are checked for structure (depth and PNG files), not for the official zip's MD5:
-re-packed copies with identical images are accepted.
+Layout: the official ``images_background/<Alphabet>/characterNN/*.png`` (964 characters in 30
+alphabets, 20 drawings each) and ``images_evaluation/...`` (659 in 20), as folders or the
+official zips read in place, under ``root`` (or ``root/omniglot``, ``root/omniglot-py``); ``root``
+may be the zip or folder itself. Local copies are checked for structure, not MD5.
 
-Splits (Lake's protocol, alphabet-disjoint):
+Splits (alphabet-disjoint): ``background`` / ``evaluation`` = the official sets; ``val`` =
+``val_alphabets`` background alphabets drawn with ``numpy.random.default_rng(split_seed)``,
+``train`` = the rest; ``test`` = evaluation, or ``test_alphabets`` more background alphabets.
 
-* ``background`` = all of ``images_background``; ``evaluation`` = all of ``images_evaluation``.
-* ``val`` = ``val_alphabets`` whole alphabets (default 5 of 30) drawn from background with
-  ``numpy.random.default_rng(split_seed).permutation`` over the sorted alphabet names;
-  ``train`` = the remaining background alphabets.
-* ``test`` = ``images_evaluation``; or, with ``test_alphabets=K > 0``, K further background
-  alphabets (for development while the evaluation set stays held out).
-
-Pixels: the PNGs are binary with white (255) background and black strokes. This loader
-inverts them (``invert=True``): **ink = 255, background = 0**, so that zero padding (random
-crops) and the corners uncovered by rotations match the background. Images are resized
-from 105x105 to ``image_size`` (default 28, the common few-shot practice) with PIL's
-antialiased bilinear filter (``resample``), which gives grey levels at stroke edges.
-
-``rotate_classes=True`` adds the 90, 180 and 270 degree rotations of every character as new
-classes (Santoro et al. 2016; Vinyals et al. 2016), as is standard in the few-shot
-literature: class ``c`` becomes classes ``4c + k`` holding ``rot90(x, k)``. Off by default,
-because it collides with SLA's ``rotation`` transform set: SLA labels ``rot90(x, k)`` of
-class ``c`` as the joint class ``(c, k)``, but with rotated classes that same image is also an
-unrotated member of class ``4c + k``; the joint labels ``(c, k)`` and ``(4c + k, 0)`` then get
-identical inputs, and the rotation that SLA asks the network to *recognise* becomes a class
-identity it must ignore. Use one or the other, not both.
+Pixels are inverted (``invert=True``): ink = 255, background = 0, so zero padding and rotated
+corners match the background. Images are resized from 105 px to ``image_size`` (default 28)
+with PIL's antialiased ``resample`` filter. ``rotate_classes=True`` adds the 90/180/270-degree
+rotations of every character as new classes ``4c + k`` (Santoro et al. 2016); off by default,
+as it contradicts SLA's ``rotation`` set (:data:`ROTATE_CLASSES_CONFLICT`).
 """
 
 from __future__ import annotations
@@ -49,7 +32,6 @@ from .images import decode_files
 __all__ = [
     "OMNIGLOT_SPLITS",
     "ROTATE_CLASSES_CONFLICT",
-    "ROTATE_CLASSES_HELP",
     "OFFICIAL_COUNTS",
     "OmniglotIndex",
     "find_omniglot",
@@ -66,10 +48,6 @@ ROTATE_CLASSES_CONFLICT = (
     "member of the new class and the rotation-k view of the old one, so the joint labels "
     "contradict each other."
 )
-ROTATE_CLASSES_HELP = (
-    "add the 90/180/270-degree rotations of every Omniglot character as new classes (standard "
-    f"in the few-shot literature; off by default). {ROTATE_CLASSES_CONFLICT}"
-)
 # (alphabets, characters) of the official sets; 20 drawings per character
 OFFICIAL_COUNTS = {"background": (30, 964), "evaluation": (20, 659)}
 _IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db")
@@ -77,14 +55,8 @@ _IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db")
 
 @dataclass
 class OmniglotIndex:
-    """The files of one Omniglot set, without decoding any image.
-
-    Attributes:
-        part: ``"background"`` or ``"evaluation"``.
-        source: the folder or zip read.
-        classes: ``(alphabet, character)`` in sorted order.
-        files: ``files[i]`` = sorted paths (inside ``tree``) of class ``i``'s PNGs.
-    """
+    """The files of one Omniglot ``part`` (background/evaluation) in ``tree``: sorted
+    ``(alphabet, character)`` classes and ``files[i]``, class ``i``'s sorted PNG paths."""
 
     part: str
     source: Path
@@ -111,11 +83,7 @@ def _candidates(root: Path, part: str) -> list[Path]:
 
 
 def find_omniglot(root: str | Path, part: str, download: bool = False) -> FileTree:
-    """Open the folder or zip holding ``images_<part>`` under ``root`` (see module docs).
-
-    Raises:
-        DatasetNotFoundError: nothing found (message lists the paths tried and the fix).
-    """
+    """Open the folder or zip holding ``images_<part>`` under ``root`` (else DatasetNotFoundError)."""
     root = Path(root).expanduser()
     name = f"images_{part}"
     if root.is_file() or (root.is_dir() and root.name == name):
@@ -178,11 +146,8 @@ def scan_omniglot(tree: FileTree, part: str) -> OmniglotIndex:
 def split_alphabets(
     alphabets: list[str], val_alphabets: int, test_alphabets: int = 0, seed: int = 0
 ) -> dict[str, list[str]]:
-    """Seeded alphabet-disjoint split of background alphabets into train/val(/test).
-
-    ``numpy.random.default_rng(seed).permutation`` of the sorted names: the first
-    ``val_alphabets`` go to val, the next ``test_alphabets`` to test, the rest to train.
-    """
+    """Alphabet-disjoint train/val/test split: of ``default_rng(seed).permutation`` of the sorted
+    names, the first ``val_alphabets`` go to val, the next ``test_alphabets`` to test."""
     names = sorted(alphabets)
     if val_alphabets < 0 or test_alphabets < 0 or val_alphabets + test_alphabets >= len(names):
         raise ValueError(
@@ -203,16 +168,10 @@ def add_rotated_classes(dataset: ImageDataset) -> ImageDataset:
     x = dataset.images
     rot = torch.stack([torch.rot90(x, k, dims=(2, 3)) for k in range(4)], dim=1)
     labels = (dataset.labels[:, None] * 4 + torch.arange(4)).reshape(-1)
-    names = [f"{n}/rot{90 * k}" for n in dataset.class_names for k in range(4)]
-    meta = dict(dataset.meta)
-    for key, val in dataset.meta.items():
-        if key.startswith("class_") and isinstance(val, list) and len(val) == dataset.num_classes:
-            meta[key] = [v for v in val for _ in range(4)]
-    meta["rotated_classes"] = True
-    return ImageDataset(
-        rot.reshape(-1, *x.shape[1:]), labels, names, name=dataset.name, split=dataset.split,
-        mean=dataset.mean, std=dataset.std, meta=meta,
-    )
+    ids = [c for c in range(dataset.num_classes) for _ in range(4)]
+    out = dataset.derive(rot.reshape(-1, *x.shape[1:]), labels, ids, meta={**dataset.meta, "rotated_classes": True})
+    out.class_names = [f"{n}/rot{90 * k}" for n in dataset.class_names for k in range(4)]
+    return out
 
 
 def load_omniglot(
@@ -229,11 +188,8 @@ def load_omniglot(
     resample: str = "bilinear",
     num_workers: int = 0,
 ) -> ImageDataset:
-    """Load one Omniglot split as ``uint8 [N, 1, S, S]`` (see the module docs for the options).
-
-    Class names are ``"<Alphabet>/<character>"``; ``meta["class_alphabet"]`` gives each class's
-    alphabet, ``meta["alphabets"]`` the alphabets of the split.
-    """
+    """Load one Omniglot split as ``uint8 [N, 1, S, S]``; classes ``"<Alphabet>/<character>"``,
+    ``meta["class_alphabet"]`` per class and ``meta["alphabets"]`` of the split."""
     split = resolve_split("omniglot", split, OMNIGLOT_SPLITS)
     size = 28 if image_size is None else int(image_size)
     part = "evaluation" if split == "evaluation" or (split == "test" and not test_alphabets) else "background"
