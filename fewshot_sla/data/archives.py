@@ -1,8 +1,5 @@
-"""A folder, a zip or a tar archive seen the same way: a list of files and their bytes.
-
-Datasets are read from archives in place (no extraction): ``FileTree.open(path)`` lists the
-regular files under ``path`` as POSIX paths relative to it, and ``tree.read(relpath)``
-returns one file's bytes.
+"""A folder, a zip or a tar archive seen the same way: ``FileTree.open(path)`` lists the regular
+files as relative POSIX paths and ``tree.read(relpath)`` returns one file's bytes (no extraction).
 """
 
 from __future__ import annotations
@@ -25,12 +22,7 @@ def is_archive(path: str | Path) -> bool:
 
 
 class FileTree:
-    """Read-only view of the files under a folder or inside a zip/tar archive.
-
-    Attributes:
-        path: the folder or archive.
-        kind: ``"folder"``, ``"zip"`` or ``"tar"``.
-    """
+    """Read-only view of the files under ``path``, a folder or a zip/tar archive (``kind``)."""
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path = path
@@ -110,9 +102,8 @@ class FileTree:
 
 
 def source_fingerprint(path: str | Path) -> list:
-    """Cheap identity of a data source for cache keys: name, size and mtime of ``path`` and,
-    for a folder, of its direct entries (a changed file deeper down is not noticed; delete
-    the cache file then)."""
+    """Cache-key identity of a data source: name, size and mtime of ``path`` and of a folder's
+    direct entries (deeper changes are not noticed)."""
     path = Path(path)
     if not path.exists():
         return [str(path), None]

@@ -1,10 +1,6 @@
-"""In-memory image arrays (from pickles and npz files) to :class:`ImageDataset`.
-
-Few-shot codebases store splits as ``uint8 [N, H, W, C]`` arrays with one integer (or
-string) label per image, numbered globally across splits (e.g. mini-ImageNet's val
-classes are 64..79). :func:`dataset_from_arrays` turns them into channels-first tensors
-with contiguous labels ``0..C-1`` (classes ordered by their original label) and keeps the
-original label of every class in ``meta["class_original_label"]``.
+"""Image arrays from pickles and npz files (``uint8 [N, H, W, C]``, labels numbered across splits)
+to :class:`ImageDataset`: channels first, labels ``0..C-1`` in the order of the original labels,
+which ``meta["class_original_label"]`` keeps.
 """
 
 from __future__ import annotations
@@ -16,24 +12,20 @@ import torch
 import torch.nn.functional as F
 
 from .base import DataError, ImageDataset
+from .pickles import decode_text
 
 __all__ = ["array_to_nchw", "resize_uint8", "relabel", "dataset_from_arrays"]
 
 
-def array_to_nchw(array: np.ndarray, label: str, channels_last: bool | None = None) -> torch.Tensor:
-    """Turn an image array from a pickle/npz into ``uint8 [N, C, H, W]``.
-
-    Accepts ``[N, H, W, C]`` (the usual layout of those files), ``[N, C, H, W]`` or ``[N, H, W]``;
-    ``uint8`` as is, floats with integral values in ``0..255`` or values in ``[0, 1]`` (scaled
-    by 255 and rounded). Anything else raises :class:`DataError`.
-    """
+def array_to_nchw(array: np.ndarray, label: str) -> torch.Tensor:
+    """``[N, H, W, C]``, ``[N, C, H, W]`` or ``[N, H, W]`` images (uint8, values in 0..255, or
+    floats in [0, 1], scaled by 255 and rounded) -> ``uint8 [N, C, H, W]``; else a DataError."""
     arr = np.asarray(array)
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4:
         raise DataError(f"{label}: expected images [N, H, W, C], got an array of shape {arr.shape}")
-    if channels_last is None:
-        channels_last = arr.shape[-1] in (1, 3) or arr.shape[1] not in (1, 3)
+    channels_last = arr.shape[-1] in (1, 3) or arr.shape[1] not in (1, 3)
     if arr.dtype != np.uint8:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise DataError(f"{label}: images have dtype {arr.dtype}, expected uint8")
@@ -66,8 +58,7 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Te
 
 def relabel(raw: Sequence | np.ndarray, label: str = "") -> tuple[torch.Tensor, list]:
     """Map arbitrary class labels to ``0..C-1`` (sorted order); returns ``(labels, originals)``."""
-    arr = np.asarray([x.decode("latin1") if isinstance(x, bytes) else x for x in raw]
-                     if not isinstance(raw, np.ndarray) else raw)
+    arr = raw if isinstance(raw, np.ndarray) else np.asarray([decode_text(x) for x in raw])
     if arr.ndim != 1:
         raise DataError(f"{label}: labels must be one-dimensional, got shape {arr.shape}")
     uniques, inverse = np.unique(arr, return_inverse=True)
@@ -86,17 +77,9 @@ def dataset_from_arrays(
     image_size: int | None = None,
     meta: dict | None = None,
 ) -> ImageDataset:
-    """Build an :class:`ImageDataset` from an image array and per-image original labels.
-
-    Args:
-        images: ``[N, H, W, C]`` (or ``[N, C, H, W]`` tensor) image data.
-        raw_labels: ``N`` original labels (ints or strings).
-        name, split: dataset and split names.
-        label: how to call the source in error messages (usually its path).
-        class_names: optional map original label -> class name (else ``str(label)``).
-        image_size: resize to this side length when it differs from the data's.
-        meta: extra metadata.
-    """
+    """An :class:`ImageDataset` from images (``[N, H, W, C]`` array or ``[N, C, H, W]`` tensor) and
+    ``N`` original labels; ``class_names`` maps an original label to its name (else ``str``),
+    ``label`` names the source in errors, ``image_size`` resizes."""
     x = images if isinstance(images, torch.Tensor) else array_to_nchw(images, label)
     if x.dtype != torch.uint8:
         raise DataError(f"{label}: images must be uint8, got {x.dtype}")

@@ -1,12 +1,8 @@
 """Optional on-disk cache of decoded splits (``get_dataset(..., cache_dir=DIR)``).
 
-Decoding 60,000 JPEGs or 19,280 PNGs takes seconds; reading the same split back from an
-uncompressed ``.npz`` of its uint8 images takes a fraction of that. A cache file is named
-after the dataset, the split and a hash of everything that determines its content (loader
-options, image size, the source's top-level file sizes and mtimes, cache format version).
-It is written atomically (temporary file in the same folder, then ``os.replace``), so an
-interrupted run never leaves a half-written cache behind. Never point ``cache_dir`` into
-the repository.
+A cache file is an uncompressed ``.npz`` of the split's uint8 images, named after the dataset,
+the split and a hash of what determines its content (loader options, image size, the source's
+top-level sizes and mtimes, format version), written atomically.
 """
 
 from __future__ import annotations

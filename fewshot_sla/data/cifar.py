@@ -1,21 +1,11 @@
 """CIFAR-10 and CIFAR-100 (Krizhevsky, 2009) for the supervised pipelines.
 
-Sources under ``root``, tried in this order:
-
-1. The official python batches: ``cifar-10-batches-py/{data_batch_1..5, test_batch,
-   batches.meta}`` or ``cifar-100-python/{train, test, meta}`` (``root`` may also be that
-   folder), or the official ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` read in
-   place. ``download=True`` fetches the archive (MD5-checked) when nothing is found.
-2. An image-folder layout ``train/<class>/*.{png,jpg,jpeg}`` and ``test/<class>/*``, as a
-   folder or a zip read in place (``root`` may be the zip, or a folder holding e.g.
-   ``cifar10-jpg.zip``). Class names are the sorted folder names (for CIFAR this is the
-   official label order).
-
-Splits: ``train``, ``test``, and ``val`` when ``val_per_class > 0``: that many training
-images per class, chosen with ``numpy.random.default_rng(split_seed)``, are moved from
-``train`` to ``val``.
-
-CIFAR-100's ``meta["class_superclass"]`` gives each fine class's superclass name.
+Sources under ``root``, in this order: the official python batches (``cifar-10-batches-py/``,
+``cifar-100-python/``, or their ``.tar.gz`` read in place; ``download=True`` fetches it,
+MD5-checked), then an image folder or zip ``train/<class>/*.{png,jpg,jpeg}``, ``test/<class>/*``
+(classes = sorted folder names, CIFAR's label order). ``val`` holds ``val_per_class`` training
+images per class (``numpy.random.default_rng(split_seed)``), moved out of ``train``.
+CIFAR-100's ``meta["class_superclass"]`` names each class's superclass.
 """
 
 from __future__ import annotations
@@ -109,12 +99,8 @@ def find_cifar_python(which: str, root: Path, download: bool = False) -> _PyBatc
 def read_cifar_python(
     batches: _PyBatches, part: str
 ) -> tuple[torch.Tensor, np.ndarray, list[str], np.ndarray | None, list[str] | None]:
-    """Read the ``train`` or ``test`` part of the python batches.
-
-    Returns:
-        ``(images uint8 [N, 3, 32, 32], labels [N], class_names, coarse_labels | None,
-        coarse_names | None)``; coarse values only for CIFAR-100.
-    """
+    """``(images uint8 [N, 3, 32, 32], labels [N], class_names, coarse_labels, coarse_names)`` of the
+    ``train`` or ``test`` part (coarse values None except for CIFAR-100)."""
     which = batches.which
     spec = _PY_FILES[which]
     key = "labels" if which == "cifar10" else "fine_labels"
@@ -144,11 +130,8 @@ def read_cifar_python(
 
 
 def list_image_folder(tree: FileTree, part: str) -> tuple[list[str], list[str], list[int]]:
-    """``(class_names, paths, labels)`` of ``<prefix>/<part>/<class>/<image>`` in ``tree``.
-
-    The prefix is whatever comes before the first ``<part>/`` directory (e.g. ``cifar10-jpg/``
-    inside the zip); an empty list of classes means the layout was not found.
-    """
+    """``(class_names, paths, labels)`` of ``<prefix>/<part>/<class>/<image>`` in ``tree`` (one
+    prefix, e.g. ``cifar10-jpg/``); no classes when the layout is absent."""
     by_class: dict[str, list[str]] = {}
     prefix = None
     for rel in tree.files():

@@ -1,19 +1,10 @@
-"""CIFAR-FS (Bertinetto et al., ICLR 2019) and FC100 (Oreshkin et al., NeurIPS 2018): few-shot
-splits of CIFAR-100's 100 classes (600 32x32 RGB images each).
+"""CIFAR-FS (Bertinetto et al., ICLR 2019; 64/16/20 random classes) and FC100 (Oreshkin et al.,
+NeurIPS 2018; 12/4/4 superclasses = 60/20/20 classes): few-shot splits of CIFAR-100.
 
-* CIFAR-FS: 64 / 16 / 20 classes drawn at random (train / val / test).
-* FC100: split by superclass to limit semantic overlap: 12 / 4 / 4 superclasses
-  = 60 / 20 / 20 classes.
-
-The class lists ship with this package (``fewshot_sla/data/splits/*.txt``, sources cited in
-each file). Sources under ``root``, tried in this order:
-
-1. MetaOptNet's pickles ``CIFAR_FS_{train,val,test}.pickle`` / ``FC100_{train,val,test}.pickle``
-   (in ``root``, ``root/CIFAR_FS``/``root/cifar-fs``, ``root/FC100``/``root/fc100``): dicts
-   with ``data`` uint8 ``[N, 32, 32, 3]`` and ``labels``.
-2. The official CIFAR-100 python archive (``cifar-100-python/{train,test,meta}`` or the
-   ``cifar-100-python.tar.gz``; ``download=True`` fetches it): the split's classes are taken
-   from CIFAR-100 train + test (train images first), classes in CIFAR-100 label order.
+The class lists ship in ``fewshot_sla/data/splits/*.txt`` (sources cited there). Sources under
+``root``, in this order: MetaOptNet's pickles ``CIFAR_FS_{split}.pickle`` / ``FC100_{split}.pickle``
+(also in a ``CIFAR_FS``/``FC100``-like subfolder), else CIFAR-100's official python archive
+(``download=True`` fetches it): the split's classes from train + test, in CIFAR-100 label order.
 """
 
 from __future__ import annotations
@@ -94,8 +85,7 @@ def _from_pickle(dataset: str, root: Path, split: str, image_size: int | None) -
 
 
 def _name_from_cifar100(ds: ImageDataset, dataset: str, split: str) -> None:
-    """Replace numeric class names by CIFAR-100 names when the pickle's labels are CIFAR-100
-    fine ids whose names are exactly this split's class list (a self-check of the ids)."""
+    """Name the classes after CIFAR-100 when the pickle's labels are fine ids of exactly this split."""
     fine = cifar100_fine_names()
     orig = ds.meta.get("class_original_label", [])
     if not all(isinstance(o, (int, np.integer)) and 0 <= int(o) < 100 for o in orig):

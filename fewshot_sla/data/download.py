@@ -1,20 +1,11 @@
-"""Downloads of the datasets that have an official public URL, and what to do for the others.
+"""Downloads of the datasets with an official public URL, and instructions for the others.
 
-:func:`download_url` streams to a temporary file in the destination folder with a tqdm
-progress bar, checks the MD5 published with the file, and only then renames it into place:
-an interrupted or corrupted download never leaves a file under the final name. Without a
-network it raises :class:`DownloadError` with one line naming the URL, the file expected
-and where to put it by hand.
-
-Official sources:
-
-* Omniglot (Lake et al., 2015): ``images_background.zip`` / ``images_evaluation.zip`` from
-  github.com/brendenlake/omniglot (MD5s as published by torchvision).
-* CIFAR-10 / CIFAR-100 (Krizhevsky, 2009): the python archives from www.cs.toronto.edu/~kriz.
-
-mini-ImageNet and tieredImageNet have no official public URL (they are derived from
-ImageNet, whose licence forbids redistribution); :data:`MANUAL_FILES` says which files to
-get from which codebase and where to put them.
+:func:`download_url` streams to a temporary file beside the destination (tqdm progress), checks
+the published MD5 and only then renames it into place; offline it raises :class:`DownloadError`
+naming the URL and where to put the file by hand. Sources: Omniglot's zips from
+github.com/brendenlake/omniglot (torchvision's MD5s), CIFAR's python archives from
+www.cs.toronto.edu/~kriz. mini-ImageNet and tieredImageNet have no public URL (ImageNet's
+licence); :data:`MANUAL_FILES` says where to get their files.
 """
 
 from __future__ import annotations
@@ -36,7 +27,6 @@ __all__ = [
     "DownloadError",
     "download_url",
     "fetch",
-    "file_md5",
     "manual_instructions",
 ]
 
@@ -99,14 +89,6 @@ def manual_instructions(name: str, root: str | Path) -> str:
     return MANUAL_FILES[name].format(root=root)
 
 
-def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_url(
     url: str,
     dest: str | Path,
@@ -116,14 +98,9 @@ def download_url(
     timeout: float = 60.0,
     chunk: int = 1 << 20,
 ) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``md5`` when given.
+    """Download ``url`` to ``dest`` atomically, checking ``md5`` when given.
 
-    The data goes to a temporary file next to ``dest`` and is renamed to ``dest`` only after
-    the whole body arrived and its MD5 matched; on any failure the temporary file is removed.
-
-    Raises:
-        DownloadError: no network / HTTP error (one-line message with the manual fix).
-        DataError: the downloaded bytes do not have the expected MD5.
+    Raises ``DownloadError`` (offline, HTTP error) or ``DataError`` (wrong MD5), each one line.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

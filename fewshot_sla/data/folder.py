@@ -1,17 +1,9 @@
 """Custom image folders: ``root/<class>/*.{png,jpg,jpeg}`` (a folder or a zip read in place).
 
-Which classes form which split, in one of three ways:
-
-* separate folders per split: ``root/train/<class>/*``, ``root/val/<class>/*`` (or
-  ``validation/``), ``root/test/<class>/*``;
-* ``split_file=PATH``: a JSON object ``{"train": [classes], "val": [...], "test": [...]}`` or a
-  text file with one ``<split> <class name>`` per line (``#`` starts a comment);
-* ``split="all"``: every class under ``root``.
-
-Images are decoded with PIL to ``channels`` (1 or 3; default: grayscale when the first image
-is, else RGB). With ``image_size`` every image is resized to ``image_size x image_size``;
-without it all images must share one square size, and the first one that does not is named
-in the error. Normalisation statistics are computed from the loaded split.
+Splits: folders ``root/train|val|validation|test/<class>/*``; or ``split_file=PATH``, a JSON
+``{"train": [classes], ...}`` or ``<split> <class name>`` lines; or ``split="all"``. Images are
+decoded to ``channels`` (default: grayscale when the first image is, else RGB), resized to
+``image_size`` when given (else all must share one square size); statistics come from the split.
 """
 
 from __future__ import annotations
@@ -36,8 +28,7 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def read_class_splits(path: str | Path) -> dict[str, list[str]]:
-    """Parse a class-split file (JSON mapping or ``<split> <class>`` lines) into
-    ``{split: [class names]}`` with split aliases resolved; classes must not repeat."""
+    """``{split: [class names]}`` from a JSON mapping or ``<split> <class>`` lines (no repeats)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"folder: split_file {path} not found; pass an existing file")

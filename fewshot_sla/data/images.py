@@ -1,10 +1,7 @@
-"""Decoding image files into one uint8 tensor, and array/tensor layout conversions.
+"""Decoding image files (PIL) into one uint8 tensor ``[N, C, H, W]``.
 
-Files are decoded with PIL. Resizing of decoded files uses PIL's antialiased filters
-(``bilinear`` by default: for downsampling PIL widens the filter support by the scale
-factor, so 105 -> 28 averages whole pixel neighbourhoods, as torchvision's ``Resize`` on PIL
-images does). Arrays already in memory (pickles, npz) are resized on the tensor side with
-``torch.nn.functional.interpolate(..., antialias=True)`` in chunks.
+Resizing uses PIL's antialiased filters (``bilinear`` by default: downsampling 105 -> 28 averages
+whole neighbourhoods, as torchvision's ``Resize`` on PIL images).
 """
 
 from __future__ import annotations
@@ -47,9 +44,8 @@ def decode_image(
     resample: str = "bilinear",
     name: str = "",
 ) -> np.ndarray:
-    """Decode one encoded image to ``uint8 [H, W]`` (mode ``"L"``) or ``[H, W, 3]`` (``"RGB"``),
-    resized to ``size x size`` when ``size`` is given and differs. ``name`` (a file name) lets
-    PIL try the format its extension suggests first."""
+    """Decode one image to ``uint8 [H, W]`` (``"L"``) or ``[H, W, 3]`` (``"RGB"``), resized to
+    ``size``; ``name``'s extension tells PIL which format to try first."""
     hint = _FORMAT_HINT.get(name[name.rfind("."):].lower()) if "." in name else None
     fp = io.BytesIO(data)
     try:
@@ -77,18 +73,11 @@ def decode_files(
     label: str = "",
     postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> torch.Tensor:
-    """Decode ``paths`` (read through ``read``) into ``uint8 [N, C, H, W]``.
+    """Decode ``paths`` (bytes from ``read``) into ``uint8 [N, C, H, W]``, mode ``"L"`` or ``"RGB"``.
 
-    Args:
-        read: returns the bytes of one path (e.g. ``FileTree.read``).
-        paths: files in output order.
-        mode: ``"L"`` (1 channel) or ``"RGB"`` (3 channels).
-        size: output side length; ``None`` keeps the size of the files, which must then all
-            be equal and square (otherwise :class:`DataError` names an offending file).
-        resample: PIL filter used when resizing.
-        num_workers: decode with this many threads (PIL releases the GIL while decoding).
-        label: dataset name for error messages.
-        postprocess: optional function applied to each decoded ``[H, W(, C)]`` array.
+    ``size=None`` keeps the files' size (all equal and square, else a ``DataError`` naming a
+    file); ``num_workers`` threads decode; ``postprocess`` maps each decoded array; ``label``
+    prefixes error messages.
     """
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")

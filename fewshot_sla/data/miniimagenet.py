@@ -1,17 +1,9 @@
-"""mini-ImageNet (Vinyals et al. 2016; class split of Ravi & Larochelle 2017: 64/16/20 classes,
-600 images each, 84x84 RGB).
+"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle's split: 64/16/20 classes x 600, 84 px).
 
-Two on-disk formats are read, from ``root`` (or ``root/miniImageNet``, ``root/mini-imagenet``):
-
-* MetaOptNet / Gidaris & Komodakis pickles (Python 2): ``miniImageNet_category_split_
-  train_phase_train.pickle`` (train), ``miniImageNet_category_split_val.pickle`` (val),
-  ``miniImageNet_category_split_test.pickle`` (test); dicts with ``data`` uint8
-  ``[N, 84, 84, 3]``, ``labels`` (global class ids) and, when present, ``catname2label``
-  (class names).
-* learn2learn caches ``mini-imagenet-cache-{train,validation,test}.pkl``: dicts with
-  ``image_data`` ``[N, 84, 84, 3]`` and ``class_dict`` (class name -> image indices).
-
-There is no official public download; ``download=True`` says which files to put where.
+Read from ``root`` (or ``root/miniImageNet``, ...): MetaOptNet's Python 2 pickles
+(``miniImageNet_category_split_*.pickle``: ``data`` [N, 84, 84, 3], ``labels``, optional
+``catname2label``) or learn2learn's ``mini-imagenet-cache-*.pkl`` (``image_data``, ``class_dict``).
+No public download; ``download=True`` says which files to put where.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import numpy as np
 from .arrays import dataset_from_arrays
 from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError, ImageDataset, resolve_split
 from .download import manual_instructions
-from .pickles import load_pickle, require_keys
+from .pickles import decode_text, load_pickle, require_keys
 
 __all__ = ["METAOPTNET_FILES", "L2L_FILES", "load_mini_imagenet", "from_metaoptnet", "from_l2l"]
 
@@ -49,8 +41,7 @@ def from_metaoptnet(
     require_keys(obj, ["data", "labels"], label, fix)
     names = None
     if isinstance(obj.get("catname2label"), dict):
-        names = {v: (k.decode("latin1") if isinstance(k, bytes) else k)
-                 for k, v in obj["catname2label"].items()}
+        names = {v: decode_text(k) for k, v in obj["catname2label"].items()}
     return dataset_from_arrays(
         obj["data"], list(np.asarray(obj["labels"]).reshape(-1)), name=name, split=split,
         label=label, class_names=names, image_size=image_size, meta={"source": label},
@@ -78,7 +69,7 @@ def from_l2l(obj: dict, *, name: str, split: str, label: str, image_size: int | 
             f"{label}: {int((raw < 0).sum())} images belong to no class in 'class_dict'; "
             "the file is inconsistent, download it again"
         )
-    mapping = {c: (k.decode("latin1") if isinstance(k, bytes) else str(k)) for c, k in enumerate(names)}
+    mapping = {c: str(decode_text(k)) for c, k in enumerate(names)}
     return dataset_from_arrays(
         data, raw, name=name, split=split, label=label, class_names=mapping,
         image_size=image_size, meta={"source": label},

@@ -1,14 +1,10 @@
 """Reading the pickles other few-shot codebases ship (MetaOptNet, learn2learn, CIFAR batches).
 
-* Python 2 pickles (the CIFAR batches, Gidaris' / MetaOptNet's mini-ImageNet files) hold
-  byte strings that Python 3 refuses to decode as ASCII; they are read with
-  ``encoding="latin1"``, which is also harmless for Python 3 pickles (any protocol).
-* Dictionary keys stored as bytes (``b"data"``) are turned into ``str``.
-* Only the classes such files need (numpy arrays, dtypes, scalars, a few builtins) may be
-  built: a pickle naming any other global is refused instead of executed.
-* A truncated file, an HTML page saved under a pickle's name (what a failed Google Drive
-  download leaves behind) and a pickle without the expected keys each raise
-  :class:`~fewshot_sla.data.base.DataError` naming the file and the fix.
+Python 2 pickles are read with ``encoding="latin1"`` (harmless for Python 3 ones) and bytes dict
+keys become ``str``. Only numpy arrays, dtypes, scalars and builtin containers may be built: a
+pickle naming any other global is refused, not executed. A truncated file, an HTML page saved
+under a pickle's name (a failed Google Drive download) or missing keys raise
+:class:`~fewshot_sla.data.base.DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -76,19 +72,8 @@ def _fail(path: str, what: str, fix: str) -> DataError:
 
 
 def load_pickle(source: str | Path | IO[bytes] | bytes, name: str | None = None) -> Any:
-    """Load a dataset pickle written by Python 2 or 3 (any protocol), safely.
-
-    Args:
-        source: a path, an open binary file, or the file's bytes.
-        name: how to call the file in error messages (defaults to the path).
-
-    Returns:
-        The unpickled object; a dict gets its bytes keys decoded to str.
-
-    Raises:
-        DataError: truncated file, HTML instead of a pickle, or not a pickle at all.
-        FileNotFoundError: ``source`` is a path that does not exist.
-    """
+    """Load a dataset pickle (Python 2 or 3) from a path, a binary file or bytes, safely; a dict
+    gets its bytes keys decoded. ``name`` labels error messages (default: the path)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         with open(path, "rb") as f:  # streamed: the file is never held twice in memory
@@ -135,8 +120,7 @@ def _load_stream(f: IO[bytes], label: str, size: int | None) -> Any:
 
 
 def require_keys(obj: Any, keys: Iterable[str], label: str, fix: str = "") -> dict:
-    """Check that ``obj`` is a dict with all ``keys``; raise :class:`DataError` naming the
-    missing ones and the keys that were found."""
+    """``obj`` if it is a dict with all ``keys``, else a :class:`DataError` naming the missing ones."""
     keys = list(keys)
     if not isinstance(obj, dict):
         raise DataError(

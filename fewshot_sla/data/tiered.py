@@ -1,12 +1,9 @@
-"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes in 20/6/8 ImageNet super-categories,
-84x84 RGB), in MetaOptNet's format.
+"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes, 84 px RGB) in MetaOptNet's format.
 
-Files under ``root`` (or ``root/tiered-imagenet``, ``root/tieredImageNet``):
-``{split}_images.npz`` with key ``images`` (uint8 ``[N, 84, 84, 3]``) and
-``{split}_labels.pkl``, a dict with ``labels`` (MetaOptNet) or Ren et al.'s
-``label_specific`` (+ ``label_specific_str`` class names, ``label_general`` super-category).
-
-There is no official public download; ``download=True`` says which files to put where.
+Under ``root`` (or ``root/tiered-imagenet``, ...): ``{split}_images.npz`` (``images`` [N, 84, 84, 3])
+and ``{split}_labels.pkl`` (``labels``, or Ren et al.'s ``label_specific`` with optional
+``label_specific_str`` and ``label_general``). No public download; ``download=True`` says which
+files to put where.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import numpy as np
 from .arrays import dataset_from_arrays
 from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError, ImageDataset, resolve_split
 from .download import manual_instructions
-from .pickles import load_pickle, sniff_html
+from .pickles import decode_text, load_pickle, sniff_html
 
 __all__ = ["load_tiered_imagenet", "tiered_files"]
 
@@ -89,7 +86,7 @@ def load_tiered_imagenet(
     names = None
     if key == "label_specific" and "label_specific_str" in obj:
         strs = obj["label_specific_str"]
-        names = {i: (s.decode("latin1") if isinstance(s, bytes) else str(s)) for i, s in enumerate(strs)}
+        names = {i: str(decode_text(s)) for i, s in enumerate(strs)}
     images = _load_npz_images(img_path)
     meta = {"source": str(img_path)}
     ds = dataset_from_arrays(
