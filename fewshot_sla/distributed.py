@@ -1,9 +1,6 @@
-"""torch.distributed glue for ``torchrun`` launches (DDP), kept in one place.
-
-Under ``torchrun`` the environment holds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
-:func:`init_distributed` starts the process group (NCCL on CUDA, gloo on CPU) with a
-timeout, so a rank that dies ends the job instead of hanging it. Without those variables
-everything here is a single-process no-op.
+"""torch.distributed glue for ``torchrun`` launches (DDP). Under torchrun (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` set) :func:`init_distributed` starts the process group (NCCL on CUDA, gloo on CPU)
+with a timeout; without them everything here is a single-process no-op.
 """
 
 from __future__ import annotations
@@ -66,11 +63,8 @@ def env_info() -> DistInfo:
 
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
-    """The device of this process: ``runs.resolve_device(name)``, except that under torchrun on
-    CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``.
-
-    An explicit ``cuda:K`` under torchrun (world size > 1) is a one-line
-    :class:`~fewshot_sla.config.ConfigError`: all processes of a node would share GPU K."""
+    """``runs.resolve_device(name)``, but under torchrun on CUDA every process takes GPU ``LOCAL_RANK``
+    (an explicit ``cuda:K`` is a one-line ConfigError: all processes would share GPU K)."""
     from .config import ConfigError
     from .runs import resolve_device
 
@@ -92,12 +86,8 @@ def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch
 
 
 def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
-    """Start the process group when launched by torchrun; return this process's :class:`DistInfo`.
-
-    ``device`` is this process's device (:func:`resolve_dist_device`: ``cuda:LOCAL_RANK`` on
-    CUDA). On CUDA it becomes the current device and NCCL's ``device_id``, so collectives,
-    ``barrier`` and DDP all use the GPU the model is on.
-    """
+    """Start the process group under torchrun; return this process's :class:`DistInfo`. A CUDA
+    ``device`` becomes the current device and NCCL's ``device_id``."""
     info = env_info()
     if not info.enabled or dist.is_initialized():
         return info
@@ -140,11 +130,8 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def broadcast_module(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers (BatchNorm running statistics) to every rank.
-
-    DDP keeps parameters equal but only broadcasts buffers at the start of each forward, so
-    the running statistics differ across ranks after a training step; call this before an
-    evaluation so every rank evaluates the same model."""
+    """Copy rank ``src``'s parameters and buffers (BatchNorm statistics differ across ranks after
+    a DDP step) to every rank, so all ranks evaluate the same model."""
     if not info.enabled:
         return
     with torch.no_grad():
@@ -158,8 +145,7 @@ def barrier(info: DistInfo) -> None:
 
 
 def check_sync_bn(info: DistInfo, device: torch.device, flag: str = "--sync-bn") -> None:
-    """One-line :class:`~fewshot_sla.config.ConfigError` when SyncBatchNorm is asked for a
-    multi-process run off CUDA (torch's SyncBatchNorm only runs on CUDA)."""
+    """One-line ConfigError when SyncBatchNorm is asked for a multi-process run off CUDA."""
     from .config import ConfigError
 
     if info.enabled and device.type != "cuda":
@@ -171,11 +157,8 @@ def check_sync_bn(info: DistInfo, device: torch.device, flag: str = "--sync-bn")
 
 def convert_sync_bn(module: torch.nn.Module, info: DistInfo, device: torch.device,
                     flag: str = "--sync-bn") -> torch.nn.Module:
-    """``nn.SyncBatchNorm.convert_sync_batchnorm(module)`` for a multi-process CUDA run; the
-    module unchanged for one process; a one-line error on the CPU (see :func:`check_sync_bn`).
-
-    SyncBatchNorm keeps BatchNorm's parameter and buffer names, so checkpoints load into the
-    plain model."""
+    """``module`` with SyncBatchNorm for a multi-process CUDA run (same state_dict keys), else
+    unchanged; a one-line error on the CPU (:func:`check_sync_bn`)."""
     check_sync_bn(info, device, flag)
     if not info.enabled:
         return module
@@ -183,9 +166,7 @@ def convert_sync_bn(module: torch.nn.Module, info: DistInfo, device: torch.devic
 
 
 def wrap_ddp(module: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    """``DistributedDataParallel(module)`` under torchrun, ``module`` itself otherwise.
-
-    Construction broadcasts rank 0's parameters and buffers, so every rank starts equal."""
+    """``DistributedDataParallel(module)`` under torchrun (ranks start equal), else ``module``."""
     if not info.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -195,27 +176,16 @@ def wrap_ddp(module: torch.nn.Module, info: DistInfo, device: torch.device) -> t
 
 
 def _step_counting(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """Submodules that count their forward calls (a bool attribute ``step_frozen``, e.g. the
-    ResNet-12 blocks whose ``drop_step`` buffer drives the DropBlock ramp)."""
+    """Submodules that count forward calls (a bool ``step_frozen``: ResNet-12's DropBlock ramp)."""
     return [m for m in module.modules() if isinstance(getattr(m, "step_frozen", None), bool)]
 
 
 @contextlib.contextmanager
 def step_state_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
-    """Inside the block, forward calls do not advance ``module``'s per-step state; ``frozen=False``
-    is a no-op.
-
-    * BatchNorm layers normalise with the batch statistics as usual but do not update their
-      running statistics (``momentum`` 0; ``num_batches_tracked`` restored on exit).
-    * Modules that count forward calls (a bool ``step_frozen`` attribute: the ResNet-12
-      blocks' DropBlock ramp counter ``drop_step``) use their current count without advancing
-      it; the flag and the modules' own buffers are restored on exit.
-
-    Why: under DDP every rank runs one forward per step: it updates its running statistics
-    from its own share of the batch (rank 0's are the ones broadcast, evaluated and saved) and
-    advances the DropBlock ramp once. A single process with ``--accumulate K`` reproduces that
-    by running every chunk of a step after the first inside this block, so both end with the
-    same buffers and every chunk of step ``s`` sees the ramp at ``t = s + 1``.
+    """Inside the block (``frozen=True``), forward calls do not advance ``module``'s per-step state:
+    BatchNorm keeps its running statistics (momentum 0, ``num_batches_tracked`` restored) and
+    forward-counting modules keep their count. Every chunk of a step after the first runs inside
+    it, so ``--accumulate K`` ends a step with the buffers one DDP rank would have.
     """
     if not frozen:
         yield
@@ -242,7 +212,6 @@ def step_state_frozen(module: torch.nn.Module, frozen: bool = True) -> Iterator[
                     b.copy_(value)
 
 
-# The trainers' name for step_state_frozen (kept: it now freezes more than BatchNorm statistics).
 bn_stats_frozen = step_state_frozen
 
 

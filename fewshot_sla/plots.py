@@ -1,8 +1,5 @@
-"""Training/validation curves (meta-training and supervised runs share the metrics.jsonl schema)
-and per-episode accuracy histograms as PNG (matplotlib).
-
-matplotlib is an optional extra (``pip install fewshot-sla[plot]``); it is imported only
-here, when a plot is drawn, with a one-line error naming the fix when it is missing.
+"""PNG plots (matplotlib, an optional extra imported only here): training/validation curves of a
+run's ``metrics.jsonl`` and per-episode accuracy histograms of an evaluation report.
 """
 
 from __future__ import annotations

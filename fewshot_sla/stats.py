@@ -1,5 +1,5 @@
-"""Accuracy statistics for episode evaluation: mean with a 95% confidence interval and
-paired differences between methods evaluated on the same episodes."""
+"""Accuracy statistics: mean with a 95% confidence interval, and paired differences of methods
+evaluated on the same episodes."""
 
 from __future__ import annotations
 
@@ -41,10 +41,7 @@ def mean_ci(values: Sequence[float] | np.ndarray) -> MeanCI:
 
 
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> MeanCI:
-    """Mean of ``a - b`` episode by episode, with its 95% CI.
-
-    Both must come from the same episodes (same seed, same order).
-    """
+    """Mean of ``a - b`` episode by episode (same episodes, same order), with its 95% CI."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(

@@ -1,25 +1,9 @@
-"""Label-changing input transform sets of SLA.
+"""Label-changing input transform sets of SLA (names as in the SLA authors' code).
 
-A transform set ``T = (t_1 = identity, t_2, ..., t_M)`` maps a batch ``x`` of shape
-``[B, C, H, W]`` to ``[B*M, C, H, W]`` in *sample-major* order: row ``b*M + j`` holds
-``t_j(x_b)``. Names follow the SLA authors' code:
-
-==================  ===  ==========================================================
-name                M    transforms (index j)
-==================  ===  ==========================================================
-none                1    identity
-rotation            4    ``torch.rot90(x, k, dims=(2, 3))``, k = 0, 1, 2, 3
-rotation2           2    k in {0, 2}
-color_perm          6    channel orders RGB, RBG, GRB, GBR, BRG, BGR
-color_perm3         3    RGB, GBR, BRG
-rot_color_perm6     6    {0, 180 deg} x color_perm3
-rot_color_perm12    12   4 rotations x color_perm3
-rot_color_perm24    24   4 rotations x color_perm
-==================  ===  ==========================================================
-
-Composed sets index ``j = j_rot * M_color + j_color``: rotate first, then permute channels.
-Everything is one batched tensor op per transform; the output stays on the input's device
-and dtype.
+A set ``T = (t_1 = identity, ..., t_M)`` maps ``[B, C, H, W]`` to ``[B*M, C, H, W]``, row ``b*M + j``
+holding ``t_j(x_b)``: rotations ``torch.rot90(x, k, dims=(2, 3))`` and/or channel orders (see
+:data:`TRANSFORM_SETS`); composed sets index ``j = j_rot * M_color + j_color`` (rotate, then
+permute). Outputs keep the input's device and dtype.
 """
 
 from __future__ import annotations
@@ -43,8 +27,7 @@ COLOR_PERM6: tuple[tuple[int, int, int], ...] = (
 )
 COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))  # RGB, GBR, BRG
 
-# name -> (rotation quarter-turns k, channel orders); composed index j = j_rot * M_color + j_color
-#: Registry: name -> (quarter turns, channel orders or None).
+#: Registry: name -> (quarter turns k, channel orders or None).
 TRANSFORM_SETS: Registry = Registry("transform set", "--transforms")
 TRANSFORM_SETS.update({
     "none": ((0,), None),
@@ -60,10 +43,7 @@ TRANSFORM_SETS.update({
 
 @dataclass(frozen=True)
 class TransformSet:
-    """A set of M label-changing transforms, identity first.
-
-    Calling it maps ``x [B, C, H, W] -> [B*M, C, H, W]``; row ``b*M + j`` is ``t_j(x_b)``.
-    """
+    """M label-changing transforms, identity first: ``x [B, C, H, W] -> [B*M, C, H, W]``."""
 
     name: str
     rotations: tuple[int, ...]
@@ -73,14 +53,9 @@ class TransformSet:
     def M(self) -> int:
         return len(self.rotations) * (len(self.color_perms) if self.color_perms else 1)
 
-    @property
-    def needs_rgb(self) -> bool:
-        """True when the set permutes colour channels (3-channel input required)."""
-        return self.color_perms is not None
-
     def check_input(self, channels: int, height: int | None = None, width: int | None = None) -> None:
         """Raise ``ValueError`` when inputs of this shape cannot be transformed by this set."""
-        if self.needs_rgb and channels != 3:
+        if self.color_perms is not None and channels != 3:
             raise ValueError(
                 f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
                 f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
@@ -105,9 +80,8 @@ class TransformSet:
             # M views [B, C, H, W] -> [B, M, C, H, W] -> [B*M, C, H, W]: row b*M + j = t_j(x_b)
             out = torch.stack(rotated, dim=1)
         else:
-            # Channel c' of view (k, p) is channel p[c'] of rotation k: the views' channels, as
-            # views of the input (no index tensor: a Python-list index would be one blocking
-            # host-to-device copy per view on CUDA), stacked in one copy into [B, M*C, H, W].
+            # Channel c' of view (k, p) is channel p[c'] of rotation k, stacked in one copy (no
+            # index tensor: that would be one blocking host-to-device copy per view on CUDA).
             planes = [r.unbind(1) for r in rotated]
             out = torch.stack([ch[i] for ch in planes for p in self.color_perms for i in p], dim=1)
         out = out.reshape(b * self.M, c, h, w)

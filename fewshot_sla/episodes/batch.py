@@ -17,10 +17,8 @@ _ALIGN = 16  # byte offset of every tensor in a packed buffer (any dtype can be 
 
 def _send_together(tensors: Sequence[torch.Tensor], device: torch.device | str,
                    non_blocking: bool = True) -> list[torch.Tensor]:
-    """Copies of ``tensors`` (all on one device, e.g. the CPU) on ``device``, moved in ONE copy:
-    their bytes are packed into one buffer (pinned when it goes from the CPU to a GPU), sent
-    with ``non_blocking``, and viewed back as contiguous tensors of the same dtypes, shapes and
-    values. One transfer instead of one blocking copy per tensor."""
+    """``tensors`` (all on one device) on ``device`` in ONE copy: packed into one byte buffer
+    (pinned for CPU -> GPU), sent with ``non_blocking``, viewed back as contiguous tensors."""
     device = torch.device(device)
     chunks, spans, offset = [], [], 0
     for t in tensors:
@@ -41,16 +39,9 @@ def _send_together(tensors: Sequence[torch.Tensor], device: torch.device | str,
 
 @dataclass(frozen=True)
 class EpisodeBatch:
-    """A batch of T episodes.
-
-    Attributes:
-        support: ``[T, S, C, H, W]`` with ``S = n_way * k_shot`` (times M once expanded).
-        support_labels: ``[T, S]`` int64 episode labels.
-        query: ``[T, Q, C, H, W]`` with ``Q = n_way * n_query`` (times M once expanded).
-        query_labels: ``[T, Q]`` int64.
-        n_way: number of classes in the (possibly expanded, ``N*M``-way) problem.
-        M: number of transforms applied (1 for a plain episode).
-    """
+    """T episodes: ``support`` [T, S, C, H, W] (S = n_way * k_shot), ``query`` [T, Q, C, H, W]
+    (Q = n_way * n_query), int64 labels [T, S] and [T, Q]; once expanded by M transforms, S, Q
+    and ``n_way`` are M times larger."""
 
     support: torch.Tensor
     support_labels: torch.Tensor
@@ -60,18 +51,12 @@ class EpisodeBatch:
     M: int = 1
 
     @property
-    def n_tasks(self) -> int:
-        return self.support.shape[0]
-
-    @property
     def base_way(self) -> int:
         """Number of original classes N (``n_way // M``)."""
         return self.n_way // self.M
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
-        """The batch on ``device``. Tensors already there stay as they are; the others (on one
-        device) move in one copy (:func:`_send_together`: pinned and asynchronous for CPU -> CUDA
-        with ``non_blocking``) and arrive contiguous."""
+        """The batch on ``device``; tensors not there yet move in one copy (:func:`_send_together`)."""
         device = torch.device(device)
         names = ("support", "support_labels", "query", "query_labels")
         tensors = {n: getattr(self, n) for n in names}
@@ -84,11 +69,8 @@ class EpisodeBatch:
         return self
 
     def map_images(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> EpisodeBatch:
-        """Apply ``fn`` to support and query images in one call.
-
-        ``fn`` maps ``[B, C, H, W] -> [B*R, C', H', W']`` where each input row becomes ``R``
-        consecutive output rows (R = 1 for augmentation, R = M for a transform set).
-        """
+        """Apply ``fn`` ([B, C, H, W] -> [B*R, C', H', W'], each row becoming R consecutive rows)
+        to support and query images in one call."""
         t, s = self.support.shape[:2]
         q = self.query.shape[1]
         flat = torch.cat([self.support.flatten(0, 1), self.query.flatten(0, 1)])
@@ -120,11 +102,8 @@ def collate_episodes(
     k_shot: int,
     n_query: int,
 ) -> EpisodeBatch:
-    """Gather T episodes of dataset indices (as yielded by ``EpisodeSampler``) into a batch.
-
-    ``images`` is the whole dataset ``[N_images, C, H, W]`` (any dtype, e.g. uint8); one
-    ``index_select`` gathers every image of every episode.
-    """
+    """Gather T episodes of dataset indices (from ``EpisodeSampler``) of ``images`` [N, C, H, W]
+    into a batch, with one ``index_select``."""
     size = n_way * (k_shot + n_query)
     idx = torch.as_tensor([list(e) for e in episodes], dtype=torch.long)
     if idx.dim() != 2 or idx.shape[1] != size:
@@ -150,11 +129,8 @@ def collate_episodes(
 
 
 def expand_episodes(batch: EpisodeBatch, transforms: TransformSet | str) -> EpisodeBatch:
-    """Turn an N-way episode batch into an NM-way one (SLA for few-shot learning).
-
-    Every support and query image is transformed M times (row ``s*M + j`` holds ``t_j``
-    of image ``s``) and relabelled ``y*M + j``.
-    """
+    """N-way -> NM-way episodes (SLA, section 3.4): row ``s*M + j`` holds ``t_j`` of image ``s``,
+    labelled ``y*M + j``."""
     tset = get_transform_set(transforms)
     if batch.M != 1:
         raise ValueError("this episode batch is already expanded; expand each batch only once")

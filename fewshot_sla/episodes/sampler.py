@@ -1,9 +1,5 @@
-"""Seeded N-way K-shot episode sampling.
-
-Episode ``i`` is a pure function of ``(labels, seed, i)``: every method evaluated with the
-same seed sees the same episodes (paired comparisons), and any episode can be drawn
-directly, so an evaluation can be split across processes or resumed.
-"""
+"""Seeded N-way K-shot episode sampling: episode ``i`` is a pure function of ``(labels, seed, i)``,
+so every method sees the same episodes and any episode can be drawn directly."""
 
 from __future__ import annotations
 
@@ -29,21 +25,10 @@ def class_indices(labels: Sequence[int] | np.ndarray | torch.Tensor) -> dict[int
 
 
 class EpisodeSampler:
-    """Draws N-way K-shot episodes as lists of dataset indices.
-
-    Each episode is ``n_way * (k_shot + n_query)`` indices: the support set first (class by
-    class, ``k_shot`` each), then the queries (class by class, ``n_query`` each). The
-    position of a class in the episode is its episode label ``0..n_way-1``.
-
-    Args:
-        labels: class label of every dataset item, ``[len(dataset)]``.
-        n_way, k_shot, n_query: episode shape.
-        n_episodes: length of one pass (iteration yields episodes ``0..n_episodes-1``).
-        seed: episode ``i`` depends only on ``(labels, seed, i)``.
-        class_names: optional names used in error messages.
-        option_names: the names of ``(n_way, k_shot, n_query)`` that error messages tell the
-            user to change (a CLI passes its flags, e.g. ``("--eval-way", "--eval-shot",
-            "--eval-query")`` for validation episodes).
+    """Draws N-way K-shot episodes as lists of ``n_way * (k_shot + n_query)`` dataset indices:
+    support first (class by class, ``k_shot`` each), then queries (``n_query`` each); a class's
+    position is its episode label. Iteration yields episodes ``0..n_episodes-1``.
+    ``class_names`` and ``option_names`` (the flags for n_way, k_shot, n_query) word the errors.
     """
 
     def __init__(
@@ -84,10 +69,6 @@ class EpisodeSampler:
                 f"need {need} per class ({len(small)} class(es) are too small); lower {option_names[1]} or "
                 f"{option_names[2]}, or remove classes with too few images"
             )
-
-    @property
-    def episode_size(self) -> int:
-        return self.n_way * (self.k_shot + self.n_query)
 
     def episode(self, i: int) -> list[int]:
         """Dataset indices of episode ``i`` (support class by class, then queries)."""
