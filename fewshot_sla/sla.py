@@ -1,12 +1,8 @@
 """Label algebra and losses of Self-supervised Label Augmentation (pure functions).
 
-Layout conventions (see ``DESIGN.md``):
-
-* rows are sample-major: row ``b*M + j`` holds ``t_j(x_b)``;
-* the joint label of class ``y`` under transform ``j`` is ``y*M + j`` (class outer);
-* joint logits have shape ``[..., B*M, N*M]``; column ``i*M + j`` scores the pair (i, j).
-
-Everything here is shared by the few-shot (``meta/``) and supervised (``supervised/``) code.
+Layout: rows are sample-major (row ``b*M + j`` holds ``t_j(x_b)``, identity ``j = 0`` first); the
+joint label of class ``y`` under transform ``j`` is ``y*M + j``; joint logits ``[..., B*M, N*M]``
+score the pair (i, j) in column ``i*M + j``. Shared by ``meta/``, ``supervised/`` and ``predict/``.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ __all__ = [
     "joint_labels",
     "repeat_labels",
     "transform_labels",
+    "identity_rows",
     "single_logits",
     "aggregated_logits",
     "cross_entropy",
@@ -54,29 +51,39 @@ def transform_labels(batch_size: int, M: int, device: torch.device | str | None 
     return torch.arange(M, device=device).repeat(batch_size)
 
 
-def _split_joint(joint: torch.Tensor, M: int) -> torch.Tensor:
-    """``[..., B*M, N*M] -> [..., B, M(row transform), N, M(class transform)]``."""
+def _check_views(x: torch.Tensor, M: int, dims: tuple[int, ...]) -> None:
     _check_m(M)
-    *lead, rows, cols = joint.shape
-    if rows % M or cols % M:
-        raise ValueError(
-            f"joint logits of shape {tuple(joint.shape)} are not [..., B*M, N*M] for M={M}: "
-            "both of the last two dimensions must be divisible by M"
-        )
-    return joint.reshape(*lead, rows // M, M, cols // M, M)
+    if x.dim() < 2 or any(x.shape[d] % M for d in dims):
+        raise ValueError(f"logits of shape {tuple(x.shape)} do not hold M={M} views: their dimension(s) "
+                         f"{', '.join(map(str, dims))} must be divisible by M")
 
 
-def single_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
-    """Single inference (SLA+SI): ``joint[..., b*M + 0, i*M + 0]``, shape ``[..., B, N]``."""
-    return _split_joint(joint, M)[..., :, 0, :, 0]
+def identity_rows(x: torch.Tensor, M: int) -> torch.Tensor:
+    """Rows ``b*M + 0`` (the untransformed samples) of ``[..., B*M, C]`` -> ``[..., B, C]``."""
+    _check_views(x, M, (-2,))
+    return x[..., ::M, :]
 
 
-def aggregated_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
+def single_logits(joint: torch.Tensor, M: int, views: bool = True) -> torch.Tensor:
+    """Single inference (SLA+SI): ``joint[..., b*M + 0, i*M + 0]``, shape ``[..., B, N]``.
+
+    ``views=False``: ``joint [..., B, N*M]`` scores the untransformed samples alone (columns ``i*M + 0``).
+    """
+    _check_views(joint, M, (-2, -1) if views else (-1,))
+    return (joint[..., ::M, :] if views else joint)[..., ::M]
+
+
+def aggregated_logits(logits: torch.Tensor, M: int, joint: bool = True) -> torch.Tensor:
     """Aggregated inference (SLA+AG): ``s[b, i] = mean_j joint[b*M + j, i*M + j]``, ``[..., B, N]``.
 
+    ``joint=False``: N-way logits of every view ``[..., B*M, N]`` (da, mt) averaged over the views.
     Logits (not probabilities) are averaged; apply a softmax afterwards for probabilities.
     """
-    x = _split_joint(joint, M)
+    _check_views(logits, M, (-2, -1) if joint else (-2,))
+    *lead, rows, cols = logits.shape
+    if not joint:
+        return logits.reshape(*lead, rows // M, M, cols).mean(-2)
+    x = logits.reshape(*lead, rows // M, M, cols // M, M)
     return torch.diagonal(x, dim1=-3, dim2=-1).mean(-1)
 
 

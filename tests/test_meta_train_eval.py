@@ -12,8 +12,9 @@ import pytest
 import torch
 from synthetic import synthetic_dataset
 
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.episodes import EpisodeSampler
-from fewshot_sla.meta.batches import episode_indices, make_preprocess
+from fewshot_sla.meta.batches import episode_indices
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.evaluate import evaluate_episodes, load_model
 from fewshot_sla.meta.train import resume_config, train
@@ -136,7 +137,7 @@ def test_evaluate_episodes_matches_a_brute_force_protonet(tmp_path):
     cfg = tiny(tmp_path, mode="baseline", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
     model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
-    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     accs = evaluate_episodes(model, VAL, pre, n_way=3, k_shot=2, n_query=4, n_episodes=5, seed=3,
                              device=torch.device("cpu"), tasks_per_batch=2)["plain"]
     sampler = EpisodeSampler(VAL.labels, 3, 2, 4, 5, seed=3)
@@ -160,7 +161,7 @@ def test_evaluate_episodes_matches_a_brute_force_sla_ridge(tmp_path):
     cfg = tiny(tmp_path, mode="sla", head="ridge", transforms="rotation", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
     model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
-    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     n, k, q, m, lam = 3, 2, 4, 4, cfg.ridge_lambda
     accs = evaluate_episodes(model, VAL, pre, n_way=n, k_shot=k, n_query=q, n_episodes=4, seed=5,
                              device=torch.device("cpu"), tasks_per_batch=2)
@@ -302,7 +303,7 @@ def test_scale_init_starts_the_logit_scales_and_multiplies_the_first_logits(tmp_
         torch.manual_seed(0)
         model = build_model(cfg, 1, 16)
         batch = load_batch(VAL, EpisodeSampler(VAL.labels, 3, 1, 2, 1, seed=0), [0], torch.device("cpu"),
-                           make_preprocess("synthetic", "none", 16, [0.5], [0.25]))
+                           ImageSpec(1, 16, (0.5,), (0.25,)).normalise)
         with torch.no_grad():
             return model, run_episodes(model, batch, loss=None, inferences=["single", "distilled"]).logits
 

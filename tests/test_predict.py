@@ -20,7 +20,7 @@ from fewshot_sla.episodes import EpisodeBatch
 from fewshot_sla.heads import get_head
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.methods import run_episodes
-from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images, spec_from_checkpoint
+from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images
 
 
 @pytest.mark.parametrize("inference, head", [("aggregated", None), ("single", None), ("distilled", None),
@@ -161,12 +161,12 @@ def test_omniglot_polarity_matches_the_dataset_loader(tmp_path):
                 Image.fromarray(a).convert("1").save(d / f"{c:04d}_{k:02d}.png")
     ds = get_dataset("omniglot", tmp_path, "background", image_size=28)
     data = {"dataset": "omniglot", "channels": 1, "image_size": 28, "mean": ds.mean, "std": ds.std}
-    spec = spec_from_checkpoint(data, MetaTrainConfig(dataset="omniglot"))
+    spec = ImageSpec.from_checkpoint(data, MetaTrainConfig(dataset="omniglot"))
     assert spec.invert
     files = sorted((tmp_path / "images_background").rglob("*.png"))
     pixels = torch.stack([image_pixels(f, spec) for f in files])
     assert torch.equal((pixels * 255).round().to(torch.uint8), ds.images)
-    kept = spec_from_checkpoint(data, MetaTrainConfig(dataset="omniglot", dataset_options={"invert": False}))
+    kept = ImageSpec.from_checkpoint(data, MetaTrainConfig(dataset="omniglot", dataset_options={"invert": False}))
     assert not kept.invert
 
 

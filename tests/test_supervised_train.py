@@ -17,16 +17,12 @@ from fewshot_sla.engine import load_model
 from fewshot_sla.optim import piecewise_lr_factor
 from fewshot_sla.runs import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
+from fewshot_sla.supervised.data import preprocessors
 from fewshot_sla.supervised.evaluate import PRIMARY, predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts
 from fewshot_sla.supervised.losses import class_balanced_weights
 from fewshot_sla.supervised.model import build_model
-from fewshot_sla.supervised.train import (
-    BatchPlan,
-    _preprocessors,
-    class_weight_schedule,
-    make_schedule,
-)
+from fewshot_sla.supervised.train import BatchPlan, class_weight_schedule, make_schedule
 from fewshot_sla.transforms import get_transform_set
 
 
@@ -114,14 +110,14 @@ def test_long_tailed_configs_normalise_as_ldam_drw(name):
     cfg = build_config(SupervisedConfig, {}, config=name)
     assert (cfg.warmup_by, cfg.momentum, cfg.nesterov, cfg.lr, cfg.lr_factors) == ("epoch", 0.9, False, 0.1,
                                                                                      (1.0, 0.01, 0.0001))
-    train_aug, pre = _preprocessors(cfg, 32)
+    train_aug, pre = preprocessors(cfg, 32)
     c = train_aug.config
     assert (c.crop, c.padding, c.flip) == (32, 4, True)
     # transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) of LDAM-DRW's cifar_train.py
     x = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)
     ref = [(0 / 255 - 0.4914) / 0.2023, (128 / 255 - 0.4822) / 0.1994, (255 / 255 - 0.4465) / 0.2010]
     assert pre(x).flatten().tolist() == pytest.approx(ref, rel=1e-5)
-    assert _preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
+    assert preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
 
 
 def test_training_uses_the_per_epoch_warm_up(tmp_path):
@@ -288,7 +284,7 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
         model, meta, cfg = loaded.model, loaded.data, loaded.config
         assert loaded.pipeline == "supervised" and isinstance(cfg, SupervisedConfig)
         pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
-                       _preprocessors(cfg, 16)[1])
+                       preprocessors(cfg, 16)[1])
         logits.append(pred.logits[PRIMARY[cfg.mode]])
     ref = ((logits[0] + logits[1]) / 2).argmax(-1).eq(data.test_labels).float().mean()
     assert rep["accuracy"]["ensemble"] == pytest.approx(float(ref))

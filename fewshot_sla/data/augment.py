@@ -37,6 +37,7 @@ __all__ = [
     "BatchAugment",
     "RECIPES",
     "get_augmentation",
+    "recipe_augmentation",
     "to_float",
     "random_crop",
     "random_hflip",
@@ -338,23 +339,21 @@ def get_augmentation(
     from .registry import dataset_info  # local import: the registry imports all loaders
 
     info = dataset_info(dataset)
+    half = (0.5,) * info.channels if recipe == "sla" else None  # the SLA code's statistics
+    return recipe_augmentation(recipe, image_size or info.image_size,
+                               tuple(mean) if mean is not None else half or info.mean,
+                               tuple(std) if std is not None else half or info.std)
+
+
+def recipe_augmentation(recipe: str, image_size: int, mean: tuple[float, ...] | None,
+                        std: tuple[float, ...] | None) -> BatchAugment:
+    """The augmentation ``recipe`` for ``image_size`` px images normalised with ``mean``/``std``."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    size = image_size or info.image_size
-    m = tuple(mean) if mean is not None else info.mean
-    s = tuple(std) if std is not None else info.std
-    base = AugmentConfig(mean=m, std=s)
+    base = AugmentConfig(mean=mean, std=std)
     if recipe in ("eval", "none"):
         return BatchAugment(base)
-    pad = 8 if size >= 64 else 4
-    if recipe == "metaoptnet":
-        cfg = replace(base, crop=size, padding=pad, flip=True,
-                      brightness=0.4, contrast=0.4, saturation=0.4)
-    elif recipe == "sla":
-        half = (0.5,) * info.channels if mean is None else m
-        cfg = replace(base, crop=size, padding=4, flip=True, mean=half,
-                      std=(0.5,) * info.channels if std is None else s)
-    else:
-        cfg = replace(base, crop=size, padding=pad, flip=True)
-    return BatchAugment(cfg)
-
+    pad = 4 if recipe == "sla" or image_size < 64 else 8
+    jitter = 0.4 if recipe == "metaoptnet" else 0.0
+    return BatchAugment(replace(base, crop=image_size, padding=pad, flip=True, brightness=jitter, contrast=jitter,
+                                saturation=jitter))

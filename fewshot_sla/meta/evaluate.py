@@ -37,14 +37,15 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..data.spec import ImageSpec
 from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, progress, run_sharded, start_session
 from ..engine import load_model as load_any_model
 from ..episodes import EpisodeSampler
-from ..inferences import reported
+from ..inferences import episode_table, reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
-from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
+from .batches import EpisodeDataset, load_batch, load_split
 from .config import EvalConfig, MetaTrainConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import FewShotModel, episodic_model
@@ -185,7 +186,6 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         model, tcfg = episodic_model(loaded, cfg.head, cfg.svm_max_iter)
         ckpt = loaded.checkpoint
         mode = loaded.config.mode
-        table = "meta" if loaded.pipeline == "meta" else "pretrained"
         model.amp_dtype = amp_dtype(cfg.amp, device)
         if cfg.channels_last:
             model.channels_last = True
@@ -226,8 +226,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         # every class must hold k_shot + n_query images: checked up front, naming eval's options
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
-        norm = ckpt["data"]
-        pre = make_preprocess(tcfg.dataset, "none", ds.image_size, norm["mean"], norm["std"])
+        pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
         t0 = time.time()
         accs = evaluate_episodes(
             model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
@@ -236,7 +235,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         )
         report["models"].append({
             "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
-            "backbone": tcfg.backbone, "transforms": tcfg.transforms, "reported": reported(table, mode),
+            "backbone": tcfg.backbone, "transforms": tcfg.transforms,
+            "reported": reported(episode_table(loaded.pipeline), mode),
             "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
             "seconds": round(time.time() - t0, 3),
             "results": summarize(accs),

@@ -52,7 +52,6 @@ from torch import Tensor
 
 from .. import sla
 from ..episodes import EpisodeBatch, expand_episodes
-from .config import INFERENCES
 from .model import FewShotModel
 
 __all__ = ["LossSettings", "EpisodeOutput", "run_episodes", "episode_accuracy"]
@@ -107,9 +106,9 @@ def run_episodes(
         model: the :class:`FewShotModel` (its ``mode`` and ``transforms`` pick the method).
         batch: N-way episodes, images already augmented/normalised, ``M == 1``.
         loss: compute the training loss with these settings (``None``: inference only).
-        inferences: inferences to compute (default: all the mode supports, see
-            :data:`~fewshot_sla.meta.config.INFERENCES`); during training only those that
-            come for free with the loss are added.
+        inferences: inferences to compute (default: all the model supports, ``model.inferences``,
+            see :mod:`fewshot_sla.inferences`); during training only those that come for free
+            with the loss are added.
 
     Returns:
         :class:`EpisodeOutput` with the loss, its parts and the logits of each inference.
@@ -117,7 +116,7 @@ def run_episodes(
     if batch.M != 1:
         raise ValueError("run_episodes expects N-way episodes (M == 1); it expands them itself")
     mode, n, m = model.mode, batch.n_way, model.M
-    supported = getattr(model, "inferences", INFERENCES[mode])
+    supported = model.inferences
     wanted = tuple(supported if inferences is None else inferences)
     bad = [i for i in wanted if i not in supported]
     if bad:
@@ -160,15 +159,11 @@ def run_episodes(
     xb = expand_episodes(batch, model.transforms)
     fs, fq = model.embed(xb.support, xb.query)  # [T, S*M, D], [T, Q*M, D]
     joint = model.classify(fq, fs, xb.support_labels, n * m)  # [T, Q*M, N*M]
-    agg = sla.aggregated_logits(joint, m)
     out.logits["single"] = sla.single_logits(joint, m)
-    out.logits["aggregated"] = agg
+    out.logits["aggregated"] = sla.aggregated_logits(joint, m)
     distilled = None
-    if mode == "sla+sd":
-        t, d = fs.shape[0], fs.shape[-1]
-        fs0 = fs.reshape(t, -1, m, d)[:, :, 0]  # identity rows s*M + 0
-        fq0 = fq.reshape(t, -1, m, d)[:, :, 0]
-        distilled = model.classify(fq0, fs0, ys, n, distill=True)
+    if mode == "sla+sd":  # the distilled head on the identity rows s*M + 0 of the features
+        distilled = model.classify(sla.identity_rows(fq, m), sla.identity_rows(fs, m), ys, n, distill=True)
         out.logits["distilled"] = distilled
     if loss is not None:
         out.objective_acc = episode_accuracy(joint, xb.query_labels)

@@ -21,7 +21,7 @@ preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dy
 metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
 (TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``). With ``pixels=True``
 (``--input pixels``) a TorchScript export takes raw ``uint8 [B, H, W(, C)]`` pixels of any size
-and converts them inside (:class:`PixelPreprocess`).
+and converts them inside (the spec's :class:`~fewshot_sla.data.spec.PixelPreprocess`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import sla
+from ..data.spec import PixelPreprocess
 from ..heads.protonet import ProtoNetHead, class_prototypes
+from ..inferences import head_logits
 from ..transforms import TransformSet
 from .classifier import FewShotClassifier
 
@@ -106,28 +107,22 @@ def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
 class ExportedClassifier(nn.Module):
     """Preprocessed images ``[B, C, S, S]`` -> class probabilities ``[B, N]`` (module docs)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str,
-                 n_way: int) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str) -> None:
         super().__init__()
-        self.backbone, self.head, self.transforms = backbone, head, transforms
-        self.inference, self.n_way = inference, int(n_way)
+        self.backbone, self.head, self.transforms, self.inference = backbone, head, transforms, inference
         self.M = transforms.M if inference in ("single", "aggregated") else 1
 
     def forward(self, x: Tensor) -> Tensor:
         if self.inference == "aggregated":
             x = self.transforms(x)
         logits = self.head(self.backbone(x))  # [B*M or B, N*M]
-        if self.inference == "aggregated":
-            logits = sla.aggregated_logits(logits, self.M)
-        elif self.inference == "single":  # identity view against the identity classes i*M + 0
-            logits = logits.reshape(logits.shape[0], self.n_way, self.M)[:, :, 0]
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(head_logits(self.inference, logits, self.M), dim=-1)
 
 
 def exported_module(clf: FewShotClassifier) -> ExportedClassifier:
     """The fitted classifier as one module on the CPU, in eval mode (not yet traced)."""
     head = fitted_head(clf)
-    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference, clf.n_way)
+    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference)
     return mod.cpu().eval()
 
 
@@ -138,40 +133,6 @@ def metadata(clf: FewShotClassifier, pixels: bool = False) -> dict[str, str]:
                 input="uint8 [B, H, W] or [B, H, W, C] raw pixels, any size" if pixels else
                 "float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
     return {"class_names": json.dumps([str(c) for c in clf.classes_]), "spec": json.dumps(spec)}
-
-
-class PixelPreprocess(nn.Module):
-    """Raw pixels -> the model's input, inside a TorchScript export (``--input pixels``).
-
-    ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` (C = 1, 3 or 4; alpha dropped), any size:
-    scaled to [0, 1], converted to the checkpoint's channels (ITU-R 601 luma or grey copied to
-    RGB), resized with ``interpolate(bilinear, antialias=True)`` when the size differs, inverted
-    for Omniglot checkpoints, normalised. The same conversion as
-    :func:`~fewshot_sla.predict.preprocess_images` on float tensors; on uint8 files PIL's
-    resize and grey conversion round to 8 bits, so at other sizes the two differ by about 1/255."""
-
-    def __init__(self, channels: int, image_size: int, mean: list[float], std: list[float], invert: bool) -> None:
-        super().__init__()
-        self.channels, self.image_size, self.invert = int(channels), int(image_size), bool(invert)
-        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(-1)
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[1] == 4:
-            x = x[:, :3]
-        if x.shape[1] == 3 and self.channels == 1:
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        elif x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=[self.image_size, self.image_size], mode="bilinear",
-                                                align_corners=False, antialias=True).clamp(0.0, 1.0)
-        if self.invert:
-            x = 1.0 - x
-        return (x - self.mean) / self.std
 
 
 class _WithNames(nn.Module):
@@ -189,8 +150,7 @@ class _WithNames(nn.Module):
 
 
 def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
-    s = clf.spec
-    return torch.randn(batch, s.channels, s.image_size, s.image_size)
+    return torch.randn(batch, clf.spec.channels, clf.spec.image_size, clf.spec.image_size)
 
 
 def _onnx_modules() -> None:
@@ -235,8 +195,7 @@ def _export(clf: FewShotClassifier, path: str | Path, fmt: str, pixels: bool) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = metadata(clf, pixels)
     x = _example(clf)
-    s = clf.spec
-    pre = PixelPreprocess(s.channels, s.image_size, list(s.mean), list(s.std), s.invert) if pixels else None
+    pre = PixelPreprocess(clf.spec) if pixels else None
     names = json.loads(meta["class_names"])
     if fmt in ("backbone", "torchscript"):
         mod = copy.deepcopy(clf.backbone).cpu().eval() if fmt == "backbone" else exported_module(clf)

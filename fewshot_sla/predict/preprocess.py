@@ -2,7 +2,7 @@
 
 Every entry point of :mod:`fewshot_sla.predict` (the classifier API, ``fewshot-sla predict``,
 ``fewshot-sla export`` and its benchmark) turns images into model inputs with
-:func:`preprocess_images` and an :class:`ImageSpec` read from the checkpoint::
+:func:`preprocess_images` and the checkpoint's :class:`~fewshot_sla.data.spec.ImageSpec`::
 
     image (file path, PIL image, uint8 or float tensor/array, any size and mode)
       -> channels of the checkpoint: PIL ``convert("L")`` / ``convert("RGB")`` (ITU-R 601 luma)
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..data.augment import normalize
 from ..data.images import RESAMPLE
+from ..data.spec import ImageSpec
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "normalise", "preprocess_images",
-           "list_images", "spec_from_checkpoint"]
+           "list_images"]
 
 #: file extensions read as images (folders are searched for these, case-insensitively)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -45,38 +44,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
 
 _LUMA = (0.299, 0.587, 0.114)  # PIL's convert("L") weights (ITU-R 601-2)
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What a checkpoint's model takes: ``channels x image_size x image_size`` float images,
-    optionally inverted (``invert``: ``255 - pixel`` before scaling) and normalised with
-    ``mean``/``std`` (empty: no normalisation)."""
-
-    channels: int
-    image_size: int
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    invert: bool = False
-    resample: str = "bilinear"
-
-    @property
-    def mode(self) -> str:
-        """PIL mode of the checkpoint's channels (``"L"`` or ``"RGB"``)."""
-        return "L" if self.channels == 1 else "RGB"
-
-
-def spec_from_checkpoint(data: dict[str, Any], config: Any = None) -> ImageSpec:
-    """The :class:`ImageSpec` of a checkpoint from its ``data`` entry (channels, image_size, mean,
-    std, dataset) and the run's config (``dataset_options``: Omniglot's ``invert``, ``resample``)."""
-    options = dict(getattr(config, "dataset_options", None) or {})
-    dataset = str(data.get("dataset") or getattr(config, "dataset", "") or "")
-    invert = dataset == "omniglot" and bool(options.get("invert", True))
-    channels = int(data["channels"])
-    if channels not in (1, 3):
-        raise ValueError(f"the checkpoint's model takes {channels}-channel images; only 1 or 3 are supported")
-    return ImageSpec(channels, int(data["image_size"]), tuple(float(v) for v in data.get("mean") or ()),
-                     tuple(float(v) for v in data.get("std") or ()), invert, str(options.get("resample", "bilinear")))
 
 
 def _name(item: Any, index: int | None) -> str:
@@ -184,12 +151,12 @@ def preprocess_images(items: Iterable[ImageInput] | torch.Tensor, spec: ImageSpe
     items = list(items)
     if not items:
         raise ValueError("no images to preprocess; pass at least one image")
-    return normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]), spec)
+    return spec.normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]))
 
 
 def normalise(pixels: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (the checkpoint's ``mean``/``std``)."""
-    return normalize(pixels, spec.mean, spec.std) if spec.mean and spec.std else pixels
+    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (``spec.normalise``)."""
+    return spec.normalise(pixels)
 
 
 def _is_image(p: Path) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import sla
+from ..data.spec import ImageSpec
 from ..engine import autocast
 from ..inferences import INFERENCES as _INFERENCES
 from ..inferences import REPORTED as _REPORTED
@@ -99,12 +100,11 @@ def predict(
                 got["aggregated"] = sla.aggregated_logits(out["joint"], M)
                 got["joint"] = (out["joint"].argmax(-1) == sla.joint_labels(yb, M)).view(-1, M)
                 if "class" in out:
-                    got["distilled"] = out["class"][::M]
+                    got["distilled"] = sla.identity_rows(out["class"], M)
             else:
-                per_row = out["class"].view(-1, M, out["class"].shape[-1])
-                got["single"] = per_row[:, 0]
+                got["single"] = sla.identity_rows(out["class"], M)
                 if mode != "baseline":
-                    got["aggregated"] = per_row.mean(1)
+                    got["aggregated"] = sla.aggregated_logits(out["class"], M, joint=False)
             if "transform" in out:
                 tl = sla.transform_labels(yb.shape[0], M, device)
                 got["transform"] = (out["transform"].argmax(-1) == tl).view(-1, M)
@@ -214,7 +214,7 @@ def evaluate_checkpoints(
     from ..engine import amp_dtype, load_model
     from ..runs import resolve_device
     from ..transforms import get_transform_set
-    from .data import load_data, preprocessors
+    from .data import load_data
 
     if split not in ("test", "val"):
         raise ValueError(f"--split must be 'test' or 'val', got {split!r}")
@@ -246,7 +246,7 @@ def evaluate_checkpoints(
     counts = meta0["class_counts"] if first.long_tailed else None
     preds, primaries, members = [], [], []
     for p, c, (model, meta) in zip(paths, cfgs, models):
-        _, pre = preprocessors(c, meta["image_size"])
+        pre = ImageSpec.from_checkpoint(meta).normalise  # the normalisation the run validated with
         if c.channels_last:  # weights in the inputs' memory format
             model.to(memory_format=torch.channels_last)
         pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre, batch_size=bs,

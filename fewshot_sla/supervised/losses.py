@@ -44,8 +44,6 @@ from .. import sla
 __all__ = [
     "class_balanced_weights",
     "ldam_margins",
-    "margin_cross_entropy",
-    "expand_to_joint",
     "supervised_loss",
 ]
 
@@ -70,20 +68,6 @@ def ldam_margins(counts: Sequence[int], max_margin: float = 0.5) -> torch.Tensor
         raise ValueError(f"every class needs at least one training example for LDAM margins, got {list(counts)}")
     m = n.pow(-0.25)
     return (m * (max_margin / m.max())).to(torch.float32)
-
-
-def margin_cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``CE_{w,d}``: :func:`fewshot_sla.sla.cross_entropy` with per-class ``weight`` and
-    ``margin`` ``[K]`` (``logits [R, K]``, ``target [R]``)."""
-    return sla.cross_entropy(logits, target, weight=weight, margin=margin)
-
-
-expand_to_joint = sla.joint_class_values  # per-class [N] -> per-joint-class [N*M] (kept name)
 
 
 def supervised_loss(
@@ -127,9 +111,9 @@ def supervised_loss(
             parts = {"joint": sla.sla_loss(out["joint"], y, M, large_loss, weight=jw, margin=jm)}
             parts["total"] = parts["joint"]
         else:
-            sd = sla.sla_sd_loss(out["joint"], out["class"][::M], y, M, T=temperature, beta=sd_beta,
-                                 large_loss=large_loss, weight=weight, margin=margin, joint_weight=jw,
-                                 joint_margin=jm, with_distill=distill)
+            u = sla.identity_rows(out["class"], M)  # the N-way head on the untransformed images
+            sd = sla.sla_sd_loss(out["joint"], u, y, M, T=temperature, beta=sd_beta, large_loss=large_loss,
+                                 weight=weight, margin=margin, joint_weight=jw, joint_margin=jm, with_distill=distill)
             parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": sd["total"]}
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")
