@@ -14,11 +14,12 @@ import torch
 
 from fewshot_sla.config import ConfigError, build_config
 from fewshot_sla.engine import load_model
+from fewshot_sla.inferences import reported
 from fewshot_sla.optim import piecewise_lr_factor
 from fewshot_sla.runs import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
 from fewshot_sla.supervised.data import preprocessors
-from fewshot_sla.supervised.evaluate import PRIMARY, predict
+from fewshot_sla.supervised.evaluate import predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts
 from fewshot_sla.supervised.losses import class_balanced_weights
 from fewshot_sla.supervised.model import build_model
@@ -212,7 +213,7 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
     data = prepare_data(TRAIN, TEST, cfg)
     summary = run_training(cfg, data=data)
     assert set(summary["table"]) == table
-    assert summary["primary"] == PRIMARY[mode]
+    assert summary["primary"] == reported("supervised", mode)
     acc = summary["test"]["accuracy"]
     expected = {"baseline": {"single"}, "da": {"single", "aggregated"}, "mt": {"single", "aggregated", "transform"},
                 "sla": {"single", "aggregated", "joint"}, "sla+sd": {"single", "aggregated", "joint", "distilled"}}
@@ -229,14 +230,14 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
     assert all(r["epoch"] == pytest.approx(r["step"] / per_epoch) for r in train_recs)
     vals = [r for r in records if r["kind"] == "val"]
     if cfg.val_size:  # model selection: the first step with the highest primary validation accuracy
-        assert vals and all(r["score"] == r[f"acc_{PRIMARY[mode]}"] for r in vals)
+        assert vals and all(r["score"] == r[f"acc_{reported('supervised', mode)}"] for r in vals)
         best = max(vals, key=lambda r: (r["score"], -r["step"]))
         assert summary["best_iteration"] == best["step"]
         assert summary["val"] == pytest.approx({k[4:]: v for k, v in best.items() if k.startswith("acc_")})
     if cfg.long_tailed:
         assert summary["class_counts"] == longtail_counts(30, 4, 10.0) and len(data.val_labels) == 0
-        groups = summary["test"]["groups"][PRIMARY[mode]]
-        per_class = summary["test"]["per_class"][PRIMARY[mode]]
+        groups = summary["test"]["groups"][reported("supervised", mode)]
+        per_class = summary["test"]["per_class"][reported("supervised", mode)]
         assert groups["overall"] == pytest.approx(float(np.mean(per_class)))
         # counts (30, 13, 6, 3): no many-shot class (> 100), one medium, three few (< 20)
         assert groups["many"] is None and groups["medium"] == pytest.approx(per_class[0])
@@ -285,7 +286,7 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
         assert loaded.pipeline == "supervised" and isinstance(cfg, SupervisedConfig)
         pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
                        preprocessors(cfg, 16)[1])
-        logits.append(pred.logits[PRIMARY[cfg.mode]])
+        logits.append(pred.logits[reported("supervised", cfg.mode)])
     ref = ((logits[0] + logits[1]) / 2).argmax(-1).eq(data.test_labels).float().mean()
     assert rep["accuracy"]["ensemble"] == pytest.approx(float(ref))
     assert rep["table"] == {"Ensemble of 2": rep["accuracy"]["ensemble"]}

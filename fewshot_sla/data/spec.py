@@ -8,11 +8,12 @@ from functools import cached_property
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import BatchAugment, recipe_augmentation
 
-__all__ = ["ImageSpec", "PixelPreprocess"]
+__all__ = ["ImageSpec", "convert_pixels", "PixelPreprocess"]
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,26 @@ class ImageSpec:
         return self.augmentation("eval")
 
 
-class PixelPreprocess(nn.Module):
-    """Raw pixels -> the model's input of ``spec``, as a module (inside a TorchScript export).
+def convert_pixels(x: Tensor, channels: int, size: int, invert: bool) -> Tensor:
+    """Float pixels in [0, 1] ``[B, C, H, W]`` (C = 1, 3 or 4; alpha dropped) -> ``[B, channels, size,
+    size]`` float32: ITU-R 601 luma or grey copied to RGB, ``interpolate(bilinear, antialias=True)``
+    when the size differs, ``1 - x`` when ``invert``. (PIL's resize and grey conversion of uint8
+    files round to 8 bits: at other sizes the two differ by about 1/255.)"""
+    if x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[1] == 3 and channels == 1:
+        x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    elif x.shape[1] == 1 and channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    x = x.float()
+    if x.shape[-2] != size or x.shape[-1] != size:
+        x = F.interpolate(x, size=[size, size], mode="bilinear", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    return 1.0 - x if invert else x
 
-    ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` (C = 1, 3 or 4; alpha dropped), any size:
-    scaled to [0, 1], converted to the spec's channels (ITU-R 601 luma or grey copied to RGB),
-    resized with ``interpolate(bilinear, antialias=True)`` when the size differs, inverted
-    (``spec.invert``), normalised. The same conversion as ``fewshot_sla.predict.preprocess_images``
-    on float tensors; on uint8 files PIL's resize and grey conversion round to 8 bits, so at other
-    sizes the two differ by about 1/255."""
+
+class PixelPreprocess(nn.Module):
+    """Raw ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` pixels of any size -> the input of ``spec``
+    (:func:`convert_pixels`, normalised), as a module (inside a TorchScript export)."""
 
     def __init__(self, spec: ImageSpec) -> None:
         super().__init__()
@@ -71,18 +83,5 @@ class PixelPreprocess(nn.Module):
         self.register_buffer("std", torch.tensor(list(spec.std) or [1.0] * c, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(-1)
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[1] == 4:
-            x = x[:, :3]
-        if x.shape[1] == 3 and self.channels == 1:
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        elif x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=[self.image_size, self.image_size], mode="bilinear",
-                                                align_corners=False, antialias=True).clamp(0.0, 1.0)
-        if self.invert:
-            x = 1.0 - x
-        return (x - self.mean) / self.std
+        x = (x.unsqueeze(-1) if x.dim() == 3 else x).permute(0, 3, 1, 2).float() / 255.0
+        return (convert_pixels(x, self.channels, self.image_size, self.invert) - self.mean) / self.std

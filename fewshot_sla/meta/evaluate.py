@@ -1,13 +1,11 @@
 """Episode evaluation: per-episode accuracies, 95% confidence intervals, paired comparisons.
 
-``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the
-test split from ``--seed`` (15 queries per class), and reports for every inference the
-model supports (``plain`` for baseline/da; ``single``, ``aggregated`` for sla; and
-``distilled`` for sla+sd) the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std),
-writing every per-episode accuracy to JSON. ``--compare B.pt [C.pt ...]`` evaluates more
-checkpoints on the same episodes and reports the mean paired difference (A - B) episode by
-episode with its own 95% CI, which removes the episode-difficulty variance shared by both
-methods and is much tighter than two independent intervals.
+``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the test
+split from ``--seed`` and reports, for every inference the model supports
+(:mod:`fewshot_sla.inferences`), the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std).
+``--compare B.pt [C.pt ...]`` evaluates more checkpoints on the same episodes and reports the
+mean paired difference (A - B) episode by episode with its own 95% CI (much tighter than two
+independent intervals: the episode-difficulty variance cancels).
 
 JSON layout::
 
@@ -17,12 +15,9 @@ JSON layout::
                  "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
      "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
 
-``dataset_options`` are the first checkpoint's training options merged with ``--dataset-options``
-(e.g. which alphabets are held out, ``rotate_classes``), and ``classes`` / ``images`` count the
-evaluated split: together they tell which episodes two reports were drawn from.
-``comparisons`` holds, for every extra checkpoint B, the reported inference of A minus that
-of B and each inference both support; and within each model, its reported inference minus
-each of its other inferences.
+``dataset_options`` (the first checkpoint's merged with ``--dataset-options``), ``classes`` and
+``images`` tell which episodes a report was drawn from. ``comparisons``: A's reported inference
+minus B's and each inference both support; within a model, its reported inference minus the others.
 """
 
 from __future__ import annotations
@@ -88,11 +83,25 @@ def evaluate_episodes(
     the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
     """
     dist = dist or DistInfo()
+    sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
+                             class_names=list(dataset.class_names))
+    names = tuple(inferences or model.inferences)
 
-    def run(indices: list[int]) -> dict[str, np.ndarray]:
-        return _evaluate_indices(model, dataset, preprocess, indices, n_way=n_way, k_shot=k_shot, n_query=n_query,
-                                 n_episodes=n_episodes, seed=seed, device=device, inferences=inferences,
-                                 tasks_per_batch=tasks_per_batch, quiet=quiet or not dist.is_main, desc=desc)
+    def run(indices: list[int]) -> dict[str, np.ndarray]:  # the episodes ``indices``, in that order
+        accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        was_training = model.training
+        model.eval()
+        try:
+            with progress(len(indices), desc, quiet=quiet or not dist.is_main) as bar:
+                for start in range(0, len(indices), tasks_per_batch):
+                    idx = indices[start : start + tasks_per_batch]
+                    out = run_episodes(model, load_batch(dataset, sampler, idx, device, preprocess), inferences=names)
+                    for k in names:
+                        accs[k].append(episode_accuracy(out.logits[k], out.labels).double().cpu().numpy())
+                    bar.update(len(idx))
+        finally:
+            model.train(was_training)
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in accs.items()}
 
     parts = run_sharded(n_episodes, dist, run)
     if len(parts) == 1:
@@ -104,30 +113,6 @@ def evaluate_episodes(
         full[order] = np.concatenate([acc[k] for _, acc in parts])
         out[k] = full
     return out
-
-
-@torch.no_grad()
-def _evaluate_indices(model, dataset, preprocess, indices: list[int], *, n_way, k_shot, n_query, n_episodes,
-                      seed, device, inferences, tasks_per_batch, quiet, desc) -> dict[str, np.ndarray]:
-    """Per-episode accuracies of the episodes ``indices`` (in that order), ``tasks_per_batch`` at a time."""
-    sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
-                             class_names=list(dataset.class_names))
-    names = tuple(inferences or model.inferences)
-    accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    was_training = model.training
-    model.eval()
-    try:
-        with progress(len(indices), desc, quiet=quiet) as bar:
-            for start in range(0, len(indices), tasks_per_batch):
-                idx = indices[start : start + tasks_per_batch]
-                batch = load_batch(dataset, sampler, idx, device, preprocess)
-                out = run_episodes(model, batch, loss=None, inferences=names)
-                for k in names:
-                    accs[k].append(episode_accuracy(out.logits[k], out.labels).double().cpu().numpy())
-                bar.update(len(idx))
-    finally:
-        model.train(was_training)
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in accs.items()}
 
 
 def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> dict[str, dict[str, Any]]:

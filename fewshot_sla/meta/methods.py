@@ -1,46 +1,31 @@
 """Training objectives and inferences of the four meta-training modes.
 
-Notation: a batch holds T episodes, N ways, K support and Q query images per episode
-(``S = N*K``, ``Q = N*n_query`` rows); the transform set has M transforms (identity first);
-``f`` is the backbone, ``h`` the few-shot head, ``a`` the learnable logit scale, ``eps`` the
-label smoothing (MetaOptNet's: ``1 - eps`` on the target, ``eps / (C - 1)`` elsewhere), and
-``CE_eps`` the mean cross-entropy with it. One backbone call embeds every image of the batch
-(support and query, all transforms).
+Notation: T episodes of N ways, support ``S`` and queries ``q``; M transforms (identity first);
+``f`` the backbone, ``h`` the few-shot head, ``a`` the learnable logit scale, ``CE_eps`` the mean
+cross-entropy with MetaOptNet's label smoothing. One backbone call embeds every image of a batch.
 
 ``baseline``
     ``plain = a * h(f(q), f(S), y_S, N)`` ``[T, Q, N]``; ``loss = CE_eps(plain, y_q)``.
-``da`` (invariance baseline of the paper)
-    every support and query image is transformed M times and keeps its class label; the
-    N-way head is solved on the ``M*K`` shots per class of the transformed support and
-    scores every transformed query row: ``loss = CE_eps(a * h(f(t(q)), f(t(S)), y_S, N), y_q)``
-    over all ``T*Q*M`` rows. Test time: ``plain`` (untransformed support and query).
+``da`` (the paper's invariance baseline)
+    every image transformed M times keeps its label: the N-way head is solved on the ``M*K`` shots
+    per class and scores all ``T*Q*M`` query rows in the loss. Test time: ``plain``.
 ``sla``
-    the episode is expanded to NM ways (row ``s*M + j`` holds ``t_j(x_s)``, label
-    ``y*M + j``); ``joint = a * h(f(t(q)), f(t(S)), y_S*M + j, N*M)`` ``[T, Q*M, N*M]``;
-    ``loss = CE_eps(joint, y_q*M + j)`` (times M with ``large_loss``). Inferences:
-    ``single`` (SLA+SI) ``= joint[q*M + 0, i*M + 0]`` and ``aggregated`` (SLA+AG)
-    ``agg[q, i] = 1/M sum_j joint[q*M + j, i*M + j]`` (logits averaged, then softmax).
-``sla+sd`` (self-distillation; new, not in the paper's few-shot experiments)
-    ``sla`` plus a single-pass N-way prediction on the untransformed images,
-    ``distilled = a_sd * h(f(q), f(S), y_S, N)``, whose features are the identity rows
-    (``s*M + 0``) of the already computed NM-way features (no extra backbone call)::
+    the episode expanded to NM ways (row ``s*M + j`` holds ``t_j(x_s)``, label ``y*M + j``);
+    ``joint = a * h(f(t(q)), f(t(S)), y_S*M + j, N*M)`` ``[T, Q*M, N*M]``, ``loss = CE_eps(joint,
+    y_q*M + j)`` (times M with ``large_loss``); inferences ``single`` and ``aggregated``
+    (:func:`fewshot_sla.sla.single_logits`, :func:`~fewshot_sla.sla.aggregated_logits`).
+``sla+sd`` (self-distillation; not in the paper's few-shot experiments)
+    ``sla`` plus ``distilled = a_sd * h(f(q), f(S), y_S, N)`` on the identity rows of the NM-way
+    features (no extra backbone call)::
 
-        loss = CE_eps(joint, y*M + j)
-             + T^2 * KL(softmax(agg / T) || softmax(distilled / T))      (agg detached)
-             + beta * CE(distilled, y)                                   (no smoothing)
+        loss = CE_eps(joint, y*M + j) + T^2 KL(softmax(agg / T) || softmax(distilled / T)) + beta CE(distilled, y)
 
-    with the KL summed over classes and averaged over the ``T*Q`` queries (``batchmean``),
-    ``T = sd_temperature = 1`` and ``beta = sd_beta = 1`` by default. At test time the
-    ``distilled`` inference needs one forward pass per image (support and query), like
-    ``plain``, while ``aggregated`` needs M. ``a_sd`` is a second learnable scale, the only
-    parameter of the "second head". With ProtoNet, ``single`` and ``distilled`` share their
-    prototypes (identity rows) and differ only by a positive scale, so they predict the same
-    classes: there the SD terms act on the features alone; with ridge/SVM heads ``single``
-    solves the NM-way problem on all transformed support images, ``distilled`` the N-way one
-    on the untransformed images.
+    (``agg`` detached, KL ``batchmean`` over the queries, no smoothing on the last term). At test
+    time ``distilled`` needs one forward pass per image, ``aggregated`` M. With ProtoNet ``single``
+    and ``distilled`` differ by a positive scale only (same prototypes); with ridge/SVM ``single``
+    solves the NM-way problem, ``distilled`` the N-way one.
 
-Validation selects ``best.pt`` by the reported inference of the mode: ``plain`` (baseline,
-da), ``aggregated`` (sla), ``distilled`` (sla+sd).
+Validation selects ``best.pt`` by the mode's reported inference (:mod:`fewshot_sla.inferences`).
 """
 
 from __future__ import annotations

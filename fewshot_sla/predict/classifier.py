@@ -6,20 +6,12 @@
     probs = clf.predict_proba(["q1.png", "q2.png"])                   # [2, N], columns = clf.classes_
     clf.predict(["q1.png", "q2.png"])     # class names
 
-Inferences (``inference=``), as meta evaluation computes them (:func:`fewshot_sla.meta.methods.run_episodes`):
-
-=============  ==========================================================================
-``plain``      the head on untransformed support and queries (meta baseline/da; any
-               supervised checkpoint: its backbone features, head ``protonet`` by default)
-``single``     SLA+SI: the support is expanded to N*M classes (every image transformed M
-               times, label ``y*M + j``), the identity view scored against the identity classes
-``aggregated`` SLA+AG: view j of the query against classes (i, j), logits averaged over j
-``distilled``  SLA+SD (meta sla+sd): the distilled scale on the untransformed features
-=============  ==========================================================================
-
-Supported inferences and the default: the table of :mod:`fewshot_sla.inferences`, row ``meta`` for
-meta-training checkpoints and ``pretrained`` for supervised ones (their own linear heads classify
-the training classes, not yours): aggregated for sla, distilled for meta sla+sd, else plain.
+Inferences (``inference=``) are meta evaluation's (:func:`fewshot_sla.meta.methods.run_episodes`);
+which ones a checkpoint supports and the default are the table of :mod:`fewshot_sla.inferences`:
+row ``meta`` for meta-training checkpoints, ``pretrained`` for supervised ones (whose own heads
+classify the training classes, not yours: their backbone's features are solved with ``--head``,
+protonet by default). ``single`` and ``aggregated`` expand the support to N*M classes (every image
+transformed M times, label ``y*M + j``); ``single`` scores the untransformed queries alone.
 Shots may differ between classes with every head (each head takes the support labels). The head
 runs in float64 on the float32 features: ProtoNet's expanded distances and the SVM/ridge sums
 cancel terms, and in float32 their logits change by about 1e-5 with the number of queries scored

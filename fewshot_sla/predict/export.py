@@ -1,27 +1,21 @@
 """Export a fitted :class:`~fewshot_sla.predict.FewShotClassifier` as one standalone module.
 
-The exported module maps preprocessed query images ``float32 [B, C, S, S]`` (the output of
-:func:`~fewshot_sla.predict.preprocess_images`: the checkpoint's channels, size, polarity and
-normalisation) to class probabilities ``[B, N]``; everything else is inside the graph::
+The module maps preprocessed queries ``float32 [B, C, S, S]`` (:func:`~fewshot_sla.predict.preprocess_images`)
+to class probabilities ``[B, N]``; everything else is inside the graph::
 
-    x [B, C, S, S]
-      -> aggregated: the M transforms, rows b*M + j = t_j(x_b)           [B*M, C, S, S]
+    x -> aggregated: the M transforms, rows b*M + j = t_j(x_b)            [B*M', C, S, S]
       -> backbone                                                         [B*M', D]
-      -> the head, fitted to the support set once at export time          [B*M', K]
-           protonet: prototypes c_k (K = N*M' class means): -||f - c_k||^2 (/ D if normalize)
-           ridge, r2d2, svm: the fitted linear map f W + b
-           (logits are linear in the query features once the support is fixed: W and b are
-           read off the head at the unit vectors and at 0, and checked on the support features)
-         times the checkpoint's logit scale (the distilled scale for ``distilled``)
-      -> aggregated: mean_j of logit (b*M + j, i*M + j); single: column i*M + 0
-      -> softmax                                                          [B, N]
+      -> the head fitted to the support set at export time, times the checkpoint's logit scale
+           protonet: -||f - c_k||^2 to the N*M' prototypes (/ D if normalize);
+           ridge, r2d2, svm: f W + b (linear once the support is fixed: W and b are read off
+           the head at the unit vectors and at 0, and checked on the support features)
+      -> the inference's N-way logits (:func:`fewshot_sla.inferences.head_logits`), softmax
 
-Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, the
-preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dynamic batch;
-metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
-(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``). With ``pixels=True``
-(``--input pixels``) a TorchScript export takes raw ``uint8 [B, H, W(, C)]`` pixels of any size
-and converts them inside (the spec's :class:`~fewshot_sla.data.spec.PixelPreprocess`).
+Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, JSON),
+``onnx`` (input ``images``, output ``probabilities``, dynamic batch, the same metadata; needs
+``pip install onnx onnxscript``), ``backbone`` (TorchScript of the embedding network alone).
+``pixels=True`` (``--input pixels``): a TorchScript export of raw ``uint8 [B, H, W(, C)]`` pixels
+of any size (:class:`~fewshot_sla.data.spec.PixelPreprocess` inside).
 """
 
 from __future__ import annotations
@@ -154,15 +148,12 @@ def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
 
 
 def _onnx_modules() -> None:
-    missing = []
-    for name in ("onnx", "onnxscript"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ImportError(f"--format onnx needs {' and '.join(missing)}: pip install onnx onnxscript "
-                          "(and onnxruntime to run the file)")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"--format onnx needs {e.name}: pip install onnx onnxscript (and onnxruntime to run "
+                          "the file)") from None
 
 
 def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript",
@@ -170,7 +161,7 @@ def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torc
     """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
 
     ``pixels``: the module takes raw ``uint8 [B, H, W(, C)]`` pixels of any size and preprocesses
-    them inside (:class:`PixelPreprocess`; TorchScript formats only).
+    them inside (:class:`~fewshot_sla.data.spec.PixelPreprocess`; TorchScript formats only).
 
     The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
     but still what ``torch.jit.load`` users need) are silenced."""

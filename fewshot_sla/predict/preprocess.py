@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..data.images import RESAMPLE
-from ..data.spec import ImageSpec
+from ..data.spec import ImageSpec, convert_pixels
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "normalise", "preprocess_images",
            "list_images"]
@@ -42,9 +41,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 #: what one image may be
 ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
-
-_LUMA = (0.299, 0.587, 0.114)  # PIL's convert("L") weights (ITU-R 601-2)
-
 
 def _name(item: Any, index: int | None) -> str:
     if isinstance(item, (str, Path)):
@@ -90,25 +86,6 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
     raise ValueError(f"an image array must be [H, W] or [H, W, 1|3|4], got shape {tuple(a.shape)}")
 
 
-def _from_float(x: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """float ``[C, H, W]`` in [0, 1] -> ``[channels, S, S]``."""
-    c = x.shape[0]
-    if c == 4:  # drop alpha, as PIL's RGBA -> RGB
-        x, c = x[:3], 3
-    if c == 3 and spec.channels == 1:
-        x = sum(w * x[i] for i, w in enumerate(_LUMA)).unsqueeze(0)
-    elif c == 1 and spec.channels == 3:
-        x = x.expand(3, -1, -1)
-    elif c != spec.channels:
-        raise ValueError(f"a {c}-channel image cannot be converted to the model's {spec.channels} channel(s); "
-                         "pass grey (1), RGB (3) or RGBA (4) images")
-    if x.shape[-2:] != (spec.image_size, spec.image_size):
-        x = F.interpolate(x[None].float(), size=(spec.image_size, spec.image_size), mode="bilinear",
-                          align_corners=False, antialias=True)[0].clamp(0, 1)
-    x = x.float()
-    return 1.0 - x if spec.invert else x
-
-
 def image_pixels(item: ImageInput, spec: ImageSpec, index: int | None = None) -> torch.Tensor:
     """One image as float ``[channels, S, S]`` in ``[0, 1]`` (converted, resized, polarity
     applied; not normalised)."""
@@ -127,15 +104,15 @@ def image_pixels(item: ImageInput, spec: ImageSpec, index: int | None = None) ->
         if x.dim() != 3 or x.shape[0] not in (1, 2, 3, 4):
             raise ValueError(f"{_name(item, index)}: an image tensor must be [C, H, W] or [H, W], got shape "
                              f"{tuple(item.shape)}")
-        if x.dtype == torch.uint8:
-            if x.shape[0] == 2:
-                raise ValueError(f"{_name(item, index)}: a 2-channel image cannot be converted to the model's "
-                                 f"{spec.channels} channel(s); pass grey (1), RGB (3) or RGBA (4) images")
-            return _from_pil(_array_to_pil(x.permute(1, 2, 0).numpy()), spec)
-        if not x.is_floating_point():
+        if x.dtype != torch.uint8 and not x.is_floating_point():
             raise ValueError(f"{_name(item, index)}: image tensors must be uint8 (0..255) or float in [0, 1], "
                              f"got {x.dtype}")
-        return _from_float(x, spec)
+        if x.shape[0] == 2:
+            raise ValueError(f"{_name(item, index)}: a 2-channel image cannot be converted to the model's "
+                             f"{spec.channels} channel(s); pass grey (1), RGB (3) or RGBA (4) images")
+        if x.dtype == torch.uint8:
+            return _from_pil(_array_to_pil(x.permute(1, 2, 0).numpy()), spec)
+        return convert_pixels(x[None], spec.channels, spec.image_size, spec.invert)[0]
     raise ValueError(f"{_name(item, index)}: cannot read a {type(item).__name__} as an image; pass a file path, "
                      "a PIL image, or a uint8/float tensor")
 

@@ -1,21 +1,7 @@
-"""Evaluation of supervised models: every inference of a mode, per-class and shot-group
-accuracies, the paper's table names, and logit ensembles of several checkpoints.
-
-Inferences (N-way logits ``[n, N]`` unless stated):
-
-==============  =====================================================================
-name            definition
-==============  =====================================================================
-``single``      SLA+SI: ``g(f(x))[i*M + 0]`` (sla, sla+sd); ``u(f(x))`` (baseline, da, mt)
-``aggregated``  SLA+AG: ``mean_j g(f(t_j x))[i*M + j]``; for da/mt ``mean_j u(f(t_j x))[i]``
-``distilled``   SLA+SD: ``u(f(x))`` of the self-distilled head (sla+sd)
-``joint``       accuracy of the N*M-way argmax of ``g(f(t_j x))`` against ``y*M + j`` over all
-                n*M rows (sla, sla+sd)
-``transform``   accuracy of the M-way head ``h(f(t_j x))`` against ``j`` (mt)
-==============  =====================================================================
-
-The *primary* inference (the model's single-pass prediction, used for model selection) is
-``distilled`` for sla+sd and ``single`` otherwise.
+"""Evaluation of supervised models: every inference of a mode (:mod:`fewshot_sla.inferences`; ``joint``
+and ``transform`` are accuracies over the n*M transformed rows), per-class and shot-group
+accuracies, the paper's table names, and logit ensembles of several checkpoints. The *primary*
+inference (``reported("supervised", mode)``: the single-pass prediction) selects the model.
 """
 
 from __future__ import annotations
@@ -28,25 +14,13 @@ import torch
 from .. import sla
 from ..data.spec import ImageSpec
 from ..engine import autocast
-from ..inferences import INFERENCES as _INFERENCES
-from ..inferences import REPORTED as _REPORTED
+from ..inferences import reported
 from ..transforms import TransformSet
 from .longtail import group_accuracy
 
-__all__ = [
-    "INFERENCES",
-    "PRIMARY",
-    "Predictions",
-    "predict",
-    "accuracy_report",
-    "method_name",
-    "table_entries",
-    "ensemble",
-    "evaluate_checkpoints",
-]
+__all__ = ["Predictions", "predict", "accuracy_report", "method_name", "table_entries", "ensemble",
+           "evaluate_checkpoints"]
 
-INFERENCES: dict[str, tuple[str, ...]] = _INFERENCES["supervised"]
-PRIMARY: dict[str, str] = _REPORTED["supervised"]
 _ROW_INFERENCES = ("joint", "transform")  # accuracies over the n*M transformed rows
 
 
@@ -226,14 +200,11 @@ def evaluate_checkpoints(
         if lm.pipeline != "supervised":
             raise ValueError(f"{p} is a checkpoint of `fewshot-sla {lm.pipeline}`; evaluate it with "
                              f"fewshot-sla eval --checkpoint {p}")
-    models = [(lm.model, lm.data) for lm in loaded]
-    cfgs = [lm.config for lm in loaded]
-    states = [lm.checkpoint for lm in loaded]
-    first, meta0 = cfgs[0], models[0][1]
-    for p, c, (_, m) in zip(paths, cfgs, models):
-        if (c.dataset, m["num_classes"]) != (first.dataset, meta0["num_classes"]):
+    first, meta0 = loaded[0].config, loaded[0].data
+    for p, lm in zip(paths, loaded):
+        if (lm.config.dataset, lm.data["num_classes"]) != (first.dataset, meta0["num_classes"]):
             raise ValueError(
-                f"{p} was trained on {c.dataset} ({m['num_classes']} classes) but {paths[0]} on "
+                f"{p} was trained on {lm.config.dataset} ({lm.data['num_classes']} classes) but {paths[0]} on "
                 f"{first.dataset} ({meta0['num_classes']} classes); ensemble checkpoints of one dataset"
             )
     if data is None:
@@ -242,25 +213,26 @@ def evaluate_checkpoints(
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.val_images, data.val_labels)
     if split == "val" and len(labels) == 0:
         raise ValueError("this run has no validation set (long-tailed, or val_size = 0); use --split test")
-    bs = batch_size or first.eval_batch_size
     counts = meta0["class_counts"] if first.long_tailed else None
     preds, primaries, members = [], [], []
-    for p, c, (model, meta) in zip(paths, cfgs, models):
-        pre = ImageSpec.from_checkpoint(meta).normalise  # the normalisation the run validated with
+    for p, lm in zip(paths, loaded):
+        c, meta, model = lm.config, lm.data, lm.model
         if c.channels_last:  # weights in the inputs' memory format
             model.to(memory_format=torch.channels_last)
-        pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre, batch_size=bs,
-                       device=dev, channels_last=c.channels_last, amp=amp_dtype(c.amp, dev))
+        pre = ImageSpec.from_checkpoint(meta).normalise  # the normalisation the run validated with
+        pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre,
+                       batch_size=batch_size or first.eval_batch_size, device=dev, channels_last=c.channels_last,
+                       amp=amp_dtype(c.amp, dev))
         preds.append(pred)
-        primaries.append(PRIMARY[c.mode])
+        primaries.append(reported("supervised", c.mode))
         rep = accuracy_report(pred, meta["num_classes"], counts)
         members.append({"checkpoint": str(p), "mode": c.mode, "transforms": meta["transforms"],
-                        "primary": PRIMARY[c.mode], "accuracy": rep["accuracy"],
+                        "primary": primaries[-1], "accuracy": rep["accuracy"],
                         "table": {k: rep["accuracy"][v] for k, v in table_entries(c.mode, c.loss, c.drw).items()}})
     if len(preds) == 1:
         rep = accuracy_report(preds[0], meta0["num_classes"], counts)
-        return {"checkpoint": str(paths[0]), "split": split, "mode": first.mode, "primary": PRIMARY[first.mode],
-                "iteration": states[0]["iteration"], **rep, "table": members[0]["table"]}
+        return {"checkpoint": str(paths[0]), "split": split, "mode": first.mode, "primary": primaries[0],
+                "iteration": loaded[0].checkpoint["iteration"], **rep, "table": members[0]["table"]}
     ens = ensemble(preds, primaries)
     rep = accuracy_report(ens, meta0["num_classes"], counts)
     return {"checkpoints": [str(p) for p in paths], "split": split, "members": members, **rep,
