@@ -18,7 +18,6 @@ __all__ = [
     "single_logits",
     "aggregated_logits",
     "cross_entropy",
-    "joint_class_values",
     "sla_loss",
     "distillation_loss",
     "sla_sd_loss",
@@ -104,14 +103,10 @@ def cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy over all leading dims; ``logits [..., C]``, ``target [...]``.
 
-    ``smoothing`` is MetaOptNet's label smoothing: the true class gets ``1 - eps`` and each of
-    the other ``C - 1`` classes ``eps / (C - 1)`` (unlike ``torch``'s ``label_smoothing``, which
-    spreads ``eps`` over all C classes).
-
-    ``weight [C]`` (optional): per-class weights; the loss is then the weighted mean
-    ``sum_i w_{t_i} CE_i / sum_i w_{t_i}`` (``torch``'s ``weight=``; class-balanced weights).
-    ``margin [C]`` (optional): subtracted from each row's target logit before the softmax,
-    ``z - margin[t] e_t`` (LDAM's margins, in logit units).
+    ``smoothing``: MetaOptNet's label smoothing (``1 - eps`` on the true class, ``eps / (C - 1)`` on
+    each other; ``torch``'s spreads ``eps`` over all C). Optional per-class ``[C]`` ``weight`` (the
+    weighted mean ``sum_i w_{t_i} CE_i / sum_i w_{t_i}``, ``torch``'s ``weight=``) and ``margin``
+    (subtracted from each row's target logit, ``z - margin[t] e_t``: LDAM's margins).
     """
     logits = logits.reshape(-1, logits.shape[-1])
     target = target.reshape(-1)
@@ -133,13 +128,6 @@ def cross_entropy(
     return (wr * rows).sum() / wr.sum()
 
 
-def joint_class_values(per_class: torch.Tensor | None, M: int) -> torch.Tensor | None:
-    """Per-class values ``[N]`` -> per-joint-class values ``[N*M]`` (entry ``y*M + j`` is ``v_y``);
-    ``None`` stays ``None``."""
-    _check_m(M)
-    return None if per_class is None else per_class.repeat_interleave(M)
-
-
 def sla_loss(
     joint: torch.Tensor,
     y: torch.Tensor,
@@ -156,8 +144,8 @@ def sla_loss(
     per original class ``[N]``) apply the weight and margin of class ``y`` to every joint
     class ``(y, j)`` (see :func:`cross_entropy`).
     """
-    loss = cross_entropy(joint, joint_labels(y, M), smoothing, joint_class_values(weight, M),
-                         joint_class_values(margin, M))
+    w, d = (None if v is None else v.repeat_interleave(M) for v in (weight, margin))  # v_y for every (y, j)
+    loss = cross_entropy(joint, joint_labels(y, M), smoothing, w, d)
     return loss * M if large_loss else loss
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fewshot_sla.config import ConfigError, build_config
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.engine import load_model
 from fewshot_sla.inferences import reported
 from fewshot_sla.optim import piecewise_lr_factor
@@ -248,6 +249,26 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
         assert (tmp_path / "run" / "curves.png").stat().st_size > 0  # drawn by the meta side's plotter
     if cfg.eval_test:
         assert any(r["kind"] == "test" and not r.get("final") for r in records)
+
+
+@pytest.mark.parametrize("augment, grey", [("sla", False), ("standard", False), ("ldam", False), ("standard", True)])
+def test_image_spec_of_a_checkpoint_normalises_as_its_validation(tmp_path, augment, grey):
+    """``evaluate_checkpoints`` normalises with the checkpoint's ImageSpec: the tensors of the run's own
+    validation normaliser (``preprocessors`` with the data's channels and images; grey images of an RGB
+    dataset use their own statistics) and, for the dataset's registered channels, of the old path
+    (``preprocessors(cfg, size)``: the registered statistics); and ``(x / 255 - mean) / std`` by hand."""
+    train_ds = DS(TRAIN.images[:, :1].contiguous(), TRAIN.labels, TRAIN.class_names) if grey else TRAIN
+    cfg = tiny_cfg(tmp_path, augment=augment, iterations=2)
+    data = prepare_data(train_ds, train_ds, cfg)
+    run_training(cfg, data=data)
+    loaded = load_model(tmp_path)
+    spec, x = ImageSpec.from_checkpoint(loaded.data, loaded.config), data.val_images
+    validation = preprocessors(cfg, 16, data.channels, data.train_images)[1]
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (validation.config.mean, validation.config.std))
+    assert torch.equal(spec.normalise(x), validation(x))
+    assert torch.equal(spec.normalise(x), (x.float() / 255 - mean) / std)
+    if not grey:
+        assert torch.equal(spec.normalise(x), preprocessors(cfg, 16)[1](x))
 
 
 def test_resume_equals_uninterrupted(tmp_path):

@@ -1,27 +1,19 @@
 """Batched, on-device data augmentation: random crop with padding, horizontal flip, colour
 jitter and normalisation, each one tensor op over the whole batch (no loop over images).
 
-Input: ``uint8 [B, C, H, W]`` (scaled by 1/255) or float in ``[0, 1]``; output: ``float32
-[B, C, H, W]`` on the input's device. Randomness comes from an optional ``torch.Generator``
-(a CPU generator works for data on any device): the same generator state gives the same
-output.
+Input ``uint8 [B, C, H, W]`` (scaled by 1/255) or float in ``[0, 1]``; output ``float32`` on the
+input's device. Randomness comes from an optional ``torch.Generator`` (a CPU one works for data on
+any device): the same generator state gives the same output.
 
-Recipes (:func:`get_augmentation`):
+Recipes (:func:`get_augmentation`): ``metaoptnet`` (Lee et al. 2019: ``RandomCrop(S, padding=P)``
+-> ``ColorJitter(0.4, 0.4, 0.4)`` -> flip -> the dataset's mean/std; ``S, P`` = 84, 8 or 32, 4);
+``sla`` (the SLA authors' CIFAR training: crop 32 pad 4 -> flip -> mean = std = 0.5); ``standard``
+(crop + flip, the dataset's statistics); ``eval`` / ``none`` (normalise only).
 
-* ``"metaoptnet"`` (few-shot training; Lee et al. 2019, data/*.py of their code):
-  ``RandomCrop(S, padding=P)`` -> ``ColorJitter(0.4, 0.4, 0.4)`` -> ``RandomHorizontalFlip``
-  -> normalise with the dataset's mean/std. ``S, P`` = 84, 8 (mini/tiered-ImageNet) or
-  32, 4 (CIFAR-FS, FC100).
-* ``"sla"`` (supervised CIFAR training in the SLA authors' code): ``RandomCrop(32,
-  padding=4)`` -> flip -> normalise with mean = std = 0.5 per channel.
-* ``"standard"``: crop + flip -> normalise with the dataset's own statistics.
-* ``"eval"`` / ``"none"``: normalise only.
-
-Semantics follow torchvision: zero padding; flip with probability 0.5; jitter factors
-uniform in ``[max(0, 1 - s), 1 + s]``, the three adjustments applied in a random order per
-image; contrast blends with the mean grey level of each image, saturation with its grey
-image (ITU-R 601 luma: 0.299 R + 0.587 G + 0.114 B); every step is clamped to ``[0, 1]``.
-(MetaOptNet jitters PIL images, rounding to 8 bits after each step; here values stay float.)
+Semantics follow torchvision: zero padding; flip with probability 0.5; jitter factors uniform in
+``[max(0, 1 - s), 1 + s]``, the three adjustments in a random order per image; contrast blends
+with each image's mean grey level, saturation with its grey image (ITU-R 601 luma); every step
+clamped to ``[0, 1]`` (MetaOptNet rounds PIL images to 8 bits after each step; here values stay float).
 """
 
 from __future__ import annotations
