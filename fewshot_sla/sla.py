@@ -10,20 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "joint_labels",
-    "repeat_labels",
-    "transform_labels",
-    "identity_rows",
-    "single_logits",
-    "aggregated_logits",
-    "cross_entropy",
-    "sla_loss",
-    "distillation_loss",
-    "sla_sd_loss",
-    "da_loss",
-    "mt_loss",
-]
+__all__ = ["joint_labels", "repeat_labels", "transform_labels", "identity_rows", "single_logits", "aggregated_logits",
+           "cross_entropy", "sla_loss", "distillation_loss", "sla_sd_loss", "da_loss", "mt_loss"]
 
 
 def _check_m(M: int) -> None:
@@ -94,13 +82,8 @@ def _per_class(values: torch.Tensor | None, n: int, name: str, like: torch.Tenso
     return values.to(like)
 
 
-def cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    smoothing: float = 0.0,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                  weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy over all leading dims; ``logits [..., C]``, ``target [...]``.
 
     ``smoothing``: MetaOptNet's label smoothing (``1 - eps`` on the true class, ``eps / (C - 1)`` on
@@ -128,15 +111,8 @@ def cross_entropy(
     return (wr * rows).sum() / wr.sum()
 
 
-def sla_loss(
-    joint: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    large_loss: bool = False,
-    smoothing: float = 0.0,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def sla_loss(joint: torch.Tensor, y: torch.Tensor, M: int, large_loss: bool = False, smoothing: float = 0.0,
+             weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> torch.Tensor:
     """SLA loss: cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``.
 
     Mean over all rows; ``large_loss=True`` multiplies by M (a sum over transforms, as the
@@ -160,21 +136,10 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 1
     return kl * (T * T)
 
 
-def sla_sd_loss(
-    joint: torch.Tensor,
-    single: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    T: float = 1.0,
-    beta: float = 1.0,
-    large_loss: bool = False,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-    joint_weight: torch.Tensor | None = None,
-    joint_margin: torch.Tensor | None = None,
-    smoothing: float = 0.0,
-    with_distill: bool = True,
-) -> dict[str, torch.Tensor]:
+def sla_sd_loss(joint: torch.Tensor, single: torch.Tensor, y: torch.Tensor, M: int, T: float = 1.0, beta: float = 1.0,
+                large_loss: bool = False, weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+                joint_weight: torch.Tensor | None = None, joint_margin: torch.Tensor | None = None,
+                smoothing: float = 0.0, with_distill: bool = True) -> dict[str, torch.Tensor]:
     """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
 
     The one SLA+SD loss of both pipelines: the supervised one calls it on ``[B*M, N*M]`` joint
@@ -200,27 +165,16 @@ def sla_sd_loss(
     return {"total": total, "sla": sla, "distill": distill, "ce": ce}
 
 
-def da_loss(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def da_loss(logits: torch.Tensor, y: torch.Tensor, M: int, weight: torch.Tensor | None = None,
+            margin: torch.Tensor | None = None) -> torch.Tensor:
     """Data augmentation baseline: N-way logits ``[..., B*M, N]`` of every transformed row keep
     the original label ``y`` (invariance to the transforms is forced). Optional per-class
     ``weight``/``margin`` ``[N]`` as :func:`cross_entropy`."""
     return cross_entropy(logits, repeat_labels(y, M), weight=weight, margin=margin)
 
 
-def mt_loss(
-    class_logits: torch.Tensor,
-    transform_logits: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+def mt_loss(class_logits: torch.Tensor, transform_logits: torch.Tensor, y: torch.Tensor, M: int,
+            weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Multi-task baseline: N-way head on all transformed rows ``[B*M, N]`` plus an M-way
     transform head ``[B*M, M]``; the two cross-entropies are summed. Optional per-class
     ``weight``/``margin`` ``[N]`` apply to the N-way head only (:func:`cross_entropy`)."""

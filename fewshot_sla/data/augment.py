@@ -312,14 +312,8 @@ class BatchAugment:
 RECIPES = ("metaoptnet", "sla", "standard", "eval", "none")
 
 
-def get_augmentation(
-    dataset: str,
-    recipe: str = "eval",
-    *,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> BatchAugment:
+def get_augmentation(dataset: str, recipe: str = "eval", *, image_size: int | None = None,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> BatchAugment:
     """The augmentation ``recipe`` (see the module docs) for ``dataset``.
 
     Args:

@@ -20,15 +20,10 @@ import torch
 
 from ..episodes import EpisodeBatch, EpisodeSampler, collate_episodes
 
-__all__ = [
-    "EpisodeDataset",
-    "episode_indices",
-    "step_chunks",
-    "load_split",
-    "load_batch",
-    "dataset_channels",
-]
+__all__ = ["EpisodeDataset", "Preprocess", "episode_indices", "step_chunks", "load_split", "load_batch",
+           "dataset_channels"]
 
+#: uint8 images -> model input: ``preprocess(x, generator=None)`` (a :class:`~fewshot_sla.data.BatchAugment`)
 Preprocess = Callable[..., torch.Tensor]
 
 

@@ -40,7 +40,7 @@ from ..episodes import EpisodeSampler
 from ..inferences import episode_table, reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
-from .batches import EpisodeDataset, load_batch, load_split
+from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, MetaTrainConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import FewShotModel, episodic_model
@@ -55,23 +55,10 @@ __all__ = [
 
 
 @torch.no_grad()
-def evaluate_episodes(
-    model: FewShotModel,
-    dataset: EpisodeDataset,
-    preprocess,
-    *,
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-    n_episodes: int,
-    seed: int,
-    device: torch.device,
-    inferences: Sequence[str] | None = None,
-    tasks_per_batch: int = 8,
-    quiet: bool = True,
-    desc: str = "eval",
-    dist: DistInfo | None = None,
-) -> dict[str, np.ndarray]:
+def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: Preprocess, *, n_way: int, k_shot: int,
+                      n_query: int, n_episodes: int, seed: int, device: torch.device,
+                      inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
+                      desc: str = "eval", dist: DistInfo | None = None) -> dict[str, np.ndarray]:
     """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
 
     Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is

@@ -79,12 +79,8 @@ def episode_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return (logits.argmax(-1) == labels).float().mean(-1)
 
 
-def run_episodes(
-    model: FewShotModel,
-    batch: EpisodeBatch,
-    loss: LossSettings | None = None,
-    inferences: Sequence[str] | None = None,
-) -> EpisodeOutput:
+def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | None = None,
+                 inferences: Sequence[str] | None = None) -> EpisodeOutput:
     """Forward a batch of preprocessed (float) N-way episodes through ``model``.
 
     Args:
@@ -122,8 +118,7 @@ def run_episodes(
         return out
 
     if mode == "da":  # training: transformed rows keep their class label
-        tset = model.transforms
-        xb = batch.map_images(tset)
+        xb = batch.map_images(model.transforms)
         fs, fq = model.embed(xb.support, xb.query)
         logits = model.classify(fq, fs, sla.repeat_labels(ys, m), n)  # [T, Q*M, N]
         target = sla.repeat_labels(yq, m)

@@ -128,9 +128,7 @@ class FewShotClassifier:
         """Fit to a support set: a folder (one subfolder per class), a list of ``(image, label)``
         pairs, or images (paths, PIL images, tensors ``[C, H, W]``, a batch ``[S, C, H, W]``) with
         ``labels``. Shots may differ between classes."""
-        s = read_support(support, labels, self.spec, skip_bad)
-        self.fit_pixels(s)
-        return self
+        return self.fit_pixels(read_support(support, labels, self.spec, skip_bad))
 
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""

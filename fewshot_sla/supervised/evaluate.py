@@ -35,18 +35,10 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    tset: TransformSet,
-    preprocess: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    channels_last: bool = False,
-    amp: torch.dtype | None = None,
-) -> Predictions:
+def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tset: TransformSet,
+            preprocess: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int = 500,
+            device: torch.device | str = "cpu", channels_last: bool = False,
+            amp: torch.dtype | None = None) -> Predictions:
     """Run ``model`` (in eval mode) over ``images`` (uint8 ``[n, C, H, W]``, any device) and
     collect every inference of its mode (``amp``: the autocast dtype, ``None`` for float32).
 
@@ -99,9 +91,7 @@ def _correct(pred: Predictions, name: str) -> torch.Tensor:
     return (pred.logits[name].argmax(-1) == pred.labels).float()
 
 
-def accuracy_report(
-    pred: Predictions, num_classes: int, class_counts: Sequence[int] | None = None
-) -> dict:
+def accuracy_report(pred: Predictions, num_classes: int, class_counts: Sequence[int] | None = None) -> dict:
     """``{"accuracy": {name: acc}, "per_class": {name: [acc_c]}, "groups": {name: {overall,
     many, medium, few}}}``; ``groups`` only when training ``class_counts`` are given."""
     report: dict = {"accuracy": {}, "per_class": {}}
@@ -169,15 +159,8 @@ def ensemble(predictions: Sequence[Predictions], primaries: Sequence[str]) -> Pr
     return out
 
 
-def evaluate_checkpoints(
-    paths: Sequence[str],
-    *,
-    split: str = "test",
-    data_root: str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    data=None,
-) -> dict:
+def evaluate_checkpoints(paths: Sequence[str], *, split: str = "test", data_root: str | None = None,
+                         device: str = "auto", batch_size: int | None = None, data=None) -> dict:
     """Evaluate one checkpoint, or the logit ensemble of several, on ``split`` (test or val).
 
     The data and the validation hold-out come from the first checkpoint's configuration

@@ -33,11 +33,7 @@ import torch
 
 from .. import sla
 
-__all__ = [
-    "class_balanced_weights",
-    "ldam_margins",
-    "supervised_loss",
-]
+__all__ = ["class_balanced_weights", "ldam_margins", "supervised_loss"]
 
 
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
@@ -62,20 +58,10 @@ def ldam_margins(counts: Sequence[int], max_margin: float = 0.5) -> torch.Tensor
     return (m * (max_margin / m.max())).to(torch.float32)
 
 
-def supervised_loss(
-    mode: str,
-    out: dict[str, torch.Tensor],
-    y: torch.Tensor,
-    M: int,
-    *,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-    joint_loss: str = "weighted",
-    large_loss: bool = False,
-    temperature: float = 1.0,
-    sd_beta: float = 1.0,
-    distill: bool = True,
-) -> dict[str, torch.Tensor]:
+def supervised_loss(mode: str, out: dict[str, torch.Tensor], y: torch.Tensor, M: int, *,
+                    weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+                    joint_loss: str = "weighted", large_loss: bool = False, temperature: float = 1.0,
+                    sd_beta: float = 1.0, distill: bool = True) -> dict[str, torch.Tensor]:
     """The training loss of ``mode`` (see the module table); returns ``total`` and its parts.
 
     Args:
