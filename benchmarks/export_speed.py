@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from fewshot_sla.engine.checkpoint import LoadedModel
+from fewshot_sla.inferences import episode_table, inferences
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.model import build_model
 from fewshot_sla.predict import FewShotClassifier
-from fewshot_sla.predict.classifier import supported_inferences
 from fewshot_sla.predict.export import export_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -115,7 +115,7 @@ def main() -> None:
         write_image_folder(tmp, {"query": synthetic_dataset(8, a.batch // 8 + 1, size, ch, seed=1)})
         queries = sorted((tmp / "query").rglob("*.png"))[: a.batch]
         rows = []
-        for inference in a.inferences or supported_inferences(probe.pipeline, probe.mode):
+        for inference in a.inferences or inferences(episode_table(probe.pipeline), probe.mode):
             clf = (FewShotClassifier(loaded, inference) if loaded
                    else FewShotClassifier.from_checkpoint(a.checkpoint, inference=inference)).fit(support)
             rows += measure(clf, queries, tmp, a.repeats, a.warmup, has_onnx)

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.episodes import EpisodeSampler
 from fewshot_sla.inferences import reported
-from fewshot_sla.meta.batches import load_batch, load_split, make_preprocess
+from fewshot_sla.meta.batches import load_batch, load_split
 from fewshot_sla.meta.evaluate import load_model
 from fewshot_sla.meta.methods import run_episodes
 
@@ -40,7 +41,7 @@ def probe(path: str, data_root: str | None, episodes: int, seed: int) -> dict:
     learnt = float(scale.detach())
     scale.data.fill_(1.0)
     ds = load_split(cfg.dataset, data_root or cfg.data_root, "val", cfg.image_size, options=cfg.dataset_options)
-    pre = make_preprocess(cfg.dataset, "none", ds.image_size, ckpt["data"]["mean"], ckpt["data"]["std"])
+    pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     sampler = EpisodeSampler(ds.labels, cfg.eval_way, cfg.eval_shot, 5, episodes, seed=seed,
                              class_names=list(ds.class_names))
     model.eval()

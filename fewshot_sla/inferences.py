@@ -1,5 +1,5 @@
-"""The one table of inferences: which predictions each pipeline's modes report, and which one
-selects ``best.pt``.
+"""The one table of inferences (which predictions each pipeline's modes report, which one selects
+``best.pt`` and is ``predict``'s default) and the N-way logits of each from a head's outputs.
 
 =============  ======================================================================
 name           prediction
@@ -13,10 +13,10 @@ name           prediction
 ``transform``  supervised: accuracy of MT's M-way transform head
 =============  ======================================================================
 
-In episodes (``fewshot-sla eval``), a supervised checkpoint's base-class heads cannot score
-novel classes: its backbone's features are solved with a few-shot head (the ``pretrained``
-rows). For SLA+SD checkpoints ``plain`` is their single-pass inference: the distillation trains
-the untransformed features that ``plain`` uses.
+In episodes (``fewshot-sla eval``, ``predict``, ``export``), a supervised checkpoint's base-class
+heads cannot score novel classes: its backbone's features are solved with a few-shot head (the
+``pretrained`` rows, :func:`episode_table`). For SLA+SD checkpoints ``plain`` is their single-pass
+inference: the distillation trains the untransformed features that ``plain`` uses.
 
 The two pipelines name the untransformed N-way prediction of a baseline differently
 (``plain`` in meta-training, whose heads solve episodes; ``single`` in the supervised
@@ -26,7 +26,11 @@ of earlier runs use them.
 
 from __future__ import annotations
 
-__all__ = ["INFERENCES", "REPORTED", "inferences", "reported"]
+from torch import Tensor
+
+from . import sla
+
+__all__ = ["INFERENCES", "REPORTED", "inferences", "reported", "episode_table", "head_logits"]
 
 #: pipeline -> mode -> inferences, in report order
 INFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -70,3 +74,18 @@ def inferences(pipeline: str, mode: str) -> tuple[str, ...]:
 def reported(pipeline: str, mode: str) -> str:
     """The inference ``pipeline`` reports (and selects ``best.pt`` by) for ``mode``."""
     return REPORTED[pipeline][mode]
+
+
+def episode_table(pipeline: str) -> str:
+    """The table of a ``pipeline`` checkpoint solving episodes: ``meta``, or ``pretrained``."""
+    return "meta" if pipeline == "meta" else "pretrained"
+
+
+def head_logits(inference: str, logits: Tensor, M: int) -> Tensor:
+    """N-way logits ``[..., B, N]`` of ``inference`` from a few-shot head's logits over the support's
+    classes: ``[..., B*M, N*M]`` (aggregated: every view of each query against the joint classes),
+    ``[..., B, N*M]`` (single: the untransformed queries) or ``[..., B, N]`` (plain, distilled: as
+    they are)."""
+    if inference == "aggregated":
+        return sla.aggregated_logits(logits, M)
+    return sla.single_logits(logits, M, views=False) if inference == "single" else logits

@@ -1,12 +1,8 @@
 """Label algebra and losses of Self-supervised Label Augmentation (pure functions).
 
-Layout conventions (see ``DESIGN.md``):
-
-* rows are sample-major: row ``b*M + j`` holds ``t_j(x_b)``;
-* the joint label of class ``y`` under transform ``j`` is ``y*M + j`` (class outer);
-* joint logits have shape ``[..., B*M, N*M]``; column ``i*M + j`` scores the pair (i, j).
-
-Everything here is shared by the few-shot (``meta/``) and supervised (``supervised/``) code.
+Layout: rows are sample-major (row ``b*M + j`` holds ``t_j(x_b)``, identity ``j = 0`` first); the
+joint label of class ``y`` under transform ``j`` is ``y*M + j``; joint logits ``[..., B*M, N*M]``
+score the pair (i, j) in column ``i*M + j``. Shared by ``meta/``, ``supervised/`` and ``predict/``.
 """
 
 from __future__ import annotations
@@ -14,20 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "joint_labels",
-    "repeat_labels",
-    "transform_labels",
-    "single_logits",
-    "aggregated_logits",
-    "cross_entropy",
-    "joint_class_values",
-    "sla_loss",
-    "distillation_loss",
-    "sla_sd_loss",
-    "da_loss",
-    "mt_loss",
-]
+__all__ = ["joint_labels", "repeat_labels", "transform_labels", "identity_rows", "single_logits", "aggregated_logits",
+           "cross_entropy", "sla_loss", "distillation_loss", "sla_sd_loss", "da_loss", "mt_loss"]
 
 
 def _check_m(M: int) -> None:
@@ -54,29 +38,39 @@ def transform_labels(batch_size: int, M: int, device: torch.device | str | None 
     return torch.arange(M, device=device).repeat(batch_size)
 
 
-def _split_joint(joint: torch.Tensor, M: int) -> torch.Tensor:
-    """``[..., B*M, N*M] -> [..., B, M(row transform), N, M(class transform)]``."""
+def _check_views(x: torch.Tensor, M: int, dims: tuple[int, ...]) -> None:
     _check_m(M)
-    *lead, rows, cols = joint.shape
-    if rows % M or cols % M:
-        raise ValueError(
-            f"joint logits of shape {tuple(joint.shape)} are not [..., B*M, N*M] for M={M}: "
-            "both of the last two dimensions must be divisible by M"
-        )
-    return joint.reshape(*lead, rows // M, M, cols // M, M)
+    if x.dim() < 2 or any(x.shape[d] % M for d in dims):
+        raise ValueError(f"logits of shape {tuple(x.shape)} do not hold M={M} views: their dimension(s) "
+                         f"{', '.join(map(str, dims))} must be divisible by M")
 
 
-def single_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
-    """Single inference (SLA+SI): ``joint[..., b*M + 0, i*M + 0]``, shape ``[..., B, N]``."""
-    return _split_joint(joint, M)[..., :, 0, :, 0]
+def identity_rows(x: torch.Tensor, M: int) -> torch.Tensor:
+    """Rows ``b*M + 0`` (the untransformed samples) of ``[..., B*M, C]`` -> ``[..., B, C]``."""
+    _check_views(x, M, (-2,))
+    return x[..., ::M, :]
 
 
-def aggregated_logits(joint: torch.Tensor, M: int) -> torch.Tensor:
+def single_logits(joint: torch.Tensor, M: int, views: bool = True) -> torch.Tensor:
+    """Single inference (SLA+SI): ``joint[..., b*M + 0, i*M + 0]``, shape ``[..., B, N]``.
+
+    ``views=False``: ``joint [..., B, N*M]`` scores the untransformed samples alone (columns ``i*M + 0``).
+    """
+    _check_views(joint, M, (-2, -1) if views else (-1,))
+    return (joint[..., ::M, :] if views else joint)[..., ::M]
+
+
+def aggregated_logits(logits: torch.Tensor, M: int, joint: bool = True) -> torch.Tensor:
     """Aggregated inference (SLA+AG): ``s[b, i] = mean_j joint[b*M + j, i*M + j]``, ``[..., B, N]``.
 
+    ``joint=False``: N-way logits of every view ``[..., B*M, N]`` (da, mt) averaged over the views.
     Logits (not probabilities) are averaged; apply a softmax afterwards for probabilities.
     """
-    x = _split_joint(joint, M)
+    _check_views(logits, M, (-2, -1) if joint else (-2,))
+    *lead, rows, cols = logits.shape
+    if not joint:
+        return logits.reshape(*lead, rows // M, M, cols).mean(-2)
+    x = logits.reshape(*lead, rows // M, M, cols // M, M)
     return torch.diagonal(x, dim1=-3, dim2=-1).mean(-1)
 
 
@@ -88,23 +82,14 @@ def _per_class(values: torch.Tensor | None, n: int, name: str, like: torch.Tenso
     return values.to(like)
 
 
-def cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    smoothing: float = 0.0,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                  weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy over all leading dims; ``logits [..., C]``, ``target [...]``.
 
-    ``smoothing`` is MetaOptNet's label smoothing: the true class gets ``1 - eps`` and each of
-    the other ``C - 1`` classes ``eps / (C - 1)`` (unlike ``torch``'s ``label_smoothing``, which
-    spreads ``eps`` over all C classes).
-
-    ``weight [C]`` (optional): per-class weights; the loss is then the weighted mean
-    ``sum_i w_{t_i} CE_i / sum_i w_{t_i}`` (``torch``'s ``weight=``; class-balanced weights).
-    ``margin [C]`` (optional): subtracted from each row's target logit before the softmax,
-    ``z - margin[t] e_t`` (LDAM's margins, in logit units).
+    ``smoothing``: MetaOptNet's label smoothing (``1 - eps`` on the true class, ``eps / (C - 1)`` on
+    each other; ``torch``'s spreads ``eps`` over all C). Optional per-class ``[C]`` ``weight`` (the
+    weighted mean ``sum_i w_{t_i} CE_i / sum_i w_{t_i}``, ``torch``'s ``weight=``) and ``margin``
+    (subtracted from each row's target logit, ``z - margin[t] e_t``: LDAM's margins).
     """
     logits = logits.reshape(-1, logits.shape[-1])
     target = target.reshape(-1)
@@ -126,22 +111,8 @@ def cross_entropy(
     return (wr * rows).sum() / wr.sum()
 
 
-def joint_class_values(per_class: torch.Tensor | None, M: int) -> torch.Tensor | None:
-    """Per-class values ``[N]`` -> per-joint-class values ``[N*M]`` (entry ``y*M + j`` is ``v_y``);
-    ``None`` stays ``None``."""
-    _check_m(M)
-    return None if per_class is None else per_class.repeat_interleave(M)
-
-
-def sla_loss(
-    joint: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    large_loss: bool = False,
-    smoothing: float = 0.0,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def sla_loss(joint: torch.Tensor, y: torch.Tensor, M: int, large_loss: bool = False, smoothing: float = 0.0,
+             weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> torch.Tensor:
     """SLA loss: cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``.
 
     Mean over all rows; ``large_loss=True`` multiplies by M (a sum over transforms, as the
@@ -149,8 +120,8 @@ def sla_loss(
     per original class ``[N]``) apply the weight and margin of class ``y`` to every joint
     class ``(y, j)`` (see :func:`cross_entropy`).
     """
-    loss = cross_entropy(joint, joint_labels(y, M), smoothing, joint_class_values(weight, M),
-                         joint_class_values(margin, M))
+    w, d = (None if v is None else v.repeat_interleave(M) for v in (weight, margin))  # v_y for every (y, j)
+    loss = cross_entropy(joint, joint_labels(y, M), smoothing, w, d)
     return loss * M if large_loss else loss
 
 
@@ -165,21 +136,10 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 1
     return kl * (T * T)
 
 
-def sla_sd_loss(
-    joint: torch.Tensor,
-    single: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    T: float = 1.0,
-    beta: float = 1.0,
-    large_loss: bool = False,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-    joint_weight: torch.Tensor | None = None,
-    joint_margin: torch.Tensor | None = None,
-    smoothing: float = 0.0,
-    with_distill: bool = True,
-) -> dict[str, torch.Tensor]:
+def sla_sd_loss(joint: torch.Tensor, single: torch.Tensor, y: torch.Tensor, M: int, T: float = 1.0, beta: float = 1.0,
+                large_loss: bool = False, weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+                joint_weight: torch.Tensor | None = None, joint_margin: torch.Tensor | None = None,
+                smoothing: float = 0.0, with_distill: bool = True) -> dict[str, torch.Tensor]:
     """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
 
     The one SLA+SD loss of both pipelines: the supervised one calls it on ``[B*M, N*M]`` joint
@@ -205,27 +165,16 @@ def sla_sd_loss(
     return {"total": total, "sla": sla, "distill": distill, "ce": ce}
 
 
-def da_loss(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
+def da_loss(logits: torch.Tensor, y: torch.Tensor, M: int, weight: torch.Tensor | None = None,
+            margin: torch.Tensor | None = None) -> torch.Tensor:
     """Data augmentation baseline: N-way logits ``[..., B*M, N]`` of every transformed row keep
     the original label ``y`` (invariance to the transforms is forced). Optional per-class
     ``weight``/``margin`` ``[N]`` as :func:`cross_entropy`."""
     return cross_entropy(logits, repeat_labels(y, M), weight=weight, margin=margin)
 
 
-def mt_loss(
-    class_logits: torch.Tensor,
-    transform_logits: torch.Tensor,
-    y: torch.Tensor,
-    M: int,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+def mt_loss(class_logits: torch.Tensor, transform_logits: torch.Tensor, y: torch.Tensor, M: int,
+            weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Multi-task baseline: N-way head on all transformed rows ``[B*M, N]`` plus an M-way
     transform head ``[B*M, M]``; the two cross-entropies are summed. Optional per-class
     ``weight``/``margin`` ``[N]`` apply to the N-way head only (:func:`cross_entropy`)."""

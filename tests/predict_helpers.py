@@ -23,6 +23,18 @@ def meta_run(path, mode="sla+sd", head="protonet"):
     return path
 
 
+def supervised_run(path, mode="sla", transforms="rotation"):
+    """A tiny supervised checkpoint (an RGB model) trained for two iterations."""
+    from fewshot_sla.supervised import SupervisedConfig, prepare_data, run_training
+
+    ds = synthetic_dataset(4, 12, 16, 3, seed=3)
+    cfg = SupervisedConfig(backbone="conv4", backbone_options="hidden=4,out_channels=4", batch_size=8, quiet=True,
+                           plot=False, device="cpu", iterations=2, eval_every=2, log_every=2, val_size=4,
+                           mode=mode, transforms=transforms, run_dir=str(path))
+    run_training(cfg, data=prepare_data(ds, ds, cfg))
+    return path
+
+
 def write_episode(root):
     """``root/support/<class>/*.png`` with SHOTS images per class, ``root/query/<class>/*.png`` (3 each)."""
     ds = synthetic_dataset(4, 8, 16, 1, seed=7, prefix="cls")

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from synthetic import synthetic_dataset
 
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.episodes import EpisodeSampler
-from fewshot_sla.meta.batches import make_preprocess
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.model import build_model
 from fewshot_sla.meta.train import train
@@ -60,7 +60,7 @@ def _reference_step(cfg, chunks, mean, std):
         torch.manual_seed(cfg.seed)  # the trainer: seed_everything(cfg.seed); build_model(...)
         model = build_model(cfg, TRAIN.channels, TRAIN.image_size)
     model.train()
-    pre = make_preprocess("synthetic", "none", TRAIN.image_size, mean, std)
+    pre = ImageSpec(TRAIN.channels, TRAIN.image_size, mean, std).normalise
     sampler = EpisodeSampler(TRAIN.labels, N_WAY, K_SHOT, N_QUERY, T, seed=cfg.seed)
     s, q = N_WAY * K_SHOT, N_WAY * N_QUERY
     query_labels = torch.arange(N_WAY).repeat_interleave(N_QUERY)

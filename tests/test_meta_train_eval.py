@@ -12,8 +12,9 @@ import pytest
 import torch
 from synthetic import synthetic_dataset
 
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.episodes import EpisodeSampler
-from fewshot_sla.meta.batches import episode_indices, make_preprocess
+from fewshot_sla.meta.batches import episode_indices
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.evaluate import evaluate_episodes, load_model
 from fewshot_sla.meta.train import resume_config, train
@@ -136,7 +137,7 @@ def test_evaluate_episodes_matches_a_brute_force_protonet(tmp_path):
     cfg = tiny(tmp_path, mode="baseline", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
     model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
-    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     accs = evaluate_episodes(model, VAL, pre, n_way=3, k_shot=2, n_query=4, n_episodes=5, seed=3,
                              device=torch.device("cpu"), tasks_per_batch=2)["plain"]
     sampler = EpisodeSampler(VAL.labels, 3, 2, 4, 5, seed=3)
@@ -160,7 +161,7 @@ def test_evaluate_episodes_matches_a_brute_force_sla_ridge(tmp_path):
     cfg = tiny(tmp_path, mode="sla", head="ridge", transforms="rotation", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
     model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
-    pre = make_preprocess("synthetic", "none", 16, ckpt["data"]["mean"], ckpt["data"]["std"])
+    pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     n, k, q, m, lam = 3, 2, 4, 4, cfg.ridge_lambda
     accs = evaluate_episodes(model, VAL, pre, n_way=n, k_shot=k, n_query=q, n_episodes=4, seed=5,
                              device=torch.device("cpu"), tasks_per_batch=2)
@@ -302,7 +303,7 @@ def test_scale_init_starts_the_logit_scales_and_multiplies_the_first_logits(tmp_
         torch.manual_seed(0)
         model = build_model(cfg, 1, 16)
         batch = load_batch(VAL, EpisodeSampler(VAL.labels, 3, 1, 2, 1, seed=0), [0], torch.device("cpu"),
-                           make_preprocess("synthetic", "none", 16, [0.5], [0.25]))
+                           ImageSpec(1, 16, (0.5,), (0.25,)).normalise)
         with torch.no_grad():
             return model, run_episodes(model, batch, loss=None, inferences=["single", "distilled"]).logits
 
@@ -320,3 +321,30 @@ def test_scale_init_starts_the_logit_scales_and_multiplies_the_first_logits(tmp_
     train(learned, datasets=DATA)  # 3 Adam steps of lr 1e-3 from 10: moved, by a few lr at most
     scale = float(torch.load(RunDir(tmp_path / "learned").last, weights_only=False)["model"]["scale"])
     assert 0 < abs(scale - 10.0) < 3 * 3.2e-3
+
+
+@pytest.mark.parametrize("source", ["synthetic", "folder"])
+def test_image_spec_preprocesses_as_the_old_make_preprocess(tmp_path, fewshot_folder, source):
+    """A checkpoint's ImageSpec gives the tensors of the old path: ``make_preprocess`` normalised with the
+    checkpoint's mean/std (eval) and took training recipes from ``get_augmentation`` of the dataset, or of
+    its ``folder`` stand-in for an unregistered one; and the normalisation is ``(x / 255 - mean) / std``."""
+    from fewshot_sla.data.augment import RECIPES, AugmentConfig, BatchAugment, get_augmentation
+
+    kw = {"dataset": "folder", "data_root": str(fewshot_folder)} if source == "folder" else {}
+    train(tiny(tmp_path, episodes_per_epoch=2, val_episodes=0, **kw), datasets=None if kw else DATA)
+    data = load_model(tmp_path / "run", torch.device("cpu"))[2]["data"]
+    spec, x = ImageSpec.from_checkpoint(data), VAL.images[:7]
+    assert (spec.channels, spec.image_size, spec.invert) == (1, 16, False)
+    old = BatchAugment(AugmentConfig(mean=tuple(data["mean"]), std=tuple(data["std"])))
+    by_hand = (x.float() / 255.0 - torch.tensor(data["mean"]).view(1, -1, 1, 1)) / torch.tensor(data["std"]).view(
+        1, -1, 1, 1)
+    assert torch.equal(spec.normalise(x), old(x)) and torch.equal(spec.normalise(x), by_hand)
+    for donor, sp in [("folder", spec), ("omniglot", ImageSpec(1, 28, (0.1,), (0.2,))),
+                      ("cifar-fs", ImageSpec(3, 32, (0.5, 0.4, 0.3), (0.2, 0.2, 0.25))),
+                      ("mini-imagenet", ImageSpec(3, 84, (0.5, 0.4, 0.3), (0.2, 0.2, 0.25)))]:
+        xs = torch.randint(0, 256, (3, sp.channels, sp.image_size, sp.image_size), dtype=torch.uint8)
+        for recipe in RECIPES:
+            ref = get_augmentation(donor, recipe, image_size=sp.image_size, mean=sp.mean, std=sp.std)
+            got = sp.augmentation(recipe)
+            assert got.config == ref.config, (donor, recipe)
+            assert torch.equal(got(xs, torch.Generator().manual_seed(1)), ref(xs, torch.Generator().manual_seed(1)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_helpers import SHOTS, files, labels_of, manual_inputs
+from predict_helpers import SHOTS, files, labels_of, manual_inputs, meta_run, supervised_run
 from synthetic import synthetic_dataset
 
 from fewshot_sla.cli import main
@@ -18,9 +18,10 @@ from fewshot_sla.data import get_dataset
 from fewshot_sla.engine import load_model
 from fewshot_sla.episodes import EpisodeBatch
 from fewshot_sla.heads import get_head
+from fewshot_sla.inferences import episode_table, reported
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.methods import run_episodes
-from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images, spec_from_checkpoint
+from fewshot_sla.predict import FewShotClassifier, ImageSpec, image_pixels, preprocess_images
 
 
 @pytest.mark.parametrize("inference, head", [("aggregated", None), ("single", None), ("distilled", None),
@@ -161,12 +162,12 @@ def test_omniglot_polarity_matches_the_dataset_loader(tmp_path):
                 Image.fromarray(a).convert("1").save(d / f"{c:04d}_{k:02d}.png")
     ds = get_dataset("omniglot", tmp_path, "background", image_size=28)
     data = {"dataset": "omniglot", "channels": 1, "image_size": 28, "mean": ds.mean, "std": ds.std}
-    spec = spec_from_checkpoint(data, MetaTrainConfig(dataset="omniglot"))
+    spec = ImageSpec.from_checkpoint(data, MetaTrainConfig(dataset="omniglot"))
     assert spec.invert
     files = sorted((tmp_path / "images_background").rglob("*.png"))
     pixels = torch.stack([image_pixels(f, spec) for f in files])
     assert torch.equal((pixels * 255).round().to(torch.uint8), ds.images)
-    kept = spec_from_checkpoint(data, MetaTrainConfig(dataset="omniglot", dataset_options={"invert": False}))
+    kept = ImageSpec.from_checkpoint(data, MetaTrainConfig(dataset="omniglot", dataset_options={"invert": False}))
     assert not kept.invert
 
 
@@ -200,6 +201,34 @@ def test_predict_cli_table_accuracy_csv_and_json(run, episode, tmp_path, capsys)
     report = json.loads(js.read_text())
     assert report["inference"] == "single" and report["shots"] == list(SHOTS) and "accuracy" not in report
     assert [r["path"] for r in report["predictions"]] == [str(queries[0]), str(queries[-1])]
+
+
+# predict's default for every checkpoint kind: the table of fewshot_sla.inferences (supervised sla+sd: plain)
+DEFAULTS = {("meta", "baseline"): "plain", ("meta", "da"): "plain", ("meta", "sla"): "aggregated",
+            ("meta", "sla+sd"): "distilled", ("supervised", "baseline"): "plain", ("supervised", "da"): "plain",
+            ("supervised", "mt"): "plain", ("supervised", "sla"): "aggregated", ("supervised", "sla+sd"): "plain"}
+
+
+@pytest.mark.parametrize("pipeline, mode", list(DEFAULTS))
+def test_predict_default_inference_is_the_tables(tmp_path, episode, capsys, pipeline, mode):
+    """``fewshot-sla predict`` without ``--inference`` uses the table's reported inference (row ``meta``
+    or ``pretrained``), and gives the probabilities of that inference named explicitly."""
+    path = tmp_path / "run"
+    if pipeline == "meta":
+        meta_run(path, mode=mode)
+    else:
+        supervised_run(path, mode=mode, transforms="auto" if mode == "baseline" else "rotation")
+    assert DEFAULTS[pipeline, mode] == reported(episode_table(pipeline), mode)
+    out = tmp_path / "p.json"
+    argv = ["predict", "--checkpoint", str(path), "--support", str(episode / "support"), "--quiet",
+            "--query", str(episode / "query"), "--output", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["inference"] == DEFAULTS[pipeline, mode]
+    assert f"inference {DEFAULTS[pipeline, mode]}," in capsys.readouterr().out
+    assert main(argv[:-2] + ["--output", str(tmp_path / "e.json"), "--inference", DEFAULTS[pipeline, mode]]) == 0
+    explicit = json.loads((tmp_path / "e.json").read_text())["predictions"]
+    assert report["predictions"] == explicit
 
 
 def test_predict_cli_bad_input_is_one_line_and_exit_2(run, episode, tmp_path, capsys):

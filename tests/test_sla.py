@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot_sla import sla
+from fewshot_sla import inferences, sla
 
 
 def test_joint_labels_by_loop():
@@ -20,24 +20,36 @@ def test_joint_labels_by_loop():
     assert sla.joint_labels(yy, 2).tolist() == [[2, 3, 0, 1], [0, 1, 4, 5]]
 
 
-def test_single_and_aggregated_logits_by_loop():
+def test_single_aggregated_and_distilled_logits_by_loop():
     g = torch.Generator().manual_seed(1)
     T, B, N, M = 2, 3, 4, 3
     joint = torch.randn(T, B * M, N * M, generator=g)
+    nway = torch.randn(T, B * M, N, generator=g)  # N-way logits of every view (da, mt; the distilled head)
     single = sla.single_logits(joint, M)
     agg = sla.aggregated_logits(joint, M)
     assert single.shape == agg.shape == (T, B, N)
+    identity_only = sla.single_logits(joint[:, ::M].clone(), M, views=False)  # [T, B, N*M]: untransformed rows
+    head = {k: inferences.head_logits(k, joint if k == "aggregated" else joint[:, ::M].clone(), M)
+            for k in ("aggregated", "single")}
     for t in range(T):
         for b in range(B):
+            assert torch.equal(sla.identity_rows(nway, M)[t, b], nway[t, b * M])  # distilled: rows b*M + 0
             for i in range(N):
-                assert single[t, b, i] == joint[t, b * M, i * M]
+                assert single[t, b, i] == joint[t, b * M, i * M] == identity_only[t, b, i] == head["single"][t, b, i]
                 ref = sum(joint[t, b * M + j, i * M + j] for j in range(M)) / M
-                assert torch.allclose(agg[t, b, i], ref)
+                assert torch.allclose(agg[t, b, i], ref) and head["aggregated"][t, b, i] == agg[t, b, i]
+                views = sum(nway[t, b * M + j, i] for j in range(M)) / M
+                assert torch.allclose(sla.aggregated_logits(nway, M, joint=False)[t, b, i], views)
+    assert inferences.head_logits("distilled", nway, M) is nway  # plain, distilled: N-way already
 
 
 def test_bad_joint_shape():
     with pytest.raises(ValueError, match="divisible by M"):
         sla.aggregated_logits(torch.zeros(5, 8), 4)
+    for bad in (lambda: sla.identity_rows(torch.zeros(6, 3), 4), lambda: sla.single_logits(torch.zeros(2, 6), 4,
+                views=False), lambda: sla.aggregated_logits(torch.zeros(6, 3), 4, joint=False)):
+        with pytest.raises(ValueError, match="divisible by M"):
+            bad()
 
 
 def test_large_loss_is_exactly_m_times():

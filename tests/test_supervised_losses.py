@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_sla import sla
-from fewshot_sla.supervised.losses import margin_cross_entropy, supervised_loss
+from fewshot_sla.supervised.losses import supervised_loss
 from fewshot_sla.supervised.model import CosineLinear, build_model
 from fewshot_sla.transforms import get_transform_set
 
@@ -99,8 +99,8 @@ def test_weighted_margin_cross_entropy_by_hand():
     d = torch.tensor([0.3, 0.2, 0.9])
     losses = [_ce_row(z[i], int(t[i]), float(d[t[i]])) for i in range(6)]
     ref = sum(float(w[t[i]]) * losses[i] for i in range(6)) / sum(float(w[t[i]]) for i in range(6))
-    assert float(margin_cross_entropy(z, t, w, d)) == pytest.approx(ref, rel=1e-5)
-    assert float(margin_cross_entropy(z, t)) == pytest.approx(float(F.cross_entropy(z, t)), rel=1e-6)
+    assert float(sla.cross_entropy(z, t, weight=w, margin=d)) == pytest.approx(ref, rel=1e-5)
+    assert float(sla.cross_entropy(z, t)) == pytest.approx(float(F.cross_entropy(z, t)), rel=1e-6)
 
 
 def test_ldam_with_cosine_head_is_cao_et_al_formula():

@@ -13,20 +13,18 @@ import pytest
 import torch
 
 from fewshot_sla.config import ConfigError, build_config
+from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.engine import load_model
+from fewshot_sla.inferences import reported
 from fewshot_sla.optim import piecewise_lr_factor
 from fewshot_sla.runs import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
-from fewshot_sla.supervised.evaluate import PRIMARY, predict
+from fewshot_sla.supervised.data import preprocessors
+from fewshot_sla.supervised.evaluate import predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts
 from fewshot_sla.supervised.losses import class_balanced_weights
 from fewshot_sla.supervised.model import build_model
-from fewshot_sla.supervised.train import (
-    BatchPlan,
-    _preprocessors,
-    class_weight_schedule,
-    make_schedule,
-)
+from fewshot_sla.supervised.train import BatchPlan, class_weight_schedule, make_schedule
 from fewshot_sla.transforms import get_transform_set
 
 
@@ -114,14 +112,14 @@ def test_long_tailed_configs_normalise_as_ldam_drw(name):
     cfg = build_config(SupervisedConfig, {}, config=name)
     assert (cfg.warmup_by, cfg.momentum, cfg.nesterov, cfg.lr, cfg.lr_factors) == ("epoch", 0.9, False, 0.1,
                                                                                      (1.0, 0.01, 0.0001))
-    train_aug, pre = _preprocessors(cfg, 32)
+    train_aug, pre = preprocessors(cfg, 32)
     c = train_aug.config
     assert (c.crop, c.padding, c.flip) == (32, 4, True)
     # transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) of LDAM-DRW's cifar_train.py
     x = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)
     ref = [(0 / 255 - 0.4914) / 0.2023, (128 / 255 - 0.4822) / 0.1994, (255 / 255 - 0.4465) / 0.2010]
     assert pre(x).flatten().tolist() == pytest.approx(ref, rel=1e-5)
-    assert _preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
+    assert preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
 
 
 def test_training_uses_the_per_epoch_warm_up(tmp_path):
@@ -216,7 +214,7 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
     data = prepare_data(TRAIN, TEST, cfg)
     summary = run_training(cfg, data=data)
     assert set(summary["table"]) == table
-    assert summary["primary"] == PRIMARY[mode]
+    assert summary["primary"] == reported("supervised", mode)
     acc = summary["test"]["accuracy"]
     expected = {"baseline": {"single"}, "da": {"single", "aggregated"}, "mt": {"single", "aggregated", "transform"},
                 "sla": {"single", "aggregated", "joint"}, "sla+sd": {"single", "aggregated", "joint", "distilled"}}
@@ -233,14 +231,14 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
     assert all(r["epoch"] == pytest.approx(r["step"] / per_epoch) for r in train_recs)
     vals = [r for r in records if r["kind"] == "val"]
     if cfg.val_size:  # model selection: the first step with the highest primary validation accuracy
-        assert vals and all(r["score"] == r[f"acc_{PRIMARY[mode]}"] for r in vals)
+        assert vals and all(r["score"] == r[f"acc_{reported('supervised', mode)}"] for r in vals)
         best = max(vals, key=lambda r: (r["score"], -r["step"]))
         assert summary["best_iteration"] == best["step"]
         assert summary["val"] == pytest.approx({k[4:]: v for k, v in best.items() if k.startswith("acc_")})
     if cfg.long_tailed:
         assert summary["class_counts"] == longtail_counts(30, 4, 10.0) and len(data.val_labels) == 0
-        groups = summary["test"]["groups"][PRIMARY[mode]]
-        per_class = summary["test"]["per_class"][PRIMARY[mode]]
+        groups = summary["test"]["groups"][reported("supervised", mode)]
+        per_class = summary["test"]["per_class"][reported("supervised", mode)]
         assert groups["overall"] == pytest.approx(float(np.mean(per_class)))
         # counts (30, 13, 6, 3): no many-shot class (> 100), one medium, three few (< 20)
         assert groups["many"] is None and groups["medium"] == pytest.approx(per_class[0])
@@ -251,6 +249,26 @@ def test_every_mode_and_loss_end_to_end(tmp_path, mode, extra, table):
         assert (tmp_path / "run" / "curves.png").stat().st_size > 0  # drawn by the meta side's plotter
     if cfg.eval_test:
         assert any(r["kind"] == "test" and not r.get("final") for r in records)
+
+
+@pytest.mark.parametrize("augment, grey", [("sla", False), ("standard", False), ("ldam", False), ("standard", True)])
+def test_image_spec_of_a_checkpoint_normalises_as_its_validation(tmp_path, augment, grey):
+    """``evaluate_checkpoints`` normalises with the checkpoint's ImageSpec: the tensors of the run's own
+    validation normaliser (``preprocessors`` with the data's channels and images; grey images of an RGB
+    dataset use their own statistics) and, for the dataset's registered channels, of the old path
+    (``preprocessors(cfg, size)``: the registered statistics); and ``(x / 255 - mean) / std`` by hand."""
+    train_ds = DS(TRAIN.images[:, :1].contiguous(), TRAIN.labels, TRAIN.class_names) if grey else TRAIN
+    cfg = tiny_cfg(tmp_path, augment=augment, iterations=2)
+    data = prepare_data(train_ds, train_ds, cfg)
+    run_training(cfg, data=data)
+    loaded = load_model(tmp_path)
+    spec, x = ImageSpec.from_checkpoint(loaded.data, loaded.config), data.val_images
+    validation = preprocessors(cfg, 16, data.channels, data.train_images)[1]
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (validation.config.mean, validation.config.std))
+    assert torch.equal(spec.normalise(x), validation(x))
+    assert torch.equal(spec.normalise(x), (x.float() / 255 - mean) / std)
+    if not grey:
+        assert torch.equal(spec.normalise(x), preprocessors(cfg, 16)[1](x))
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -288,8 +306,8 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
         model, meta, cfg = loaded.model, loaded.data, loaded.config
         assert loaded.pipeline == "supervised" and isinstance(cfg, SupervisedConfig)
         pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
-                       _preprocessors(cfg, 16)[1])
-        logits.append(pred.logits[PRIMARY[cfg.mode]])
+                       preprocessors(cfg, 16)[1])
+        logits.append(pred.logits[reported("supervised", cfg.mode)])
     ref = ((logits[0] + logits[1]) / 2).argmax(-1).eq(data.test_labels).float().mean()
     assert rep["accuracy"]["ensemble"] == pytest.approx(float(ref))
     assert rep["table"] == {"Ensemble of 2": rep["accuracy"]["ensemble"]}

@@ -1,27 +1,19 @@
 """Batched, on-device data augmentation: random crop with padding, horizontal flip, colour
 jitter and normalisation, each one tensor op over the whole batch (no loop over images).
 
-Input: ``uint8 [B, C, H, W]`` (scaled by 1/255) or float in ``[0, 1]``; output: ``float32
-[B, C, H, W]`` on the input's device. Randomness comes from an optional ``torch.Generator``
-(a CPU generator works for data on any device): the same generator state gives the same
-output.
+Input ``uint8 [B, C, H, W]`` (scaled by 1/255) or float in ``[0, 1]``; output ``float32`` on the
+input's device. Randomness comes from an optional ``torch.Generator`` (a CPU one works for data on
+any device): the same generator state gives the same output.
 
-Recipes (:func:`get_augmentation`):
+Recipes (:func:`get_augmentation`): ``metaoptnet`` (Lee et al. 2019: ``RandomCrop(S, padding=P)``
+-> ``ColorJitter(0.4, 0.4, 0.4)`` -> flip -> the dataset's mean/std; ``S, P`` = 84, 8 or 32, 4);
+``sla`` (the SLA authors' CIFAR training: crop 32 pad 4 -> flip -> mean = std = 0.5); ``standard``
+(crop + flip, the dataset's statistics); ``eval`` / ``none`` (normalise only).
 
-* ``"metaoptnet"`` (few-shot training; Lee et al. 2019, data/*.py of their code):
-  ``RandomCrop(S, padding=P)`` -> ``ColorJitter(0.4, 0.4, 0.4)`` -> ``RandomHorizontalFlip``
-  -> normalise with the dataset's mean/std. ``S, P`` = 84, 8 (mini/tiered-ImageNet) or
-  32, 4 (CIFAR-FS, FC100).
-* ``"sla"`` (supervised CIFAR training in the SLA authors' code): ``RandomCrop(32,
-  padding=4)`` -> flip -> normalise with mean = std = 0.5 per channel.
-* ``"standard"``: crop + flip -> normalise with the dataset's own statistics.
-* ``"eval"`` / ``"none"``: normalise only.
-
-Semantics follow torchvision: zero padding; flip with probability 0.5; jitter factors
-uniform in ``[max(0, 1 - s), 1 + s]``, the three adjustments applied in a random order per
-image; contrast blends with the mean grey level of each image, saturation with its grey
-image (ITU-R 601 luma: 0.299 R + 0.587 G + 0.114 B); every step is clamped to ``[0, 1]``.
-(MetaOptNet jitters PIL images, rounding to 8 bits after each step; here values stay float.)
+Semantics follow torchvision: zero padding; flip with probability 0.5; jitter factors uniform in
+``[max(0, 1 - s), 1 + s]``, the three adjustments in a random order per image; contrast blends
+with each image's mean grey level, saturation with its grey image (ITU-R 601 luma); every step
+clamped to ``[0, 1]`` (MetaOptNet rounds PIL images to 8 bits after each step; here values stay float).
 """
 
 from __future__ import annotations
@@ -37,6 +29,7 @@ __all__ = [
     "BatchAugment",
     "RECIPES",
     "get_augmentation",
+    "recipe_augmentation",
     "to_float",
     "random_crop",
     "random_hflip",
@@ -319,14 +312,8 @@ class BatchAugment:
 RECIPES = ("metaoptnet", "sla", "standard", "eval", "none")
 
 
-def get_augmentation(
-    dataset: str,
-    recipe: str = "eval",
-    *,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> BatchAugment:
+def get_augmentation(dataset: str, recipe: str = "eval", *, image_size: int | None = None,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> BatchAugment:
     """The augmentation ``recipe`` (see the module docs) for ``dataset``.
 
     Args:
@@ -338,23 +325,21 @@ def get_augmentation(
     from .registry import dataset_info  # local import: the registry imports all loaders
 
     info = dataset_info(dataset)
+    half = (0.5,) * info.channels if recipe == "sla" else None  # the SLA code's statistics
+    return recipe_augmentation(recipe, image_size or info.image_size,
+                               tuple(mean) if mean is not None else half or info.mean,
+                               tuple(std) if std is not None else half or info.std)
+
+
+def recipe_augmentation(recipe: str, image_size: int, mean: tuple[float, ...] | None,
+                        std: tuple[float, ...] | None) -> BatchAugment:
+    """The augmentation ``recipe`` for ``image_size`` px images normalised with ``mean``/``std``."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    size = image_size or info.image_size
-    m = tuple(mean) if mean is not None else info.mean
-    s = tuple(std) if std is not None else info.std
-    base = AugmentConfig(mean=m, std=s)
+    base = AugmentConfig(mean=mean, std=std)
     if recipe in ("eval", "none"):
         return BatchAugment(base)
-    pad = 8 if size >= 64 else 4
-    if recipe == "metaoptnet":
-        cfg = replace(base, crop=size, padding=pad, flip=True,
-                      brightness=0.4, contrast=0.4, saturation=0.4)
-    elif recipe == "sla":
-        half = (0.5,) * info.channels if mean is None else m
-        cfg = replace(base, crop=size, padding=4, flip=True, mean=half,
-                      std=(0.5,) * info.channels if std is None else s)
-    else:
-        cfg = replace(base, crop=size, padding=pad, flip=True)
-    return BatchAugment(cfg)
-
+    pad = 4 if recipe == "sla" or image_size < 64 else 8
+    jitter = 0.4 if recipe == "metaoptnet" else 0.0
+    return BatchAugment(replace(base, crop=image_size, padding=pad, flip=True, brightness=jitter, contrast=jitter,
+                                saturation=jitter))

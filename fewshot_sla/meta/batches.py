@@ -20,16 +20,10 @@ import torch
 
 from ..episodes import EpisodeBatch, EpisodeSampler, collate_episodes
 
-__all__ = [
-    "EpisodeDataset",
-    "episode_indices",
-    "step_chunks",
-    "load_split",
-    "make_preprocess",
-    "load_batch",
-    "dataset_channels",
-]
+__all__ = ["EpisodeDataset", "Preprocess", "episode_indices", "step_chunks", "load_split", "load_batch",
+           "dataset_channels"]
 
+#: uint8 images -> model input: ``preprocess(x, generator=None)`` (a :class:`~fewshot_sla.data.BatchAugment`)
 Preprocess = Callable[..., torch.Tensor]
 
 
@@ -94,24 +88,6 @@ def load_split(name: str, root: str, split: str, image_size: int | None = None,
     from ..data import get_dataset
 
     return get_dataset(name, root, split, image_size=image_size, download=download, **(options or {}))
-
-
-def make_preprocess(dataset: str, recipe: str, image_size: int, mean: Sequence[float],
-                    std: Sequence[float]) -> Preprocess:
-    """Batched on-device augmentation + normalisation ``uint8 [B, C, H, W] -> float``.
-
-    ``recipe`` ``none`` only scales to ``[0, 1]`` and normalises with ``mean``/``std``.
-    """
-    from ..data import dataset_info
-    from ..data.augment import get_augmentation
-
-    try:
-        dataset_info(dataset)
-        donor = dataset
-    except ValueError:
-        donor = "folder"  # only the recipe matters: size, mean and std are passed explicitly
-    recipe = "eval" if recipe == "none" else recipe
-    return get_augmentation(donor, recipe, image_size=image_size, mean=tuple(mean), std=tuple(std))
 
 
 def load_batch(dataset: EpisodeDataset, sampler: EpisodeSampler, indices: Sequence[int],

@@ -1,13 +1,11 @@
 """Episode evaluation: per-episode accuracies, 95% confidence intervals, paired comparisons.
 
-``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the
-test split from ``--seed`` (15 queries per class), and reports for every inference the
-model supports (``plain`` for baseline/da; ``single``, ``aggregated`` for sla; and
-``distilled`` for sla+sd) the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std),
-writing every per-episode accuracy to JSON. ``--compare B.pt [C.pt ...]`` evaluates more
-checkpoints on the same episodes and reports the mean paired difference (A - B) episode by
-episode with its own 95% CI, which removes the episode-difficulty variance shared by both
-methods and is much tighter than two independent intervals.
+``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the test
+split from ``--seed`` and reports, for every inference the model supports
+(:mod:`fewshot_sla.inferences`), the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std).
+``--compare B.pt [C.pt ...]`` evaluates more checkpoints on the same episodes and reports the
+mean paired difference (A - B) episode by episode with its own 95% CI (much tighter than two
+independent intervals: the episode-difficulty variance cancels).
 
 JSON layout::
 
@@ -17,12 +15,9 @@ JSON layout::
                  "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
      "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
 
-``dataset_options`` are the first checkpoint's training options merged with ``--dataset-options``
-(e.g. which alphabets are held out, ``rotate_classes``), and ``classes`` / ``images`` count the
-evaluated split: together they tell which episodes two reports were drawn from.
-``comparisons`` holds, for every extra checkpoint B, the reported inference of A minus that
-of B and each inference both support; and within each model, its reported inference minus
-each of its other inferences.
+``dataset_options`` (the first checkpoint's merged with ``--dataset-options``), ``classes`` and
+``images`` tell which episodes a report was drawn from. ``comparisons``: A's reported inference
+minus B's and each inference both support; within a model, its reported inference minus the others.
 """
 
 from __future__ import annotations
@@ -37,14 +32,15 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..data.spec import ImageSpec
 from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, progress, run_sharded, start_session
 from ..engine import load_model as load_any_model
 from ..episodes import EpisodeSampler
-from ..inferences import reported
+from ..inferences import episode_table, reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
-from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
+from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, MetaTrainConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import FewShotModel, episodic_model
@@ -59,23 +55,10 @@ __all__ = [
 
 
 @torch.no_grad()
-def evaluate_episodes(
-    model: FewShotModel,
-    dataset: EpisodeDataset,
-    preprocess,
-    *,
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-    n_episodes: int,
-    seed: int,
-    device: torch.device,
-    inferences: Sequence[str] | None = None,
-    tasks_per_batch: int = 8,
-    quiet: bool = True,
-    desc: str = "eval",
-    dist: DistInfo | None = None,
-) -> dict[str, np.ndarray]:
+def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: Preprocess, *, n_way: int, k_shot: int,
+                      n_query: int, n_episodes: int, seed: int, device: torch.device,
+                      inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
+                      desc: str = "eval", dist: DistInfo | None = None) -> dict[str, np.ndarray]:
     """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
 
     Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is
@@ -87,11 +70,25 @@ def evaluate_episodes(
     the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
     """
     dist = dist or DistInfo()
+    sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
+                             class_names=list(dataset.class_names))
+    names = tuple(inferences or model.inferences)
 
-    def run(indices: list[int]) -> dict[str, np.ndarray]:
-        return _evaluate_indices(model, dataset, preprocess, indices, n_way=n_way, k_shot=k_shot, n_query=n_query,
-                                 n_episodes=n_episodes, seed=seed, device=device, inferences=inferences,
-                                 tasks_per_batch=tasks_per_batch, quiet=quiet or not dist.is_main, desc=desc)
+    def run(indices: list[int]) -> dict[str, np.ndarray]:  # the episodes ``indices``, in that order
+        accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        was_training = model.training
+        model.eval()
+        try:
+            with progress(len(indices), desc, quiet=quiet or not dist.is_main) as bar:
+                for start in range(0, len(indices), tasks_per_batch):
+                    idx = indices[start : start + tasks_per_batch]
+                    out = run_episodes(model, load_batch(dataset, sampler, idx, device, preprocess), inferences=names)
+                    for k in names:
+                        accs[k].append(episode_accuracy(out.logits[k], out.labels).double().cpu().numpy())
+                    bar.update(len(idx))
+        finally:
+            model.train(was_training)
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in accs.items()}
 
     parts = run_sharded(n_episodes, dist, run)
     if len(parts) == 1:
@@ -103,30 +100,6 @@ def evaluate_episodes(
         full[order] = np.concatenate([acc[k] for _, acc in parts])
         out[k] = full
     return out
-
-
-@torch.no_grad()
-def _evaluate_indices(model, dataset, preprocess, indices: list[int], *, n_way, k_shot, n_query, n_episodes,
-                      seed, device, inferences, tasks_per_batch, quiet, desc) -> dict[str, np.ndarray]:
-    """Per-episode accuracies of the episodes ``indices`` (in that order), ``tasks_per_batch`` at a time."""
-    sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
-                             class_names=list(dataset.class_names))
-    names = tuple(inferences or model.inferences)
-    accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    was_training = model.training
-    model.eval()
-    try:
-        with progress(len(indices), desc, quiet=quiet) as bar:
-            for start in range(0, len(indices), tasks_per_batch):
-                idx = indices[start : start + tasks_per_batch]
-                batch = load_batch(dataset, sampler, idx, device, preprocess)
-                out = run_episodes(model, batch, loss=None, inferences=names)
-                for k in names:
-                    accs[k].append(episode_accuracy(out.logits[k], out.labels).double().cpu().numpy())
-                bar.update(len(idx))
-    finally:
-        model.train(was_training)
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in accs.items()}
 
 
 def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> dict[str, dict[str, Any]]:
@@ -185,7 +158,6 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         model, tcfg = episodic_model(loaded, cfg.head, cfg.svm_max_iter)
         ckpt = loaded.checkpoint
         mode = loaded.config.mode
-        table = "meta" if loaded.pipeline == "meta" else "pretrained"
         model.amp_dtype = amp_dtype(cfg.amp, device)
         if cfg.channels_last:
             model.channels_last = True
@@ -226,8 +198,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         # every class must hold k_shot + n_query images: checked up front, naming eval's options
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
-        norm = ckpt["data"]
-        pre = make_preprocess(tcfg.dataset, "none", ds.image_size, norm["mean"], norm["std"])
+        pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
         t0 = time.time()
         accs = evaluate_episodes(
             model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
@@ -236,7 +207,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         )
         report["models"].append({
             "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
-            "backbone": tcfg.backbone, "transforms": tcfg.transforms, "reported": reported(table, mode),
+            "backbone": tcfg.backbone, "transforms": tcfg.transforms,
+            "reported": reported(episode_table(loaded.pipeline), mode),
             "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
             "seconds": round(time.time() - t0, 3),
             "results": summarize(accs),

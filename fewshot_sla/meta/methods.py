@@ -1,46 +1,31 @@
 """Training objectives and inferences of the four meta-training modes.
 
-Notation: a batch holds T episodes, N ways, K support and Q query images per episode
-(``S = N*K``, ``Q = N*n_query`` rows); the transform set has M transforms (identity first);
-``f`` is the backbone, ``h`` the few-shot head, ``a`` the learnable logit scale, ``eps`` the
-label smoothing (MetaOptNet's: ``1 - eps`` on the target, ``eps / (C - 1)`` elsewhere), and
-``CE_eps`` the mean cross-entropy with it. One backbone call embeds every image of the batch
-(support and query, all transforms).
+Notation: T episodes of N ways, support ``S`` and queries ``q``; M transforms (identity first);
+``f`` the backbone, ``h`` the few-shot head, ``a`` the learnable logit scale, ``CE_eps`` the mean
+cross-entropy with MetaOptNet's label smoothing. One backbone call embeds every image of a batch.
 
 ``baseline``
     ``plain = a * h(f(q), f(S), y_S, N)`` ``[T, Q, N]``; ``loss = CE_eps(plain, y_q)``.
-``da`` (invariance baseline of the paper)
-    every support and query image is transformed M times and keeps its class label; the
-    N-way head is solved on the ``M*K`` shots per class of the transformed support and
-    scores every transformed query row: ``loss = CE_eps(a * h(f(t(q)), f(t(S)), y_S, N), y_q)``
-    over all ``T*Q*M`` rows. Test time: ``plain`` (untransformed support and query).
+``da`` (the paper's invariance baseline)
+    every image transformed M times keeps its label: the N-way head is solved on the ``M*K`` shots
+    per class and scores all ``T*Q*M`` query rows in the loss. Test time: ``plain``.
 ``sla``
-    the episode is expanded to NM ways (row ``s*M + j`` holds ``t_j(x_s)``, label
-    ``y*M + j``); ``joint = a * h(f(t(q)), f(t(S)), y_S*M + j, N*M)`` ``[T, Q*M, N*M]``;
-    ``loss = CE_eps(joint, y_q*M + j)`` (times M with ``large_loss``). Inferences:
-    ``single`` (SLA+SI) ``= joint[q*M + 0, i*M + 0]`` and ``aggregated`` (SLA+AG)
-    ``agg[q, i] = 1/M sum_j joint[q*M + j, i*M + j]`` (logits averaged, then softmax).
-``sla+sd`` (self-distillation; new, not in the paper's few-shot experiments)
-    ``sla`` plus a single-pass N-way prediction on the untransformed images,
-    ``distilled = a_sd * h(f(q), f(S), y_S, N)``, whose features are the identity rows
-    (``s*M + 0``) of the already computed NM-way features (no extra backbone call)::
+    the episode expanded to NM ways (row ``s*M + j`` holds ``t_j(x_s)``, label ``y*M + j``);
+    ``joint = a * h(f(t(q)), f(t(S)), y_S*M + j, N*M)`` ``[T, Q*M, N*M]``, ``loss = CE_eps(joint,
+    y_q*M + j)`` (times M with ``large_loss``); inferences ``single`` and ``aggregated``
+    (:func:`fewshot_sla.sla.single_logits`, :func:`~fewshot_sla.sla.aggregated_logits`).
+``sla+sd`` (self-distillation; not in the paper's few-shot experiments)
+    ``sla`` plus ``distilled = a_sd * h(f(q), f(S), y_S, N)`` on the identity rows of the NM-way
+    features (no extra backbone call)::
 
-        loss = CE_eps(joint, y*M + j)
-             + T^2 * KL(softmax(agg / T) || softmax(distilled / T))      (agg detached)
-             + beta * CE(distilled, y)                                   (no smoothing)
+        loss = CE_eps(joint, y*M + j) + T^2 KL(softmax(agg / T) || softmax(distilled / T)) + beta CE(distilled, y)
 
-    with the KL summed over classes and averaged over the ``T*Q`` queries (``batchmean``),
-    ``T = sd_temperature = 1`` and ``beta = sd_beta = 1`` by default. At test time the
-    ``distilled`` inference needs one forward pass per image (support and query), like
-    ``plain``, while ``aggregated`` needs M. ``a_sd`` is a second learnable scale, the only
-    parameter of the "second head". With ProtoNet, ``single`` and ``distilled`` share their
-    prototypes (identity rows) and differ only by a positive scale, so they predict the same
-    classes: there the SD terms act on the features alone; with ridge/SVM heads ``single``
-    solves the NM-way problem on all transformed support images, ``distilled`` the N-way one
-    on the untransformed images.
+    (``agg`` detached, KL ``batchmean`` over the queries, no smoothing on the last term). At test
+    time ``distilled`` needs one forward pass per image, ``aggregated`` M. With ProtoNet ``single``
+    and ``distilled`` differ by a positive scale only (same prototypes); with ridge/SVM ``single``
+    solves the NM-way problem, ``distilled`` the N-way one.
 
-Validation selects ``best.pt`` by the reported inference of the mode: ``plain`` (baseline,
-da), ``aggregated`` (sla), ``distilled`` (sla+sd).
+Validation selects ``best.pt`` by the mode's reported inference (:mod:`fewshot_sla.inferences`).
 """
 
 from __future__ import annotations
@@ -52,7 +37,6 @@ from torch import Tensor
 
 from .. import sla
 from ..episodes import EpisodeBatch, expand_episodes
-from .config import INFERENCES
 from .model import FewShotModel
 
 __all__ = ["LossSettings", "EpisodeOutput", "run_episodes", "episode_accuracy"]
@@ -95,21 +79,17 @@ def episode_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return (logits.argmax(-1) == labels).float().mean(-1)
 
 
-def run_episodes(
-    model: FewShotModel,
-    batch: EpisodeBatch,
-    loss: LossSettings | None = None,
-    inferences: Sequence[str] | None = None,
-) -> EpisodeOutput:
+def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | None = None,
+                 inferences: Sequence[str] | None = None) -> EpisodeOutput:
     """Forward a batch of preprocessed (float) N-way episodes through ``model``.
 
     Args:
         model: the :class:`FewShotModel` (its ``mode`` and ``transforms`` pick the method).
         batch: N-way episodes, images already augmented/normalised, ``M == 1``.
         loss: compute the training loss with these settings (``None``: inference only).
-        inferences: inferences to compute (default: all the mode supports, see
-            :data:`~fewshot_sla.meta.config.INFERENCES`); during training only those that
-            come for free with the loss are added.
+        inferences: inferences to compute (default: all the model supports, ``model.inferences``,
+            see :mod:`fewshot_sla.inferences`); during training only those that come for free
+            with the loss are added.
 
     Returns:
         :class:`EpisodeOutput` with the loss, its parts and the logits of each inference.
@@ -117,7 +97,7 @@ def run_episodes(
     if batch.M != 1:
         raise ValueError("run_episodes expects N-way episodes (M == 1); it expands them itself")
     mode, n, m = model.mode, batch.n_way, model.M
-    supported = getattr(model, "inferences", INFERENCES[mode])
+    supported = model.inferences
     wanted = tuple(supported if inferences is None else inferences)
     bad = [i for i in wanted if i not in supported]
     if bad:
@@ -138,8 +118,7 @@ def run_episodes(
         return out
 
     if mode == "da":  # training: transformed rows keep their class label
-        tset = model.transforms
-        xb = batch.map_images(tset)
+        xb = batch.map_images(model.transforms)
         fs, fq = model.embed(xb.support, xb.query)
         logits = model.classify(fq, fs, sla.repeat_labels(ys, m), n)  # [T, Q*M, N]
         target = sla.repeat_labels(yq, m)
@@ -160,15 +139,11 @@ def run_episodes(
     xb = expand_episodes(batch, model.transforms)
     fs, fq = model.embed(xb.support, xb.query)  # [T, S*M, D], [T, Q*M, D]
     joint = model.classify(fq, fs, xb.support_labels, n * m)  # [T, Q*M, N*M]
-    agg = sla.aggregated_logits(joint, m)
     out.logits["single"] = sla.single_logits(joint, m)
-    out.logits["aggregated"] = agg
+    out.logits["aggregated"] = sla.aggregated_logits(joint, m)
     distilled = None
-    if mode == "sla+sd":
-        t, d = fs.shape[0], fs.shape[-1]
-        fs0 = fs.reshape(t, -1, m, d)[:, :, 0]  # identity rows s*M + 0
-        fq0 = fq.reshape(t, -1, m, d)[:, :, 0]
-        distilled = model.classify(fq0, fs0, ys, n, distill=True)
+    if mode == "sla+sd":  # the distilled head on the identity rows s*M + 0 of the features
+        distilled = model.classify(sla.identity_rows(fq, m), sla.identity_rows(fs, m), ys, n, distill=True)
         out.logits["distilled"] = distilled
     if loss is not None:
         out.objective_acc = episode_accuracy(joint, xb.query_labels)

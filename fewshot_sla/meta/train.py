@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
+from ..data.spec import ImageSpec
 from ..distributed import barrier, broadcast_module, convert_sync_bn, wrap_ddp
 from ..engine import (
     ChunkedStep,
@@ -59,7 +60,7 @@ from ..episodes import EpisodeSampler
 from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
-from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
+from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import RESUME_OVERRIDES, EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .evaluate import evaluate_episodes, load_model, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
@@ -171,8 +172,8 @@ class MetaTrainer:
                                          cfg.weight_decay, cfg.nesterov)
         self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.train_pre = make_preprocess(cfg.dataset, cfg.augment, ds.image_size, self.mean, self.std)
-        self.eval_pre = make_preprocess(cfg.dataset, "none", ds.image_size, self.mean, self.std)
+        spec = ImageSpec(ds.channels, ds.image_size, self.mean, self.std)
+        self.train_pre, self.eval_pre = spec.augmentation(cfg.augment), spec.normalise
         self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
         # sla+sd --sd-start: the first step whose loss includes the distillation term
         self.sd_start_step = math.floor(cfg.sd_start * cfg.epochs * cfg.steps_per_epoch + 0.5)

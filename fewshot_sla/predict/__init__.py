@@ -5,8 +5,7 @@ fitted classifier to TorchScript/ONNX (:mod:`fewshot_sla.predict.export`).
 ``fewshot-sla predict`` and ``fewshot-sla export`` (:mod:`fewshot_sla.predict.cli`) drive them.
 """
 
-from .classifier import FewShotClassifier, default_inference, supported_inferences
-from .preprocess import ImageSpec, image_pixels, list_images, preprocess_images, spec_from_checkpoint
+from .classifier import FewShotClassifier
+from .preprocess import ImageSpec, image_pixels, list_images, preprocess_images
 
-__all__ = ["FewShotClassifier", "ImageSpec", "default_inference", "image_pixels", "list_images",
-           "preprocess_images", "spec_from_checkpoint", "supported_inferences"]
+__all__ = ["FewShotClassifier", "ImageSpec", "image_pixels", "list_images", "preprocess_images"]

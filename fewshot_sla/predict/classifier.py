@@ -6,20 +6,12 @@
     probs = clf.predict_proba(["q1.png", "q2.png"])                   # [2, N], columns = clf.classes_
     clf.predict(["q1.png", "q2.png"])     # class names
 
-Inferences (``inference=``), as meta evaluation computes them (:func:`fewshot_sla.meta.methods.run_episodes`):
-
-=============  ==========================================================================
-``plain``      the head on untransformed support and queries (meta baseline/da; any
-               supervised checkpoint: its backbone features, head ``protonet`` by default)
-``single``     SLA+SI: the support is expanded to N*M classes (every image transformed M
-               times, label ``y*M + j``), the identity view scored against the identity classes
-``aggregated`` SLA+AG: view j of the query against classes (i, j), logits averaged over j
-``distilled``  SLA+SD (meta sla+sd): the distilled scale on the untransformed features
-=============  ==========================================================================
-
-Default: the inference the checkpoint reports (:func:`fewshot_sla.inferences.reported`) for
-meta-training checkpoints; for supervised ones ``aggregated`` when trained with SLA (sla,
-sla+sd), else ``plain`` (their own linear heads classify the training classes, not yours).
+Inferences (``inference=``) are meta evaluation's (:func:`fewshot_sla.meta.methods.run_episodes`);
+which ones a checkpoint supports and the default are the table of :mod:`fewshot_sla.inferences`:
+row ``meta`` for meta-training checkpoints, ``pretrained`` for supervised ones (whose own heads
+classify the training classes, not yours: their backbone's features are solved with ``--head``,
+protonet by default). ``single`` and ``aggregated`` expand the support to N*M classes (every image
+transformed M times, label ``y*M + j``); ``single`` scores the untransformed queries alone.
 Shots may differ between classes with every head (each head takes the support labels). The head
 runs in float64 on the float32 features: ProtoNet's expanded distances and the SVM/ridge sums
 cancel terms, and in float32 their logits change by about 1e-5 with the number of queries scored
@@ -36,31 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import sla
+from ..data.spec import ImageSpec
 from ..engine.checkpoint import LoadedModel, load_model
 from ..heads import get_head
-from ..inferences import inferences as pipeline_inferences
-from ..inferences import reported
+from ..inferences import episode_table, head_logits, inferences, reported
 from ..transforms import TransformSet, get_transform_set
-from .preprocess import ImageInput, ImageSpec, normalise, preprocess_images, spec_from_checkpoint
+from .preprocess import ImageInput, preprocess_images
 from .support import SupportSet, read_support
 
-__all__ = ["FewShotClassifier", "supported_inferences", "default_inference"]
-
-_SLA_MODES = ("sla", "sla+sd")
-
-
-def supported_inferences(pipeline: str, mode: str) -> tuple[str, ...]:
-    """Inferences a classifier of a ``pipeline`` checkpoint trained in ``mode`` can use."""
-    if pipeline == "meta":
-        return pipeline_inferences("meta", mode)
-    return ("plain", "single", "aggregated") if mode in _SLA_MODES else ("plain",)
-
-
-def default_inference(pipeline: str, mode: str) -> str:
-    """The default inference (see the module docs)."""
-    if pipeline == "meta":
-        return reported("meta", mode)
-    return "aggregated" if mode in _SLA_MODES else "plain"
+__all__ = ["FewShotClassifier"]
 
 
 class FewShotClassifier:
@@ -75,12 +51,16 @@ class FewShotClassifier:
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.mode = str(loaded.config.mode)
-        self.spec: ImageSpec = spec_from_checkpoint(loaded.data, loaded.config)
+        self.spec = ImageSpec.from_checkpoint(loaded.data, loaded.config)
+        if self.spec.channels not in (1, 3):
+            raise ValueError(f"the checkpoint's model takes {self.spec.channels}-channel images; only 1 or 3 are "
+                             "supported")
         model = loaded.model
         self.backbone: nn.Module = model.backbone
         self.device = next(model.parameters()).device
-        supported = supported_inferences(self.pipeline, self.mode)
-        self.inference = inference or default_inference(self.pipeline, self.mode)
+        table = episode_table(self.pipeline)
+        supported = inferences(table, self.mode)
+        self.inference = inference or reported(table, self.mode)
         if self.inference not in supported:
             raise ValueError(f"inference {self.inference!r} is not available for a {self.pipeline} checkpoint "
                              f"trained with mode {self.mode!r}; choose one of {', '.join(supported)}")
@@ -94,7 +74,7 @@ class FewShotClassifier:
             scale = model.distill_scale if self.inference == "distilled" else model.scale
             self.scale = float(scale.detach())
         else:
-            self.transforms = get_transform_set(loaded.data.get("transforms", "none") if self.mode in _SLA_MODES
+            self.transforms = get_transform_set(loaded.data.get("transforms", "none") if "single" in supported
                                                 else "none")
             self.head_name = head or "protonet"
             self.head = get_head(self.head_name, **(head_options or {}))
@@ -141,25 +121,19 @@ class FewShotClassifier:
         with torch.no_grad():
             logits = self.scale * self.head(fq[None].double(), self._support_features, self._support_labels, n * m,
                                             **self.head_kwargs).float()
-        if self.inference == "aggregated":
-            logits = sla.aggregated_logits(logits, m)
-        elif self.inference == "single":  # the identity view (all a query needs) against classes i*M + 0
-            logits = logits.reshape(1, -1, n, m)[..., 0]
-        return logits[0]
+        return head_logits(self.inference, logits, m)[0]
 
     # -- the scikit-learn-like API -----------------------------------------------------------
     def fit(self, support: Any, labels: Sequence[Any] | None = None, skip_bad: bool = False) -> FewShotClassifier:
         """Fit to a support set: a folder (one subfolder per class), a list of ``(image, label)``
         pairs, or images (paths, PIL images, tensors ``[C, H, W]``, a batch ``[S, C, H, W]``) with
         ``labels``. Shots may differ between classes."""
-        s = read_support(support, labels, self.spec, skip_bad)
-        self.fit_pixels(s)
-        return self
+        return self.fit_pixels(read_support(support, labels, self.spec, skip_bad))
 
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
         self.classes_, self.shots_ = list(support.classes), support.shots
-        self._support_features = self.embed(normalise(support.pixels, self.spec))[None].double()
+        self._support_features = self.embed(self.spec.normalise(support.pixels))[None].double()
         y = support.labels.to(self.device)
         self._support_labels = (sla.joint_labels(y, self.M) if self.M > 1 else y)[None]
         return self

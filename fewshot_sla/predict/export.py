@@ -1,27 +1,21 @@
 """Export a fitted :class:`~fewshot_sla.predict.FewShotClassifier` as one standalone module.
 
-The exported module maps preprocessed query images ``float32 [B, C, S, S]`` (the output of
-:func:`~fewshot_sla.predict.preprocess_images`: the checkpoint's channels, size, polarity and
-normalisation) to class probabilities ``[B, N]``; everything else is inside the graph::
+The module maps preprocessed queries ``float32 [B, C, S, S]`` (:func:`~fewshot_sla.predict.preprocess_images`)
+to class probabilities ``[B, N]``; everything else is inside the graph::
 
-    x [B, C, S, S]
-      -> aggregated: the M transforms, rows b*M + j = t_j(x_b)           [B*M, C, S, S]
+    x -> aggregated: the M transforms, rows b*M + j = t_j(x_b)            [B*M', C, S, S]
       -> backbone                                                         [B*M', D]
-      -> the head, fitted to the support set once at export time          [B*M', K]
-           protonet: prototypes c_k (K = N*M' class means): -||f - c_k||^2 (/ D if normalize)
-           ridge, r2d2, svm: the fitted linear map f W + b
-           (logits are linear in the query features once the support is fixed: W and b are
-           read off the head at the unit vectors and at 0, and checked on the support features)
-         times the checkpoint's logit scale (the distilled scale for ``distilled``)
-      -> aggregated: mean_j of logit (b*M + j, i*M + j); single: column i*M + 0
-      -> softmax                                                          [B, N]
+      -> the head fitted to the support set at export time, times the checkpoint's logit scale
+           protonet: -||f - c_k||^2 to the N*M' prototypes (/ D if normalize);
+           ridge, r2d2, svm: f W + b (linear once the support is fixed: W and b are read off
+           the head at the unit vectors and at 0, and checked on the support features)
+      -> the inference's N-way logits (:func:`fewshot_sla.inferences.head_logits`), softmax
 
-Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, the
-preprocessing as JSON), ``onnx`` (input ``images``, output ``probabilities``, dynamic batch;
-metadata ``class_names`` and ``spec``; needs ``pip install onnx onnxscript``), ``backbone``
-(TorchScript of the embedding network alone: ``[B, C, S, S] -> [B, D]``). With ``pixels=True``
-(``--input pixels``) a TorchScript export takes raw ``uint8 [B, H, W(, C)]`` pixels of any size
-and converts them inside (:class:`PixelPreprocess`).
+Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, JSON),
+``onnx`` (input ``images``, output ``probabilities``, dynamic batch, the same metadata; needs
+``pip install onnx onnxscript``), ``backbone`` (TorchScript of the embedding network alone).
+``pixels=True`` (``--input pixels``): a TorchScript export of raw ``uint8 [B, H, W(, C)]`` pixels
+of any size (:class:`~fewshot_sla.data.spec.PixelPreprocess` inside).
 """
 
 from __future__ import annotations
@@ -36,8 +30,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import sla
+from ..data.spec import PixelPreprocess
 from ..heads.protonet import ProtoNetHead, class_prototypes
+from ..inferences import head_logits
 from ..transforms import TransformSet
 from .classifier import FewShotClassifier
 
@@ -106,28 +101,22 @@ def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
 class ExportedClassifier(nn.Module):
     """Preprocessed images ``[B, C, S, S]`` -> class probabilities ``[B, N]`` (module docs)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str,
-                 n_way: int) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, transforms: TransformSet, inference: str) -> None:
         super().__init__()
-        self.backbone, self.head, self.transforms = backbone, head, transforms
-        self.inference, self.n_way = inference, int(n_way)
+        self.backbone, self.head, self.transforms, self.inference = backbone, head, transforms, inference
         self.M = transforms.M if inference in ("single", "aggregated") else 1
 
     def forward(self, x: Tensor) -> Tensor:
         if self.inference == "aggregated":
             x = self.transforms(x)
         logits = self.head(self.backbone(x))  # [B*M or B, N*M]
-        if self.inference == "aggregated":
-            logits = sla.aggregated_logits(logits, self.M)
-        elif self.inference == "single":  # identity view against the identity classes i*M + 0
-            logits = logits.reshape(logits.shape[0], self.n_way, self.M)[:, :, 0]
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(head_logits(self.inference, logits, self.M), dim=-1)
 
 
 def exported_module(clf: FewShotClassifier) -> ExportedClassifier:
     """The fitted classifier as one module on the CPU, in eval mode (not yet traced)."""
     head = fitted_head(clf)
-    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference, clf.n_way)
+    mod = ExportedClassifier(copy.deepcopy(clf.backbone), head, clf.transforms, clf.inference)
     return mod.cpu().eval()
 
 
@@ -138,40 +127,6 @@ def metadata(clf: FewShotClassifier, pixels: bool = False) -> dict[str, str]:
                 input="uint8 [B, H, W] or [B, H, W, C] raw pixels, any size" if pixels else
                 "float32 [B, C, S, S]: preprocessed images (fewshot_sla.predict.preprocess_images)")
     return {"class_names": json.dumps([str(c) for c in clf.classes_]), "spec": json.dumps(spec)}
-
-
-class PixelPreprocess(nn.Module):
-    """Raw pixels -> the model's input, inside a TorchScript export (``--input pixels``).
-
-    ``uint8 [B, H, W]`` (grey) or ``[B, H, W, C]`` (C = 1, 3 or 4; alpha dropped), any size:
-    scaled to [0, 1], converted to the checkpoint's channels (ITU-R 601 luma or grey copied to
-    RGB), resized with ``interpolate(bilinear, antialias=True)`` when the size differs, inverted
-    for Omniglot checkpoints, normalised. The same conversion as
-    :func:`~fewshot_sla.predict.preprocess_images` on float tensors; on uint8 files PIL's
-    resize and grey conversion round to 8 bits, so at other sizes the two differ by about 1/255."""
-
-    def __init__(self, channels: int, image_size: int, mean: list[float], std: list[float], invert: bool) -> None:
-        super().__init__()
-        self.channels, self.image_size, self.invert = int(channels), int(image_size), bool(invert)
-        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std or [1.0] * channels, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(-1)
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[1] == 4:
-            x = x[:, :3]
-        if x.shape[1] == 3 and self.channels == 1:
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        elif x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=[self.image_size, self.image_size], mode="bilinear",
-                                                align_corners=False, antialias=True).clamp(0.0, 1.0)
-        if self.invert:
-            x = 1.0 - x
-        return (x - self.mean) / self.std
 
 
 class _WithNames(nn.Module):
@@ -189,20 +144,16 @@ class _WithNames(nn.Module):
 
 
 def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
-    s = clf.spec
-    return torch.randn(batch, s.channels, s.image_size, s.image_size)
+    return torch.randn(batch, clf.spec.channels, clf.spec.image_size, clf.spec.image_size)
 
 
 def _onnx_modules() -> None:
-    missing = []
-    for name in ("onnx", "onnxscript"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ImportError(f"--format onnx needs {' and '.join(missing)}: pip install onnx onnxscript "
-                          "(and onnxruntime to run the file)")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"--format onnx needs {e.name}: pip install onnx onnxscript (and onnxruntime to run "
+                          "the file)") from None
 
 
 def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript",
@@ -210,7 +161,7 @@ def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torc
     """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
 
     ``pixels``: the module takes raw ``uint8 [B, H, W(, C)]`` pixels of any size and preprocesses
-    them inside (:class:`PixelPreprocess`; TorchScript formats only).
+    them inside (:class:`~fewshot_sla.data.spec.PixelPreprocess`; TorchScript formats only).
 
     The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
     but still what ``torch.jit.load`` users need) are silenced."""
@@ -235,8 +186,7 @@ def _export(clf: FewShotClassifier, path: str | Path, fmt: str, pixels: bool) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = metadata(clf, pixels)
     x = _example(clf)
-    s = clf.spec
-    pre = PixelPreprocess(s.channels, s.image_size, list(s.mean), list(s.std), s.invert) if pixels else None
+    pre = PixelPreprocess(clf.spec) if pixels else None
     names = json.loads(meta["class_names"])
     if fmt in ("backbone", "torchscript"):
         mod = copy.deepcopy(clf.backbone).cpu().eval() if fmt == "backbone" else exported_module(clf)

@@ -2,7 +2,7 @@
 
 Every entry point of :mod:`fewshot_sla.predict` (the classifier API, ``fewshot-sla predict``,
 ``fewshot-sla export`` and its benchmark) turns images into model inputs with
-:func:`preprocess_images` and an :class:`ImageSpec` read from the checkpoint::
+:func:`preprocess_images` and the checkpoint's :class:`~fewshot_sla.data.spec.ImageSpec`::
 
     image (file path, PIL image, uint8 or float tensor/array, any size and mode)
       -> channels of the checkpoint: PIL ``convert("L")`` / ``convert("RGB")`` (ITU-R 601 luma)
@@ -23,61 +23,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..data.augment import normalize
 from ..data.images import RESAMPLE
+from ..data.spec import ImageSpec, convert_pixels
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "normalise", "preprocess_images",
-           "list_images", "spec_from_checkpoint"]
+           "list_images"]
 
 #: file extensions read as images (folders are searched for these, case-insensitively)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 #: what one image may be
 ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
-
-_LUMA = (0.299, 0.587, 0.114)  # PIL's convert("L") weights (ITU-R 601-2)
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What a checkpoint's model takes: ``channels x image_size x image_size`` float images,
-    optionally inverted (``invert``: ``255 - pixel`` before scaling) and normalised with
-    ``mean``/``std`` (empty: no normalisation)."""
-
-    channels: int
-    image_size: int
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    invert: bool = False
-    resample: str = "bilinear"
-
-    @property
-    def mode(self) -> str:
-        """PIL mode of the checkpoint's channels (``"L"`` or ``"RGB"``)."""
-        return "L" if self.channels == 1 else "RGB"
-
-
-def spec_from_checkpoint(data: dict[str, Any], config: Any = None) -> ImageSpec:
-    """The :class:`ImageSpec` of a checkpoint from its ``data`` entry (channels, image_size, mean,
-    std, dataset) and the run's config (``dataset_options``: Omniglot's ``invert``, ``resample``)."""
-    options = dict(getattr(config, "dataset_options", None) or {})
-    dataset = str(data.get("dataset") or getattr(config, "dataset", "") or "")
-    invert = dataset == "omniglot" and bool(options.get("invert", True))
-    channels = int(data["channels"])
-    if channels not in (1, 3):
-        raise ValueError(f"the checkpoint's model takes {channels}-channel images; only 1 or 3 are supported")
-    return ImageSpec(channels, int(data["image_size"]), tuple(float(v) for v in data.get("mean") or ()),
-                     tuple(float(v) for v in data.get("std") or ()), invert, str(options.get("resample", "bilinear")))
-
 
 def _name(item: Any, index: int | None) -> str:
     if isinstance(item, (str, Path)):
@@ -123,25 +86,6 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
     raise ValueError(f"an image array must be [H, W] or [H, W, 1|3|4], got shape {tuple(a.shape)}")
 
 
-def _from_float(x: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """float ``[C, H, W]`` in [0, 1] -> ``[channels, S, S]``."""
-    c = x.shape[0]
-    if c == 4:  # drop alpha, as PIL's RGBA -> RGB
-        x, c = x[:3], 3
-    if c == 3 and spec.channels == 1:
-        x = sum(w * x[i] for i, w in enumerate(_LUMA)).unsqueeze(0)
-    elif c == 1 and spec.channels == 3:
-        x = x.expand(3, -1, -1)
-    elif c != spec.channels:
-        raise ValueError(f"a {c}-channel image cannot be converted to the model's {spec.channels} channel(s); "
-                         "pass grey (1), RGB (3) or RGBA (4) images")
-    if x.shape[-2:] != (spec.image_size, spec.image_size):
-        x = F.interpolate(x[None].float(), size=(spec.image_size, spec.image_size), mode="bilinear",
-                          align_corners=False, antialias=True)[0].clamp(0, 1)
-    x = x.float()
-    return 1.0 - x if spec.invert else x
-
-
 def image_pixels(item: ImageInput, spec: ImageSpec, index: int | None = None) -> torch.Tensor:
     """One image as float ``[channels, S, S]`` in ``[0, 1]`` (converted, resized, polarity
     applied; not normalised)."""
@@ -160,15 +104,15 @@ def image_pixels(item: ImageInput, spec: ImageSpec, index: int | None = None) ->
         if x.dim() != 3 or x.shape[0] not in (1, 2, 3, 4):
             raise ValueError(f"{_name(item, index)}: an image tensor must be [C, H, W] or [H, W], got shape "
                              f"{tuple(item.shape)}")
-        if x.dtype == torch.uint8:
-            if x.shape[0] == 2:
-                raise ValueError(f"{_name(item, index)}: a 2-channel image cannot be converted to the model's "
-                                 f"{spec.channels} channel(s); pass grey (1), RGB (3) or RGBA (4) images")
-            return _from_pil(_array_to_pil(x.permute(1, 2, 0).numpy()), spec)
-        if not x.is_floating_point():
+        if x.dtype != torch.uint8 and not x.is_floating_point():
             raise ValueError(f"{_name(item, index)}: image tensors must be uint8 (0..255) or float in [0, 1], "
                              f"got {x.dtype}")
-        return _from_float(x, spec)
+        if x.shape[0] == 2:
+            raise ValueError(f"{_name(item, index)}: a 2-channel image cannot be converted to the model's "
+                             f"{spec.channels} channel(s); pass grey (1), RGB (3) or RGBA (4) images")
+        if x.dtype == torch.uint8:
+            return _from_pil(_array_to_pil(x.permute(1, 2, 0).numpy()), spec)
+        return convert_pixels(x[None], spec.channels, spec.image_size, spec.invert)[0]
     raise ValueError(f"{_name(item, index)}: cannot read a {type(item).__name__} as an image; pass a file path, "
                      "a PIL image, or a uint8/float tensor")
 
@@ -184,12 +128,12 @@ def preprocess_images(items: Iterable[ImageInput] | torch.Tensor, spec: ImageSpe
     items = list(items)
     if not items:
         raise ValueError("no images to preprocess; pass at least one image")
-    return normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]), spec)
+    return spec.normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]))
 
 
 def normalise(pixels: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (the checkpoint's ``mean``/``std``)."""
-    return normalize(pixels, spec.mean, spec.std) if spec.mean and spec.std else pixels
+    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (``spec.normalise``)."""
+    return spec.normalise(pixels)
 
 
 def _is_image(p: Path) -> bool:

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..data.augment import AugmentConfig, BatchAugment, get_augmentation
+from ..data.augment import BatchAugment, get_augmentation
 from ..data.base import holdout_per_class
+from ..data.spec import ImageSpec
 from .config import LDAM_DRW_MEAN, LDAM_DRW_STD, SupervisedConfig
 from .longtail import class_counts, longtail_counts, longtail_indices
 
@@ -141,15 +142,11 @@ def preprocessors(cfg: SupervisedConfig, image_size: int, channels: int | None =
     from ..data.base import channel_stats
 
     info = dataset_info(cfg.dataset)
-    own = channels is not None and (cfg.dataset == "folder" or channels != info.channels)
+    recipe, mean, std = cfg.augment, None, None
     if cfg.augment == "ldam":  # crop + flip, normalised with LDAM-DRW's constants
-        train_aug = get_augmentation(cfg.dataset, "standard", image_size=image_size, mean=LDAM_DRW_MEAN,
-                                     std=LDAM_DRW_STD)
-    elif own:
+        recipe, mean, std = "standard", LDAM_DRW_MEAN, LDAM_DRW_STD
+    elif channels is not None and (cfg.dataset == "folder" or channels != info.channels):
         mean, std = ((0.5,) * channels,) * 2 if cfg.augment == "sla" else channel_stats(images)
-        train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size, mean=tuple(mean),
-                                     std=tuple(std))
-    else:
-        train_aug = get_augmentation(cfg.dataset, cfg.augment, image_size=image_size)
+    train_aug = get_augmentation(cfg.dataset, recipe, image_size=image_size, mean=mean, std=std)
     c = train_aug.config
-    return train_aug, BatchAugment(AugmentConfig(mean=c.mean, std=c.std))
+    return train_aug, ImageSpec(channels or info.channels, image_size, c.mean, c.std).normalise

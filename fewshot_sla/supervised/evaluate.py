@@ -1,21 +1,7 @@
-"""Evaluation of supervised models: every inference of a mode, per-class and shot-group
-accuracies, the paper's table names, and logit ensembles of several checkpoints.
-
-Inferences (N-way logits ``[n, N]`` unless stated):
-
-==============  =====================================================================
-name            definition
-==============  =====================================================================
-``single``      SLA+SI: ``g(f(x))[i*M + 0]`` (sla, sla+sd); ``u(f(x))`` (baseline, da, mt)
-``aggregated``  SLA+AG: ``mean_j g(f(t_j x))[i*M + j]``; for da/mt ``mean_j u(f(t_j x))[i]``
-``distilled``   SLA+SD: ``u(f(x))`` of the self-distilled head (sla+sd)
-``joint``       accuracy of the N*M-way argmax of ``g(f(t_j x))`` against ``y*M + j`` over all
-                n*M rows (sla, sla+sd)
-``transform``   accuracy of the M-way head ``h(f(t_j x))`` against ``j`` (mt)
-==============  =====================================================================
-
-The *primary* inference (the model's single-pass prediction, used for model selection) is
-``distilled`` for sla+sd and ``single`` otherwise.
+"""Evaluation of supervised models: every inference of a mode (:mod:`fewshot_sla.inferences`; ``joint``
+and ``transform`` are accuracies over the n*M transformed rows), per-class and shot-group
+accuracies, the paper's table names, and logit ensembles of several checkpoints. The *primary*
+inference (``reported("supervised", mode)``: the single-pass prediction) selects the model.
 """
 
 from __future__ import annotations
@@ -26,26 +12,15 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import sla
+from ..data.spec import ImageSpec
 from ..engine import autocast
-from ..inferences import INFERENCES as _INFERENCES
-from ..inferences import REPORTED as _REPORTED
+from ..inferences import reported
 from ..transforms import TransformSet
 from .longtail import group_accuracy
 
-__all__ = [
-    "INFERENCES",
-    "PRIMARY",
-    "Predictions",
-    "predict",
-    "accuracy_report",
-    "method_name",
-    "table_entries",
-    "ensemble",
-    "evaluate_checkpoints",
-]
+__all__ = ["Predictions", "predict", "accuracy_report", "method_name", "table_entries", "ensemble",
+           "evaluate_checkpoints"]
 
-INFERENCES: dict[str, tuple[str, ...]] = _INFERENCES["supervised"]
-PRIMARY: dict[str, str] = _REPORTED["supervised"]
 _ROW_INFERENCES = ("joint", "transform")  # accuracies over the n*M transformed rows
 
 
@@ -60,18 +35,10 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    tset: TransformSet,
-    preprocess: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    channels_last: bool = False,
-    amp: torch.dtype | None = None,
-) -> Predictions:
+def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, tset: TransformSet,
+            preprocess: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int = 500,
+            device: torch.device | str = "cpu", channels_last: bool = False,
+            amp: torch.dtype | None = None) -> Predictions:
     """Run ``model`` (in eval mode) over ``images`` (uint8 ``[n, C, H, W]``, any device) and
     collect every inference of its mode (``amp``: the autocast dtype, ``None`` for float32).
 
@@ -99,12 +66,11 @@ def predict(
                 got["aggregated"] = sla.aggregated_logits(out["joint"], M)
                 got["joint"] = (out["joint"].argmax(-1) == sla.joint_labels(yb, M)).view(-1, M)
                 if "class" in out:
-                    got["distilled"] = out["class"][::M]
+                    got["distilled"] = sla.identity_rows(out["class"], M)
             else:
-                per_row = out["class"].view(-1, M, out["class"].shape[-1])
-                got["single"] = per_row[:, 0]
+                got["single"] = sla.identity_rows(out["class"], M)
                 if mode != "baseline":
-                    got["aggregated"] = per_row.mean(1)
+                    got["aggregated"] = sla.aggregated_logits(out["class"], M, joint=False)
             if "transform" in out:
                 tl = sla.transform_labels(yb.shape[0], M, device)
                 got["transform"] = (out["transform"].argmax(-1) == tl).view(-1, M)
@@ -125,9 +91,7 @@ def _correct(pred: Predictions, name: str) -> torch.Tensor:
     return (pred.logits[name].argmax(-1) == pred.labels).float()
 
 
-def accuracy_report(
-    pred: Predictions, num_classes: int, class_counts: Sequence[int] | None = None
-) -> dict:
+def accuracy_report(pred: Predictions, num_classes: int, class_counts: Sequence[int] | None = None) -> dict:
     """``{"accuracy": {name: acc}, "per_class": {name: [acc_c]}, "groups": {name: {overall,
     many, medium, few}}}``; ``groups`` only when training ``class_counts`` are given."""
     report: dict = {"accuracy": {}, "per_class": {}}
@@ -195,15 +159,8 @@ def ensemble(predictions: Sequence[Predictions], primaries: Sequence[str]) -> Pr
     return out
 
 
-def evaluate_checkpoints(
-    paths: Sequence[str],
-    *,
-    split: str = "test",
-    data_root: str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    data=None,
-) -> dict:
+def evaluate_checkpoints(paths: Sequence[str], *, split: str = "test", data_root: str | None = None,
+                         device: str = "auto", batch_size: int | None = None, data=None) -> dict:
     """Evaluate one checkpoint, or the logit ensemble of several, on ``split`` (test or val).
 
     The data and the validation hold-out come from the first checkpoint's configuration
@@ -214,7 +171,7 @@ def evaluate_checkpoints(
     from ..engine import amp_dtype, load_model
     from ..runs import resolve_device
     from ..transforms import get_transform_set
-    from .data import load_data, preprocessors
+    from .data import load_data
 
     if split not in ("test", "val"):
         raise ValueError(f"--split must be 'test' or 'val', got {split!r}")
@@ -226,14 +183,11 @@ def evaluate_checkpoints(
         if lm.pipeline != "supervised":
             raise ValueError(f"{p} is a checkpoint of `fewshot-sla {lm.pipeline}`; evaluate it with "
                              f"fewshot-sla eval --checkpoint {p}")
-    models = [(lm.model, lm.data) for lm in loaded]
-    cfgs = [lm.config for lm in loaded]
-    states = [lm.checkpoint for lm in loaded]
-    first, meta0 = cfgs[0], models[0][1]
-    for p, c, (_, m) in zip(paths, cfgs, models):
-        if (c.dataset, m["num_classes"]) != (first.dataset, meta0["num_classes"]):
+    first, meta0 = loaded[0].config, loaded[0].data
+    for p, lm in zip(paths, loaded):
+        if (lm.config.dataset, lm.data["num_classes"]) != (first.dataset, meta0["num_classes"]):
             raise ValueError(
-                f"{p} was trained on {c.dataset} ({m['num_classes']} classes) but {paths[0]} on "
+                f"{p} was trained on {lm.config.dataset} ({lm.data['num_classes']} classes) but {paths[0]} on "
                 f"{first.dataset} ({meta0['num_classes']} classes); ensemble checkpoints of one dataset"
             )
     if data is None:
@@ -242,25 +196,26 @@ def evaluate_checkpoints(
     images, labels = (data.test_images, data.test_labels) if split == "test" else (data.val_images, data.val_labels)
     if split == "val" and len(labels) == 0:
         raise ValueError("this run has no validation set (long-tailed, or val_size = 0); use --split test")
-    bs = batch_size or first.eval_batch_size
     counts = meta0["class_counts"] if first.long_tailed else None
     preds, primaries, members = [], [], []
-    for p, c, (model, meta) in zip(paths, cfgs, models):
-        _, pre = preprocessors(c, meta["image_size"])
+    for p, lm in zip(paths, loaded):
+        c, meta, model = lm.config, lm.data, lm.model
         if c.channels_last:  # weights in the inputs' memory format
             model.to(memory_format=torch.channels_last)
-        pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre, batch_size=bs,
-                       device=dev, channels_last=c.channels_last, amp=amp_dtype(c.amp, dev))
+        pre = ImageSpec.from_checkpoint(meta).normalise  # the normalisation the run validated with
+        pred = predict(model, images, labels, get_transform_set(meta["transforms"]), pre,
+                       batch_size=batch_size or first.eval_batch_size, device=dev, channels_last=c.channels_last,
+                       amp=amp_dtype(c.amp, dev))
         preds.append(pred)
-        primaries.append(PRIMARY[c.mode])
+        primaries.append(reported("supervised", c.mode))
         rep = accuracy_report(pred, meta["num_classes"], counts)
         members.append({"checkpoint": str(p), "mode": c.mode, "transforms": meta["transforms"],
-                        "primary": PRIMARY[c.mode], "accuracy": rep["accuracy"],
+                        "primary": primaries[-1], "accuracy": rep["accuracy"],
                         "table": {k: rep["accuracy"][v] for k, v in table_entries(c.mode, c.loss, c.drw).items()}})
     if len(preds) == 1:
         rep = accuracy_report(preds[0], meta0["num_classes"], counts)
-        return {"checkpoint": str(paths[0]), "split": split, "mode": first.mode, "primary": PRIMARY[first.mode],
-                "iteration": states[0]["iteration"], **rep, "table": members[0]["table"]}
+        return {"checkpoint": str(paths[0]), "split": split, "mode": first.mode, "primary": primaries[0],
+                "iteration": loaded[0].checkpoint["iteration"], **rep, "table": members[0]["table"]}
     ens = ensemble(preds, primaries)
     rep = accuracy_report(ens, meta0["num_classes"], counts)
     return {"checkpoints": [str(p) for p in paths], "split": split, "members": members, **rep,

@@ -1,15 +1,10 @@
 """Losses of the supervised pipelines: the five modes, class-balanced weights, LDAM margins.
 
-Notation: ``x`` a batch of B images with labels ``y``, ``t_j`` the M transforms (row
-``b*M + j`` of a transformed batch is ``t_j(x_b)``), ``f`` the shared feature, ``g`` the
-joint N*M-way head, ``u`` the N-way head, ``h`` the M-way transform head (MT).
-``CE_{w,d}(z, y)`` is the cross-entropy of ``z - d_y e_y`` (LDAM: the true-class logit
-lowered by the margin ``d_y``) weighted by ``w_y``, averaged as ``sum_i w_{y_i} CE_i /
-sum_i w_{y_i}`` (``torch``'s weighted mean; LDAM-DRW's ``CrossEntropyLoss(weight=w)``).
-Without weights and margins it is the plain mean cross-entropy. Every loss below is computed
-by the shared pure functions of :mod:`fewshot_sla.sla` (``cross_entropy``, ``da_loss``,
-``mt_loss``, ``sla_loss``, ``sla_sd_loss`` with their optional per-class ``weight``/``margin``
-arguments); this module only chooses their arguments.
+Notation: B images ``x`` with labels ``y``, M transforms ``t_j`` (row ``b*M + j`` is ``t_j(x_b)``),
+``f`` the feature, ``g`` the joint N*M-way head, ``u`` the N-way head, ``h`` the M-way transform
+head (MT). ``CE_{w,d}(z, y)`` is :func:`fewshot_sla.sla.cross_entropy` of ``z - d_y e_y`` (LDAM's
+margin) weighted by ``w_y`` (``torch``'s weighted mean); the losses are :mod:`fewshot_sla.sla`'s,
+this module only chooses their arguments.
 
 ==========  ===================================================================================
 mode        loss
@@ -22,15 +17,12 @@ sla+sd      ``L_joint + beta * CE_{w,d}(u(f(x)), y) + T^2 KL(softmax(s/T) || sof
             with ``s_b = mean_j g(f(t_j x_b))[y*M + j]`` (aggregated, detached), batch mean
 ==========  ===================================================================================
 
-``w`` are class-balanced weights ``(1 - beta) / (1 - beta^{n_c})`` normalised to sum to C
-(``--loss cb`` from the start, ``--drw`` from ``drw_start`` on, none otherwise); ``d`` are
-LDAM margins ``s * m_c`` with ``m_c`` proportional to ``n_c^{-1/4}`` and ``max_c m_c =
-max_margin`` (``--loss ldam``; the head outputs ``s * cos``, so this is Cao et al.'s
-``s * (cos - m_y e_y)``). The joint head's ``w', d'`` follow ``joint_loss``:
-``"ce"``: none; ``"weighted"`` (default): ``w'_{y*M+j} = w_y``, no margins; ``"same"``:
-``w'_{y*M+j} = w_y`` and ``d'_{y*M+j} = d_y``. Joint class ``(y, j)`` has exactly ``n_y``
-training rows, so ``w_y`` is also its class-balanced weight among the N*M joint classes
-(normalised to sum to N*M) and ``d_y`` its LDAM margin.
+``w``: class-balanced weights ``(1 - beta) / (1 - beta^{n_c})`` summing to C (``--loss cb``, or
+``--drw`` from ``drw_start`` on); ``d``: LDAM margins ``s * m_c``, ``m_c ~ n_c^{-1/4}``, ``max_c m_c =
+max_margin`` (``--loss ldam``; the head outputs ``s * cos``: Cao et al.'s ``s * (cos - m_y e_y)``).
+The joint head's ``w', d'`` (``joint_loss``): ``"ce"`` none; ``"weighted"`` (default) ``w'_{y*M+j} =
+w_y``; ``"same"`` also ``d'_{y*M+j} = d_y`` (joint class (y, j) has ``n_y`` rows, so these are its
+own class-balanced weight and margin).
 """
 
 from __future__ import annotations
@@ -41,13 +33,7 @@ import torch
 
 from .. import sla
 
-__all__ = [
-    "class_balanced_weights",
-    "ldam_margins",
-    "margin_cross_entropy",
-    "expand_to_joint",
-    "supervised_loss",
-]
+__all__ = ["class_balanced_weights", "ldam_margins", "supervised_loss"]
 
 
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
@@ -72,34 +58,10 @@ def ldam_margins(counts: Sequence[int], max_margin: float = 0.5) -> torch.Tensor
     return (m * (max_margin / m.max())).to(torch.float32)
 
 
-def margin_cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``CE_{w,d}``: :func:`fewshot_sla.sla.cross_entropy` with per-class ``weight`` and
-    ``margin`` ``[K]`` (``logits [R, K]``, ``target [R]``)."""
-    return sla.cross_entropy(logits, target, weight=weight, margin=margin)
-
-
-expand_to_joint = sla.joint_class_values  # per-class [N] -> per-joint-class [N*M] (kept name)
-
-
-def supervised_loss(
-    mode: str,
-    out: dict[str, torch.Tensor],
-    y: torch.Tensor,
-    M: int,
-    *,
-    weight: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
-    joint_loss: str = "weighted",
-    large_loss: bool = False,
-    temperature: float = 1.0,
-    sd_beta: float = 1.0,
-    distill: bool = True,
-) -> dict[str, torch.Tensor]:
+def supervised_loss(mode: str, out: dict[str, torch.Tensor], y: torch.Tensor, M: int, *,
+                    weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+                    joint_loss: str = "weighted", large_loss: bool = False, temperature: float = 1.0,
+                    sd_beta: float = 1.0, distill: bool = True) -> dict[str, torch.Tensor]:
     """The training loss of ``mode`` (see the module table); returns ``total`` and its parts.
 
     Args:
@@ -127,9 +89,9 @@ def supervised_loss(
             parts = {"joint": sla.sla_loss(out["joint"], y, M, large_loss, weight=jw, margin=jm)}
             parts["total"] = parts["joint"]
         else:
-            sd = sla.sla_sd_loss(out["joint"], out["class"][::M], y, M, T=temperature, beta=sd_beta,
-                                 large_loss=large_loss, weight=weight, margin=margin, joint_weight=jw,
-                                 joint_margin=jm, with_distill=distill)
+            u = sla.identity_rows(out["class"], M)  # the N-way head on the untransformed images
+            sd = sla.sla_sd_loss(out["joint"], u, y, M, T=temperature, beta=sd_beta, large_loss=large_loss,
+                                 weight=weight, margin=margin, joint_weight=jw, joint_margin=jm, with_distill=distill)
             parts = {"joint": sd["sla"], "ce": sd["ce"], "distill": sd["distill"], "total": sd["total"]}
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of baseline, da, mt, sla, sla+sd")

@@ -73,7 +73,6 @@ __all__ = [
 ]
 
 _SAMPLE_STREAM, _AUGMENT_STREAM, _DROPOUT_STREAM = 1, 2, 3
-_preprocessors = preprocessors  # the name earlier versions used
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -436,15 +435,15 @@ class SupervisedTrainer:
         """(val split, model solving episodes on this run's backbone, preprocessing) of
         ``--val-episodes``; the episode shape is checked against the split up front."""
         from ..episodes import EpisodeSampler
-        from ..meta.batches import load_split, make_preprocess
+        from ..meta.batches import load_split
         from ..meta.model import pretrained_episodic_model
 
-        cfg, pre = self.cfg, self.preprocess.config
+        cfg = self.cfg
         ds = load_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.image_size, cfg.download, cfg.dataset_options)
         EpisodeSampler(ds.labels, cfg.val_way, cfg.val_shot, cfg.val_query, 1, class_names=list(ds.class_names),
                        option_names=("--val-way", "--val-shot", "--val-query"))
         model, _ = pretrained_episodic_model(cfg, self.model.backbone, self.tset.name, cfg.val_head)
-        return ds, model, make_preprocess(cfg.dataset, "none", ds.image_size, pre.mean, pre.std)
+        return ds, model, self.preprocess
 
     def _validate_episodes(self) -> dict[str, float]:
         """Mean accuracy per inference on ``--val-episodes`` fixed episodes (seed 1) of the val split."""
