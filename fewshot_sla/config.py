@@ -20,6 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .registry import Registry
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -36,7 +38,9 @@ __all__ = [
     "option_names",
     "canonical_options",
     "renamed_options",
+    "resume_options",
     "parse_options",
+    "COMMAND_CONFIGS",
     "config_command",
     "check_config_command",
 ]
@@ -131,17 +135,27 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
 
 
 def renamed_options(cls: type) -> dict[str, tuple[str, Any]]:
-    """Old option name -> (new name, value converter) of ``cls`` (its ``RENAMED`` class
-    attribute: ``{"old": "new"}`` or ``{"old": ("new", convert)}``)."""
+    """Old option name -> (new name, value converter) of ``cls``: the entries of its ``RENAMED``
+    table (``{"old": "new"}`` or ``{"old": ("new", convert)}``) whose new name is a field of
+    ``cls`` and whose old name is not."""
+    fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for old, new in getattr(cls, "RENAMED", {}).items():
-        out[old] = new if isinstance(new, tuple) else (new, None)
+        new, convert = new if isinstance(new, tuple) else (new, None)
+        if new in fields and old not in fields:
+            out[old] = (new, convert)
     return out
 
 
 def option_names(cls: type) -> set[str]:
     """Names ``cls`` accepts in a dict or on the command line: its fields and renamed options."""
     return {f.name for f in dataclasses.fields(cls) if f.init} | set(renamed_options(cls))
+
+
+def resume_options(cls: type) -> tuple[str, ...]:
+    """The options of ``cls`` that ``--resume`` may change: fields marked ``resume`` (they do not
+    change the run's numbers; see :func:`fewshot_sla.sections.option`)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
 
 
 def canonical_options(cls: type, data: dict[str, Any], notes: bool = True) -> dict[str, Any]:
@@ -232,30 +246,20 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
         raise ConfigError(f"invalid command-line {what} {opts}: {reason}") from None
 
 
-# keys that only one command's configs hold: a config file is told apart by them
-_COMMAND_KEYS: dict[str, frozenset[str]] = {
-    "meta-train": frozenset({"n_way", "k_shot", "n_query", "head", "tasks_per_batch", "episodes_per_epoch",
-                             "eval_way", "eval_shot"}),
-    "supervised": frozenset({"iterations", "batch_size", "imbalance_ratio", "loss", "drw", "joint_loss",
-                             "val_size", "eval_every"}),
-}
+#: the config class of each training command, registered by the pipelines (tells their config files apart)
+COMMAND_CONFIGS = Registry("command", "the command")
 
 
 def config_command(config: str | Path) -> str | None:
-    """The command a config is for: ``"supervised"`` or ``"meta-train"``; ``None`` when unknown.
-
-    A named config's name tells (``supervised_*`` are the supervised pipeline's); a file is
-    told apart by keys that only one command has (``n_way``, ``head``, ... vs
-    ``batch_size``, ``iterations``, ...).
-    """
-    p = Path(config)
-    if not p.exists() and (CONFIG_DIR / f"{config}.toml").exists():
-        return "supervised" if str(config).startswith("supervised") else "meta-train"
+    """The command (of :data:`COMMAND_CONFIGS`) a config file or named config is for; ``None`` when
+    unknown. It is told by keys that only one command's config class has (``n_way``, ``head``, ...
+    vs ``batch_size``, ``iterations``, ...)."""
     try:
         keys = {k.replace("-", "_") for k in load_config_file(config)}
     except ConfigError:
         return None
-    found = [cmd for cmd, marks in _COMMAND_KEYS.items() if keys & marks]
+    names = {cmd: option_names(cls) for cmd, cls in COMMAND_CONFIGS.items()}
+    found = [cmd for cmd, own in names.items() if keys & own.difference(*(v for c, v in names.items() if c != cmd))]
     return found[0] if len(found) == 1 else None
 
 
@@ -266,8 +270,7 @@ def check_config_command(config: str | Path | None, command: str) -> None:
         return
     owner = config_command(config)
     if owner is not None and owner != command:
-        kind = "a supervised" if owner == "supervised" else "a meta-training"
-        raise ConfigError(f"{config} is {kind} config; use fewshot-sla {owner} --config {config}")
+        raise ConfigError(f"{config} is a {owner} config; use fewshot-sla {owner} --config {config}")
 
 
 def parse_options(value: Any, name: str) -> dict[str, Any]:
