@@ -11,7 +11,6 @@ table :data:`RENAMED` (accepted with a one-line note, see :func:`fewshot_sla.con
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
