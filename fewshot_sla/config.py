@@ -6,7 +6,7 @@ command line is generated from the fields (``--field-name``), a named or file co
 
     defaults (dataclass)  <  --config NAME_OR_FILE.toml  <  --option value
 
-Field metadata ``help`` (and optionally ``choices``) documents each option.
+Field metadata ``help`` (and optionally ``choices``) documents each option; see :mod:`fewshot_sla.sections`.
 """
 
 from __future__ import annotations
@@ -27,23 +27,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = [
-    "CONFIG_DIR",
-    "ConfigError",
-    "list_named_configs",
-    "load_config_file",
-    "add_dataclass_arguments",
-    "build_config",
-    "config_from_dict",
-    "option_names",
-    "canonical_options",
-    "renamed_options",
-    "resume_options",
-    "parse_options",
-    "COMMAND_CONFIGS",
-    "config_command",
-    "check_config_command",
-]
+__all__ = ["CONFIG_DIR", "COMMAND_CONFIGS", "ConfigError", "list_named_configs", "load_config_file",
+           "add_dataclass_arguments", "build_config", "config_from_dict", "option_names", "canonical_options",
+           "renamed_options", "resume_options", "parse_options", "config_command", "check_config_command"]
 
 C = TypeVar("C")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -64,10 +50,8 @@ def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
     if not p.exists():
         named = CONFIG_DIR / f"{name_or_path}.toml"
         if not named.exists():
-            raise ConfigError(
-                f"config '{name_or_path}' is neither a file nor a named config; named configs: "
-                f"{', '.join(list_named_configs()) or '(none)'}"
-            )
+            raise ConfigError(f"config '{name_or_path}' is neither a file nor a named config; named configs: "
+                              f"{', '.join(list_named_configs()) or '(none)'}")
         p = named
     try:
         data = tomllib.loads(p.read_text())
@@ -135,16 +119,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
 
 
 def renamed_options(cls: type) -> dict[str, tuple[str, Any]]:
-    """Old option name -> (new name, value converter) of ``cls``: the entries of its ``RENAMED``
-    table (``{"old": "new"}`` or ``{"old": ("new", convert)}``) whose new name is a field of
-    ``cls`` and whose old name is not."""
+    """Old option name -> (new name, value converter) of ``cls``: the entries of its ``RENAMED`` table
+    (``{"old": "new"}`` or ``{"old": ("new", convert)}``) whose new name is a field and old name is not."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    out = {}
-    for old, new in getattr(cls, "RENAMED", {}).items():
-        new, convert = new if isinstance(new, tuple) else (new, None)
-        if new in fields and old not in fields:
-            out[old] = (new, convert)
-    return out
+    pairs = ((old, new if isinstance(new, tuple) else (new, None)) for old, new in getattr(cls, "RENAMED", {}).items())
+    return {old: new for old, new in pairs if new[0] in fields and old not in fields}
 
 
 def option_names(cls: type) -> set[str]:
@@ -153,8 +132,7 @@ def option_names(cls: type) -> set[str]:
 
 
 def resume_options(cls: type) -> tuple[str, ...]:
-    """The options of ``cls`` that ``--resume`` may change: fields marked ``resume`` (they do not
-    change the run's numbers; see :func:`fewshot_sla.sections.option`)."""
+    """The options of ``cls`` that ``--resume`` may change: its fields marked ``resume`` (same numbers)."""
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
 
 
@@ -179,11 +157,9 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config",
     deprecation note for each (off for configs saved by earlier versions)."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     norm = canonical_options(cls, data, notes)
-    unknown = sorted(set(norm) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
-        )
+    if unknown := sorted(set(norm) - names):
+        raise ConfigError(f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: "
+                          f"{', '.join(sorted(names))}")
     types_ = _field_types(cls)
     for k, v in list(norm.items()):
         if typing.get_origin(types_[k]) is tuple and isinstance(v, list):
@@ -251,9 +227,8 @@ COMMAND_CONFIGS = Registry("command", "the command")
 
 
 def config_command(config: str | Path) -> str | None:
-    """The command (of :data:`COMMAND_CONFIGS`) a config file or named config is for; ``None`` when
-    unknown. It is told by keys that only one command's config class has (``n_way``, ``head``, ...
-    vs ``batch_size``, ``iterations``, ...)."""
+    """The command (of :data:`COMMAND_CONFIGS`) a config file or named config is for, told by the keys that
+    only one command's config class has (``n_way``, ``head``, ... vs ``batch_size``, ...); ``None`` if unknown."""
     try:
         keys = {k.replace("-", "_") for k in load_config_file(config)}
     except ConfigError:
@@ -293,18 +268,14 @@ def parse_options(value: Any, name: str) -> dict[str, Any]:
             raise ConfigError(f"{name}: invalid JSON object {text!r} ({e})") from e
         return parse_options(obj, name)
     out: dict[str, Any] = {}
-    for item in _split_top_level(text):
-        item = item.strip()
-        if not item:
-            continue
+    for item in filter(None, (i.strip() for i in _split_top_level(text))):
         if "=" not in item:
             raise ConfigError(f"{name}: expected key=value, got {item!r} (example: {name.replace('_', '-')} hidden=16)")
         k, v = (s.strip() for s in item.split("=", 1))
         try:
             out[k.replace("-", "_")] = json.loads(v)
         except json.JSONDecodeError:
-            lowered = v.lower()
-            out[k.replace("-", "_")] = {"true": True, "false": False}.get(lowered, v)
+            out[k.replace("-", "_")] = {"true": True, "false": False}.get(v.lower(), v)
     return out
 
 

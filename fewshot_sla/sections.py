@@ -1,16 +1,16 @@
 """The sections both pipelines' run configs are made of, and the one way to declare and check an option.
 
-A config class inherits sections (``class MetaTrainConfig(Run, Device, Optim, Method, Model, Data)``)
-so its fields stay flat: one ``--option``, TOML key and ``config.json`` key per field. Each
-section checks its own fields in ``check``; :class:`Options` runs every ``check`` of the class's
-bases, base sections first. A field is declared with :func:`option`; ``resume=True`` marks the
-options ``--resume`` may change (:func:`fewshot_sla.config.resume_options`). Old spellings of options are in the one
-table :data:`RENAMED` (accepted with a one-line note, see :func:`fewshot_sla.config.renamed_options`).
+A config inherits sections (``class MetaTrainConfig(Run, Device, Optim, Method, Model, Data)``), so its
+fields stay flat: one ``--option``, TOML key and ``config.json`` key each. A field is declared with
+:func:`option` (help, choices, bounds, ``resume``: ``--resume`` may change it); a pipeline redeclares a
+section's field to change its default (it keeps its place). Building a config runs each section's
+``check`` (bases first) between checking every option's bounds and its choices. Old spellings: :data:`RENAMED`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,15 +18,12 @@ from .config import ConfigError, parse_options
 from .engine.precision import AMP_MODES, normalize_amp
 
 __all__ = ["MODES", "RENAMED", "EpisodeShape", "Options", "Data", "Model", "Method", "Optim", "Device", "Run",
-           "option", "flag", "check_choice", "check_at_least", "check_milestones", "registered"]
+           "option", "flag", "check_choice", "registered"]
 
-#: training modes: baseline (N-way), da (transforms keep the label), sla (NM-way joint labels), sla+sd
 MODES: tuple[str, ...] = ("baseline", "da", "sla", "sla+sd")
-#: old option names -> new ones (or (new, value converter)), for every config
+#: old option names -> new ones (or (new, value converter)), for every config (one note each when used)
 RENAMED: dict[str, Any] = {
-    "out_dir": "run_dir",
-    "temperature": "sd_temperature",
-    "progress": ("quiet", lambda v: not v),
+    "out_dir": "run_dir", "temperature": "sd_temperature", "progress": ("quiet", lambda v: not v),
     "lr_milestones": "lr_milestone_fractions",  # supervised's (meta-train's lr_milestones count epochs)
 }
 
@@ -41,11 +38,12 @@ class EpisodeShape:
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 - argparse's name
-           resume: bool = False) -> Any:
-    """A config field: its default, ``--help`` text, ``choices`` and whether ``--resume`` may change it."""
-    md: dict[str, Any] = {"help": help, **({"choices": tuple(choices)} if choices else {})}
-    if resume:
-        md["resume"] = True
+           resume: bool = False, ge: float | None = None, gt: float | None = None, lt: float | None = None,
+           le: float | None = None) -> Any:
+    """A config field: default, ``--help`` text, ``choices``, bounds (``ge`` <=, ``gt`` <, ... the value;
+    ``None`` values pass) and whether ``--resume`` may change it."""
+    md = {"help": help, "choices": choices and tuple(choices), "resume": resume, "bounds": (ge, gt, lt, le)}
+    md = {k: v for k, v in md.items() if v and v != (None,) * 4}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=md)
     return field(default=default, metadata=md)
@@ -56,30 +54,29 @@ def flag(name: str) -> str:
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}, got {value!r}")
+    """``value`` (each item of a tuple) is one of ``choices``."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if v not in choices:
+            raise ConfigError(f"{flag(name)} must be one of {', '.join(choices)}, got {v!r}")
 
 
-def check_at_least(cfg: Any, low: float, *names: str) -> None:
-    """Each option ``names`` of ``cfg`` is a number >= ``low`` (``None`` = unset is fine)."""
-    for name in names:
-        value = getattr(cfg, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < low):
-            raise ConfigError(f"{flag(name)} must be a number >= {low}, got {value!r}")
-
-
-def check_milestones(name: str, milestones: tuple, factors: tuple) -> None:
-    """Increasing lr milestones (option ``name``) with one more ``--lr-factors`` value."""
-    if list(milestones) != sorted(milestones):
-        raise ConfigError(f"{flag(name)} must be increasing, got {list(milestones)}")
-    if len(factors) != len(milestones) + 1:
-        raise ConfigError(f"--lr-factors needs one more value than {flag(name)}, got {len(factors)} factors for "
-                          f"{len(milestones)} milestones")
+def check_bounds(name: str, value: Any, ge: Any, gt: Any, lt: Any, le: Any) -> None:
+    """``value`` (``None``: unset) within the bounds, else a one-line error naming them."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if value is None or number and (ge is None or value >= ge) and (gt is None or value > gt) and (
+            lt is None or value < lt) and (le is None or value <= le):
+        return
+    low, high = ("[", ge) if ge is not None else ("(", gt), (")", lt) if lt is not None else ("]", le)
+    if low[1] is not None and high[1] is not None:
+        what = f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    else:
+        what = f"a {'finite ' * isinstance(value, float)}number {'>=' if ge is not None else '>'} {low[1]}"
+    raise ConfigError(f"{flag(name)} must be {what}, got {value!r}")
 
 
 def registered(kind: str, name: str) -> str:
-    """``name`` checked against the registry of ``kind`` (asked when the config is built, so entries
-    a user registers work from the command line and configs); its canonical spelling."""
+    """``name``'s canonical spelling in the registry of ``kind``, asked when the config is built (so
+    what a user registers works from the command line and configs)."""
     if kind == "head":
         from .heads import HEADS as registry
     elif kind == "backbone":
@@ -93,16 +90,19 @@ def registered(kind: str, name: str) -> str:
 
 
 class Options:
-    """Base of the run configs: the one table of old spellings; builds run each section's ``check``
-    (bases first, the config class's own last), then check every option that has ``choices``."""
+    """Base of the run configs: the one table of old spellings, and the checks run when one is built."""
 
     RENAMED: ClassVar[dict[str, Any]] = RENAMED
 
     def __post_init__(self) -> None:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        for f in fields:
+            if "bounds" in f.metadata:
+                check_bounds(f.name, getattr(self, f.name), *f.metadata["bounds"])
         for klass in reversed(type(self).__mro__):
             if "check" in vars(klass):
                 vars(klass)["check"](self)
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in fields:
             if "choices" in f.metadata:
                 check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
 
@@ -112,25 +112,20 @@ class Options:
 
 @dataclass
 class Data(Options):
-    """The dataset (defaults: meta-train's; a pipeline redeclares a field to change its default)."""
-
-    dataset: str = option("mini-imagenet", "dataset name (omniglot, mini-imagenet, cifar-fs, fc100, tiered-imagenet, "
-                          "folder, ...)")
+    dataset: str = option("mini-imagenet", "dataset (omniglot, mini-imagenet, cifar-fs, fc100, folder, ...)")
     data_root: str = option("data", "folder holding the dataset files", resume=True)
     dataset_options: dict[str, Any] = option({}, (
         "loader options as key=value,key=value; omniglot: val_alphabets=N, test_alphabets=N, rotate_classes=true "
         "(rotations as new classes: not with SLA's rotation transforms); folder: split_file=PATH"))
-    image_size: int | None = option(None, "resize images to this side (default: the dataset's)")
+    image_size: int | None = option(None, "resize images to this side (default: the dataset's)", ge=1)
     download: bool = option(False, "download missing files where an official URL exists", resume=True)
     augment: str = option("none", "on-device augmentation of training episodes (metaoptnet: crop+jitter+flip)",
                           choices=("none", "metaoptnet", "standard", "sla"))
     val_split: str = option("val", "split of the validation episodes")
-    val_episodes: int = option(2000, "fixed validation episodes (0: no validation)")
+    val_episodes: int = option(2000, "fixed validation episodes (0: no validation)", ge=0)
 
     def check(self) -> None:
         self.dataset_options = parse_options(self.dataset_options, "dataset_options")
-        check_at_least(self, 1, "image_size")
-        check_at_least(self, 0, "val_episodes")
 
 
 @dataclass
@@ -150,14 +145,13 @@ class Method(Options):
 
     mode: str = option("sla", "baseline: N-way; da: transforms keep the label; sla: NM-way joint labels; sla+sd: sla "
                        "plus self-distillation into a single-pass N-way prediction", choices=MODES)
-    transforms: str = option("auto", "transform set (rotation, color_perm, rot_color_perm12, ...; fewshot-sla list); "
-                             "auto: none for --mode baseline, rotation otherwise")
-    large_loss: bool = option(False, "sla: sum (not mean) the joint loss over the M transforms (--with-large-loss "
-                              "of the SLA code)")
-    sd_temperature: float = option(1.0, "sla+sd: distillation temperature T")
-    sd_beta: float = option(1.0, "sla+sd: weight of the distilled head's cross-entropy CE(u(x), y)")
-    sd_start: float = option(0.0, "sla+sd: fraction of the run trained without the distillation term (L_SLA + "
-                             "beta CE only), a warm-up of the joint head that teaches it (0 = distil from the start)")
+    transforms: str = option("auto", "transform set (rotation, color_perm, ...: fewshot-sla list); auto: none for "
+                             "--mode baseline, rotation otherwise")
+    large_loss: bool = option(False, "sla: sum (not mean) the joint loss over the M transforms")
+    sd_temperature: float = option(1.0, "sla+sd: distillation temperature T", gt=0)
+    sd_beta: float = option(1.0, "sla+sd: weight of the distilled head's cross-entropy", ge=0)
+    sd_start: float = option(0.0, "sla+sd: fraction of the run trained without the distillation term, a warm-up of "
+                             "the joint head that teaches it (0 = distil from the start)", ge=0, lt=1)
 
     def check(self) -> None:
         from .transforms import get_transform_set
@@ -172,11 +166,6 @@ class Method(Options):
         if self.mode != "baseline" and tset.M == 1:
             raise ConfigError(f"--mode {self.mode} needs a transform set with more than one transform (M > 1), got "
                               f"--transforms {self.transforms}; use e.g. --transforms rotation, or --mode baseline")
-        if self.sd_temperature <= 0 or self.sd_beta < 0:
-            raise ConfigError(
-                f"--sd-temperature must be > 0 and --sd-beta >= 0, got {self.sd_temperature} and {self.sd_beta}")
-        if not 0.0 <= self.sd_start < 1.0:
-            raise ConfigError(f"--sd-start must be in [0, 1) (a fraction of the run), got {self.sd_start}")
         if self.sd_start > 0 and self.mode != "sla+sd":
             raise ConfigError(f"--sd-start is the distillation warm-up of --mode sla+sd, not of --mode {self.mode}; "
                               "drop it")
@@ -184,36 +173,38 @@ class Method(Options):
 
 @dataclass
 class Optim(Options):
-    """The optimiser; the pipeline declares its schedule (``lr_factors`` and its milestones)."""
+    """The optimiser and ``lr_factors``; the pipeline declares where the factors change."""
 
-    epochs: int = option(60, "training epochs", resume=True)
-    lr: float = option(0.1, "base learning rate")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "weight decay (all parameters)")
+    epochs: int = option(60, "training epochs", resume=True, ge=1)
+    lr: float = option(0.1, "base learning rate", gt=0)
+    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = option(5e-4, "weight decay (all parameters)", ge=0)
     nesterov: bool = option(True, "Nesterov momentum")
     lr_factors: tuple[float, ...] = option((1.0, 0.06, 0.012, 0.0024), "lr multipliers before the first milestone "
                                            "and after each (one more than the milestones)")
 
     def check(self) -> None:
         self.lr_factors = tuple(float(f) for f in self.lr_factors)
-        if not self.lr > 0 or not self.weight_decay >= 0 or not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"need --lr > 0, --weight-decay >= 0, --momentum in [0, 1), got {self.lr}, "
-                              f"{self.weight_decay}, {self.momentum}")
+
+    def check_milestones(self, name: str) -> None:
+        """The lr milestones (option ``name``) increase, with one more ``--lr-factors`` value."""
+        milestones = getattr(self, name)
+        if list(milestones) != sorted(milestones):
+            raise ConfigError(f"{flag(name)} must be increasing, got {list(milestones)}")
+        if len(self.lr_factors) != len(milestones) + 1:
+            raise ConfigError(f"--lr-factors needs one more value than {flag(name)}, got {len(self.lr_factors)} "
+                              f"factors for {len(milestones)} milestones")
 
 
 @dataclass
 class Device(Options):
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...", resume=True)
-    amp: str = option("none", "mixed precision of the backbone on CUDA (bf16, or fp16 with loss scaling)",
-                      choices=AMP_MODES)
-    channels_last: bool = option(False, "channels_last memory format (faster convolutions on recent GPUs)")
-    num_threads: int = option(0, "CPU threads of torch (0: torch's default; 1 is often faster on a busy machine)",
-                              resume=True)
+    amp: str = option("none", "mixed precision of the backbone on CUDA", choices=AMP_MODES)
+    channels_last: bool = option(False, "channels_last memory format")
+    num_threads: int = option(0, "CPU threads of torch (0: torch's default)", resume=True, ge=0)
 
     def check(self) -> None:
         self.amp = normalize_amp(self.amp)
-        check_choice("amp", self.amp, AMP_MODES)
-        check_at_least(self, 0, "num_threads")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -226,22 +217,16 @@ class Run(Options):
     accumulate: int = option(1, (
         "split each step's batch into this many chunks, one forward/backward each (gradients averaged, BatchNorm "
         "statistics per chunk): one process with --accumulate K computes what K torchrun processes compute"),
-        resume=True)  # to resume on another number of processes: keep processes x accumulate fixed
+        resume=True, ge=1)  # resuming on another number of processes: keep processes x accumulate fixed
     sync_bn: bool = option(False, "under torchrun on CUDA: SyncBatchNorm (statistics over all processes' share)")
-    dist_timeout: float = option(600.0, "under torchrun: seconds a collective may wait before the job fails, so a "
-                                 "dead process ends the job instead of hanging it", resume=True)
-    deterministic: bool = option(False, (
-        "CUDA: deterministic kernels only (no cuDNN autotuner), so a resumed run repeats an uninterrupted one bit "
-        "for bit (slower); the CPU path is deterministic either way"), resume=True)
+    dist_timeout: float = option(600.0, "under torchrun: seconds a collective may wait before the job fails (a "
+                                 "dead process ends the job)", resume=True, gt=0)
+    deterministic: bool = option(False, "CUDA: deterministic kernels only, so a resumed run repeats an uninterrupted "
+                                 "one bit for bit (slower); the CPU path is deterministic either way", resume=True)
     run_dir: str = option("", "run directory (default: RUNS_ROOT/<a name from the options>)")
     runs_root: str = option("runs", "parent of auto-named run directories")
-    log_every: int = option(100, "steps between metrics.jsonl records of the training loss")
+    log_every: int = option(100, "steps between metrics.jsonl records of the training loss", ge=1)
     quiet: bool = option(False, "no progress bars or epoch lines", resume=True)
-
-    def check(self) -> None:
-        check_at_least(self, 1, "accumulate", "log_every")
-        if not self.dist_timeout > 0:
-            raise ConfigError(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
 
     def run_name(self) -> str:
         raise NotImplementedError

@@ -1,17 +1,10 @@
-"""Configuration of meta-training (:class:`MetaTrainConfig`) and episode evaluation
-(:class:`EvalConfig`), made of the shared sections of :mod:`fewshot_sla.sections`.
-
-The dataclass field defaults are the only defaults; ``meta-train --config NAME`` layers a
-named TOML file from ``fewshot_sla/configs/`` over them and explicit options override both
-(see :mod:`fewshot_sla.config`). Every option is checked when the dataclass is built, so a bad
-value or combination fails at once with a one-line :class:`~fewshot_sla.config.ConfigError`
-naming the fix; checks that need the data (channels, number of classes) are in
-:func:`check_against_data`.
+"""Configuration of meta-training (:class:`MetaTrainConfig`) and episode evaluation (:class:`EvalConfig`),
+made of the sections of :mod:`fewshot_sla.sections`. Every option is checked when the config is built (one
+line naming the fix); checks that need the data (channels, number of classes) are in :func:`check_against_data`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,34 +13,11 @@ from ..config import COMMAND_CONFIGS, ConfigError, list_named_configs, parse_opt
 from ..inferences import INFERENCES as _INFERENCES
 from ..inferences import REPORTED as _REPORTED
 from ..optim import OPTIMIZERS
-from ..sections import (
-    MODES,
-    Data,
-    Device,
-    EpisodeShape,
-    Method,
-    Model,
-    Optim,
-    Run,
-    check_at_least,
-    check_choice,
-    check_milestones,
-    option,
-    registered,
-)
+from ..sections import MODES, Data, Device, EpisodeShape, Method, Model, Optim, Run, option, registered
 from ..transforms import get_transform_set
 
-__all__ = [
-    "MODES",
-    "INFERENCES",
-    "REPORTED_INFERENCE",
-    "MetaTrainConfig",
-    "EvalConfig",
-    "parse_options",
-    "check_against_data",
-    "check_world_size",
-    "meta_config_names",
-]
+__all__ = ["MODES", "INFERENCES", "REPORTED_INFERENCE", "MetaTrainConfig", "EvalConfig", "parse_options",
+           "check_against_data", "check_world_size", "meta_config_names"]
 
 #: inferences each mode supports, in report order, and the one it reports (and selects best.pt
 #: by): the meta rows of the one table in :mod:`fewshot_sla.inferences`
@@ -76,42 +46,40 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     # -- data -------------------------------------------------------------------------------
     train_split: str = option("train", "split used for meta-training")
     test_split: str = option("test", "split of the final test (with --test-episodes)")
-    test_episodes: int = option(0, "evaluate best.pt on this many test episodes at the end", resume=True)
+    test_episodes: int = option(0, "evaluate best.pt on this many test episodes at the end", resume=True, ge=0)
     data_on_device: bool = option(True, "keep the uint8 images on the device")
     # -- head -------------------------------------------------------------------------------
     head: str = option("protonet", "few-shot head (base learner): protonet, ridge, svm, r2d2 or one registered in "
                        "fewshot_sla.heads.HEADS")
     protonet_normalize: bool = option(False, "protonet: divide squared distances by the feature size (MetaOptNet's "
                                       "ProtoNet head)")
-    ridge_lambda: float = option(50.0, "ridge/r2d2: regularisation lambda")
-    svm_c: float = option(0.1, "svm: cost C")
-    svm_max_iter: int = option(15, "svm: QP solver iterations in training and validation")
+    ridge_lambda: float = option(50.0, "ridge/r2d2: regularisation lambda", gt=0)
+    svm_c: float = option(0.1, "svm: cost C", gt=0)
+    svm_max_iter: int = option(15, "svm: QP solver iterations in training and validation", ge=1)
     learn_scale: bool = option(True, "learnable logit scale (MetaOptNet's; starts at --scale-init)")
-    scale_init: float = option(1.0, (
-        "initial logit scale(s) (MetaOptNet's: 1.0). Ridge logits are small (std about 0.2 on Omniglot's SLA "
-        "episodes), and under Adam at lr 1e-3 a learnable scale moves about lr per step: start a ridge head near its "
-        "best scale on validation episodes (10 on Omniglot; benchmarks/logit_scale.py)"))
+    scale_init: float = option(1.0, "initial logit scale(s) (MetaOptNet's: 1.0; a ridge head learns best from near "
+                               "its best scale on validation episodes: benchmarks/logit_scale.py)", gt=0)
     # -- method -----------------------------------------------------------------------------
-    label_smoothing: float = option(0.0, "MetaOptNet label smoothing eps of the training loss")
+    label_smoothing: float = option(0.0, "MetaOptNet label smoothing eps of the training loss", ge=0, lt=1)
     # -- episodes ---------------------------------------------------------------------------
-    n_way: int = option(5, "classes per training episode")
-    k_shot: int = option(5, "support images per class in training episodes")
-    n_query: int = option(6, "query images per class in training episodes")
-    episodes_per_epoch: int = option(8000, "training episodes per epoch")
-    tasks_per_batch: int = option(8, "episodes per optimiser step")
-    eval_way: int = option(5, "classes per validation/test episode")
-    eval_shot: int = option(5, "support images per class in validation/test episodes")
-    eval_query: int = option(15, "query images per class in validation/test episodes")
+    n_way: int = option(5, "classes per training episode", ge=1)
+    k_shot: int = option(5, "support images per class in training episodes", ge=1)
+    n_query: int = option(6, "query images per class in training episodes", ge=1)
+    episodes_per_epoch: int = option(8000, "training episodes per epoch", ge=1)
+    tasks_per_batch: int = option(8, "episodes per optimiser step", ge=1)
+    eval_way: int = option(5, "classes per validation/test episode", ge=1)
+    eval_shot: int = option(5, "support images per class in validation/test episodes", ge=1)
+    eval_query: int = option(15, "query images per class in validation/test episodes", ge=1)
     val_seed: int = option(1, "seed of the fixed validation episodes")
-    val_every: int = option(1, "validate every this many epochs (and after the last)")
-    eval_tasks_per_batch: int = option(8, "episodes per forward pass in validation/test")
+    val_every: int = option(1, "validate every this many epochs (and after the last)", ge=1)
+    eval_tasks_per_batch: int = option(8, "episodes per forward pass in validation/test", ge=1)
     # -- optimisation -----------------------------------------------------------------------
     optimizer: str = option("sgd", "sgd (MetaOptNet: momentum, Nesterov) or adam (Snell et al.'s ProtoNet, e.g. --lr "
                             "1e-3 --weight-decay 0)", choices=OPTIMIZERS)
     lr_milestones: tuple[int, ...] = option((19, 39, 49), (
         "numbers of completed epochs after which the lr factor changes (MetaOptNet's x0.06 from its 1-based epoch "
         "20 on: 19)"))
-    warmup_epochs: int = option(0, "linear lr warm-up epochs")
+    warmup_epochs: int = option(0, "linear lr warm-up epochs", ge=0)
 
     # -- derived ----------------------------------------------------------------------------
     @property
@@ -168,26 +136,16 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                 f"--dataset-options rotate_classes=true with --mode {self.mode} --transforms {self.transforms}: "
                 f"{ROTATE_CLASSES_CONFLICT} Drop rotate_classes=true, or train --mode baseline"
             )
-        check_at_least(self, 1, "n_way", "k_shot", "n_query", "episodes_per_epoch", "tasks_per_batch", "eval_way",
-                       "eval_shot", "eval_query", "epochs", "val_every", "eval_tasks_per_batch", "svm_max_iter")
         check_world_size(self, 1)
-        check_at_least(self, 0, "test_episodes", "warmup_epochs", "ridge_lambda", "svm_c")
         if min(self.train_shape.way, self.val_shape.way) < 2:
             raise ConfigError(f"episodes need at least 2 ways, got --n-way {self.n_way} --eval-way {self.eval_way}")
-        if self.ridge_lambda <= 0 or self.svm_c <= 0:
-            raise ConfigError("--ridge-lambda and --svm-c must be > 0")
-        if not (math.isfinite(self.scale_init) and self.scale_init > 0):
-            raise ConfigError(f"--scale-init must be a finite number > 0 (the logits' multiplier), "
-                              f"got {self.scale_init}")
         if self.episodes_per_epoch % self.tasks_per_batch:
             raise ConfigError(
                 f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "
                 f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
                 f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}"
             )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        check_milestones("lr_milestones", self.lr_milestones, self.lr_factors)
+        self.check_milestones("lr_milestones")
 
 
 def check_world_size(cfg: MetaTrainConfig, world_size: int) -> None:
@@ -237,18 +195,18 @@ class EvalConfig(Device):
     dataset_options: dict[str, Any] = option({}, (
         "override the checkpoint's dataset options for this evaluation, e.g. rotate_classes=false: a model "
         "meta-trained with Omniglot's rotated classes tested on the plain classes, as the other runs"))
-    episodes: int = option(1000, "number of episodes")
-    n_way: int | None = option(None, "ways (default: the checkpoint's eval_way)")
-    k_shot: int | None = option(None, "shots (default: the checkpoint's eval_shot)")
-    n_query: int = option(15, "queries per class")
+    episodes: int = option(1000, "number of episodes", ge=1)
+    n_way: int | None = option(None, "ways (default: the checkpoint's eval_way)", ge=2)
+    k_shot: int | None = option(None, "shots (default: the checkpoint's eval_shot)", ge=1)
+    n_query: int = option(15, "queries per class", ge=1)
     seed: int = option(0, "seed of the episodes")
-    inferences: tuple[str, ...] = option((), "inferences to report (plain, single, aggregated, distilled; default: "
-                                         "all the model supports)")
+    inferences: tuple[str, ...] = option((), "inferences to report (default: all the model supports)",
+                                         choices=tuple(sorted({i for v in INFERENCES.values() for i in v} | {"plain"})))
     head: str = option("", "head that solves the episodes (protonet, ridge, svm, r2d2, logistic, ...): default the "
                        "checkpoint's own for meta-train checkpoints, protonet for supervised ones (their backbone's "
                        "features)")
-    svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)")
-    tasks_per_batch: int = option(8, "episodes per forward pass")
+    svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)", ge=1)
+    tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
     output: str = option("", "JSON file (default: next to the checkpoint)")
     quiet: bool = option(False, "no progress bar")
 
@@ -256,11 +214,5 @@ class EvalConfig(Device):
         self.compare = tuple(self.compare)
         self.inferences = tuple(self.inferences)
         self.dataset_options = parse_options(self.dataset_options, "dataset_options")
-        check_at_least(self, 1, "episodes", "n_query", "svm_max_iter", "tasks_per_batch", "n_way", "k_shot")
-        if self.n_way is not None and self.n_way < 2:
-            raise ConfigError(f"--n-way must be at least 2, got {self.n_way}")
         if self.head:
             self.head = registered("head", self.head)
-        known = tuple(sorted({i for v in INFERENCES.values() for i in v} | {"plain"}))
-        for inf in self.inferences:
-            check_choice("inferences", inf, known)

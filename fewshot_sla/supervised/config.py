@@ -1,27 +1,17 @@
-"""Configuration of the supervised (standard and long-tailed CIFAR) pipelines.
+"""Configuration of the supervised (standard and long-tailed) pipeline: :class:`SupervisedConfig`, made of
+the sections of :mod:`fewshot_sla.sections`.
 
-One dataclass, :class:`SupervisedConfig`, holds every option; its defaults are the recipe
-of the SLA authors' code for standard CIFAR (ResNet-32, SGD lr 0.1, momentum 0.9, weight
-decay 1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out
-validation images). The long-tailed recipe of Cao et al. (LDAM-DRW; 200 epochs, 5 warm-up
-epochs, lr x0.01 at epoch 160 and x0.0001 at 180, weight decay 2e-4, DRW from epoch 160)
-is the named config ``supervised_cifar10_lt100`` (``fewshot_sla/configs/``); ``--imbalance-ratio``
-alone changes the training set, not the recipe (the command line prints a note naming the
-config).
+Its defaults are the SLA authors' recipe for standard CIFAR (ResNet-32, SGD lr 0.1, momentum 0.9, weight
+decay 1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out validation images). Cao
+et al.'s long-tailed LDAM-DRW recipe (200 epochs, 5 warm-up epochs, lr x0.01/x0.0001 at epochs 160/180,
+weight decay 2e-4, DRW from epoch 160) is the named config ``supervised_cifar10_lt100`` (and its
+siblings). Long-tailed training sets are cut from the *full* training set as Cao et al.'s (no validation
+hold-out: ``val_size`` unset means 5,000 for balanced runs and 0 for long-tailed ones).
 
-Long-tailed training sets are cut from the *full* training set, as Cao et al.: ``n_max`` is a
-class's full count (5,000 for CIFAR-10, 500 for CIFAR-100), so ``--imbalance-ratio 100`` gives
-the published counts. There is then no validation hold-out (Cao et al. have none and report
-the last checkpoint): ``val_size`` unset means 5,000 for balanced runs and 0 for long-tailed
-ones, and a long-tailed run with ``val_size > 0`` is a configuration error.
-
-Schedules are given as *fractions of the run* so that a shortened run keeps their shape:
-``lr_milestone_fractions=(0.8, 0.9)`` with ``epochs=200`` means epochs 160 and 180; with
-``epochs=20`` it means epochs 16 and 18. The unit of the run is the epoch when
-``epochs > 0`` (each epoch is one pass over a fresh permutation of the training set,
-the last batch smaller), otherwise the iteration (each batch drawn independently). The
-warm-up ramps per iteration unless ``warmup_by = "epoch"`` (the long-tailed configs: Cao et al.
-keep the lr constant within an epoch, epoch e < 5 at (e+1)/5 of it).
+Schedules are *fractions of the run*, so a shortened run keeps their shape (``lr_milestone_fractions =
+(0.8, 0.9)`` with 200 epochs: epochs 160 and 180). The run's unit is the epoch when ``epochs > 0``
+(a fresh permutation each, the last batch smaller), otherwise the iteration; the warm-up ramps per
+iteration unless ``warmup_by = "epoch"`` (Cao et al.: epoch e < 5 at (e+1)/5 of the lr).
 """
 
 from __future__ import annotations
@@ -30,19 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import COMMAND_CONFIGS, ConfigError
-from ..sections import (
-    Data,
-    Device,
-    EpisodeShape,
-    Method,
-    Model,
-    Optim,
-    Run,
-    check_at_least,
-    check_milestones,
-    option,
-    registered,
-)
+from ..sections import Data, Device, EpisodeShape, Method, Model, Optim, Run, option, registered
 
 __all__ = ["MODES", "LOSSES", "JOINT_LOSSES", "LDAM_DRW_MEAN", "LDAM_DRW_STD", "SupervisedConfig"]
 
@@ -74,22 +52,22 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
         "training augmentation: 'sla' (crop 32 pad 4 + flip, mean = std = 0.5, the SLA code), 'standard' (crop + "
         f"flip, the dataset's own mean/std), 'ldam' (crop + flip, mean {LDAM_DRW_MEAN} std {LDAM_DRW_STD} for both "
         "CIFARs, as LDAM-DRW's code), 'none'"), choices=AUGMENTS)
-    val_episodes: int = option(0, (
+    val_episodes: int = option(0, ge=0, help=(
         "few-shot datasets: select the checkpoint by this many fixed episodes of --val-split (the few-shot "
         "criterion; the backbone's features solved by --val-head) instead of held-out base images (0 = off)"))
     cache_dir: str = option("", "store the decoded images there as .npz and reuse them on later runs ('' = off)",
                             resume=True)
-    val_size: int | None = option(None, (
+    val_size: int | None = option(None, ge=0, help=(
         "training images held out for validation and model selection, val_size / C per class (0 = none: the last "
         f"checkpoint is the selected one); unset = {DEFAULT_VAL_SIZE} for balanced runs, 0 for long-tailed runs, "
         "which accept only 0 (their training set is cut from the full training set, as Cao et al.)"))
     split_seed: int = option(0, "seed of the validation hold-out")
-    val_way: int = option(5, "classes per validation episode")
-    val_shot: int = option(1, "support images per class in validation episodes")
-    val_query: int = option(15, "queries per class in validation episodes")
+    val_way: int = option(5, "classes per validation episode", ge=1)
+    val_shot: int = option(1, "support images per class in validation episodes", ge=1)
+    val_query: int = option(15, "queries per class in validation episodes", ge=1)
     val_head: str = option("protonet", "head that solves the validation episodes (protonet, ridge, svm, r2d2, "
                            "logistic)")
-    imbalance_ratio: float = option(1.0, (
+    imbalance_ratio: float = option(1.0, ge=1, help=(
         "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images, n_max = a class's count in the "
         "full training set (Cao et al.; CIFAR-10 R=100: 5000..50, 12,406 images); 1 = balanced. It changes the data, "
         "not the recipe: for Cao et al.'s 200-epoch LDAM-DRW recipe also pass --config supervised_<dataset>_lt<R> "
@@ -102,10 +80,11 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
     loss: str = option("ce", "loss of the N-way head: ce, cb (class-balanced weights from the start), ldam "
                        "(label-distribution-aware margins, cosine classifier)", choices=LOSSES)
     drw: bool = option(False, "deferred re-weighting: class-balanced weights only from --drw-start on")
-    drw_start: float = option(0.8, "fraction of the run where DRW switches the weights on (0.8 = epoch 160/200)")
-    cb_beta: float = option(0.9999, "beta of the class-balanced weights (1 - beta) / (1 - beta^n_c)")
-    ldam_max_margin: float = option(0.5, "largest LDAM margin (the rarest class)")
-    ldam_scale: float = option(30.0, "scale s of the cosine classifiers (used with --loss ldam)")
+    drw_start: float = option(0.8, "fraction of the run where DRW switches the weights on (0.8 = epoch 160/200)",
+                              ge=0, le=1)
+    cb_beta: float = option(0.9999, "beta of the class-balanced weights (1 - beta) / (1 - beta^n_c)", ge=0, lt=1)
+    ldam_max_margin: float = option(0.5, "largest LDAM margin (the rarest class)", ge=0)
+    ldam_scale: float = option(30.0, "scale s of the cosine classifiers (used with --loss ldam)", gt=0)
     joint_loss: str = option("weighted", (
         "long-tailed runs, loss of the joint head: 'ce' (unweighted), 'weighted' (the N-way head's class weight w_y "
         "on every row of class y), 'same' (weights and LDAM margins of y on joint class (y, j))"),
@@ -115,27 +94,29 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
     backbone: str = option("resnet32", "feature extractor (fewshot_sla.backbones)")
 
     # ---- optimisation
-    batch_size: int = option(128, "images per batch before the transforms (the effective batch is batch_size*M)")
+    batch_size: int = option(128, "images per batch before the transforms (the effective batch is batch_size*M)",
+                             ge=1)
     iterations: int = option(80000, "training iterations (ignored when --epochs > 0)")
-    epochs: int = option(0, "train for this many epochs over the training set instead of --iterations")
+    epochs: int = option(0, "train for this many epochs over the training set instead of --iterations", ge=0)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(1e-4, "weight decay (all parameters)")
     lr_milestone_fractions: tuple[float, ...] = option((0.5, 0.75), "fractions of the run where the lr factor "
                                                        "changes (meta-train's --lr-milestones count epochs)")
     lr_factors: tuple[float, ...] = option((1.0, 0.1, 0.01), "lr factors before, between and after the milestones")
-    warmup: float = option(0.0, "fraction of the run of linear lr warm-up (0.025 = 5 of 200 epochs)")
+    warmup: float = option(0.0, "fraction of the run of linear lr warm-up (0.025 = 5 of 200 epochs)", ge=0, lt=1)
     warmup_by: str = option("iteration", (
         "warm-up steps: 'iteration' (the lr grows every iteration, reaching (k+1)/W of it at iteration k < W) or "
         "'epoch' (Cao et al.: the lr is constant within an epoch, (e+1)/W of it in epoch e < W, so the first of 5 "
         "warm-up epochs runs at lr/5; needs --epochs)"), choices=WARMUP_UNITS)
 
     # ---- evaluation and bookkeeping
-    eval_every: int = option(2000, "validate (and checkpoint) every this many iterations (epochs when --epochs > 0)")
+    eval_every: int = option(2000, "validate (and checkpoint) every this many iterations (epochs with --epochs)",
+                             ge=1)
     eval_test: bool = option(False, "also evaluate the test set at every validation (logged, never used to select)")
-    eval_batch_size: int = option(500, "images per evaluation batch (before the transforms)", resume=True)
+    eval_batch_size: int = option(500, "images per evaluation batch (before the transforms)", resume=True, ge=1)
     runs_root: str = option("runs/supervised", "parent of auto-named run directories")
     stop_after: int = option(0, "stop (with a checkpoint) after this many iterations; --resume continues (0 = off)",
-                             resume=True)
+                             resume=True, ge=0)
     plot: bool = option(True, "write curves.png at the end (needs matplotlib)", resume=True)
 
     # ------------------------------------------------------------------ checks
@@ -145,8 +126,6 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
         self.dataset = registered("dataset", self.dataset)
         if self.warmup_by == "epoch" and self.epochs == 0:
             raise ConfigError("--warmup-by epoch needs an epoch-based run (--epochs > 0); use --warmup-by iteration")
-        check_at_least(self, 1, "val_way", "val_shot", "val_query", "batch_size", "eval_batch_size", "eval_every")
-        check_at_least(self, 0, "val_size", "stop_after")
         if self.val_episodes and not self.fewshot_dataset:
             raise ConfigError(f"--val-episodes needs a few-shot dataset (its --val-split classes are not the training "
                               f"classes); {self.dataset} has the same classes in every split: use --val-size")
@@ -155,7 +134,7 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
         if self.mode == "baseline" and self.transforms != "none":
             raise ConfigError(f"--mode baseline trains on untransformed images, but --transforms {self.transforms} "
                               "was given; drop --transforms (or pass 'none'), or use --mode da/mt/sla/sla+sd")
-        if self.epochs < 0 or (self.epochs == 0 and self.iterations < 1):
+        if self.epochs == 0 and self.iterations < 1:
             raise ConfigError(f"need --iterations >= 1 or --epochs >= 1, got iterations={self.iterations}, "
                               f"epochs={self.epochs}")
         if self.batch_size % self.accumulate:
@@ -167,21 +146,10 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
                 "cut from the full training set (Cao et al.; its largest class keeps every image), so nothing is "
                 "left to hold out; drop --val-size (or pass 0: no validation, the last checkpoint is reported), "
                 "e.g. with --config supervised_<dataset>_lt<R>")
-        if not self.imbalance_ratio >= 1.0:
-            raise ConfigError(f"--imbalance-ratio must be >= 1 (n_max / n_min; 1 = balanced), got "
-                              f"{self.imbalance_ratio}")
-        if not 0.0 <= self.cb_beta < 1.0:
-            raise ConfigError(f"--cb-beta must be in [0, 1), got {self.cb_beta}")
-        if self.ldam_max_margin < 0 or self.ldam_scale <= 0:
-            raise ConfigError(f"need --ldam-max-margin >= 0 and --ldam-scale > 0, got {self.ldam_max_margin}, "
-                              f"{self.ldam_scale}")
         ms = self.lr_milestone_fractions
         if any(not 0.0 < m < 1.0 for m in ms):
             raise ConfigError(f"--lr-milestone-fractions are fractions of the run in (0, 1), got {ms}; e.g. 0.5 0.75")
-        check_milestones("lr_milestone_fractions", ms, self.lr_factors)
-        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.drw_start <= 1.0:
-            raise ConfigError(f"--warmup must be in [0, 1) and --drw-start in [0, 1], got {self.warmup}, "
-                              f"{self.drw_start}")
+        self.check_milestones("lr_milestone_fractions")
 
     # ------------------------------------------------------------------ derived values
     @property
