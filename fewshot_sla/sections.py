@@ -61,30 +61,27 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def check_bounds(name: str, value: Any, ge: Any, gt: Any, lt: Any, le: Any) -> None:
-    """``value`` (``None``: unset) within the bounds, else a one-line error naming them."""
-    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if value is None or number and (ge is None or value >= ge) and (gt is None or value > gt) and (
-            lt is None or value < lt) and (le is None or value <= le):
-        return
+    """``value`` (each item of a tuple; ``None``: unset) within the bounds, else a one-line error naming them."""
     low, high = ("[", ge) if ge is not None else ("(", gt), (")", lt) if lt is not None else ("]", le)
-    if low[1] is not None and high[1] is not None:
-        what = f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
-    else:
-        what = f"a {'finite ' * isinstance(value, float)}number {'>=' if ge is not None else '>'} {low[1]}"
-    raise ConfigError(f"{flag(name)} must be {what}, got {value!r}")
+    for v in value if isinstance(value, tuple) else (value,):
+        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if v is None or number and (ge is None or v >= ge) and (gt is None or v > gt) and (lt is None or v < lt) and (
+                le is None or v <= le):
+            continue
+        what = f"in {low[0]}{low[1]}, {high[1]}{high[0]}" if high[1] is not None else \
+            f"a {'finite ' * isinstance(v, float)}number {'>=' if ge is not None else '>'} {low[1]}"
+        raise ConfigError(f"{flag(name)} must be {what}, got {v!r}")
 
 
 def registered(kind: str, name: str) -> str:
-    """``name``'s canonical spelling in the registry of ``kind``, asked when the config is built (so
-    what a user registers works from the command line and configs)."""
-    if kind == "head":
-        from .heads import HEADS as registry
-    elif kind == "backbone":
-        from .backbones import BACKBONES as registry
-    else:
-        from .data.registry import DATASETS as registry
+    """``name``'s canonical spelling in the registry of ``kind`` (head, backbone, dataset), asked when the
+    config is built so that what a user registers works from the command line and configs."""
+    from .backbones import BACKBONES
+    from .data.registry import DATASETS
+    from .heads import HEADS
+
     try:
-        return registry.canonical(name)
+        return {"head": HEADS, "backbone": BACKBONES, "dataset": DATASETS}[kind].canonical(name)
     except ValueError as e:
         raise ConfigError(f"--{kind}: {e}") from None
 
@@ -109,18 +106,20 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
 
 @dataclass
 class Data(Options):
     dataset: str = option("mini-imagenet", "dataset (omniglot, mini-imagenet, cifar-fs, fc100, folder, ...)")
     data_root: str = option("data", "folder holding the dataset files", resume=True)
-    dataset_options: dict[str, Any] = option({}, (
-        "loader options as key=value,key=value; omniglot: val_alphabets=N, test_alphabets=N, rotate_classes=true "
-        "(rotations as new classes: not with SLA's rotation transforms); folder: split_file=PATH"))
+    dataset_options: dict[str, Any] = option({}, "loader options as key=value,... (omniglot: val_alphabets=N, "
+                                             "rotate_classes=true (rotations as new classes: not with SLA's rotation "
+                                             "transforms); folder: split_file=PATH)")
     image_size: int | None = option(None, "resize images to this side (default: the dataset's)", ge=1)
     download: bool = option(False, "download missing files where an official URL exists", resume=True)
-    augment: str = option("none", "on-device augmentation of training episodes (metaoptnet: crop+jitter+flip)",
-                          choices=("none", "metaoptnet", "standard", "sla"))
+    augment: str = option("none", "training augmentation", choices=("none", "metaoptnet", "standard", "sla"))
     val_split: str = option("val", "split of the validation episodes")
     val_episodes: int = option(2000, "fixed validation episodes (0: no validation)", ge=0)
 
@@ -131,8 +130,7 @@ class Data(Options):
 @dataclass
 class Model(Options):
     backbone: str = option("resnet12", "feature extractor (resnet12, conv4, resnet18, resnet32, ...)")
-    backbone_options: dict[str, Any] = option({}, (
-        "backbone options as key=value,key=value (e.g. hidden=32 for conv4, avg_pool=true for resnet12)"))
+    backbone_options: dict[str, Any] = option({}, "backbone options as key=value,... (e.g. hidden=32 for conv4)")
 
     def check(self) -> None:
         self.backbone = registered("backbone", self.backbone)
@@ -143,10 +141,8 @@ class Model(Options):
 class Method(Options):
     """The training mode and SLA's options."""
 
-    mode: str = option("sla", "baseline: N-way; da: transforms keep the label; sla: NM-way joint labels; sla+sd: sla "
-                       "plus self-distillation into a single-pass N-way prediction", choices=MODES)
-    transforms: str = option("auto", "transform set (rotation, color_perm, ...: fewshot-sla list); auto: none for "
-                             "--mode baseline, rotation otherwise")
+    mode: str = option("sla", "baseline (N-way), da (label kept), sla (NM-way joint labels), sla+sd", choices=MODES)
+    transforms: str = option("auto", "transform set (fewshot-sla list); auto: none for baseline, else rotation")
     large_loss: bool = option(False, "sla: sum (not mean) the joint loss over the M transforms")
     sd_temperature: float = option(1.0, "sla+sd: distillation temperature T", gt=0)
     sd_beta: float = option(1.0, "sla+sd: weight of the distilled head's cross-entropy", ge=0)
@@ -180,8 +176,7 @@ class Optim(Options):
     momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = option(5e-4, "weight decay (all parameters)", ge=0)
     nesterov: bool = option(True, "Nesterov momentum")
-    lr_factors: tuple[float, ...] = option((1.0, 0.06, 0.012, 0.0024), "lr multipliers before the first milestone "
-                                           "and after each (one more than the milestones)")
+    lr_factors: tuple[float, ...] = option((1.0, 0.06, 0.012, 0.0024), "lr factors before and after each milestone")
 
     def check(self) -> None:
         self.lr_factors = tuple(float(f) for f in self.lr_factors)
@@ -214,15 +209,13 @@ class Run(Options):
     """Seeding, processes, the run directory and logging; the pipeline names its runs (:meth:`run_name`)."""
 
     seed: int = option(0, "seed of initialisation, sampling and augmentation")
-    accumulate: int = option(1, (
-        "split each step's batch into this many chunks, one forward/backward each (gradients averaged, BatchNorm "
-        "statistics per chunk): one process with --accumulate K computes what K torchrun processes compute"),
-        resume=True, ge=1)  # resuming on another number of processes: keep processes x accumulate fixed
+    accumulate: int = option(1, "split each step into this many chunks (one forward/backward each): one process "
+                             "computes what that many torchrun processes compute", resume=True, ge=1)
     sync_bn: bool = option(False, "under torchrun on CUDA: SyncBatchNorm (statistics over all processes' share)")
-    dist_timeout: float = option(600.0, "under torchrun: seconds a collective may wait before the job fails (a "
-                                 "dead process ends the job)", resume=True, gt=0)
-    deterministic: bool = option(False, "CUDA: deterministic kernels only, so a resumed run repeats an uninterrupted "
-                                 "one bit for bit (slower); the CPU path is deterministic either way", resume=True)
+    dist_timeout: float = option(600.0, "under torchrun: seconds a collective waits before the job fails",
+                                 resume=True, gt=0)
+    deterministic: bool = option(False, "CUDA: deterministic kernels (resumed = uninterrupted, bit for bit; slower)",
+                                 resume=True)
     run_dir: str = option("", "run directory (default: RUNS_ROOT/<a name from the options>)")
     runs_root: str = option("runs", "parent of auto-named run directories")
     log_every: int = option(100, "steps between metrics.jsonl records of the training loss", ge=1)

@@ -33,14 +33,10 @@ def meta_config_names() -> list[str]:
 @COMMAND_CONFIGS.register("meta-train")
 @dataclass
 class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
-    """Everything a meta-training run needs; saved in every checkpoint so ``eval`` needs only
-    the checkpoint and the data root.
-
-    The optimisation defaults are MetaOptNet's (Lee et al., CVPR 2019: SGD Nesterov, lr 0.1,
-    momentum 0.9, weight decay 5e-4, x0.06/0.012/0.0024 from epochs 20/40/50, 60 epochs of
-    1000 steps of 8 episodes, 6 training queries); the parts of its recipe that depend on the
-    dataset or head (training shots, label smoothing, augmentation, ProtoNet's normalisation by
-    D, DropBlock and its ramp) come with the named configs ``metaoptnet_<head>_<dataset>``.
+    """Everything a meta-training run needs (saved in every checkpoint). The optimisation defaults are
+    MetaOptNet's (Lee et al., CVPR 2019: SGD Nesterov, lr 0.1, momentum 0.9, weight decay 5e-4, x0.06/0.012/
+    0.0024 from epochs 20/40/50 of 60 of 1000 steps of 8 episodes); its dataset- and head-specific parts
+    (shots, label smoothing, augmentation, DropBlock, ...) are the named configs ``metaoptnet_<head>_<dataset>``.
     """
 
     # -- data -------------------------------------------------------------------------------
@@ -49,10 +45,8 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     test_episodes: int = option(0, "evaluate best.pt on this many test episodes at the end", resume=True, ge=0)
     data_on_device: bool = option(True, "keep the uint8 images on the device")
     # -- head -------------------------------------------------------------------------------
-    head: str = option("protonet", "few-shot head (base learner): protonet, ridge, svm, r2d2 or one registered in "
-                       "fewshot_sla.heads.HEADS")
-    protonet_normalize: bool = option(False, "protonet: divide squared distances by the feature size (MetaOptNet's "
-                                      "ProtoNet head)")
+    head: str = option("protonet", "few-shot head: protonet, ridge, svm, r2d2 or one registered in HEADS")
+    protonet_normalize: bool = option(False, "protonet: divide squared distances by the feature size (MetaOptNet)")
     ridge_lambda: float = option(50.0, "ridge/r2d2: regularisation lambda", gt=0)
     svm_c: float = option(0.1, "svm: cost C", gt=0)
     svm_max_iter: int = option(15, "svm: QP solver iterations in training and validation", ge=1)
@@ -62,23 +56,21 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     # -- method -----------------------------------------------------------------------------
     label_smoothing: float = option(0.0, "MetaOptNet label smoothing eps of the training loss", ge=0, lt=1)
     # -- episodes ---------------------------------------------------------------------------
-    n_way: int = option(5, "classes per training episode", ge=1)
+    n_way: int = option(5, "classes per training episode", ge=2)
     k_shot: int = option(5, "support images per class in training episodes", ge=1)
     n_query: int = option(6, "query images per class in training episodes", ge=1)
     episodes_per_epoch: int = option(8000, "training episodes per epoch", ge=1)
     tasks_per_batch: int = option(8, "episodes per optimiser step", ge=1)
-    eval_way: int = option(5, "classes per validation/test episode", ge=1)
+    eval_way: int = option(5, "classes per validation/test episode", ge=2)
     eval_shot: int = option(5, "support images per class in validation/test episodes", ge=1)
     eval_query: int = option(15, "query images per class in validation/test episodes", ge=1)
     val_seed: int = option(1, "seed of the fixed validation episodes")
     val_every: int = option(1, "validate every this many epochs (and after the last)", ge=1)
     eval_tasks_per_batch: int = option(8, "episodes per forward pass in validation/test", ge=1)
     # -- optimisation -----------------------------------------------------------------------
-    optimizer: str = option("sgd", "sgd (MetaOptNet: momentum, Nesterov) or adam (Snell et al.'s ProtoNet, e.g. --lr "
-                            "1e-3 --weight-decay 0)", choices=OPTIMIZERS)
-    lr_milestones: tuple[int, ...] = option((19, 39, 49), (
-        "numbers of completed epochs after which the lr factor changes (MetaOptNet's x0.06 from its 1-based epoch "
-        "20 on: 19)"))
+    optimizer: str = option("sgd", "sgd (MetaOptNet) or adam (Snell et al.'s ProtoNet)", choices=OPTIMIZERS)
+    lr_milestones: tuple[int, ...] = option((19, 39, 49), "completed epochs after which the lr factor changes "
+                                            "(MetaOptNet's x0.06 from its 1-based epoch 20 on: 19)")
     warmup_epochs: int = option(0, "linear lr warm-up epochs", ge=0)
 
     # -- derived ----------------------------------------------------------------------------
@@ -112,12 +104,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
 
     def head_options(self) -> dict[str, Any]:
         """Keyword options of ``get_head(self.head, ...)``."""
-        return {
-            "protonet": {"normalize": self.protonet_normalize},
-            "ridge": {"lambda_reg": self.ridge_lambda},
-            "r2d2": {"lambda_reg": self.ridge_lambda},
-            "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-        }.get(self.head, {})  # a user-registered head: its defaults
+        return {"protonet": {"normalize": self.protonet_normalize}, "ridge": {"lambda_reg": self.ridge_lambda},
+                "r2d2": {"lambda_reg": self.ridge_lambda}, "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
+                }.get(self.head, {})  # a user-registered head: its defaults
 
     def run_name(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -137,8 +126,6 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                 f"{ROTATE_CLASSES_CONFLICT} Drop rotate_classes=true, or train --mode baseline"
             )
         check_world_size(self, 1)
-        if min(self.train_shape.way, self.val_shape.way) < 2:
-            raise ConfigError(f"episodes need at least 2 ways, got --n-way {self.n_way} --eval-way {self.eval_way}")
         if self.episodes_per_epoch % self.tasks_per_batch:
             raise ConfigError(
                 f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "
@@ -149,36 +136,29 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
 
 
 def check_world_size(cfg: MetaTrainConfig, world_size: int) -> None:
-    """``tasks_per_batch`` must split into ``world_size * accumulate`` equal chunks (one per
-    process and accumulation step); raise a one-line :class:`ConfigError` naming the fix."""
+    """``tasks_per_batch`` splits into ``world_size * accumulate`` equal chunks (one per process and
+    accumulation step), else a one-line :class:`ConfigError` naming the fix."""
     parts = world_size * cfg.accumulate
     if cfg.tasks_per_batch % parts:
-        who = f"{world_size} processes x --accumulate {cfg.accumulate}" if world_size > 1 else \
-            f"--accumulate {cfg.accumulate}"
-        raise ConfigError(
-            f"--tasks-per-batch {cfg.tasks_per_batch} is not divisible by {who} = {parts}; use a "
-            f"--tasks-per-batch that is a multiple of {parts} (e.g. {max(1, cfg.tasks_per_batch // parts) * parts})"
-        )
+        who = f"{world_size} processes x " * (world_size > 1) + f"--accumulate {cfg.accumulate}"
+        raise ConfigError(f"--tasks-per-batch {cfg.tasks_per_batch} is not divisible by {who} = {parts}; use a "
+                          f"--tasks-per-batch that is a multiple of {parts} (e.g. "
+                          f"{max(1, cfg.tasks_per_batch // parts) * parts})")
 
 
 def check_against_data(cfg: MetaTrainConfig, split: str, channels: int, image_size: int,
                        num_classes: int, role: str = "train") -> None:
-    """Checks that need the data: transform set vs channels/size, ways vs classes.
-
-    ``role`` is ``train`` (checks ``n_way``) or ``val``/``test`` (checks ``eval_way``).
-    """
-    shape = cfg.train_shape if role == "train" else cfg.val_shape
+    """Checks that need the data: transform set vs channels/size, the ways of ``role``'s episodes
+    (``train``: ``n_way``; ``val``/``test``: ``eval_way``) vs classes."""
     if cfg.mode != "baseline":
         try:
             get_transform_set(cfg.transforms).check_input(channels, image_size, image_size)
         except ValueError as e:
             raise ConfigError(f"{cfg.dataset}: {e}") from None
-    flag, ways = ("--n-way" if role == "train" else "--eval-way"), shape.way
+    flag, ways = ("--n-way", cfg.train_shape.way) if role == "train" else ("--eval-way", cfg.val_shape.way)
     if ways > num_classes:
-        raise ConfigError(
-            f"{flag} {ways} needs {ways} classes but the {split} split of {cfg.dataset} has {num_classes}; "
-            f"lower {flag} to at most {num_classes}"
-        )
+        raise ConfigError(f"{flag} {ways} needs {ways} classes but the {split} split of {cfg.dataset} has "
+                          f"{num_classes}; lower {flag} to at most {num_classes}")
 
 
 @dataclass
@@ -186,15 +166,11 @@ class EvalConfig(Device):
     """Options of ``fewshot-sla eval``: episodes are drawn from ``seed``, so every checkpoint
     evaluated with the same options sees the same episodes (paired comparisons)."""
 
-    checkpoint: str = option("", "checkpoint (.pt) or run directory (uses best.pt) of meta-train or of supervised "
-                             "(its backbone in episodes)")
-    compare: tuple[str, ...] = option((), "more checkpoints evaluated on the same episodes; paired differences "
-                                      "against --checkpoint")
+    checkpoint: str = option("", "checkpoint (.pt) or run directory (best.pt) of meta-train or supervised")
+    compare: tuple[str, ...] = option((), "more checkpoints on the same episodes (paired differences to --checkpoint)")
     data_root: str = option("", "dataset folder (default: the one stored in the checkpoint)")
     split: str = option("test", "split to evaluate")
-    dataset_options: dict[str, Any] = option({}, (
-        "override the checkpoint's dataset options for this evaluation, e.g. rotate_classes=false: a model "
-        "meta-trained with Omniglot's rotated classes tested on the plain classes, as the other runs"))
+    dataset_options: dict[str, Any] = option({}, "override the checkpoint's dataset options (key=value,...)")
     episodes: int = option(1000, "number of episodes", ge=1)
     n_way: int | None = option(None, "ways (default: the checkpoint's eval_way)", ge=2)
     k_shot: int | None = option(None, "shots (default: the checkpoint's eval_shot)", ge=1)
@@ -202,9 +178,7 @@ class EvalConfig(Device):
     seed: int = option(0, "seed of the episodes")
     inferences: tuple[str, ...] = option((), "inferences to report (default: all the model supports)",
                                          choices=tuple(sorted({i for v in INFERENCES.values() for i in v} | {"plain"})))
-    head: str = option("", "head that solves the episodes (protonet, ridge, svm, r2d2, logistic, ...): default the "
-                       "checkpoint's own for meta-train checkpoints, protonet for supervised ones (their backbone's "
-                       "features)")
+    head: str = option("", "head of the episodes (default: the checkpoint's; protonet for supervised ones)")
     svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)", ge=1)
     tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
     output: str = option("", "JSON file (default: next to the checkpoint)")

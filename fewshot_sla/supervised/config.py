@@ -16,7 +16,6 @@ iteration unless ``warmup_by = "epoch"`` (Cao et al.: epoch e < 5 at (e+1)/5 of 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..config import COMMAND_CONFIGS, ConfigError
@@ -42,81 +41,55 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
     shared sections whose default is another here are declared again (they keep their place)."""
 
     # ---- data
-    dataset: str = option("cifar10", (
-        "any dataset of fewshot_sla.data (fewshot-sla list): cifar10 and cifar100 (train and test images of the same "
-        "classes), or a few-shot benchmark (omniglot, mini-imagenet, tiered-imagenet, cifar-fs, fc100, folder), "
-        "trained on its training classes (RFS's pretraining; evaluate few-shot episodes with fewshot-sla eval "
-        "--checkpoint RUN)"))
+    dataset: str = option("cifar10", "cifar10, cifar100, or a few-shot benchmark trained on its training classes "
+                          "(RFS's pretraining; evaluate its episodes with fewshot-sla eval --checkpoint RUN)")
     download: bool = option(False, "download missing files where an official URL exists (Omniglot, CIFAR)")
-    augment: str = option("sla", (
-        "training augmentation: 'sla' (crop 32 pad 4 + flip, mean = std = 0.5, the SLA code), 'standard' (crop + "
-        f"flip, the dataset's own mean/std), 'ldam' (crop + flip, mean {LDAM_DRW_MEAN} std {LDAM_DRW_STD} for both "
-        "CIFARs, as LDAM-DRW's code), 'none'"), choices=AUGMENTS)
-    val_episodes: int = option(0, ge=0, help=(
-        "few-shot datasets: select the checkpoint by this many fixed episodes of --val-split (the few-shot "
-        "criterion; the backbone's features solved by --val-head) instead of held-out base images (0 = off)"))
-    cache_dir: str = option("", "store the decoded images there as .npz and reuse them on later runs ('' = off)",
-                            resume=True)
-    val_size: int | None = option(None, ge=0, help=(
-        "training images held out for validation and model selection, val_size / C per class (0 = none: the last "
-        f"checkpoint is the selected one); unset = {DEFAULT_VAL_SIZE} for balanced runs, 0 for long-tailed runs, "
-        "which accept only 0 (their training set is cut from the full training set, as Cao et al.)"))
+    augment: str = option("sla", "sla (crop + flip, mean = std = 0.5: the SLA code), standard (crop + flip, the "
+                          "dataset's mean/std), ldam (crop + flip, LDAM-DRW's CIFAR mean/std), none", choices=AUGMENTS)
+    val_episodes: int = option(0, "few-shot datasets: select the checkpoint by this many fixed episodes of "
+                               "--val-split solved by --val-head, not by held-out images (0 = off)", ge=0)
+    cache_dir: str = option("", "store the decoded images there as .npz and reuse them ('' = off)", resume=True)
+    val_size: int | None = option(None, f"training images held out for validation (0: none, the last checkpoint is "
+                                  f"selected); unset: {DEFAULT_VAL_SIZE}, 0 for long-tailed runs (only 0)", ge=0)
     split_seed: int = option(0, "seed of the validation hold-out")
     val_way: int = option(5, "classes per validation episode", ge=1)
     val_shot: int = option(1, "support images per class in validation episodes", ge=1)
     val_query: int = option(15, "queries per class in validation episodes", ge=1)
-    val_head: str = option("protonet", "head that solves the validation episodes (protonet, ridge, svm, r2d2, "
-                           "logistic)")
-    imbalance_ratio: float = option(1.0, ge=1, help=(
-        "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images, n_max = a class's count in the "
-        "full training set (Cao et al.; CIFAR-10 R=100: 5000..50, 12,406 images); 1 = balanced. It changes the data, "
-        "not the recipe: for Cao et al.'s 200-epoch LDAM-DRW recipe also pass --config supervised_<dataset>_lt<R> "
-        "(without --config a note says so)"))
+    val_head: str = option("protonet", "head that solves the validation episodes (protonet, ridge, svm, ...)")
+    imbalance_ratio: float = option(1.0, "long-tailed training set: class c keeps int(n_max * R^(-c/(C-1))) images "
+                                    "(Cao et al.); 1 = balanced. For their recipe pass --config "
+                                    "supervised_<dataset>_lt<R>", ge=1)
     imbalance_seed: int = option(0, "seed choosing the images each class keeps (as LDAM-DRW's rand_number)")
-
     # ---- method
-    mode: str = option("sla", "baseline | da (augmentation, label kept) | mt (multi-task) | sla | sla+sd",
-                       choices=MODES)
-    loss: str = option("ce", "loss of the N-way head: ce, cb (class-balanced weights from the start), ldam "
-                       "(label-distribution-aware margins, cosine classifier)", choices=LOSSES)
+    mode: str = option("sla", "baseline, da (label kept), mt (multi-task), sla, sla+sd", choices=MODES)
+    loss: str = option("ce", "N-way loss: ce, cb (class-balanced), ldam (margins, cosine classifier)", choices=LOSSES)
     drw: bool = option(False, "deferred re-weighting: class-balanced weights only from --drw-start on")
-    drw_start: float = option(0.8, "fraction of the run where DRW switches the weights on (0.8 = epoch 160/200)",
-                              ge=0, le=1)
+    drw_start: float = option(0.8, "fraction of the run where DRW switches the weights on", ge=0, le=1)
     cb_beta: float = option(0.9999, "beta of the class-balanced weights (1 - beta) / (1 - beta^n_c)", ge=0, lt=1)
     ldam_max_margin: float = option(0.5, "largest LDAM margin (the rarest class)", ge=0)
     ldam_scale: float = option(30.0, "scale s of the cosine classifiers (used with --loss ldam)", gt=0)
-    joint_loss: str = option("weighted", (
-        "long-tailed runs, loss of the joint head: 'ce' (unweighted), 'weighted' (the N-way head's class weight w_y "
-        "on every row of class y), 'same' (weights and LDAM margins of y on joint class (y, j))"),
-        choices=JOINT_LOSSES)
-
+    joint_loss: str = option("weighted", "long-tailed runs, loss of the joint head: ce (unweighted), weighted (class "
+                             "y's weight on its rows), same (y's weights and LDAM margins)", choices=JOINT_LOSSES)
     # ---- model
     backbone: str = option("resnet32", "feature extractor (fewshot_sla.backbones)")
-
     # ---- optimisation
-    batch_size: int = option(128, "images per batch before the transforms (the effective batch is batch_size*M)",
-                             ge=1)
+    batch_size: int = option(128, "images per batch before the transforms (x M after them)", ge=1)
     iterations: int = option(80000, "training iterations (ignored when --epochs > 0)")
     epochs: int = option(0, "train for this many epochs over the training set instead of --iterations", ge=0)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(1e-4, "weight decay (all parameters)")
     lr_milestone_fractions: tuple[float, ...] = option((0.5, 0.75), "fractions of the run where the lr factor "
-                                                       "changes (meta-train's --lr-milestones count epochs)")
+                                                       "changes (meta-train's --lr-milestones: epochs)", gt=0, lt=1)
     lr_factors: tuple[float, ...] = option((1.0, 0.1, 0.01), "lr factors before, between and after the milestones")
     warmup: float = option(0.0, "fraction of the run of linear lr warm-up (0.025 = 5 of 200 epochs)", ge=0, lt=1)
-    warmup_by: str = option("iteration", (
-        "warm-up steps: 'iteration' (the lr grows every iteration, reaching (k+1)/W of it at iteration k < W) or "
-        "'epoch' (Cao et al.: the lr is constant within an epoch, (e+1)/W of it in epoch e < W, so the first of 5 "
-        "warm-up epochs runs at lr/5; needs --epochs)"), choices=WARMUP_UNITS)
-
+    warmup_by: str = option("iteration", "the warm-up grows the lr every iteration, or every epoch (Cao et al.: "
+                            "epoch e < W at (e+1)/W of it; needs --epochs)", choices=WARMUP_UNITS)
     # ---- evaluation and bookkeeping
-    eval_every: int = option(2000, "validate (and checkpoint) every this many iterations (epochs with --epochs)",
-                             ge=1)
+    eval_every: int = option(2000, "validate and checkpoint every this many iterations (epochs with --epochs)", ge=1)
     eval_test: bool = option(False, "also evaluate the test set at every validation (logged, never used to select)")
     eval_batch_size: int = option(500, "images per evaluation batch (before the transforms)", resume=True, ge=1)
     runs_root: str = option("runs/supervised", "parent of auto-named run directories")
-    stop_after: int = option(0, "stop (with a checkpoint) after this many iterations; --resume continues (0 = off)",
-                             resume=True, ge=0)
+    stop_after: int = option(0, "stop (with a checkpoint) after this many iterations (0 = off)", resume=True, ge=0)
     plot: bool = option(True, "write curves.png at the end (needs matplotlib)", resume=True)
 
     # ------------------------------------------------------------------ checks
@@ -146,9 +119,6 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
                 "cut from the full training set (Cao et al.; its largest class keeps every image), so nothing is "
                 "left to hold out; drop --val-size (or pass 0: no validation, the last checkpoint is reported), "
                 "e.g. with --config supervised_<dataset>_lt<R>")
-        ms = self.lr_milestone_fractions
-        if any(not 0.0 < m < 1.0 for m in ms):
-            raise ConfigError(f"--lr-milestone-fractions are fractions of the run in (0, 1), got {ms}; e.g. 0.5 0.75")
         self.check_milestones("lr_milestone_fractions")
 
     # ------------------------------------------------------------------ derived values
@@ -191,6 +161,3 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
         lt = f"-lt{self.imbalance_ratio:g}" if self.long_tailed else ""
         loss = self.loss + ("-drw" if self.drw else "")
         return f"{self.dataset}{lt}-{self.mode}-{self.transforms}-{loss}-s{self.seed}"
-
-    def replace(self, **changes) -> SupervisedConfig:
-        return dataclasses.replace(self, **changes)
