@@ -29,7 +29,7 @@ else:  # pragma: no cover
 
 __all__ = ["CONFIG_DIR", "COMMAND_CONFIGS", "ConfigError", "list_named_configs", "load_config_file",
            "add_dataclass_arguments", "build_config", "config_from_dict", "option_names", "canonical_options",
-           "renamed_options", "resume_options", "parse_options", "config_command", "check_config_command"]
+           "renamed_options", "resume_options", "flag", "parse_options", "config_command", "check_config_command"]
 
 C = TypeVar("C")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -145,7 +145,7 @@ def canonical_options(cls: type, data: dict[str, Any], notes: bool = True) -> di
             continue
         value = norm.pop(old)
         if notes:
-            print(f"note: --{old.replace('_', '-')} is deprecated; use --{new.replace('_', '-')}", file=sys.stderr)
+            print(f"note: {flag(old)} is deprecated; use {flag(new)}", file=sys.stderr)
         norm.setdefault(new, convert(value) if convert else value)
     return norm
 
@@ -170,14 +170,24 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config",
         raise ConfigError(f"invalid {source}: {e}") from e
 
 
+def flag(name: str) -> str:
+    """Option ``name``'s command-line spelling (``eval_every`` -> ``--eval-every``)."""
+    return "--" + name.replace("_", "-")
+
+
 def _as_flag(key: str, v: Any) -> str:
     """``key``'s command-line spelling with value ``v`` (``--eval-every 0``, ``--no-progress``)."""
-    flag = "--" + key.replace("_", "-")
     if isinstance(v, bool):
-        return flag if v else "--no-" + flag[2:]
-    if isinstance(v, (list, tuple)):
-        return f"{flag} " + " ".join(str(x) for x in v)
-    return f"{flag} {v}"
+        return flag(key) if v else "--no-" + flag(key)[2:]
+    return f"{flag(key)} " + (" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v))
+
+
+def _valid(cls: type, data: dict[str, Any], source: str) -> bool:
+    try:
+        config_from_dict(cls, data, source=source)
+    except ConfigError:
+        return False
+    return True
 
 
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
@@ -198,17 +208,11 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
     except ConfigError as e:
         if not explicit or str(e).startswith("unknown option"):
             raise
-        try:  # is the config (over the defaults) valid without the command line?
-            config_from_dict(cls, file_data, source=source)
-        except ConfigError:
+        if not _valid(cls, file_data, source):  # the config (over the defaults) is invalid without the command line
             raise e from None
 
         def fails(keys: list[str]) -> bool:
-            try:
-                config_from_dict(cls, {**file_data, **{k: explicit[k] for k in keys}}, source=source)
-            except ConfigError:
-                return True
-            return False
+            return not _valid(cls, {**file_data, **{k: explicit[k] for k in keys}}, source)
 
         culprits = [k for k in explicit if fails([k])]
         if not culprits:  # only a combination fails: keep a minimal set of options that still fails

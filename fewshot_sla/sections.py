@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .config import ConfigError, parse_options
+from .config import ConfigError, flag, parse_options
 from .engine.precision import AMP_MODES, normalize_amp
 
 __all__ = ["MODES", "RENAMED", "EpisodeShape", "Options", "Data", "Model", "Method", "Optim", "Device", "Run",
-           "option", "flag", "check_choice", "registered"]
+           "option", "check_choice", "registered"]
 
 MODES: tuple[str, ...] = ("baseline", "da", "sla", "sla+sd")
 #: old option names -> new ones (or (new, value converter)), for every config (one note each when used)
@@ -47,10 +47,6 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=md)
     return field(default=default, metadata=md)
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -93,7 +89,12 @@ class Options:
 
     def __post_init__(self) -> None:
         fields = dataclasses.fields(self)  # type: ignore[arg-type]
-        for f in fields:
+        for f in fields:  # tuples of the default's item type, dicts parsed from key=value text; then bounds
+            value = getattr(self, f.name)
+            if isinstance(f.default, tuple):
+                setattr(self, f.name, tuple(map(type(f.default[0]), value)) if f.default else tuple(value))
+            elif f.default_factory is dict:
+                setattr(self, f.name, parse_options(value, f.name))
             if "bounds" in f.metadata:
                 check_bounds(f.name, getattr(self, f.name), *f.metadata["bounds"])
         for klass in reversed(type(self).__mro__):
@@ -123,9 +124,6 @@ class Data(Options):
     val_split: str = option("val", "split of the validation episodes")
     val_episodes: int = option(2000, "fixed validation episodes (0: no validation)", ge=0)
 
-    def check(self) -> None:
-        self.dataset_options = parse_options(self.dataset_options, "dataset_options")
-
 
 @dataclass
 class Model(Options):
@@ -134,7 +132,6 @@ class Model(Options):
 
     def check(self) -> None:
         self.backbone = registered("backbone", self.backbone)
-        self.backbone_options = parse_options(self.backbone_options, "backbone_options")
 
 
 @dataclass
@@ -178,9 +175,6 @@ class Optim(Options):
     nesterov: bool = option(True, "Nesterov momentum")
     lr_factors: tuple[float, ...] = option((1.0, 0.06, 0.012, 0.0024), "lr factors before and after each milestone")
 
-    def check(self) -> None:
-        self.lr_factors = tuple(float(f) for f in self.lr_factors)
-
     def check_milestones(self, name: str) -> None:
         """The lr milestones (option ``name``) increase, with one more ``--lr-factors`` value."""
         milestones = getattr(self, name)
@@ -206,7 +200,7 @@ class Device(Options):
 
 @dataclass
 class Run(Options):
-    """Seeding, processes, the run directory and logging; the pipeline names its runs (:meth:`run_name`)."""
+    """Seeding, processes, the run directory and logging; a pipeline names its runs (``run_name()``)."""
 
     seed: int = option(0, "seed of initialisation, sampling and augmentation")
     accumulate: int = option(1, "split each step into this many chunks (one forward/backward each): one process "
@@ -220,9 +214,6 @@ class Run(Options):
     runs_root: str = option("runs", "parent of auto-named run directories")
     log_every: int = option(100, "steps between metrics.jsonl records of the training loss", ge=1)
     quiet: bool = option(False, "no progress bars or epoch lines", resume=True)
-
-    def run_name(self) -> str:
-        raise NotImplementedError
 
     def default_run_dir(self) -> str:
         """``RUNS_ROOT/<run_name()>``: where a run goes without ``--run-dir``."""

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import ConfigError, config_from_dict, resume_options
+from ..config import ConfigError, config_from_dict, flag, resume_options
 from ..runs import RunDir
 
 __all__ = ["resume_config"]
@@ -16,7 +16,7 @@ C = TypeVar("C")
 
 
 def _flags(names: Any) -> str:
-    return ", ".join("--" + n.replace("_", "-") for n in names)
+    return ", ".join(map(flag, names))
 
 
 def resume_config(cls: type[C], run_dir: str | Path, overrides: dict[str, Any] | None,

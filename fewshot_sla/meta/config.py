@@ -73,7 +73,6 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                                             "(MetaOptNet's x0.06 from its 1-based epoch 20 on: 19)")
     warmup_epochs: int = option(0, "linear lr warm-up epochs", ge=0)
 
-    # -- derived ----------------------------------------------------------------------------
     @property
     def train_shape(self) -> EpisodeShape:
         return EpisodeShape(self.n_way, self.k_shot, self.n_query)
@@ -112,26 +111,21 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return f"{self.dataset}-{self.backbone}-{self.head}-{self.mode.replace('+', '')}-{stamp}"
 
-    # -- checks -----------------------------------------------------------------------------
     def check(self) -> None:
         self.head = registered("head", self.head)
-        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         tset = get_transform_set(self.transforms)
         if (self.dataset == "omniglot" and self.dataset_options.get("rotate_classes")
                 and self.mode != "baseline" and len(tset.rotations) > 1):
             from ..data.omniglot import ROTATE_CLASSES_CONFLICT
 
-            raise ConfigError(
-                f"--dataset-options rotate_classes=true with --mode {self.mode} --transforms {self.transforms}: "
-                f"{ROTATE_CLASSES_CONFLICT} Drop rotate_classes=true, or train --mode baseline"
-            )
+            raise ConfigError(f"--dataset-options rotate_classes=true with --mode {self.mode} --transforms "
+                              f"{self.transforms}: {ROTATE_CLASSES_CONFLICT} Drop rotate_classes=true, or train "
+                              "--mode baseline")
         check_world_size(self, 1)
         if self.episodes_per_epoch % self.tasks_per_batch:
-            raise ConfigError(
-                f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "
-                f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
-                f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}"
-            )
+            raise ConfigError(f"--episodes-per-epoch {self.episodes_per_epoch} is not a multiple of --tasks-per-batch "
+                              f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
+                              f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}")
         self.check_milestones("lr_milestones")
 
 
@@ -185,8 +179,5 @@ class EvalConfig(Device):
     quiet: bool = option(False, "no progress bar")
 
     def check(self) -> None:
-        self.compare = tuple(self.compare)
-        self.inferences = tuple(self.inferences)
-        self.dataset_options = parse_options(self.dataset_options, "dataset_options")
         if self.head:
             self.head = registered("head", self.head)

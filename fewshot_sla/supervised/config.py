@@ -1,17 +1,11 @@
-"""Configuration of the supervised (standard and long-tailed) pipeline: :class:`SupervisedConfig`, made of
-the sections of :mod:`fewshot_sla.sections`.
+"""Configuration of the supervised (standard and long-tailed) pipeline, made of :mod:`fewshot_sla.sections`.
 
-Its defaults are the SLA authors' recipe for standard CIFAR (ResNet-32, SGD lr 0.1, momentum 0.9, weight
-decay 1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out validation images). Cao
-et al.'s long-tailed LDAM-DRW recipe (200 epochs, 5 warm-up epochs, lr x0.01/x0.0001 at epochs 160/180,
-weight decay 2e-4, DRW from epoch 160) is the named config ``supervised_cifar10_lt100`` (and its
-siblings). Long-tailed training sets are cut from the *full* training set as Cao et al.'s (no validation
-hold-out: ``val_size`` unset means 5,000 for balanced runs and 0 for long-tailed ones).
-
-Schedules are *fractions of the run*, so a shortened run keeps their shape (``lr_milestone_fractions =
-(0.8, 0.9)`` with 200 epochs: epochs 160 and 180). The run's unit is the epoch when ``epochs > 0``
-(a fresh permutation each, the last batch smaller), otherwise the iteration; the warm-up ramps per
-iteration unless ``warmup_by = "epoch"`` (Cao et al.: epoch e < 5 at (e+1)/5 of the lr).
+The defaults are the SLA authors' standard-CIFAR recipe (ResNet-32, SGD lr 0.1, momentum 0.9, weight decay
+1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out validation images); Cao et al.'s
+long-tailed LDAM-DRW recipe is the named config ``supervised_cifar10_lt100`` (and siblings). Long-tailed sets
+are cut from the *full* training set, so they hold nothing out (``val_size`` unset: 5,000 or 0). Schedules
+are *fractions of the run* (a shortened run keeps their shape), whose unit is the epoch when ``epochs > 0``
+(a fresh permutation each), else the iteration; ``warmup_by = "epoch"`` ramps the warm-up per epoch.
 """
 
 from __future__ import annotations
@@ -92,16 +86,13 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
     stop_after: int = option(0, "stop (with a checkpoint) after this many iterations (0 = off)", resume=True, ge=0)
     plot: bool = option(True, "write curves.png at the end (needs matplotlib)", resume=True)
 
-    # ------------------------------------------------------------------ checks
     def check(self) -> None:
-        """Raise :class:`ConfigError` naming the option and the fix for any invalid value."""
-        self.lr_milestone_fractions = tuple(float(v) for v in self.lr_milestone_fractions)
         self.dataset = registered("dataset", self.dataset)
         if self.warmup_by == "epoch" and self.epochs == 0:
             raise ConfigError("--warmup-by epoch needs an epoch-based run (--epochs > 0); use --warmup-by iteration")
         if self.val_episodes and not self.fewshot_dataset:
-            raise ConfigError(f"--val-episodes needs a few-shot dataset (its --val-split classes are not the training "
-                              f"classes); {self.dataset} has the same classes in every split: use --val-size")
+            raise ConfigError(f"--val-episodes needs a few-shot dataset; {self.dataset} has the same classes in every "
+                              "split: use --val-size")
         if self.val_episodes and self.val_size:
             raise ConfigError("--val-episodes and --val-size are two validation criteria; pass one of them")
         if self.mode == "baseline" and self.transforms != "none":
@@ -113,15 +104,12 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
         if self.batch_size % self.accumulate:
             raise ConfigError(f"--batch-size {self.batch_size} does not split into --accumulate {self.accumulate} "
                               f"equal chunks; use a --batch-size that is a multiple of {self.accumulate}")
-        if self.val_size and self.imbalance_ratio > 1.0:
-            raise ConfigError(
-                f"--val-size {self.val_size} with --imbalance-ratio {self.imbalance_ratio:g}: the long-tailed set is "
-                "cut from the full training set (Cao et al.; its largest class keeps every image), so nothing is "
-                "left to hold out; drop --val-size (or pass 0: no validation, the last checkpoint is reported), "
-                "e.g. with --config supervised_<dataset>_lt<R>")
+        if self.val_size and self.long_tailed:
+            raise ConfigError(f"--val-size {self.val_size} with --imbalance-ratio {self.imbalance_ratio:g}: the long-"
+                              "tailed set keeps every image of its largest class, nothing is left to hold out; drop "
+                              "--val-size (or pass 0), e.g. with --config supervised_<dataset>_lt<R>")
         self.check_milestones("lr_milestone_fractions")
 
-    # ------------------------------------------------------------------ derived values
     @property
     def val_shape(self) -> EpisodeShape:
         """The shape of the validation episodes (``val_episodes`` > 0)."""
@@ -133,16 +121,14 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
 
     @property
     def validation_size(self) -> int:
-        """Images held out for validation: ``val_size``, or when unset ``DEFAULT_VAL_SIZE``
-        (balanced runs) / 0 (long-tailed runs)."""
+        """Images held out for validation: ``val_size``; unset, ``DEFAULT_VAL_SIZE`` for balanced runs."""
         if self.val_size is not None:
             return int(self.val_size)
         return 0 if self.long_tailed or self.fewshot_dataset else DEFAULT_VAL_SIZE
 
     @property
     def fewshot_dataset(self) -> bool:
-        """A few-shot benchmark (class-disjoint splits): training on its training classes, no
-        base-class test set (the test is few-shot episodes, ``fewshot-sla eval``)."""
+        """A few-shot benchmark (class-disjoint splits; its test is episodes, ``fewshot-sla eval``)."""
         from ..data import dataset_info
 
         return dataset_info(self.dataset).fewshot
