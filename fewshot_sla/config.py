@@ -141,20 +141,17 @@ def canonical_options(cls: type, data: dict[str, Any], notes: bool = True) -> di
     ``notes``, one line on stderr per old spelling used (the value given under the new name wins)."""
     norm = {k.replace("-", "_"): v for k, v in data.items()}
     for old, (new, convert) in renamed_options(cls).items():
-        if old not in norm:
-            continue
-        value = norm.pop(old)
-        if notes:
-            print(f"note: {flag(old)} is deprecated; use {flag(new)}", file=sys.stderr)
-        norm.setdefault(new, convert(value) if convert else value)
+        if old in norm:
+            value = norm.pop(old)
+            if notes:
+                print(f"note: {flag(old)} is deprecated; use {flag(new)}", file=sys.stderr)
+            norm.setdefault(new, convert(value) if convert else value)
     return norm
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config", notes: bool = True) -> C:
-    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones.
-
-    Old option names (:func:`renamed_options`) are accepted; ``notes`` prints a one-line
-    deprecation note for each (off for configs saved by earlier versions)."""
+    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones. Old option names
+    are accepted, with a one-line note each when ``notes`` (off for configs saved by earlier versions)."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     norm = canonical_options(cls, data, notes)
     if unknown := sorted(set(norm) - names):
@@ -192,12 +189,9 @@ def _valid(cls: type, data: dict[str, Any], source: str) -> bool:
 
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
                  config: str | Path | None = None) -> C:
-    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance.
-
-    An invalid result is blamed on its source: when the defaults and the config file alone
-    are valid, the error names the command-line option(s) whose value made it invalid
-    (``invalid command-line option --eval-every 0: ...``), otherwise the config file.
-    """
+    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance. An invalid result
+    is blamed on its source: the command-line option(s) whose value made it invalid when the defaults and the
+    config file alone are valid (``invalid command-line option --eval-every 0: ...``), else the config file."""
     file_data: dict[str, Any] = load_config_file(config) if config is not None else {}
     explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     names = option_names(cls)
@@ -253,11 +247,8 @@ def check_config_command(config: str | Path | None, command: str) -> None:
 
 
 def parse_options(value: Any, name: str) -> dict[str, Any]:
-    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict.
-
-    Values are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` ->
-    list), else kept as strings. Used for ``--backbone-options`` and ``--dataset-options``.
-    """
+    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict: values
+    are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` -> list), else kept as strings."""
     if value is None or value == "":
         return {}
     if isinstance(value, dict):

@@ -19,8 +19,7 @@ from ..transforms import get_transform_set
 __all__ = ["MODES", "INFERENCES", "REPORTED_INFERENCE", "MetaTrainConfig", "EvalConfig", "parse_options",
            "check_against_data", "check_world_size", "meta_config_names"]
 
-#: inferences each mode supports, in report order, and the one it reports (and selects best.pt
-#: by): the meta rows of the one table in :mod:`fewshot_sla.inferences`
+#: inferences of each mode (report order) and the one it reports: the meta rows of :mod:`fewshot_sla.inferences`
 INFERENCES: dict[str, tuple[str, ...]] = _INFERENCES["meta"]
 REPORTED_INFERENCE: dict[str, str] = _REPORTED["meta"]
 
@@ -39,7 +38,6 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     (shots, label smoothing, augmentation, DropBlock, ...) are the named configs ``metaoptnet_<head>_<dataset>``.
     """
 
-    # -- data -------------------------------------------------------------------------------
     train_split: str = option("train", "split used for meta-training")
     test_split: str = option("test", "split of the final test (with --test-episodes)")
     test_episodes: int = option(0, "evaluate best.pt on this many test episodes at the end", resume=True, ge=0)
@@ -53,9 +51,8 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     learn_scale: bool = option(True, "learnable logit scale (MetaOptNet's; starts at --scale-init)")
     scale_init: float = option(1.0, "initial logit scale(s) (MetaOptNet's: 1.0; a ridge head learns best from near "
                                "its best scale on validation episodes: benchmarks/logit_scale.py)", gt=0)
-    # -- method -----------------------------------------------------------------------------
+    # -- loss and episodes ------------------------------------------------------------------
     label_smoothing: float = option(0.0, "MetaOptNet label smoothing eps of the training loss", ge=0, lt=1)
-    # -- episodes ---------------------------------------------------------------------------
     n_way: int = option(5, "classes per training episode", ge=2)
     k_shot: int = option(5, "support images per class in training episodes", ge=1)
     n_query: int = option(6, "query images per class in training episodes", ge=1)
