@@ -6,7 +6,7 @@ command line is generated from the fields (``--field-name``), a named or file co
 
     defaults (dataclass)  <  --config NAME_OR_FILE.toml  <  --option value
 
-Field metadata ``help`` (and optionally ``choices``) documents each option.
+Field metadata ``help`` (and optionally ``choices``) documents each option; see :mod:`fewshot_sla.sections`.
 """
 
 from __future__ import annotations
@@ -20,26 +20,16 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .registry import Registry
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = [
-    "CONFIG_DIR",
-    "ConfigError",
-    "list_named_configs",
-    "load_config_file",
-    "add_dataclass_arguments",
-    "build_config",
-    "config_from_dict",
-    "option_names",
-    "canonical_options",
-    "renamed_options",
-    "parse_options",
-    "config_command",
-    "check_config_command",
-]
+__all__ = ["CONFIG_DIR", "COMMAND_CONFIGS", "ConfigError", "list_named_configs", "load_config_file",
+           "add_dataclass_arguments", "build_config", "config_from_dict", "option_names", "canonical_options",
+           "renamed_options", "resume_options", "flag", "parse_options", "config_command", "check_config_command"]
 
 C = TypeVar("C")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -60,10 +50,8 @@ def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
     if not p.exists():
         named = CONFIG_DIR / f"{name_or_path}.toml"
         if not named.exists():
-            raise ConfigError(
-                f"config '{name_or_path}' is neither a file nor a named config; named configs: "
-                f"{', '.join(list_named_configs()) or '(none)'}"
-            )
+            raise ConfigError(f"config '{name_or_path}' is neither a file nor a named config; named configs: "
+                              f"{', '.join(list_named_configs()) or '(none)'}")
         p = named
     try:
         data = tomllib.loads(p.read_text())
@@ -131,12 +119,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
 
 
 def renamed_options(cls: type) -> dict[str, tuple[str, Any]]:
-    """Old option name -> (new name, value converter) of ``cls`` (its ``RENAMED`` class
-    attribute: ``{"old": "new"}`` or ``{"old": ("new", convert)}``)."""
-    out = {}
-    for old, new in getattr(cls, "RENAMED", {}).items():
-        out[old] = new if isinstance(new, tuple) else (new, None)
-    return out
+    """Old option name -> (new name, value converter) of ``cls``: the entries of its ``RENAMED`` table
+    (``{"old": "new"}`` or ``{"old": ("new", convert)}``) whose new name is a field and old name is not."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    pairs = ((old, new if isinstance(new, tuple) else (new, None)) for old, new in getattr(cls, "RENAMED", {}).items())
+    return {old: new for old, new in pairs if new[0] in fields and old not in fields}
 
 
 def option_names(cls: type) -> set[str]:
@@ -144,32 +131,32 @@ def option_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init} | set(renamed_options(cls))
 
 
+def resume_options(cls: type) -> tuple[str, ...]:
+    """The options of ``cls`` that ``--resume`` may change: its fields marked ``resume`` (same numbers)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resume"))
+
+
 def canonical_options(cls: type, data: dict[str, Any], notes: bool = True) -> dict[str, Any]:
     """``data`` with ``-`` spelled ``_`` and renamed options under their new names; with
     ``notes``, one line on stderr per old spelling used (the value given under the new name wins)."""
     norm = {k.replace("-", "_"): v for k, v in data.items()}
     for old, (new, convert) in renamed_options(cls).items():
-        if old not in norm:
-            continue
-        value = norm.pop(old)
-        if notes:
-            print(f"note: --{old.replace('_', '-')} is deprecated; use --{new.replace('_', '-')}", file=sys.stderr)
-        norm.setdefault(new, convert(value) if convert else value)
+        if old in norm:
+            value = norm.pop(old)
+            if notes:
+                print(f"note: {flag(old)} is deprecated; use {flag(new)}", file=sys.stderr)
+            norm.setdefault(new, convert(value) if convert else value)
     return norm
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config", notes: bool = True) -> C:
-    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones.
-
-    Old option names (:func:`renamed_options`) are accepted; ``notes`` prints a one-line
-    deprecation note for each (off for configs saved by earlier versions)."""
+    """Build ``cls`` from a dict, with an error naming any unknown key and the valid ones. Old option names
+    are accepted, with a one-line note each when ``notes`` (off for configs saved by earlier versions)."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     norm = canonical_options(cls, data, notes)
-    unknown = sorted(set(norm) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
-        )
+    if unknown := sorted(set(norm) - names):
+        raise ConfigError(f"unknown option(s) in {source}: {', '.join(unknown)}; valid options: "
+                          f"{', '.join(sorted(names))}")
     types_ = _field_types(cls)
     for k, v in list(norm.items()):
         if typing.get_origin(types_[k]) is tuple and isinstance(v, list):
@@ -180,24 +167,31 @@ def config_from_dict(cls: type[C], data: dict[str, Any], source: str = "config",
         raise ConfigError(f"invalid {source}: {e}") from e
 
 
+def flag(name: str) -> str:
+    """Option ``name``'s command-line spelling (``eval_every`` -> ``--eval-every``)."""
+    return "--" + name.replace("_", "-")
+
+
 def _as_flag(key: str, v: Any) -> str:
     """``key``'s command-line spelling with value ``v`` (``--eval-every 0``, ``--no-progress``)."""
-    flag = "--" + key.replace("_", "-")
     if isinstance(v, bool):
-        return flag if v else "--no-" + flag[2:]
-    if isinstance(v, (list, tuple)):
-        return f"{flag} " + " ".join(str(x) for x in v)
-    return f"{flag} {v}"
+        return flag(key) if v else "--no-" + flag(key)[2:]
+    return f"{flag(key)} " + (" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v))
+
+
+def _valid(cls: type, data: dict[str, Any], source: str) -> bool:
+    try:
+        config_from_dict(cls, data, source=source)
+    except ConfigError:
+        return False
+    return True
 
 
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
                  config: str | Path | None = None) -> C:
-    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance.
-
-    An invalid result is blamed on its source: when the defaults and the config file alone
-    are valid, the error names the command-line option(s) whose value made it invalid
-    (``invalid command-line option --eval-every 0: ...``), otherwise the config file.
-    """
+    """Layer dataclass defaults < config file < explicit options into a ``cls`` instance. An invalid result
+    is blamed on its source: the command-line option(s) whose value made it invalid when the defaults and the
+    config file alone are valid (``invalid command-line option --eval-every 0: ...``), else the config file."""
     file_data: dict[str, Any] = load_config_file(config) if config is not None else {}
     explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     names = option_names(cls)
@@ -208,17 +202,11 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
     except ConfigError as e:
         if not explicit or str(e).startswith("unknown option"):
             raise
-        try:  # is the config (over the defaults) valid without the command line?
-            config_from_dict(cls, file_data, source=source)
-        except ConfigError:
+        if not _valid(cls, file_data, source):  # the config (over the defaults) is invalid without the command line
             raise e from None
 
         def fails(keys: list[str]) -> bool:
-            try:
-                config_from_dict(cls, {**file_data, **{k: explicit[k] for k in keys}}, source=source)
-            except ConfigError:
-                return True
-            return False
+            return not _valid(cls, {**file_data, **{k: explicit[k] for k in keys}}, source)
 
         culprits = [k for k in explicit if fails([k])]
         if not culprits:  # only a combination fails: keep a minimal set of options that still fails
@@ -232,30 +220,19 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
         raise ConfigError(f"invalid command-line {what} {opts}: {reason}") from None
 
 
-# keys that only one command's configs hold: a config file is told apart by them
-_COMMAND_KEYS: dict[str, frozenset[str]] = {
-    "meta-train": frozenset({"n_way", "k_shot", "n_query", "head", "tasks_per_batch", "episodes_per_epoch",
-                             "eval_way", "eval_shot"}),
-    "supervised": frozenset({"iterations", "batch_size", "imbalance_ratio", "loss", "drw", "joint_loss",
-                             "val_size", "eval_every"}),
-}
+#: the config class of each training command, registered by the pipelines (tells their config files apart)
+COMMAND_CONFIGS = Registry("command", "the command")
 
 
 def config_command(config: str | Path) -> str | None:
-    """The command a config is for: ``"supervised"`` or ``"meta-train"``; ``None`` when unknown.
-
-    A named config's name tells (``supervised_*`` are the supervised pipeline's); a file is
-    told apart by keys that only one command has (``n_way``, ``head``, ... vs
-    ``batch_size``, ``iterations``, ...).
-    """
-    p = Path(config)
-    if not p.exists() and (CONFIG_DIR / f"{config}.toml").exists():
-        return "supervised" if str(config).startswith("supervised") else "meta-train"
+    """The command (of :data:`COMMAND_CONFIGS`) a config file or named config is for, told by the keys that
+    only one command's config class has (``n_way``, ``head``, ... vs ``batch_size``, ...); ``None`` if unknown."""
     try:
         keys = {k.replace("-", "_") for k in load_config_file(config)}
     except ConfigError:
         return None
-    found = [cmd for cmd, marks in _COMMAND_KEYS.items() if keys & marks]
+    names = {cmd: option_names(cls) for cmd, cls in COMMAND_CONFIGS.items()}
+    found = [cmd for cmd, own in names.items() if keys & own.difference(*(v for c, v in names.items() if c != cmd))]
     return found[0] if len(found) == 1 else None
 
 
@@ -266,16 +243,12 @@ def check_config_command(config: str | Path | None, command: str) -> None:
         return
     owner = config_command(config)
     if owner is not None and owner != command:
-        kind = "a supervised" if owner == "supervised" else "a meta-training"
-        raise ConfigError(f"{config} is {kind} config; use fewshot-sla {owner} --config {config}")
+        raise ConfigError(f"{config} is a {owner} config; use fewshot-sla {owner} --config {config}")
 
 
 def parse_options(value: Any, name: str) -> dict[str, Any]:
-    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict.
-
-    Values are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` ->
-    list), else kept as strings. Used for ``--backbone-options`` and ``--dataset-options``.
-    """
+    """Parse a ``key=value,key=value`` string (or a JSON object string, or a dict) into a dict: values
+    are read as JSON when possible (``16`` -> int, ``true`` -> bool, ``[1,2]`` -> list), else kept as strings."""
     if value is None or value == "":
         return {}
     if isinstance(value, dict):
@@ -290,18 +263,14 @@ def parse_options(value: Any, name: str) -> dict[str, Any]:
             raise ConfigError(f"{name}: invalid JSON object {text!r} ({e})") from e
         return parse_options(obj, name)
     out: dict[str, Any] = {}
-    for item in _split_top_level(text):
-        item = item.strip()
-        if not item:
-            continue
+    for item in filter(None, (i.strip() for i in _split_top_level(text))):
         if "=" not in item:
             raise ConfigError(f"{name}: expected key=value, got {item!r} (example: {name.replace('_', '-')} hidden=16)")
         k, v = (s.strip() for s in item.split("=", 1))
         try:
             out[k.replace("-", "_")] = json.loads(v)
         except json.JSONDecodeError:
-            lowered = v.lower()
-            out[k.replace("-", "_")] = {"true": True, "false": False}.get(lowered, v)
+            out[k.replace("-", "_")] = {"true": True, "false": False}.get(v.lower(), v)
     return out
 
 

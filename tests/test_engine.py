@@ -215,7 +215,7 @@ def test_old_spellings_of_supervised_options_still_work_with_a_note(tmp_path, ca
     assert saved.run_dir == "x" and not saved.quiet and capsys.readouterr().err == ""
     # the new name wins over the old one
     assert build_config(SupervisedConfig, {"out_dir": "a", "run_dir": "b"}).run_dir == "b"
-    assert build_config(MetaTrainConfig, {"out_dir": "parent"}).runs_root == "parent"
+    assert build_config(MetaTrainConfig, {"out_dir": "mine"}).run_dir == "mine"  # one table: out_dir -> run_dir
 
 
 def test_both_commands_speak_one_dialect():

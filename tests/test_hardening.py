@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from fewshot_sla.cli import main
-from fewshot_sla.config import _COMMAND_KEYS, ConfigError, build_config, check_config_command, config_command
+from fewshot_sla.config import (
+    COMMAND_CONFIGS,
+    ConfigError,
+    build_config,
+    check_config_command,
+    config_command,
+    list_named_configs,
+)
 from fewshot_sla.guards import NonFiniteLossError, check_finite_loss
 from fewshot_sla.runs import (
     NonFiniteStateError,
@@ -195,7 +202,7 @@ def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys, few
 def test_config_of_the_other_command_is_one_line(tmp_path, capsys):
     one_line_error(capsys, ["meta-train", "--config", "supervised_cifar10"],
                    "supervised_cifar10 is a supervised config; use fewshot-sla supervised --config supervised_cifar10")
-    one_line_error(capsys, ["supervised", "--config", "omniglot_conv4_sla"], "omniglot_conv4_sla is a meta-training "
+    one_line_error(capsys, ["supervised", "--config", "omniglot_conv4_sla"], "omniglot_conv4_sla is a meta-train "
                    "config; use fewshot-sla meta-train --config omniglot_conv4_sla")
     f = tmp_path / "mine.toml"
     f.write_text("batch_size = 64\niterations = 100\n")
@@ -207,18 +214,28 @@ def test_config_of_the_other_command_is_one_line(tmp_path, capsys):
     check_config_command(None, "supervised")
 
 
-def test_command_marker_keys_belong_to_one_command_only():
-    from fewshot_sla.meta.config import MetaTrainConfig
-    from fewshot_sla.supervised.config import SupervisedConfig
+def test_config_command_is_told_by_the_option_names_of_the_registered_config_classes(tmp_path):
+    from fewshot_sla.config import CONFIG_DIR
 
-    meta = {f.name for f in dataclasses.fields(MetaTrainConfig)}
-    sup = {f.name for f in dataclasses.fields(SupervisedConfig)}
-    assert _COMMAND_KEYS["meta-train"] <= meta - sup
-    assert _COMMAND_KEYS["supervised"] <= sup - meta
-    for name in ("omniglot_conv4_sla", "metaoptnet_svm_miniimagenet_sla", "supervised_cifar10_lt100"):
-        from fewshot_sla.config import CONFIG_DIR
+    for name in list_named_configs():  # the naming convention agrees with the keys of every shipped config
+        expected = "supervised" if name.startswith("supervised") else "meta-train"
+        assert config_command(name) == config_command(CONFIG_DIR / f"{name}.toml") == expected, name
 
-        assert config_command(CONFIG_DIR / f"{name}.toml") == config_command(name)
+    @dataclasses.dataclass
+    class Toy:
+        lr: float = 0.1
+        toy_steps: int = 1
+
+    f = tmp_path / "toy.toml"
+    f.write_text("lr = 0.2\ntoy_steps = 3\n")
+    assert config_command(f) is None  # no command has toy_steps
+    COMMAND_CONFIGS.register("toy")(Toy)
+    try:
+        assert config_command(f) == "toy"
+        with pytest.raises(ConfigError, match=f"{f} is a toy config; use fewshot-sla toy --config {f}"):
+            check_config_command(f, "meta-train")
+    finally:
+        del COMMAND_CONFIGS["toy"]
 
 
 # --------------------------------------------------------------------------- blame the option

@@ -102,7 +102,11 @@ def test_parse_options_forms():
     (dict(optimizer="rmsprop"), "--optimizer must be one of sgd, adam"),
     (dict(mode="mt"), "--mode must be one of"),
     (dict(transforms="jigsaw"), "unknown transform set"),
-    (dict(n_way=1), "at least 2 ways"),
+    (dict(n_way=1), "--n-way must be a number >= 2, got 1"),
+    (dict(eval_way=1), "--eval-way must be a number >= 2, got 1"),
+    (dict(sd_start=float("nan")), r"--sd-start must be in \[0, 1\), got nan"),
+    (dict(lr_milestones=(3, 2), lr_factors=(1.0, 0.1, 0.01)), "--lr-milestones must be increasing"),
+    (dict(amp="fp8"), "--amp must be one of none, bf16, fp16, got 'fp8'"),
     (dict(scale_init=0.0), "--scale-init must be a finite number > 0"),
     (dict(scale_init=float("inf")), "--scale-init must be a finite number > 0"),
     (dict(scale_init=float("nan")), "--scale-init must be a finite number > 0"),
@@ -169,3 +173,68 @@ def test_bad_svm_iterations_and_unknown_config_are_one_line_errors(tmp_path, cap
     assert "omniglot_conv4_sla" in err
     err = _one_line_error(capsys, ["eval", "--checkpoint", str(tmp_path / "missing.pt")], "checkpoint not found")
     assert len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- one vocabulary of both pipelines
+def test_resume_options_are_the_fields_marked_resume_and_todays_sets():
+    from fewshot_sla.config import resume_options
+    from fewshot_sla.supervised.config import SupervisedConfig
+
+    # the two allow-lists of the previous version, written out by hand
+    assert set(resume_options(MetaTrainConfig)) == {
+        "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes", "dist_timeout",
+        "deterministic", "accumulate"}
+    assert set(resume_options(SupervisedConfig)) == {
+        "device", "quiet", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir", "dist_timeout",
+        "accumulate", "num_threads", "deterministic"}
+
+
+def test_episode_shapes_of_training_validation_and_test():
+    from fewshot_sla.sections import EpisodeShape
+    from fewshot_sla.supervised.config import SupervisedConfig
+
+    cfg = MetaTrainConfig(n_way=7, k_shot=2, n_query=3, eval_way=4, eval_shot=1, eval_query=9)
+    assert cfg.train_shape == EpisodeShape(way=7, shot=2, query=3)
+    assert cfg.val_shape == cfg.test_shape == EpisodeShape(4, 1, 9)
+    assert SupervisedConfig(val_way=3, val_shot=2, val_query=5).val_shape == EpisodeShape(3, 2, 5)
+    with pytest.raises(AttributeError):
+        cfg.train_shape.way = 3  # frozen
+
+
+def test_one_table_of_old_spellings_and_one_transforms_rule(capsys):
+    from fewshot_sla.supervised.config import SupervisedConfig
+
+    sup = build_config(SupervisedConfig, {"lr_milestones": [0.25, 0.5], "out_dir": "a"})
+    assert sup.lr_milestone_fractions == (0.25, 0.5) and sup.run_dir == "a"
+    assert "note: --lr-milestones is deprecated; use --lr-milestone-fractions" in capsys.readouterr().err
+    meta = build_config(MetaTrainConfig, {"lr_milestones": [2, 4], "lr_factors": [1, 0.1, 0.01], "out_dir": "b"})
+    assert meta.lr_milestones == (2, 4) and meta.lr_factors == (1.0, 0.1, 0.01) and meta.run_dir == "b"
+    assert "lr-milestones is deprecated" not in capsys.readouterr().err  # meta-train's own option (epochs)
+    for cls in (MetaTrainConfig, SupervisedConfig):
+        assert [cls(mode=m).transforms for m in ("baseline", "da", "sla", "sla+sd")] == \
+            ["none", "rotation", "rotation", "rotation"]
+
+
+@pytest.mark.parametrize("cls_name", ["MetaTrainConfig", "SupervisedConfig", "EvalConfig"])
+def test_every_bounded_option_refuses_a_value_just_outside_its_bounds(cls_name):
+    import dataclasses
+
+    from fewshot_sla.meta import config as meta_config
+    from fewshot_sla.supervised.config import SupervisedConfig
+
+    cls = {"SupervisedConfig": SupervisedConfig}.get(cls_name) or getattr(meta_config, cls_name)
+    checked = 0
+    for f in dataclasses.fields(cls):
+        if "bounds" not in f.metadata:
+            continue
+        ge, gt, lt, le = f.metadata["bounds"]
+        tuple_field = isinstance(f.default, tuple)
+        for bad in [ge - 1 if ge is not None else None, gt, lt, le + 0.5 if le is not None else None]:
+            if bad is None:
+                continue
+            value = (bad,) if tuple_field else bad
+            extra = {"lr_factors": (1.0, 0.1)} if tuple_field else {}
+            with pytest.raises(ConfigError, match="--" + f.name.replace("_", "-") + " must be"):
+                cls(**{f.name: value, **extra})
+            checked += 1
+    assert checked >= 5

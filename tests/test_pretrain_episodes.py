@@ -136,7 +136,7 @@ def test_rfs_configs_run_rfs_schedule_and_backbone(name):
     cfg = build_config(SupervisedConfig, {}, config=name)
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (0.05, 0.9, 5e-4, 64, 100)
     assert cfg.fewshot_dataset and cfg.validation_size == 0 and cfg.augment == "metaoptnet"
-    assert cfg.transform_name == ("rotation" if name.endswith("_sla") else "none")
+    assert cfg.transforms == ("rotation" if name.endswith("_sla") else "none")
     n = 38400  # 64 classes x 600 images (mini-ImageNet, CIFAR-FS)
     sched = make_schedule(cfg, n)
     ipe = math.ceil(n / 64)

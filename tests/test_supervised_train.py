@@ -124,8 +124,8 @@ def test_long_tailed_configs_normalise_as_ldam_drw(name):
 
 def test_training_uses_the_per_epoch_warm_up(tmp_path):
     # 52 long-tailed images (30, 13, 6, 3), batch 8: 7 iterations per epoch; the lr logged at every step
-    cfg = tiny_cfg(tmp_path, imbalance_ratio=10.0, epochs=4, warmup=0.5, warmup_by="epoch", lr_milestones=(0.75,),
-                   lr_factors=(1.0, 0.01), log_every=1, eval_every=4, lr=0.2)
+    cfg = tiny_cfg(tmp_path, imbalance_ratio=10.0, epochs=4, warmup=0.5, warmup_by="epoch",
+                   lr_milestone_fractions=(0.75,), lr_factors=(1.0, 0.01), log_every=1, eval_every=4, lr=0.2)
     run_training(cfg, data=prepare_data(TRAIN, TEST, cfg))
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
            if r["kind"] == "train"]
@@ -409,13 +409,13 @@ def test_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match="M > 1"):
         SupervisedConfig(mode="sla", transforms="none")
     with pytest.raises(ConfigError, match="lr-factors"):
-        SupervisedConfig(lr_milestones=(0.5,), lr_factors=(1.0, 0.1, 0.01))
+        SupervisedConfig(lr_milestone_fractions=(0.5,), lr_factors=(1.0, 0.1, 0.01))
     with pytest.raises(ConfigError, match="imbalance-ratio"):
         SupervisedConfig(imbalance_ratio=0.5)
     with pytest.raises(ConfigError, match="key=value"):
         SupervisedConfig(backbone_options="width")
-    assert SupervisedConfig(mode="baseline").transform_name == "none"
-    assert SupervisedConfig(mode="da").transform_name == "rotation"
+    assert SupervisedConfig(mode="baseline").transforms == "none"  # the one default rule of --transforms auto
+    assert SupervisedConfig(mode="da").transforms == "rotation"
 
 
 def test_cli_train_evaluate_resume_on_official_batches(tmp_path, capsys, write_cifar10_batches):

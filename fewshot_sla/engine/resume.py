@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import ConfigError, config_from_dict
+from ..config import ConfigError, config_from_dict, flag, resume_options
 from ..runs import RunDir
 
 __all__ = ["resume_config"]
@@ -16,20 +16,22 @@ C = TypeVar("C")
 
 
 def _flags(names: Any) -> str:
-    return ", ".join("--" + n.replace("_", "-") for n in names)
+    return ", ".join(map(flag, names))
 
 
-def resume_config(cls: type[C], run_dir: str | Path, overrides: dict[str, Any] | None, allowed: tuple[str, ...],
+def resume_config(cls: type[C], run_dir: str | Path, overrides: dict[str, Any] | None,
                   reset: dict[str, Any] | None = None) -> C:
-    """The config of the run in ``run_dir`` with the ``overrides`` in ``allowed`` applied.
+    """The config of the run in ``run_dir`` with the ``overrides`` that ``--resume`` may change applied.
 
     Args:
         cls: the pipeline's config dataclass (its ``run_dir`` field is set to ``run_dir``).
-        overrides: options given with ``--resume``; one outside ``allowed`` that differs from
-            the saved value is refused in one line (it would change the run's numbers).
+        overrides: options given with ``--resume``; one not marked ``resume`` in ``cls``'s field
+            metadata (:func:`~fewshot_sla.config.resume_options`) that differs from the saved
+            value is refused in one line (it would change the run's numbers).
         reset: values applied before the overrides (per-invocation options such as
             ``stop_after = 0``).
     """
+    allowed = resume_options(cls)
     run = Path(run_dir)
     RunDir(run, enabled=False).require_checkpoint("--resume")  # one line: why it cannot be resumed
     source = str(run / "config.json")

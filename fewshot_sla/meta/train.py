@@ -61,7 +61,7 @@ from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
-from .config import RESUME_OVERRIDES, EvalConfig, MetaTrainConfig, check_against_data, check_world_size
+from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .evaluate import evaluate_episodes, load_model, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
@@ -94,10 +94,10 @@ def default_run_dir(cfg: MetaTrainConfig) -> Path:
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
     """The config of the run in ``run_dir`` with the allowed ``overrides`` applied.
 
-    Only :data:`~fewshot_sla.meta.config.RESUME_OVERRIDES` may change (e.g. ``epochs`` to
+    Only the options marked ``resume`` in MetaTrainConfig may change (e.g. ``epochs`` to
     extend a run); anything else would change the numbers and is refused.
     """
-    return _resume_config(MetaTrainConfig, run_dir, overrides, RESUME_OVERRIDES)
+    return _resume_config(MetaTrainConfig, run_dir, overrides)
 
 
 def _dataset_stats(ds: EpisodeDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -33,12 +33,7 @@ from ..config import (
 from ..engine import resume_config
 from .config import SupervisedConfig
 
-__all__ = ["add_parser", "configure_parser", "run", "recipe_note", "RESUME_OVERRIDABLE"]
-
-# options that may differ when a run is resumed (they do not change what is computed; for
-# ``accumulate``: as long as processes x accumulate stays the same, e.g. 2 GPUs -> 1 GPU x 2)
-RESUME_OVERRIDABLE = ("device", "quiet", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir",
-                      "dist_timeout", "accumulate", "num_threads", "deterministic")
+__all__ = ["add_parser", "configure_parser", "run", "recipe_note"]
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -82,7 +77,7 @@ def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
         raise ConfigError("--config cannot be combined with --resume: the run keeps its saved configuration")
     explicit = canonical_options(SupervisedConfig, _explicit(args))
     # stop_after is per invocation: resuming runs to the end unless told otherwise
-    return resume_config(SupervisedConfig, args.resume, explicit, RESUME_OVERRIDABLE, reset={"stop_after": 0})
+    return resume_config(SupervisedConfig, args.resume, explicit, reset={"stop_after": 0})
 
 
 def recipe_note(cfg: SupervisedConfig, config: str | None) -> str | None:

@@ -210,7 +210,7 @@ def make_schedule(cfg: SupervisedConfig, num_samples: int) -> Schedule:
     return Schedule(
         total=total,
         iterations_per_epoch=ipe,
-        milestones=tuple(at(m) for m in cfg.lr_milestones),
+        milestones=tuple(at(m) for m in cfg.lr_milestone_fractions),
         factors=tuple(cfg.lr_factors),
         warmup=at(cfg.warmup) if cfg.warmup_by == "epoch" else math.floor(cfg.warmup * total + 0.5),
         drw_start=at(cfg.drw_start),
@@ -278,7 +278,7 @@ class SupervisedTrainer:
         self.device, self.info = device, info = session.device, session.dist
         run_path = claim_run_dir(cfg.run_dir or cfg.default_run_dir(), info, resume=resume)
         self.data = data = data if data is not None else load_data(cfg)
-        self.tset = get_transform_set(cfg.transform_name)
+        self.tset = get_transform_set(cfg.transforms)
         self.tset.check_input(data.channels, data.image_size, data.image_size)
         self.M = M = self.tset.M
 
@@ -411,7 +411,7 @@ class SupervisedTrainer:
         cfg, sched = self.cfg, self.sched
         stop = cfg.stop_after if 0 < cfg.stop_after < sched.total else sched.total
         self.model.train()
-        with progress(sched.total, f"{cfg.mode} {cfg.transform_name}", quiet=cfg.quiet or not self.info.is_main,
+        with progress(sched.total, f"{cfg.mode} {cfg.transforms}", quiet=cfg.quiet or not self.info.is_main,
                       initial=self.start, leave=True) as bar:
             for it in range(self.start, stop):
                 lr_used = self.train_step(it)
