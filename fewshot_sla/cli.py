@@ -1,12 +1,9 @@
 """The ``fewshot-sla`` command: one entry point with subcommands.
 
 Each pipeline's subcommands live with the code they drive and add themselves to
-:data:`fewshot_sla.cli_options.COMMANDS` when imported: ``meta-train`` and ``eval``
-(``fewshot_sla.meta.cli``), ``supervised`` (``fewshot_sla.supervised.cli``), ``predict`` and
-``export`` (``fewshot_sla.predict.cli``); ``list`` and ``plot`` (shared by both) are defined here.
-Errors in user input are printed as one line (``fewshot-sla COMMAND: error: ...``) with exit
-status 2, never as a traceback. Under ``torchrun`` (``torchrun --nproc-per-node K -m fewshot_sla.cli
-meta-train|eval|supervised ...``) the same commands run distributed; see :mod:`fewshot_sla.distributed`.
+:data:`~fewshot_sla.cli_options.COMMANDS` when imported; ``list`` and ``plot`` are defined here.
+Errors in user input are one line (``fewshot-sla COMMAND: error: ...``) with exit status 2. Under
+``torchrun ... -m fewshot_sla.cli meta-train|eval|supervised`` they run distributed.
 """
 
 from __future__ import annotations
@@ -14,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import __version__
-from .cli_options import COMMANDS, Parser, add_command, check_device, command, describe_configs
+from .cli_options import COMMANDS, Parser, add_command, check_device, command, describe_configs, option
 from .meta import cli as _meta_cli  # noqa: F401 - adds meta-train and eval
 from .predict import cli as _predict_cli  # noqa: F401 - adds predict and export
 from .supervised import cli as _supervised_cli  # noqa: F401 - adds supervised
@@ -27,10 +24,9 @@ from .supervised import cli as _supervised_cli  # noqa: F401 - adds supervised
 class PlotOptions:
     """What ``plot`` draws, and where."""
 
-    paths: tuple[str, ...] = field(metadata={"help": "run directories and/or evaluation JSON files",
-                                             "positional": True, "metavar": "PATH"})
-    output: str | None = field(default=None, metadata={"help": "folder of the PNG files (default: next to PATH)",
-                                                       "metavar": "DIR"})
+    paths: tuple[str, ...] = option(help="run directories and/or evaluation JSON files", positional=True,
+                                    metavar="PATH")
+    output: str | None = option(None, "folder of the PNG files (default: next to PATH)", metavar="DIR")
 
 
 @command("list", help="list datasets, backbones, heads, transform sets and named configs")

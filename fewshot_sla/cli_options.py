@@ -30,7 +30,7 @@ from .config import (
 from .registry import Registry
 
 __all__ = ["Command", "COMMANDS", "command", "option", "Parser", "add_options", "add_command", "check_device",
-           "explicit_options", "run_config", "describe_configs"]
+           "run_config", "describe_configs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,15 +138,10 @@ def check_device(name: str) -> None:
         raise ConfigError(f"--device {name} was requested but CUDA is not available; use --device cpu")
 
 
-def explicit_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The options of ``cls`` given on the command line."""
-    return {k: v for k, v in vars(args).items() if k in option_names(cls)}
-
-
 def run_config(cls: type, args: argparse.Namespace, command: str, config: str | None, resume: str | None,
                resume_config: Callable[[str, dict[str, Any]], Any]) -> Any:
     """The config of a run: defaults < ``--config`` < options, or ``resume_config(RUN, options)``."""
-    explicit = explicit_options(args, cls)
+    explicit = {k: v for k, v in vars(args).items() if k in option_names(cls)}
     if resume:
         if config:
             raise ConfigError("--config cannot be combined with --resume (the run keeps its saved configuration)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..cli_options import command, describe_configs, explicit_options, option, run_config
+from ..cli_options import command, describe_configs, option, run_config
 from ..config import build_config
 from .config import EvalConfig, MetaTrainConfig, meta_config_names
 
@@ -72,11 +72,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..distributed import env_info
     from .evaluate import evaluate, format_report
 
-    short, explicit = build_config(EvalShortcuts, args), explicit_options(args, EvalConfig)
+    short = build_config(EvalShortcuts, args)
     extra = tuple(i for i, on in (("aggregated", short.aggregate), ("single", short.single)) if on)
     if extra:
-        explicit["inferences"] = tuple(explicit.get("inferences", ())) + extra
-    report = evaluate(build_config(EvalConfig, explicit))
+        args.inferences = tuple(getattr(args, "inferences", ())) + extra
+    report = evaluate(build_config(EvalConfig, args))
     if env_info().is_main:  # under torchrun every rank evaluates a share; rank 0 reports
         print(format_report(report))
     return 0

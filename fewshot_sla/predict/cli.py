@@ -54,9 +54,8 @@ class ClassifierOptions:
     quiet: bool = option(False, "print the result lines only")
 
     def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("num_threads", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        if self.batch_size < 1 or self.num_threads < 0:
+            raise ConfigError("--batch-size must be at least 1 and --num-threads at least 0")
 
 
 @dataclass(kw_only=True)
@@ -94,19 +93,12 @@ def query_labels(paths: list[Path], roots: list[str], classes: list[Any]) -> lis
     folder ROOT, when ``<class>`` is a support class (else ``None``)."""
     names = {str(c) for c in classes}
     dirs = [Path(r) for r in roots if Path(r).is_dir()]
-    out: list[str | None] = []
-    for p in paths:
-        label = None
-        for d in dirs:
-            try:
-                parts = p.relative_to(d).parts
-            except ValueError:
-                continue
-            if len(parts) >= 2 and parts[0] in names:
-                label = parts[0]
-            break
-        out.append(label)
-    return out
+
+    def label(p: Path) -> str | None:
+        parts = next((p.relative_to(d).parts for d in dirs if p.is_relative_to(d)), ())
+        return parts[0] if len(parts) >= 2 and parts[0] in names else None
+
+    return [label(p) for p in paths]
 
 
 def prediction_rows(paths: list[Path], probs: torch.Tensor, classes: list[Any]) -> list[dict[str, Any]]:

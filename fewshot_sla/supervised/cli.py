@@ -7,12 +7,8 @@ Four actions::
     fewshot-sla supervised --evaluate CKPT [--split test|val] [--data-root DIR]       # evaluate
     fewshot-sla supervised --ensemble CKPT CKPT [...]                                 # logit ensemble
 
-Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named
-config in ``fewshot_sla/configs``, e.g. ``supervised_cifar10_lt100``) < explicit options.
-The defaults are the standard-CIFAR recipe (80,000 iterations). ``--imbalance-ratio R``
-changes the training set only: without ``--config`` a long-tailed run keeps that recipe and
-prints a one-line note naming the config of Cao et al.'s 200-epoch LDAM-DRW recipe
-(``--config supervised_cifar10_lt100``, ``..._lt10``, ``supervised_cifar100_lt100``, ...).
+Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named config,
+e.g. ``supervised_cifar10_lt100``: Cao et al.'s LDAM-DRW recipe) < explicit options.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from ..cli_options import command, explicit_options, option, run_config
+from ..cli_options import command, option, run_config
 from ..config import ConfigError, build_config, list_named_configs
 from ..engine import resume_config
 from .config import SupervisedConfig
@@ -50,11 +46,6 @@ class SupervisedActions:
     split: str = option("test", "split for --evaluate/--ensemble", choices=("test", "val"))
     output: str | None = option(None, "also write the --evaluate/--ensemble results (or the training summary) "
                                 "there", metavar="FILE.json")
-
-
-def _resume_config(run_dir: str, explicit: dict) -> SupervisedConfig:
-    # stop_after is per invocation: resuming runs to the end unless told otherwise
-    return resume_config(SupervisedConfig, run_dir, explicit, RESUME_OVERRIDABLE, reset={"stop_after": 0})
 
 
 def recipe_note(cfg: SupervisedConfig, config: str | None) -> str | None:
@@ -101,12 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if act.evaluate is not None or act.ensemble is not None:
         from .evaluate import evaluate_checkpoints
 
-        explicit = explicit_options(args, SupervisedConfig)
         paths = [act.evaluate] if act.evaluate is not None else list(act.ensemble)
-        rep = evaluate_checkpoints(
-            paths, split=act.split, data_root=explicit.get("data_root"), device=explicit.get("device", "auto"),
-            batch_size=explicit.get("eval_batch_size"),
-        )
+        rep = evaluate_checkpoints(paths, split=act.split, data_root=getattr(args, "data_root", None),
+                                   device=getattr(args, "device", "auto"),
+                                   batch_size=getattr(args, "eval_batch_size", None))
         title = f"{act.split} accuracy of " + (paths[0] if len(paths) == 1 else f"the ensemble of {len(paths)}")
         _print_report(title, rep)
         for m in rep.get("members") or ():
@@ -116,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed import env_info
         from .train import run_training
 
-        cfg = run_config(SupervisedConfig, args, "supervised", act.config, act.resume, _resume_config)
+        cfg = run_config(SupervisedConfig, args, "supervised", act.config, act.resume, lambda run, opts: resume_config(
+            SupervisedConfig, run, opts, RESUME_OVERRIDABLE, reset={"stop_after": 0}))  # stop_after: per invocation
         note = None if act.resume else recipe_note(cfg, act.config)
         if note and env_info().is_main:
             print(note, file=sys.stderr)
