@@ -6,10 +6,6 @@ Examples::
         --output preds.csv
     fewshot-sla export --checkpoint runs/omniglot_sla --support my_support --format torchscript \\
         --output classifier.pt
-
-``--support DIR`` holds one subfolder per class (shots may differ); ``--query`` takes image files
-and folders (searched recursively). When a query folder has one subfolder per support class,
-``predict`` also prints the accuracy.
 """
 
 from __future__ import annotations
