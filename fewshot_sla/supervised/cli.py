@@ -35,8 +35,8 @@ RESUME_OVERRIDABLE = ("device", "quiet", "plot", "stop_after", "eval_batch_size"
 class SupervisedActions:
     """What ``supervised`` does: train (default), continue a run, evaluate or ensemble checkpoints."""
 
-    config: str | None = option(None, "named config (" + ", ".join(n for n in list_named_configs() if n.startswith(
-        "supervised")) + ") or a TOML file", metavar="NAME_OR_TOML")
+    config: str | None = option(None, "named config (supervised_*: fewshot-sla list) or a TOML file",
+                                metavar="NAME_OR_TOML")
     resume: str | None = option(None, "continue the run in RUN_DIR from last.pt (exactly as if uninterrupted)",
                                 metavar="RUN_DIR")
     evaluate: str | None = option(None, "evaluate a checkpoint (.pt or run directory, best.pt preferred) instead "
