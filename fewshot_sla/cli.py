@@ -32,19 +32,12 @@ class PlotOptions:
 @command("list", help="list datasets, backbones, heads, transform sets and named configs")
 def run_list(args: argparse.Namespace) -> int:
     """Print what can be named on the command line, and each named config's description."""
-    from .backbones import list_backbones
+    from . import backbones, data, heads, transforms
     from .config import list_named_configs
-    from .data import list_datasets
-    from .heads import list_heads
-    from .transforms import list_transform_sets
 
-    for title, names in (
-        ("datasets", list_datasets()),
-        ("backbones", list_backbones()),
-        ("heads", list_heads()),
-        ("transform sets", list_transform_sets()),
-        ("named configs (--config NAME)", describe_configs(list_named_configs())),
-    ):
+    for title, names in (("datasets", data.list_datasets()), ("backbones", backbones.list_backbones()),
+                         ("heads", heads.list_heads()), ("transform sets", transforms.list_transform_sets()),
+                         ("named configs (--config NAME)", describe_configs(list_named_configs()))):
         print(f"{title}:\n  " + "\n  ".join(names))
     return 0
 

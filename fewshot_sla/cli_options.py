@@ -71,12 +71,11 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
-        flag = next((a.split("=")[0] for a in extras if a.startswith("-")), None)
-        if extras and flag is None:
-            self.error(f"unexpected argument {extras[0]!r}")
         if extras:
+            flag = next((a.split("=")[0] for a in extras if a.startswith("-")), extras[0])
             near = difflib.get_close_matches(flag, [s for a in self._actions for s in a.option_strings], n=1)
-            self.error(f"unknown option {flag}" + (f"; did you mean {near[0]}?" if near else "; see --help"))
+            self.error(("unknown option " if flag.startswith("-") else "unexpected argument ") + flag
+                       + (f"; did you mean {near[0]}?" if near else "; see --help"))
         return ns, extras
 
 
