@@ -141,7 +141,7 @@ def run_config(cls: type, args: argparse.Namespace, command: str, config: str | 
                resume_config: Callable[[str, dict[str, Any]], Any]) -> Any:
     """The config of a run: defaults < ``--config`` < options, or ``resume_config(RUN, options)``."""
     explicit = {k: v for k, v in vars(args).items() if k in option_names(cls)}
-    if resume:
+    if resume is not None:
         if config:
             raise ConfigError("--config cannot be combined with --resume (the run keeps its saved configuration)")
         return resume_config(resume, canonical_options(cls, explicit))

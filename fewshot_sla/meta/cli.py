@@ -55,7 +55,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
     if act.list_configs:
         print("\n".join(describe_configs(meta_config_names())))
         return 0
-    cfg = run_config(MetaTrainConfig, args, "meta-train", act.config, act.resume, resume_config)
+    cfg = run_config(MetaTrainConfig, args, "meta-train", act.config, act.resume or None, resume_config)
     summary = train(cfg, resume=bool(act.resume))
     best = summary["best"]
     if cfg.quiet and env_info().is_main:  # the last line, which --quiet keeps
