@@ -28,7 +28,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["CONFIG_DIR", "COMMAND_CONFIGS", "ConfigError", "list_named_configs", "load_config_file",
-           "add_dataclass_arguments", "build_config", "config_from_dict", "option_names", "canonical_options",
+           "build_config", "config_from_dict", "option_names", "canonical_options",
            "renamed_options", "resume_options", "flag", "parse_options", "config_command", "check_config_command"]
 
 C = TypeVar("C")
@@ -73,49 +73,6 @@ def _unwrap_optional(tp: Any) -> Any:
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: _unwrap_optional(hints[f.name]) for f in dataclasses.fields(cls)}
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--field-name`` options for every field of dataclass ``cls``.
-
-    Defaults are suppressed (so only options given explicitly appear in the namespace);
-    :func:`build_config` layers them over the dataclass defaults and a config file.
-    """
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
-            continue
-        tp = _field_types(cls)[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        origin = typing.get_origin(tp)
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin in (tuple, list):
-            inner = typing.get_args(tp)[0]
-            kwargs.update(nargs="+", type=inner)
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
-        else:
-            kwargs["type"] = str
-        parser.add_argument(flag, **kwargs)
-    for old, (new, convert) in renamed_options(cls).items():  # old spellings, hidden from --help
-        if old in skip:
-            continue
-        kwargs = {"dest": old, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
-        new_type = _field_types(cls)[new]
-        if new_type is bool or convert is not None and isinstance(getattr(defaults, new), bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif new_type in (int, float, str):
-            kwargs["type"] = new_type
-        else:
-            kwargs["type"] = str
-        parser.add_argument("--" + old.replace("_", "-"), **kwargs)
 
 
 def renamed_options(cls: type) -> dict[str, tuple[str, Any]]:

@@ -37,12 +37,13 @@ class EpisodeShape:
     query: int
 
 
-def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 - argparse's name
-           resume: bool = False, ge: float | None = None, gt: float | None = None, lt: float | None = None,
-           le: float | None = None) -> Any:
-    """A config field: default, ``--help`` text, ``choices``, bounds (``ge`` <=, ``gt`` <, ... the value;
-    ``None`` values pass) and whether ``--resume`` may change it."""
-    md = {"help": help, "choices": choices and tuple(choices), "resume": resume, "bounds": (ge, gt, lt, le)}
+def option(default: Any = dataclasses.MISSING, help: str = "", *,  # noqa: A002 - argparse's name
+           choices: tuple[str, ...] | None = None, resume: bool = False, ge: float | None = None,
+           gt: float | None = None, lt: float | None = None, le: float | None = None, **meta: Any) -> Any:
+    """An option: default (none: required), ``--help`` text, ``choices``, bounds (``ge`` <=, ``gt`` <, ...
+    the value; ``None`` values pass), whether ``--resume`` may change it, and argparse's ``metavar`` /
+    ``positional`` (:mod:`fewshot_sla.cli_options`)."""
+    md = {"help": help, "choices": choices and tuple(choices), "resume": resume, "bounds": (ge, gt, lt, le), **meta}
     md = {k: v for k, v in md.items() if v and v != (None,) * 4}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=md)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fewshot_sla.cli import main
+from fewshot_sla.cli_options import COMMANDS
 from fewshot_sla.config import (
     COMMAND_CONFIGS,
     ConfigError,
@@ -351,7 +352,8 @@ def test_non_finite_loss_error_is_one_line_from_the_cli(capsys, monkeypatch):
     def diverge(args):
         check_finite_loss(4, {"loss": float("nan"), "ce": 0.5}, 1e12)
 
-    monkeypatch.setattr("fewshot_sla.meta.cli.run_meta_train", diverge)  # bound when main() builds the parser
+    meta_train = COMMANDS["meta-train"]
+    monkeypatch.setitem(COMMANDS, "meta-train", dataclasses.replace(meta_train, run=diverge))
     one_line_error(capsys, ["meta-train"], "non-finite loss at step 4", "loss nan", "lr 1e+12")
 
 

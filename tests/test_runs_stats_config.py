@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_sla.config import ConfigError, add_dataclass_arguments, build_config
+from fewshot_sla.cli_options import add_options
+from fewshot_sla.config import ConfigError, build_config
 from fewshot_sla.optim import build_optimizer, piecewise_lr_factor
 from fewshot_sla.runs import RunDir, atomic_torch_save, get_rng_state, load_checkpoint, set_rng_state
 from fewshot_sla.stats import mean_ci, paired_difference
@@ -87,7 +88,7 @@ def test_config_layering(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('lr = 0.5\nsteps = 3\nmilestones = [1, 2]\n')
     p = argparse.ArgumentParser()
-    add_dataclass_arguments(p, Cfg)
+    add_options(p, Cfg)
     args = p.parse_args(["--steps", "7", "--amp"])
     cfg = build_config(Cfg, args, config=f)
     assert cfg == Cfg(lr=0.5, steps=7, name="x", amp=True, milestones=(1, 2))

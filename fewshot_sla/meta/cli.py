@@ -15,98 +15,68 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
+from dataclasses import dataclass
 
-from ..config import (
-    CONFIG_DIR,
-    ConfigError,
-    add_dataclass_arguments,
-    build_config,
-    canonical_options,
-    check_config_command,
-    option_names,
-)
+from ..cli_options import command, describe_configs, option, run_config
+from ..config import build_config
 from .config import EvalConfig, MetaTrainConfig, meta_config_names
 
-__all__ = ["add_parser", "run_meta_train", "run_eval"]
+__all__ = ["MetaTrainActions", "EvalShortcuts", "run_meta_train", "run_eval"]
 
 
-def _config_descriptions() -> list[tuple[str, str]]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    out = []
-    for name in meta_config_names():
-        try:
-            desc = tomllib.loads((CONFIG_DIR / f"{name}.toml").read_text()).get("description", "")
-        except Exception:  # noqa: BLE001 - listing must not fail on one bad file
-            desc = "(unreadable)"
-        out.append((name, " ".join(desc.split())))
-    return out
+@dataclass
+class MetaTrainActions:
+    """Where ``meta-train`` starts from: the defaults, a config, or a run to continue."""
+
+    config: str | None = option(None, "named config in fewshot_sla/configs (see --list-configs) or a TOML file",
+                                metavar="NAME_OR_FILE")
+    resume: str | None = option(None, "continue the run in directory RUN from its last.pt (e.g. with a larger "
+                                "--epochs)", metavar="RUN")
+    list_configs: bool = option(False, "list the named configs and exit")
 
 
+@dataclass
+class EvalShortcuts:
+    """Shortcuts adding an inference to ``--inferences``."""
+
+    aggregate: bool = option(False, "report the aggregated (SLA+AG) inference")
+    single: bool = option(False, "report the single (SLA+SI) inference")
+
+
+@command("meta-train", MetaTrainActions, MetaTrainConfig,
+         help="meta-train a backbone with a few-shot head (baseline, da, sla, sla+sd)",
+         description="Meta-train a backbone with a few-shot head, with or without self-supervised label "
+         "augmentation. Options override --config, which overrides the defaults.")
 def run_meta_train(args: argparse.Namespace) -> int:
+    from ..distributed import env_info
     from .train import resume_config, train
 
-    if getattr(args, "list_configs", False):
-        for name, desc in _config_descriptions():
-            print(f"{name:<36} {desc}")
+    act = build_config(MetaTrainActions, args)
+    if act.list_configs:
+        print("\n".join(describe_configs(meta_config_names())))
         return 0
-    names = option_names(MetaTrainConfig)
-    explicit = {k: v for k, v in vars(args).items() if k in names}
-    if args.resume:
-        if args.config:
-            raise ConfigError("--config cannot be combined with --resume (the run's own config is used)")
-        cfg = resume_config(args.resume, canonical_options(MetaTrainConfig, explicit))
-        train(cfg, resume=True)
-    else:
-        check_config_command(args.config, "meta-train")
-        cfg = build_config(MetaTrainConfig, explicit, config=args.config)
-        train(cfg)
+    cfg = run_config(MetaTrainConfig, args, "meta-train", act.config, act.resume or None, resume_config)
+    summary = train(cfg, resume=bool(act.resume))
+    best = summary["best"]
+    if cfg.quiet and env_info().is_main:  # the last line, which --quiet keeps
+        score = "" if best.get("score") in (None, -float("inf")) else \
+            f"best val {summary['reported_inference']} {100 * best['score']:.2f}% at epoch {best['epoch']}; "
+        print(f"{score}run directory {summary['run_dir']}", flush=True)
     return 0
 
 
+@command("eval", EvalConfig, EvalShortcuts, help="evaluate checkpoints on fixed episodes with 95%% confidence "
+         "intervals", description="Evaluate a meta-trained checkpoint on fixed episodes (mean +- 1.96 "
+         "std/sqrt(n)); --compare evaluates more checkpoints on the same episodes and reports paired differences.")
 def run_eval(args: argparse.Namespace) -> int:
     from ..distributed import env_info
     from .evaluate import evaluate, format_report
 
-    names = {f.name for f in dataclasses.fields(EvalConfig)}
-    explicit = {k: v for k, v in vars(args).items() if k in names}
-    shortcuts = [i for i, flag in (("aggregated", "aggregate"), ("single", "single")) if getattr(args, flag, False)]
-    if shortcuts:
-        explicit["inferences"] = tuple(explicit.get("inferences", ())) + tuple(shortcuts)
-    cfg = build_config(EvalConfig, explicit)
-    report = evaluate(cfg)
+    short = build_config(EvalShortcuts, args)
+    extra = tuple(i for i, on in (("aggregated", short.aggregate), ("single", short.single)) if on)
+    if extra:
+        args.inferences = tuple(getattr(args, "inferences", ())) + extra
+    report = evaluate(build_config(EvalConfig, args))
     if env_info().is_main:  # under torchrun every rank evaluates a share; rank 0 reports
         print(format_report(report))
     return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``meta-train`` and ``eval`` on the ``fewshot-sla`` parser."""
-    p = subparsers.add_parser(
-        "meta-train",
-        help="meta-train a backbone with a few-shot head (baseline, da, sla, sla+sd)",
-        description="Meta-train a backbone with a few-shot head, with or without self-supervised label "
-        "augmentation. Options override --config, which overrides the defaults.",
-    )
-    p.add_argument("--config", default=None, metavar="NAME_OR_FILE",
-                   help="named config in fewshot_sla/configs (see --list-configs) or a TOML file")
-    p.add_argument("--resume", default=None, metavar="RUN",
-                   help="continue the run in directory RUN from its last.pt (e.g. with a larger --epochs)")
-    p.add_argument("--list-configs", action="store_true", help="list the named configs and exit")
-    add_dataclass_arguments(p, MetaTrainConfig)
-    p.set_defaults(func=run_meta_train)
-
-    e = subparsers.add_parser(
-        "eval",
-        help="evaluate checkpoints on fixed episodes with 95%% confidence intervals",
-        description="Evaluate a meta-trained checkpoint on fixed episodes (mean +- 1.96 std/sqrt(n)); "
-        "--compare evaluates more checkpoints on the same episodes and reports paired differences.",
-    )
-    add_dataclass_arguments(e, EvalConfig)
-    e.add_argument("--aggregate", action="store_true", help="report the aggregated (SLA+AG) inference")
-    e.add_argument("--single", action="store_true", help="report the single (SLA+SI) inference")
-    e.set_defaults(func=run_eval)

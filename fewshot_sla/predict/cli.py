@@ -6,10 +6,6 @@ Examples::
         --output preds.csv
     fewshot-sla export --checkpoint runs/omniglot_sla --support my_support --format torchscript \\
         --output classifier.pt
-
-``--support DIR`` holds one subfolder per class (shots may differ); ``--query`` takes image files
-and folders (searched recursively). When a query folder has one subfolder per support class,
-``predict`` also prints the accuracy.
 """
 
 from __future__ import annotations
@@ -17,27 +13,75 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["add_parser", "run_predict", "run_export", "query_labels", "prediction_rows", "write_rows"]
+from ..cli_options import command, option
+from ..config import ConfigError, build_config, parse_options
+
+__all__ = ["ClassifierOptions", "PredictOptions", "ExportOptions", "run_predict", "run_export", "query_labels",
+           "prediction_rows", "write_rows"]
 
 _CHUNK = 256  # query images read and classified at a time
 
 
-def _classifier(args: argparse.Namespace) -> Any:
+@dataclass(kw_only=True)
+class ClassifierOptions:
+    """A checkpoint's few-shot classifier fitted to a support folder (``predict`` and ``export``)."""
+
+    checkpoint: str = option(help="a run directory (its best.pt) or a .pt checkpoint of meta-train or supervised",
+                             metavar="RUN")
+    support: str = option(help="support images: one subfolder per class, one or more images each (shots may "
+                          "differ)", metavar="DIR")
+    inference: str | None = option(None, "default: the one the checkpoint reports (meta: aggregated for sla, "
+                                   "distilled for sla+sd; supervised: aggregated when trained with SLA, else plain)",
+                                   choices=("plain", "single", "aggregated", "distilled"))
+    head: str | None = option(None, "few-shot head solving the support set (default: the checkpoint's head; "
+                              "supervised: protonet)")
+    head_options: str | None = option(None, "options of --head, e.g. lambda_reg=50 (ridge) or C_reg=0.1,max_iter=15 "
+                                      "(svm)", metavar="KEY=VALUE,...")
+    device: str = option("cpu", "auto, cpu, cuda or cuda:N")
+    num_threads: int = option(0, "CPU threads of torch (0: torch's default)")
+    batch_size: int = option(64, "images per backbone call")
+    skip_bad: bool = option(False, "skip unreadable image files with a warning instead of stopping")
+    quiet: bool = option(False, "print the result lines only")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.num_threads < 0:
+            raise ConfigError("--batch-size must be at least 1 and --num-threads at least 0")
+
+
+@dataclass(kw_only=True)
+class PredictOptions(ClassifierOptions):
+    """What ``predict`` classifies and where it writes."""
+
+    query: tuple[str, ...] = option(help="query image files and/or folders (searched recursively)", metavar="PATH")
+    output: str | None = option(None, "write the predictions to FILE (.csv or .json)", metavar="FILE")
+
+
+@dataclass(kw_only=True)
+class ExportOptions(ClassifierOptions):
+    """What ``export`` writes."""
+
+    format: str = option("torchscript", "torchscript (torch.jit.load), onnx (needs pip install onnx onnxscript) "
+                         "or backbone", choices=("torchscript", "onnx", "backbone"))
+    input: str = option("tensors", "tensors: preprocessed float32 [B, C, S, S]; pixels: raw uint8 [B, H, W(, C)] "
+                        "of any size, converted inside the module (TorchScript only)", choices=("tensors", "pixels"))
+    output: str = option(help="the file to write (.pt for TorchScript, .onnx)", metavar="FILE")
+
+
+def _classifier(opts: ClassifierOptions) -> Any:
     from .classifier import FewShotClassifier
 
-    options = None
-    if args.head_options:
-        from ..config import parse_options
-
-        options = parse_options(args.head_options, "--head-options")
-    clf = FewShotClassifier.from_checkpoint(args.checkpoint, device=args.device, inference=args.inference,
-                                            head=args.head, head_options=options, batch_size=args.batch_size)
-    return clf.fit(args.support, skip_bad=args.skip_bad)
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    options = parse_options(opts.head_options, "--head-options") if opts.head_options else None
+    clf = FewShotClassifier.from_checkpoint(opts.checkpoint, device=opts.device, inference=opts.inference,
+                                            head=opts.head, head_options=options, batch_size=opts.batch_size)
+    return clf.fit(opts.support, skip_bad=opts.skip_bad)
 
 
 def query_labels(paths: list[Path], roots: list[str], classes: list[Any]) -> list[str | None]:
@@ -45,19 +89,12 @@ def query_labels(paths: list[Path], roots: list[str], classes: list[Any]) -> lis
     folder ROOT, when ``<class>`` is a support class (else ``None``)."""
     names = {str(c) for c in classes}
     dirs = [Path(r) for r in roots if Path(r).is_dir()]
-    out: list[str | None] = []
-    for p in paths:
-        label = None
-        for d in dirs:
-            try:
-                parts = p.relative_to(d).parts
-            except ValueError:
-                continue
-            if len(parts) >= 2 and parts[0] in names:
-                label = parts[0]
-            break
-        out.append(label)
-    return out
+
+    def label(p: Path) -> str | None:
+        parts = next((p.relative_to(d).parts for d in dirs if p.is_relative_to(d)), ())
+        return parts[0] if len(parts) >= 2 and parts[0] in names else None
+
+    return [label(p) for p in paths]
 
 
 def prediction_rows(paths: list[Path], probs: torch.Tensor, classes: list[Any]) -> list[dict[str, Any]]:
@@ -106,18 +143,23 @@ def _table(rows: list[dict[str, Any]], truth: list[str | None]) -> str:
     return "\n".join(lines)
 
 
+@command("predict", PredictOptions, help="classify your own images with a trained checkpoint and a support folder",
+         description="Fit a trained checkpoint's few-shot classifier to a support folder (one subfolder per class) "
+         "and classify query images; prints a table (and the accuracy when the query folder has one subfolder per "
+         "support class) and writes CSV/JSON with one probability column per class.")
 def run_predict(args: argparse.Namespace) -> int:
     from .preprocess import list_images, normalise
     from .support import load_pixels
 
-    output = _check_output(args.output, (".csv", ".json"))
-    paths = list_images(args.query, what="query")
-    clf = _classifier(args)
+    opts = build_config(PredictOptions, args)
+    output = _check_output(opts.output, (".csv", ".json"))
+    paths = list_images(opts.query, what="query")
+    clf = _classifier(opts)
     kept: list[Path] = []
     probs = []
     for start in range(0, len(paths), _CHUNK):
         chunk = paths[start:start + _CHUNK]
-        pixels, ok = load_pixels(chunk, clf.spec, args.skip_bad)
+        pixels, ok = load_pixels(chunk, clf.spec, opts.skip_bad)
         if pixels:
             probs.append(torch.softmax(clf.logits(normalise(torch.stack(pixels), clf.spec)), dim=-1))
             kept += [chunk[i] for i in ok]
@@ -125,12 +167,12 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError("no query image could be read; pass readable image files")
     p = torch.cat(probs)
     rows = prediction_rows(kept, p, clf.classes_)
-    truth = query_labels(kept, args.query, clf.classes_)
-    if not args.quiet:
+    truth = query_labels(kept, opts.query, clf.classes_)
+    if not opts.quiet:
         print(_table(rows, truth))
     shots = ", ".join(f"{c}: {k}" for c, k in zip(clf.classes_, clf.shots_))
     print(f"{len(rows)} queries, {clf.n_way} classes ({shots}); inference {clf.inference}, head {clf.head_name}")
-    info: dict[str, Any] = {"checkpoint": str(args.checkpoint), "support": str(args.support),
+    info: dict[str, Any] = {"checkpoint": str(opts.checkpoint), "support": str(opts.support),
                             "inference": clf.inference, "head": clf.head_name,
                             "classes": [str(c) for c in clf.classes_], "shots": clf.shots_}
     if all(t is not None for t in truth):
@@ -143,74 +185,29 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export", ExportOptions, help="export a checkpoint fitted to a support folder as a TorchScript or ONNX "
+         "classifier", description="Bake a support folder into a standalone module: preprocessed images "
+         "[B, C, S, S] -> class probabilities [B, N], with the SLA transforms and aggregation (or the distilled "
+         "head) inside. --format backbone exports the embedding network alone.")
 def run_export(args: argparse.Namespace) -> int:
     from .export import export_classifier
 
+    opts = build_config(ExportOptions, args)
     suffix = {"torchscript": (".pt", ".pth", ".ts"), "backbone": (".pt", ".pth", ".ts"), "onnx": (".onnx",)}
-    output = _check_output(args.output, suffix[args.format])
-    if args.format == "onnx":
+    output = _check_output(opts.output, suffix[opts.format])
+    if opts.format == "onnx":
         from .export import _onnx_modules
 
         _onnx_modules()  # fail before loading anything
-    clf = _classifier(args)
-    export_classifier(clf, output, args.format, pixels=args.input == "pixels")
+    clf = _classifier(opts)
+    export_classifier(clf, output, opts.format, pixels=opts.input == "pixels")
     size = output.stat().st_size
-    what = "embedding network" if args.format == "backbone" else (
+    what = "embedding network" if opts.format == "backbone" else (
         f"{clf.n_way}-way classifier (inference {clf.inference}, head {clf.head_name})")
-    print(f"wrote {output} ({size / 2**20:.2f} MiB): {args.format} {what}; classes {', '.join(map(str, clf.classes_))}")
+    print(f"wrote {output} ({size / 2**20:.2f} MiB): {opts.format} {what}; classes {', '.join(map(str, clf.classes_))}")
     c, n = clf.spec.channels, clf.spec.image_size
-    if args.input == "pixels":
-        print("input: uint8 [B, H, W] or [B, H, W, C] raw pixels of any size (converted inside the module)")
-    else:
-        print(f"input: float32 [B, {c}, {n}, {n}] from fewshot_sla.predict.preprocess_images (spec in the file's "
-              "metadata)")
+    if not opts.quiet:
+        print("input: uint8 [B, H, W] or [B, H, W, C] raw pixels of any size (converted inside the module)"
+              if opts.input == "pixels" else f"input: float32 [B, {c}, {n}, {n}] from "
+              "fewshot_sla.predict.preprocess_images (spec in the file's metadata)")
     return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="RUN",
-                   help="a run directory (its best.pt) or a .pt checkpoint of meta-train or supervised")
-    p.add_argument("--support", required=True, metavar="DIR",
-                   help="support images: one subfolder per class, one or more images each (shots may differ)")
-    p.add_argument("--inference", default=None, choices=("plain", "single", "aggregated", "distilled"),
-                   help="default: the one the checkpoint reports (meta: aggregated for sla, distilled for sla+sd; "
-                   "supervised: aggregated when trained with SLA, else plain)")
-    p.add_argument("--head", default=None,
-                   help="few-shot head solving the support set (default: the checkpoint's head; supervised: protonet)")
-    p.add_argument("--head-options", default=None, metavar="KEY=VALUE,...",
-                   help="options of --head, e.g. lambda_reg=50 (ridge) or C_reg=0.1,max_iter=15 (svm)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per backbone call (default 64)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip unreadable image files with a warning instead of stopping")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``predict`` and ``export`` on the ``fewshot-sla`` parser."""
-    p = subparsers.add_parser(
-        "predict", help="classify your own images with a trained checkpoint and a support folder",
-        description="Fit a trained checkpoint's few-shot classifier to a support folder (one subfolder per "
-        "class) and classify query images; prints a table (and the accuracy when the query folder has one "
-        "subfolder per support class) and writes CSV/JSON with one probability column per class.",
-    )
-    _common(p)
-    p.add_argument("--query", required=True, nargs="+", metavar="PATH",
-                   help="query image files and/or folders (searched recursively)")
-    p.add_argument("--output", default=None, metavar="FILE", help="write the predictions to FILE (.csv or .json)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary (and accuracy), not the table")
-    p.set_defaults(func=run_predict)
-
-    e = subparsers.add_parser(
-        "export", help="export a checkpoint fitted to a support folder as a TorchScript or ONNX classifier",
-        description="Bake a support folder into a standalone module: preprocessed images [B, C, S, S] -> class "
-        "probabilities [B, N], with the SLA transforms and aggregation (or the distilled head) inside. "
-        "--format backbone exports the embedding network alone.",
-    )
-    _common(e)
-    e.add_argument("--format", default="torchscript", choices=("torchscript", "onnx", "backbone"),
-                   help="torchscript (torch.jit.load), onnx (needs pip install onnx onnxscript) or backbone")
-    e.add_argument("--input", default="tensors", choices=("tensors", "pixels"),
-                   help="tensors: preprocessed float32 [B, C, S, S] (default); pixels: raw uint8 [B, H, W(, C)] of "
-                   "any size, converted inside the module (TorchScript only)")
-    e.add_argument("--output", required=True, metavar="FILE", help="the file to write (.pt for TorchScript, .onnx)")
-    e.set_defaults(func=run_export)

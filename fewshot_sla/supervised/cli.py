@@ -7,12 +7,8 @@ Four actions::
     fewshot-sla supervised --evaluate CKPT [--split test|val] [--data-root DIR]       # evaluate
     fewshot-sla supervised --ensemble CKPT CKPT [...]                                 # logit ensemble
 
-Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named
-config in ``fewshot_sla/configs``, e.g. ``supervised_cifar10_lt100``) < explicit options.
-The defaults are the standard-CIFAR recipe (80,000 iterations). ``--imbalance-ratio R``
-changes the training set only: without ``--config`` a long-tailed run keeps that recipe and
-prints a one-line note naming the config of Cao et al.'s 200-epoch LDAM-DRW recipe
-(``--config supervised_cifar10_lt100``, ``..._lt10``, ``supervised_cifar100_lt100``, ...).
+Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named config,
+e.g. ``supervised_cifar10_lt100``: Cao et al.'s LDAM-DRW recipe) < explicit options.
 """
 
 from __future__ import annotations
@@ -20,64 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
-from ..config import (
-    ConfigError,
-    add_dataclass_arguments,
-    build_config,
-    canonical_options,
-    check_config_command,
-    list_named_configs,
-    option_names,
-)
+from ..cli_options import command, option, run_config
+from ..config import ConfigError, build_config, list_named_configs
 from ..engine import resume_config
 from .config import SupervisedConfig
 
-__all__ = ["add_parser", "configure_parser", "run", "recipe_note"]
+__all__ = ["SupervisedActions", "run", "recipe_note"]
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    actions = p.add_argument_group("actions (default: train)")
-    actions.add_argument("--config", default=None, metavar="NAME_OR_TOML",
-                         help="named config (" + ", ".join(n for n in list_named_configs()
-                                                           if n.startswith("supervised")) + ") or a TOML file")
-    actions.add_argument("--resume", default=None, metavar="RUN_DIR",
-                         help="continue the run in RUN_DIR from last.pt (exactly as if uninterrupted)")
-    actions.add_argument("--evaluate", default=None, metavar="CKPT",
-                         help="evaluate a checkpoint (.pt or run directory, best.pt preferred) instead of training")
-    actions.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
-                         help="evaluate the average of the logits of several checkpoints")
-    actions.add_argument("--split", default="test", choices=("test", "val"), help="split for --evaluate/--ensemble")
-    actions.add_argument("--output", default=None, metavar="FILE.json",
-                         help="also write the --evaluate/--ensemble results (or the training summary) there")
-    options = p.add_argument_group("run options (SupervisedConfig)")
-    add_dataclass_arguments(options, SupervisedConfig)
+@dataclass
+class SupervisedActions:
+    """What ``supervised`` does: train (default), continue a run, evaluate or ensemble checkpoints."""
 
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``supervised`` on the ``fewshot-sla`` command."""
-    p = subparsers.add_parser(
-        "supervised",
-        help="standard and long-tailed CIFAR training with SLA (baseline, da, mt, sla, sla+sd; ce, cb, ldam)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    configure_parser(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def _explicit(args: argparse.Namespace) -> dict:
-    names = option_names(SupervisedConfig)
-    return {k: v for k, v in vars(args).items() if k in names}
-
-
-def _resume_config(args: argparse.Namespace) -> SupervisedConfig:
-    if args.config:
-        raise ConfigError("--config cannot be combined with --resume: the run keeps its saved configuration")
-    explicit = canonical_options(SupervisedConfig, _explicit(args))
-    # stop_after is per invocation: resuming runs to the end unless told otherwise
-    return resume_config(SupervisedConfig, args.resume, explicit, reset={"stop_after": 0})
+    config: str | None = option(None, "named config (supervised_*: fewshot-sla list) or a TOML file",
+                                metavar="NAME_OR_TOML")
+    resume: str | None = option(None, "continue the run in RUN_DIR from last.pt (exactly as if uninterrupted)",
+                                metavar="RUN_DIR")
+    evaluate: str | None = option(None, "evaluate a checkpoint (.pt or run directory, best.pt preferred) instead "
+                                  "of training", metavar="CKPT")
+    ensemble: tuple[str, ...] | None = option(None, "evaluate the average of the logits of several checkpoints",
+                                              metavar="CKPT")
+    split: str = option("test", "split for --evaluate/--ensemble", choices=("test", "val"))
+    output: str | None = option(None, "also write the --evaluate/--ensemble results (or the training summary) "
+                                "there", metavar="FILE.json")
 
 
 def recipe_note(cfg: SupervisedConfig, config: str | None) -> str | None:
@@ -113,40 +76,36 @@ def _print_report(title: str, rep: dict) -> None:
                   f"medium {_fmt(g['medium'])}  few {_fmt(g['few'])}")
 
 
+@command("supervised", SupervisedActions, SupervisedConfig, description=__doc__,
+         help="standard and long-tailed CIFAR training with SLA (baseline, da, mt, sla, sla+sd; ce, cb, ldam)")
 def run(args: argparse.Namespace) -> int:
     from ..runs import atomic_write_text, to_jsonable
 
-    n_actions = sum(x is not None for x in (args.resume, args.evaluate, args.ensemble))
-    if n_actions > 1:
+    act = build_config(SupervisedActions, args)
+    if sum(x is not None for x in (act.resume, act.evaluate, act.ensemble)) > 1:
         raise ConfigError("--resume, --evaluate and --ensemble are separate actions; pass one of them")
-    if args.evaluate is not None or args.ensemble is not None:
+    if act.evaluate is not None or act.ensemble is not None:
         from .evaluate import evaluate_checkpoints
 
-        explicit = _explicit(args)
-        paths = [args.evaluate] if args.evaluate is not None else list(args.ensemble)
-        rep = evaluate_checkpoints(
-            paths, split=args.split, data_root=explicit.get("data_root"), device=explicit.get("device", "auto"),
-            batch_size=explicit.get("eval_batch_size"),
-        )
-        title = f"{args.split} accuracy of " + (paths[0] if len(paths) == 1 else f"the ensemble of {len(paths)}")
+        paths = [act.evaluate] if act.evaluate is not None else list(act.ensemble)
+        rep = evaluate_checkpoints(paths, split=act.split, data_root=getattr(args, "data_root", None),
+                                   device=getattr(args, "device", "auto"),
+                                   batch_size=getattr(args, "eval_batch_size", None))
+        title = f"{act.split} accuracy of " + (paths[0] if len(paths) == 1 else f"the ensemble of {len(paths)}")
         _print_report(title, rep)
-        if rep.get("members"):
-            for m in rep["members"]:
-                print(f"  member {m['checkpoint']}: {m['primary']} {_fmt(m['accuracy'][m['primary']]).strip()}%")
+        for m in rep.get("members") or ():
+            print(f"  member {m['checkpoint']}: {m['primary']} {_fmt(m['accuracy'][m['primary']]).strip()}%")
         result = rep
     else:
         from ..distributed import env_info
         from .train import run_training
 
-        if args.resume is not None:
-            cfg = _resume_config(args)
-        else:
-            check_config_command(args.config, "supervised")
-            cfg = build_config(SupervisedConfig, args, config=args.config)
-            note = recipe_note(cfg, args.config)
-            if note and env_info().is_main:
-                print(note, file=sys.stderr)
-        result = run_training(cfg, resume=args.resume is not None)
+        cfg = run_config(SupervisedConfig, args, "supervised", act.config, act.resume, lambda run, opts: resume_config(
+            SupervisedConfig, run, opts, reset={"stop_after": 0}))  # stop_after: per invocation
+        note = None if act.resume else recipe_note(cfg, act.config)
+        if note and env_info().is_main:
+            print(note, file=sys.stderr)
+        result = run_training(cfg, resume=act.resume is not None)
         if not env_info().is_main:  # under torchrun rank 0 reports
             return 0
         if "stopped_at" in result:
@@ -159,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
                       f"evaluate few-shot episodes with fewshot-sla eval --checkpoint {result['run_dir']}")
             else:
                 _print_report("test accuracy", {**result["test"], "table": result["table"]})
-    if args.output:
-        atomic_write_text(args.output, json.dumps(to_jsonable(result), indent=2) + "\n")
+    if act.output:
+        atomic_write_text(act.output, json.dumps(to_jsonable(result), indent=2) + "\n")
     return 0
