@@ -37,7 +37,7 @@ class ClassifierOptions:
     support: str = option(help="support images: one subfolder per class, one or more images each (shots may "
                           "differ)", metavar="DIR")
     inference: str | None = option(None, "default: the one the checkpoint reports (meta: aggregated for sla, "
-                                   "distilled for sla+sd; supervised: aggregated when trained with SLA, else plain)",
+                                   "distilled for sla+sd; supervised: aggregated for sla, else plain)",
                                    choices=("plain", "single", "aggregated", "distilled"))
     head: str | None = option(None, "few-shot head solving the support set (default: the checkpoint's head; "
                               "supervised: protonet)")
@@ -148,7 +148,7 @@ def _table(rows: list[dict[str, Any]], truth: list[str | None]) -> str:
          "and classify query images; prints a table (and the accuracy when the query folder has one subfolder per "
          "support class) and writes CSV/JSON with one probability column per class.")
 def run_predict(args: argparse.Namespace) -> int:
-    from .preprocess import list_images, normalise
+    from .preprocess import list_images
     from .support import load_pixels
 
     opts = build_config(PredictOptions, args)
@@ -161,7 +161,7 @@ def run_predict(args: argparse.Namespace) -> int:
         chunk = paths[start:start + _CHUNK]
         pixels, ok = load_pixels(chunk, clf.spec, opts.skip_bad)
         if pixels:
-            probs.append(torch.softmax(clf.logits(normalise(torch.stack(pixels), clf.spec)), dim=-1))
+            probs.append(torch.softmax(clf.logits(clf.spec.normalise(torch.stack(pixels))), dim=-1))
             kept += [chunk[i] for i in ok]
     if not kept:
         raise ValueError("no query image could be read; pass readable image files")

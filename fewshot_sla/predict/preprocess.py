@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from ..data.images import RESAMPLE
 from ..data.spec import ImageSpec, convert_pixels
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "normalise", "preprocess_images",
+__all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "preprocess_images",
            "list_images"]
 
 #: file extensions read as images (folders are searched for these, case-insensitively)
@@ -129,11 +129,6 @@ def preprocess_images(items: Iterable[ImageInput] | torch.Tensor, spec: ImageSpe
     if not items:
         raise ValueError("no images to preprocess; pass at least one image")
     return spec.normalise(torch.stack([image_pixels(it, spec, i) for i, it in enumerate(items)]))
-
-
-def normalise(pixels: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """Pixels in [0, 1] ``[B, C, S, S]`` -> model inputs (``spec.normalise``)."""
-    return spec.normalise(pixels)
 
 
 def _is_image(p: Path) -> bool:
