@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -29,13 +27,7 @@ from .tiered import load_tiered_imagenet
 __all__ = ["DATASETS", "ALIASES", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    loader: Callable[..., ImageDataset]
-    info: DatasetInfo
-
-
-#: Registry: dataset name -> loader and facts; ``register_dataset`` adds one.
+#: Registry: dataset name -> loader; ``register_dataset`` adds one (and its facts to ``_INFO``).
 DATASETS: Registry = Registry("dataset", "--dataset", aliases={
     "miniimagenet": "mini-imagenet",
     "mini_imagenet": "mini-imagenet",
@@ -48,11 +40,13 @@ DATASETS: Registry = Registry("dataset", "--dataset", aliases={
     "cifar-100": "cifar100",
 })
 ALIASES = DATASETS.aliases
+_INFO: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo) -> None:
     """Add a loader ``loader(root, split, *, image_size, download, **options)`` under ``name``."""
-    DATASETS[name] = _Entry(loader, info)
+    DATASETS[name] = loader
+    _INFO[name] = info
 
 
 register_dataset("omniglot", load_omniglot, DATASET_INFO["omniglot"])
@@ -70,18 +64,9 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def _canonical(name: str) -> str:
-    return DATASETS.canonical(name)
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """Static facts (default image size, channels, mean/std, splits) of dataset ``name``."""
-    return DATASETS[_canonical(name)].info
-
-
-def _options(loader: Callable) -> list[str]:
-    params = inspect.signature(loader).parameters
-    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    return _INFO[DATASETS.canonical(name)]
 
 
 def get_dataset(
@@ -107,20 +92,13 @@ def get_dataset(
         cache_dir: when set, the decoded split is stored there as ``.npz`` and read back on
             later calls (key: name, split, options and the source's top-level sizes/mtimes).
         **options: loader-specific options (e.g. Omniglot's ``val_alphabets``,
-            ``rotate_classes``; folder's ``split_file``); unknown ones raise ``ValueError``.
+            ``rotate_classes``; folder's ``split_file``): ``DATASETS.build`` refuses unknown ones.
 
     Returns:
         An :class:`ImageDataset` (``images`` uint8 ``[N, C, S, S]``, ``labels`` int64 ``[N]``).
     """
-    key = _canonical(name)
-    entry = DATASETS[key]
-    split = resolve_split(key, split, entry.info.splits)
-    allowed = [o for o in _options(entry.loader) if o not in ("image_size", "download")]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{key}: unknown option(s) {unknown}; options of {key}: {', '.join(allowed) or 'none'}"
-        )
+    key = DATASETS.canonical(name)
+    split = resolve_split(key, split, _INFO[key].splits)
     if root is None or str(root) == "":
         raise DatasetNotFoundError(f"{key}: no data root given; {DATA_ROOT_HINT}")
     root = Path(root).expanduser()
@@ -139,7 +117,7 @@ def get_dataset(
             return cached
     if download:
         root.mkdir(parents=True, exist_ok=True)
-    ds = entry.loader(root, split, image_size=image_size, download=download, **options)
+    ds = DATASETS.build(key, root, split, image_size=image_size, download=download, **options)
     if path is not None:
         save_cached(path, ds)
     return ds
