@@ -119,6 +119,9 @@ class MetaTrainConfig:
     backbone: str = field(default="resnet12", metadata=_h("feature extractor (resnet12, conv4, resnet18, ...)"))
     backbone_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
         "backbone options as key=value,key=value (e.g. hidden=32 for conv4, avg_pool=true for resnet12)"))
+    head_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
+        "head options as key=value,key=value, passed to the registered head's constructor (any head, also one "
+        "you register)"))
     head: str = field(default="protonet", metadata=_h(
         "few-shot head (base learner): protonet, ridge, svm, r2d2 or one registered in fewshot_sla.heads.HEADS"))
     protonet_normalize: bool = field(default=False, metadata=_h(
@@ -204,6 +207,7 @@ class MetaTrainConfig:
     def __post_init__(self) -> None:
         self.dataset_options = parse_options(self.dataset_options, "dataset_options")
         self.backbone_options = parse_options(self.backbone_options, "backbone_options")
+        self.head_options = parse_options(self.head_options, "head_options")
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         self.lr_factors = tuple(float(f) for f in self.lr_factors)
         self.validate()
@@ -226,14 +230,15 @@ class MetaTrainConfig:
         """Transforms per image the mode uses (1 for baseline)."""
         return 1 if self.mode == "baseline" else get_transform_set(self.transforms).M
 
-    def head_options(self) -> dict[str, Any]:
-        """Keyword options of ``get_head(self.head, ...)``."""
+    def head_kwargs(self) -> dict[str, Any]:
+        """Keyword options of ``HEADS.build(self.head, ...)``: a built-in head's own fields, updated
+        by ``head_options``."""
         return {
             "protonet": {"normalize": self.protonet_normalize},
             "ridge": {"lambda_reg": self.ridge_lambda},
             "r2d2": {"lambda_reg": self.ridge_lambda},
             "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-        }.get(self.head, {})  # a user-registered head: its defaults
+        }.get(self.head, {}) | self.head_options
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -368,6 +373,9 @@ class EvalConfig:
     head: str = field(default="", metadata=_h(
         "head that solves the episodes (protonet, ridge, svm, r2d2, logistic, ...): default the checkpoint's own "
         "for meta-train checkpoints, protonet for supervised ones (their backbone's features)"))
+    head_options: dict[str, Any] = field(default_factory=dict, metadata=_h(
+        "options of --head as key=value,key=value (e.g. lambda_reg=10 for ridge, temperature=2 for a head you "
+        "register)"))
     svm_max_iter: int = field(default=3, metadata=_h("svm: QP iterations at test time (MetaOptNet's test.py: 3)"))
     tasks_per_batch: int = field(default=8, metadata=_h("episodes per forward pass"))
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda, cuda:N"))
@@ -381,6 +389,7 @@ class EvalConfig:
         self.compare = tuple(self.compare)
         self.inferences = tuple(self.inferences)
         self.dataset_options = parse_options(self.dataset_options, "dataset_options")
+        self.head_options = parse_options(self.head_options, "head_options")
         _choice("amp", self.amp, AMP_MODES)
         for name in ("episodes", "n_query", "svm_max_iter", "tasks_per_batch"):
             _positive(name, getattr(self, name), 1)
