@@ -37,16 +37,13 @@ class Registry(dict):
 
     Args:
         kind: what the entries are, for messages ("head", "backbone", ...).
-        option: the command-line option that names an entry ("--head"), for messages.
         aliases: extra spellings, alias -> canonical name.
         case_insensitive: look names up lower-cased (aliases and entries are stored lower-case).
     """
 
-    def __init__(self, kind: str, option: str = "", aliases: dict[str, str] | None = None,
-                 case_insensitive: bool = True) -> None:
+    def __init__(self, kind: str, aliases: dict[str, str] | None = None, case_insensitive: bool = True) -> None:
         super().__init__()
         self.kind = kind
-        self.option = option or f"--{kind}"
         self.aliases: dict[str, str] = dict(aliases or {})
         self.case_insensitive = case_insensitive
 
@@ -63,10 +60,6 @@ class Registry(dict):
             return obj
 
         return deco
-
-    def names(self) -> list[str]:
-        """Registered names in registration order (aliases aside)."""
-        return list(self)
 
     def canonical(self, name: str) -> str:
         """The registered name ``name`` stands for; ``ValueError`` listing the valid names if none."""

@@ -45,7 +45,7 @@ COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1)
 
 # name -> (rotation quarter-turns k, channel orders); composed index j = j_rot * M_color + j_color
 #: Registry: name -> (quarter turns, channel orders or None).
-TRANSFORM_SETS: Registry = Registry("transform set", "--transforms")
+TRANSFORM_SETS: Registry = Registry("transform set")
 TRANSFORM_SETS.update({
     "none": ((0,), None),
     "rotation": ((0, 1, 2, 3), None),

@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ..registry import Registry
 from .archives import source_fingerprint
-from .base import (
-    DATA_ROOT_HINT,
-    DATASET_INFO,
-    DatasetInfo,
-    DatasetNotFoundError,
-    ImageDataset,
-    resolve_split,
-)
+from .base import DATA_ROOT_HINT, DATASET_INFO, DatasetInfo, DatasetNotFoundError, ImageDataset, resolve_split
 from .cache import cache_file, load_cached, save_cached
 from .cifar import load_cifar
 from .cifarfs import load_cifar_fs, load_fc100
@@ -24,11 +18,11 @@ from .miniimagenet import load_mini_imagenet
 from .omniglot import load_omniglot
 from .tiered import load_tiered_imagenet
 
-__all__ = ["DATASETS", "ALIASES", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
+__all__ = ["DATASETS", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
 
 
 #: Registry: dataset name -> loader; ``register_dataset`` adds one (and its facts to ``_INFO``).
-DATASETS: Registry = Registry("dataset", "--dataset", aliases={
+DATASETS: Registry = Registry("dataset", aliases={
     "miniimagenet": "mini-imagenet",
     "mini_imagenet": "mini-imagenet",
     "tieredimagenet": "tiered-imagenet",
@@ -39,7 +33,6 @@ DATASETS: Registry = Registry("dataset", "--dataset", aliases={
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
 })
-ALIASES = DATASETS.aliases
 _INFO: dict[str, DatasetInfo] = {}
 
 
@@ -69,16 +62,8 @@ def dataset_info(name: str) -> DatasetInfo:
     return _INFO[DATASETS.canonical(name)]
 
 
-def get_dataset(
-    name: str,
-    root: str | Path | None,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    cache_dir: str | Path | None = None,
-    **options,
-) -> ImageDataset:
+def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: int | None = None,
+                download: bool = False, cache_dir: str | Path | None = None, **options: Any) -> ImageDataset:
     """Load ``split`` of dataset ``name`` from ``root`` as an in-memory uint8 :class:`ImageDataset`.
 
     Args:

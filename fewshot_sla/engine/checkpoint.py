@@ -42,7 +42,7 @@ FORMAT = "fewshot-sla/2"
 #: formats written by earlier versions -> the pipeline that wrote them
 LEGACY_FORMATS: dict[str, str] = {"fewshot-sla/meta/1": "meta", "fewshot-sla-supervised/1": "supervised"}
 #: pipeline -> ``model_from_checkpoint(checkpoint, source) -> (model on the CPU, config)``
-PIPELINES: Registry = Registry("pipeline", "--checkpoint")
+PIPELINES: Registry = Registry("pipeline")
 
 
 def make_checkpoint(pipeline: str, config: dict[str, Any], data: dict[str, Any], model: dict[str, Any],

@@ -49,8 +49,7 @@ __all__ = [
 #: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead`` or
 #: ``@HEADS.register("name")``; ``meta-train --head name --head-options key=value`` then builds it.
 HEADS: Registry = Registry("head")
-HEADS.update({"protonet": ProtoNetHead, "ridge": RidgeHead, "svm": SVMHead, "r2d2": R2D2Head})
-HEADS["logistic"] = LogisticHead
+HEADS.update(protonet=ProtoNetHead, ridge=RidgeHead, svm=SVMHead, r2d2=R2D2Head, logistic=LogisticHead)
 
 
 def list_heads() -> list[str]:

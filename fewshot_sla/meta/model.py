@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..backbones import get_backbone
 from ..config import config_from_dict
-from ..engine.checkpoint import PIPELINES
+from ..engine.checkpoint import PIPELINES, LoadedModel
 from ..heads import get_head
 from ..registry import Registry
 from ..transforms import TransformSet, get_transform_set
@@ -44,7 +44,7 @@ __all__ = ["EPISODIC_MODELS", "FewShotModel", "build_model", "model_from_checkpo
 #: pipeline -> ``episodic_model(loaded, head, head_options, svm_max_iter) -> (FewShotModel, MetaTrainConfig)``:
 #: a model solving episodes on the features of that pipeline's checkpoint (``engine.LoadedModel``),
 #: with the meta-training view of its run; ``eval`` finds it here by the checkpoint's pipeline
-EPISODIC_MODELS: Registry = Registry("pipeline", "--checkpoint")
+EPISODIC_MODELS: Registry = Registry("pipeline")
 
 
 class FewShotModel(nn.Module):
@@ -113,12 +113,10 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
 
     Raises ``ValueError`` (one line) for an unknown backbone/head or a bad option.
     """
-    options = dict(cfg.backbone_options)
-    options.setdefault("image_size", image_size)
     try:
-        backbone = get_backbone(cfg.backbone, in_channels=channels, **options)
-    except TypeError as e:  # an unexpected option surfacing as TypeError
-        raise ValueError(f"backbone {cfg.backbone!r}: {e}") from None
+        backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
+    except TypeError as e:  # a factory refusing an option's type (an unknown option is a TypeError too)
+        raise ValueError(e if isinstance(e, ValueError) else f"backbone {cfg.backbone!r}: {e}") from None
     head = get_head(cfg.head, **cfg.head_kwargs())
     return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale, cfg.scale_init)
 
@@ -135,7 +133,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> t
 
 
 @EPISODIC_MODELS.register("meta")
-def episodic_model(loaded: Any, head: str = "", head_options: dict[str, Any] | None = None,
+def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, Any] | None = None,
                    svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
     """A meta-training checkpoint's model as it is, or with its head rebuilt when ``head`` (another
     base learner) or ``head_options`` (over the run's own when the head stays) are given; an SVM

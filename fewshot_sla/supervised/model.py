@@ -31,7 +31,7 @@ from torch import nn
 
 from ..backbones import get_backbone
 from ..config import config_from_dict
-from ..engine.checkpoint import PIPELINES
+from ..engine.checkpoint import PIPELINES, LoadedModel
 from ..heads import get_head
 from ..inferences import inferences
 from ..meta.config import MetaTrainConfig
@@ -75,15 +75,8 @@ class SupervisedModel(nn.Module):
     Attributes: ``num_classes`` (N), ``M``, ``mode``, ``cosine``.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        M: int,
-        mode: str,
-        cosine: bool = False,
-        scale: float = 30.0,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, M: int, mode: str, cosine: bool = False,
+                 scale: float = 30.0) -> None:
         super().__init__()
         if mode not in HEADS_BY_MODE:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(HEADS_BY_MODE)}")
@@ -113,22 +106,10 @@ class SupervisedModel(nn.Module):
         return out
 
 
-def build_model(
-    backbone: str,
-    num_classes: int,
-    M: int,
-    mode: str,
-    *,
-    in_channels: int = 3,
-    image_size: int = 32,
-    cosine: bool = False,
-    scale: float = 30.0,
-    backbone_options: dict | None = None,
-) -> SupervisedModel:
+def build_model(backbone: str, num_classes: int, M: int, mode: str, *, in_channels: int = 3, image_size: int = 32,
+                cosine: bool = False, scale: float = 30.0, backbone_options: dict | None = None) -> SupervisedModel:
     """``get_backbone(backbone, in_channels, image_size=..., **backbone_options)`` + heads."""
-    opts = dict(backbone_options or {})
-    opts.setdefault("image_size", image_size)
-    net = get_backbone(backbone, in_channels=in_channels, **opts)
+    net = get_backbone(backbone, in_channels, **{"image_size": image_size, **(backbone_options or {})})
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"the cosine-classifier scale must be a positive number, got {scale}")
     return SupervisedModel(net, num_classes, M, mode, cosine=cosine, scale=scale)
@@ -138,11 +119,8 @@ def model_for_config(cfg: SupervisedConfig, num_classes: int, M: int, channels: 
                      image_size: int) -> SupervisedModel:
     """The model ``cfg`` describes for ``num_classes`` classes, ``M`` transforms and
     ``channels x image_size x image_size`` inputs (freshly initialised)."""
-    return build_model(
-        cfg.backbone, num_classes, M, cfg.mode,
-        in_channels=channels, image_size=image_size, cosine=cfg.cosine, scale=cfg.ldam_scale,
-        backbone_options=cfg.backbone_options,
-    )
+    return build_model(cfg.backbone, num_classes, M, cfg.mode, in_channels=channels, image_size=image_size,
+                       cosine=cfg.cosine, scale=cfg.ldam_scale, backbone_options=cfg.backbone_options)
 
 
 @PIPELINES.register("supervised")
@@ -184,7 +162,7 @@ def pretrained_episodic_model(s: SupervisedConfig, backbone: nn.Module, transfor
 
 
 @EPISODIC_MODELS.register("supervised")
-def episodic_model(loaded: Any, head: str = "", head_options: dict[str, Any] | None = None,
+def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, Any] | None = None,
                    svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
     """:func:`pretrained_episodic_model` of a loaded supervised checkpoint, on its device."""
     model, cfg = pretrained_episodic_model(loaded.config, loaded.model.backbone, loaded.data["transforms"],
