@@ -33,7 +33,7 @@ class UnknownOptionError(TypeError, ValueError):
 
 
 class Registry(dict):
-    """Name -> factory, with aliases and one-line lookup errors.
+    """Name -> factory, with aliases, ``build(name, **options)`` and one-line errors.
 
     Args:
         kind: what the entries are, for messages ("head", "backbone", ...).
