@@ -110,7 +110,7 @@ def _hand_logits(model, support, labels, query, n_way, temperature):
 
 
 @pytest.mark.parametrize("source", ["command line", "toml table", "toml string"])
-def test_a_head_registered_here_trains_with_its_option(mine, source, fewshot_folder, tmp_path):
+def test_a_head_registered_here_trains_with_its_option(mine, source, fewshot_folder, tmp_path, capsys):
     argv = ["meta-train", "--head", "mine", "--head-options", "temperature=2"]
     if source != "command line":
         toml = tmp_path / "mine.toml"
@@ -131,6 +131,12 @@ def test_a_head_registered_here_trains_with_its_option(mine, source, fewshot_fol
         model, cfg = EPISODIC_MODELS.build("meta", loaded, "", {"temperature": 4}, 3)
         assert cfg.head_options == {"temperature": 4} and model.head.temperature == 4
         assert torch.allclose(model(support, labels, query, 3), got / 2, atol=1e-5)
+    if source == "command line":  # eval --head-options reaches the head too: a misspelt one is named
+        with pytest.raises(SystemExit) as e:
+            main(["eval", "--checkpoint", str(tmp_path / "run"), "--head-options", "temprature=4", "--episodes", "2"])
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().endswith("got unknown option(s) ['temprature']; valid options: "
+                                                        "temperature")
 
 
 def test_head_options_of_a_head_without_them_or_a_misspelt_one_are_refused(mine, fewshot_folder, tmp_path, capsys):
