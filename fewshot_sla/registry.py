@@ -76,7 +76,8 @@ class Registry(dict):
         """Call the factory registered as ``name`` (or an alias) with ``args`` and ``options``.
 
         An option its signature does not take (and no ``**kwargs``) is refused before the call:
-        :class:`UnknownOptionError`, one line naming the valid options.
+        :class:`UnknownOptionError`, one line naming the valid options; a ``TypeError`` of the call
+        (a ``**kwargs`` factory refusing an option, an option of the wrong type) becomes a ``ValueError``.
         """
         key = self.canonical(name)
         factory = self[key]
@@ -87,4 +88,7 @@ class Registry(dict):
             if unknown:
                 raise UnknownOptionError(f"{self.kind} {key!r} got unknown option(s) {unknown}; "
                                          f"valid options: {', '.join(valid) or 'none'}")
-        return factory(*args, **options)
+        try:
+            return factory(*args, **options)
+        except TypeError as e:
+            raise ValueError(f"{self.kind} {key!r}: {e}") from e

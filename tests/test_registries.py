@@ -58,7 +58,7 @@ def test_a_dataset_gets_its_options_and_an_unknown_one_names_the_valid_ones(fews
         DATASETS.pop("anyopts")
 
 
-def test_build_passes_positional_arguments_and_a_factory_with_kwargs_takes_any_option():
+def test_build_passes_positional_arguments_and_a_factory_with_kwargs_takes_any_option_it_accepts():
     things = Registry("thing")
     things.register("pair")(lambda a, b=0, *, c=1: (a, b, c))
     things.register("bag")(lambda **kw: kw)
@@ -66,7 +66,10 @@ def test_build_passes_positional_arguments_and_a_factory_with_kwargs_takes_any_o
     with pytest.raises(UnknownOptionError, match=r"got unknown option\(s\) \['a'\]; valid options: b, c$"):
         things.build("pair", 5, a=3)  # a is taken by the positional argument
     assert things.build("bag", name=1, x=2) == {"name": 1, "x": 2}
-    with pytest.raises(ValueError, match="unknown thing 'box'; choose one of: bag, pair"):
+    things.register("bare")(type("Bare", (nn.Module,), {}))  # **kwargs of nn.Module that refuses them
+    with pytest.raises(ValueError, match=r"^thing 'bare': Bare.__init__\(\) got an unexpected keyword argument 't'$"):
+        things.build("bare", t=1)
+    with pytest.raises(ValueError, match="unknown thing 'box'; choose one of: bag, bare, pair$"):
         things.build("box")
 
 

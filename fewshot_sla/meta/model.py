@@ -113,10 +113,9 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
 
     Raises ``ValueError`` (one line) for an unknown backbone/head or a bad option.
     """
-    try:
-        backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
-    except TypeError as e:  # a factory refusing an option's type (an unknown option is a TypeError too)
-        raise ValueError(e if isinstance(e, ValueError) else f"backbone {cfg.backbone!r}: {e}") from None
+    if "in_channels" in cfg.backbone_options:
+        raise ValueError(f"--backbone-options in_channels: the data's channels ({channels}) set it; drop it")
+    backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
     head = get_head(cfg.head, **cfg.head_kwargs())
     return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale, cfg.scale_init)
 
