@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_sla.data.spec import ImageSpec
+from fewshot_sla.engine import load_model
 from fewshot_sla.episodes import EpisodeSampler
 from fewshot_sla.inferences import reported
 from fewshot_sla.meta.batches import load_batch, load_split
-from fewshot_sla.meta.evaluate import load_model
 from fewshot_sla.meta.methods import run_episodes
 
 GRID = tuple(0.5 * 2**i for i in range(9))  # 0.5 .. 128
@@ -35,7 +35,8 @@ GRID = tuple(0.5 * 2**i for i in range(9))  # 0.5 .. 128
 def probe(path: str, data_root: str | None, episodes: int, seed: int) -> dict:
     """Learnt scale, logit std and cross-entropy per scale of one checkpoint (see the module docs)."""
     device = torch.device("cpu")
-    model, cfg, ckpt = load_model(path, device)
+    loaded = load_model(path, device)
+    model, cfg, ckpt = loaded.model, loaded.config, loaded.checkpoint
     inference = reported("meta", cfg.mode)
     scale = model.distill_scale if inference == "distilled" else model.scale  # the one that multiplies these logits
     learnt = float(scale.detach())

@@ -1,42 +1,49 @@
 """One registry type for everything that can be named on the command line.
 
-Backbones, heads, datasets and transform sets each live in a :class:`Registry`: a ``dict``
-from name to factory (so ``HEADS["mine"] = MyHead`` and ``"mine" in HEADS`` work as for any
-dict) that also takes a decorator, knows its aliases and gives one-line errors listing the
-valid names. Config validation asks the registries at validation time, so an entry a user
+Backbones, heads, datasets, transform sets and pipelines each live in a :class:`Registry`: a
+``dict`` from name to factory (so ``HEADS["mine"] = MyHead`` and ``"mine" in HEADS`` work as for
+any dict) that also takes a decorator, knows its aliases, builds an entry from keyword options
+(:meth:`Registry.build`, as timm's ``create_model``) and gives one-line errors listing the valid
+names and options. Config validation asks the registries at validation time, so an entry a user
 registers before building a config is accepted by the configs and the command line::
 
     from fewshot_sla.heads import HEADS
 
     @HEADS.register("cosine")
-    class CosineHead(nn.Module): ...
+    class CosineHead(nn.Module):
+        def __init__(self, temperature: float = 10.0): ...
+
+    HEADS.build("cosine", temperature=5.0)  # meta-train --head cosine --head-options temperature=5
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "UnknownOptionError"]
 
 T = TypeVar("T")
 
 
+class UnknownOptionError(TypeError, ValueError):
+    """An option the factory does not take: a ``TypeError`` (as Python's for an unexpected
+    keyword) and a ``ValueError`` (as the package's other bad input)."""
+
+
 class Registry(dict):
-    """Name -> factory, with aliases and one-line lookup errors.
+    """Name -> factory, with aliases, ``build(name, **options)`` and one-line errors.
 
     Args:
         kind: what the entries are, for messages ("head", "backbone", ...).
-        option: the command-line option that names an entry ("--head"), for messages.
         aliases: extra spellings, alias -> canonical name.
         case_insensitive: look names up lower-cased (aliases and entries are stored lower-case).
     """
 
-    def __init__(self, kind: str, option: str = "", aliases: dict[str, str] | None = None,
-                 case_insensitive: bool = True) -> None:
+    def __init__(self, kind: str, aliases: dict[str, str] | None = None, case_insensitive: bool = True) -> None:
         super().__init__()
         self.kind = kind
-        self.option = option or f"--{kind}"
         self.aliases: dict[str, str] = dict(aliases or {})
         self.case_insensitive = case_insensitive
 
@@ -54,10 +61,6 @@ class Registry(dict):
 
         return deco
 
-    def names(self) -> list[str]:
-        """Registered names in registration order (aliases aside)."""
-        return list(self)
-
     def canonical(self, name: str) -> str:
         """The registered name ``name`` stands for; ``ValueError`` listing the valid names if none."""
         key = str(name).strip()
@@ -69,6 +72,23 @@ class Registry(dict):
             raise ValueError(f"unknown {self.kind} {str(name)!r}; choose one of: {', '.join(sorted(self))}{extra}")
         return key
 
-    def lookup(self, name: str) -> Any:
-        """The entry registered as ``name`` (or one of its aliases)."""
-        return self[self.canonical(name)]
+    def build(self, name: str, /, *args: Any, **options: Any) -> Any:
+        """Call the factory registered as ``name`` (or an alias) with ``args`` and ``options``.
+
+        An option its signature does not take (and no ``**kwargs``) is refused before the call:
+        :class:`UnknownOptionError`, one line naming the valid options; a ``TypeError`` of the call
+        (a ``**kwargs`` factory refusing an option, an option of the wrong type) becomes a ``ValueError``.
+        """
+        key = self.canonical(name)
+        factory = self[key]
+        params = list(inspect.signature(factory).parameters.values())
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            valid = [p.name for p in params[len(args):] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            unknown = sorted(set(options) - set(valid))
+            if unknown:
+                raise UnknownOptionError(f"{self.kind} {key!r} got unknown option(s) {unknown}; "
+                                         f"valid options: {', '.join(valid) or 'none'}")
+        try:
+            return factory(*args, **options)
+        except TypeError as e:
+            raise ValueError(f"{self.kind} {key!r}: {e}") from e

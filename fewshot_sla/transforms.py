@@ -28,7 +28,7 @@ COLOR_PERM6: tuple[tuple[int, int, int], ...] = (
 COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))  # RGB, GBR, BRG
 
 #: Registry: name -> (quarter turns k, channel orders or None).
-TRANSFORM_SETS: Registry = Registry("transform set", "--transforms")
+TRANSFORM_SETS: Registry = Registry("transform set")
 TRANSFORM_SETS.update({
     "none": ((0,), None),
     "rotation": ((0, 1, 2, 3), None),

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from fewshot_sla.backbones import (
     Backbone,
-    BackboneOptionError,
     _registry,
     feature_dim,
     get_backbone,
@@ -21,6 +20,7 @@ from fewshot_sla.backbones import (
 )
 from fewshot_sla.backbones.dropblock import DropBlock, block_keep_mask, dropblock_gamma
 from fewshot_sla.backbones.resnet12 import ResNet12
+from fewshot_sla.registry import UnknownOptionError
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -78,7 +78,7 @@ def test_unknown_option_is_named(exc):
     with pytest.raises(exc) as info:
         get_backbone("resnet12", blocksize=3, image_size=32)
     msg = str(info.value)
-    assert isinstance(info.value, BackboneOptionError)
+    assert isinstance(info.value, UnknownOptionError)
     assert "'blocksize'" in msg and "block_size" in msg  # the typo and the fix
 
 
@@ -113,7 +113,7 @@ def test_register_custom_backbone():
         assert name in list_backbones()
         m = get_backbone(name, in_channels=1, dim=7)
         assert m(torch.zeros(2, 1, 4, 4)).shape == (2, 7)
-        with pytest.raises(BackboneOptionError, match="'width'"):
+        with pytest.raises(UnknownOptionError, match="'width'"):
             get_backbone(name, width=3)
         with pytest.raises(ValueError, match="already registered"):
             register_backbone(name)(lambda in_channels=3: None)

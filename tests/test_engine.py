@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from fewshot_sla import sla
-from fewshot_sla.cli import main
 from fewshot_sla.config import ConfigError, build_config, config_from_dict
 from fewshot_sla.distributed import DistInfo
 from fewshot_sla.engine import (
@@ -23,10 +22,7 @@ from fewshot_sla.engine import (
     shard_indices,
     upgrade,
 )
-from fewshot_sla.heads import HEADS
-from fewshot_sla.heads.protonet import class_prototypes
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.meta.evaluate import load_model as load_meta_model
 from fewshot_sla.runs import derive_seed
 from fewshot_sla.supervised.config import SupervisedConfig
 
@@ -60,9 +56,7 @@ def test_checkpoints_written_by_the_previous_version_load_and_compute_the_same()
     assert all(torch.equal(out[k], exp["supervised"][k]) for k in out)
 
 
-def test_each_pipeline_refuses_the_others_checkpoint_in_one_line():
-    with pytest.raises(ValueError, match="checkpoint of `fewshot-sla supervised`.*--evaluate"):
-        load_meta_model(LEGACY / "supervised_v1.pt", torch.device("cpu"))
+def test_supervised_evaluation_refuses_a_meta_checkpoint_in_one_line():
     from fewshot_sla.supervised.evaluate import evaluate_checkpoints
 
     with pytest.raises(ValueError, match="checkpoint of `fewshot-sla meta`.*fewshot-sla eval"):
@@ -169,37 +163,6 @@ def test_run_directory_claims(tmp_path):
         claim_run_dir(tmp_path / "old", info, resume=False)
     with pytest.raises(FileNotFoundError, match="no last.pt"):
         claim_run_dir(tmp_path / "new", info, resume=True)
-
-
-# ---------------------------------------------------------------- registries
-class NegDotHead(nn.Module):
-    """A user's head: logits = query . prototype."""
-
-    def forward(self, query, support, support_labels, n_way):
-        return torch.bmm(query, class_prototypes(support, support_labels, n_way).transpose(1, 2))
-
-
-def test_a_user_registered_head_trains_from_the_command_line_and_configs(fewshot_folder, tmp_path):
-    HEADS.register("negdot")(NegDotHead)
-    try:
-        cfg = build_config(MetaTrainConfig, {"head": "negdot"})
-        assert cfg.head == "negdot" and cfg.head_options() == {}
-        toml = tmp_path / "mine.toml"
-        toml.write_text('head = "negdot"\nbackbone = "conv4"\n')
-        assert build_config(MetaTrainConfig, {}, config=str(toml)).head == "negdot"
-        run = tmp_path / "run"
-        assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
-                     "--backbone-options", "hidden=8,out_channels=8", "--head", "negdot", "--mode", "sla",
-                     "--n-way", "3", "--k-shot", "1", "--n-query", "2", "--episodes-per-epoch", "4",
-                     "--tasks-per-batch", "2", "--eval-way", "3", "--eval-shot", "1", "--eval-query", "2",
-                     "--val-episodes", "2", "--epochs", "1",
-                     "--device", "cpu", "--quiet", "--run-dir", str(run)]) == 0
-        loaded = load_model(run)
-        assert type(loaded.model.head) is NegDotHead and loaded.config.head == "negdot"
-    finally:
-        HEADS.pop("negdot", None)
-    with pytest.raises(ConfigError, match="--head: unknown head 'negdot'; choose one of"):
-        build_config(MetaTrainConfig, {"head": "negdot"})
 
 
 # ---------------------------------------------------------------- one config dialect

@@ -13,10 +13,11 @@ import torch
 from synthetic import synthetic_dataset
 
 from fewshot_sla.data.spec import ImageSpec
+from fewshot_sla.engine import load_model
 from fewshot_sla.episodes import EpisodeSampler
 from fewshot_sla.meta.batches import episode_indices
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.meta.evaluate import evaluate_episodes, load_model
+from fewshot_sla.meta.evaluate import evaluate_episodes
 from fewshot_sla.meta.train import resume_config, train
 from fewshot_sla.runs import RunDir
 
@@ -64,7 +65,8 @@ def test_every_mode_and_head_trains_validates_and_checkpoints(tmp_path, mode, he
     if mode == "sla+sd":
         assert {"loss_sla", "loss_distill", "loss_ce"} <= set(train_recs[0])
     # the checkpoint rebuilds the same model from its own config, with no training data
-    model, tcfg, ckpt = load_model(run.path / "best.pt", torch.device("cpu"))
+    loaded = load_model(run.path / "best.pt")
+    model, tcfg, ckpt = loaded.model, loaded.config, loaded.checkpoint
     assert tcfg.mode == mode and tcfg.head == head and ckpt["step"] == 2
     if head == "svm":
         assert model.head.dtype == torch.float64  # the QP is solved in double precision by default
@@ -136,7 +138,8 @@ def test_resume_after_a_kill_mid_epoch_drops_later_metric_records(tmp_path):
 def test_evaluate_episodes_matches_a_brute_force_protonet(tmp_path):
     cfg = tiny(tmp_path, mode="baseline", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
-    model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
+    loaded = load_model(tmp_path / "run" / "best.pt")
+    model, ckpt = loaded.model, loaded.checkpoint
     pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     accs = evaluate_episodes(model, VAL, pre, n_way=3, k_shot=2, n_query=4, n_episodes=5, seed=3,
                              device=torch.device("cpu"), tasks_per_batch=2)["plain"]
@@ -160,7 +163,8 @@ def test_evaluate_episodes_matches_a_brute_force_sla_ridge(tmp_path):
     (MetaOptNet's factor 2 and the learnt scale are positive and leave the argmax alone)."""
     cfg = tiny(tmp_path, mode="sla", head="ridge", transforms="rotation", episodes_per_epoch=8)
     train(cfg, datasets=DATA)
-    model, _, ckpt = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
+    loaded = load_model(tmp_path / "run" / "best.pt")
+    model, ckpt = loaded.model, loaded.checkpoint
     pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
     n, k, q, m, lam = 3, 2, 4, 4, cfg.ridge_lambda
     accs = evaluate_episodes(model, VAL, pre, n_way=n, k_shot=k, n_query=q, n_episodes=4, seed=5,
@@ -215,7 +219,7 @@ def test_training_episodes_are_the_seeded_stream(tmp_path):
 def test_config_roundtrip_through_the_checkpoint(tmp_path):
     cfg = tiny(tmp_path, mode="da", transforms="rotation2", label_smoothing=0.1)
     train(cfg, datasets=DATA)
-    _, tcfg, _ = load_model(tmp_path / "run", torch.device("cpu"))  # a run directory -> best.pt
+    tcfg = load_model(tmp_path / "run").config  # a run directory -> best.pt
     assert dataclasses.asdict(tcfg) == dataclasses.asdict(cfg)
 
 

@@ -22,7 +22,6 @@ image_size=28)`` for Omniglot): the flattening backbones check it in forward.
 from ._registry import (
     BACKBONES,
     Backbone,
-    BackboneOptionError,
     get_backbone,
     list_backbones,
     register_backbone,
@@ -36,7 +35,6 @@ from .resnet32 import CifarResNet
 __all__ = [
     "BACKBONES",
     "Backbone",
-    "BackboneOptionError",
     "CifarResNet",
     "Conv4",
     "DropBlock",

@@ -2,13 +2,12 @@
 
 A backbone is an ``nn.Module`` mapping images ``[B, C, H, W]`` to features
 ``[B, out_dim]``. Factories are registered by name with :func:`register_backbone`
-and built with :func:`get_backbone`, which checks the option names against the
-factory's signature so that a typo fails with a message naming the option.
+and built with :func:`get_backbone` (``BACKBONES.build``: a misspelt option fails
+with a message naming it and the valid ones).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,7 +18,6 @@ from ..registry import Registry
 __all__ = [
     "BACKBONES",
     "Backbone",
-    "BackboneOptionError",
     "get_backbone",
     "list_backbones",
     "register_backbone",
@@ -31,14 +29,6 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 #: Registry: backbone name -> factory ``(in_channels, **options) -> Backbone``.
 BACKBONES: Registry = Registry("backbone", case_insensitive=False)
-
-
-class BackboneOptionError(TypeError, ValueError):
-    """An unknown option was passed to :func:`get_backbone`.
-
-    Subclasses both ``TypeError`` (what Python raises for an unexpected keyword)
-    and ``ValueError`` (what the rest of the package raises for bad input).
-    """
 
 
 class Backbone(nn.Module):
@@ -144,43 +134,11 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
-def _option_names(factory: Callable[..., nn.Module]) -> tuple[set[str], bool]:
-    """Keyword options accepted by ``factory`` and whether it takes ``**kwargs``."""
-    params = inspect.signature(factory).parameters
-    names = {
-        p.name
-        for p in params.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return names, var_kw
-
-
 def get_backbone(name: str, in_channels: int = 3, **options) -> nn.Module:
-    """Build the backbone registered as ``name``.
+    """Build the backbone registered as ``name`` (one of :func:`list_backbones`) for images of
+    ``in_channels`` channels, with ``options`` such as ``image_size=32``, ``avg_pool=True``.
 
-    Args:
-        name: one of :func:`list_backbones` (e.g. ``"resnet12"``, ``"conv4"``).
-        in_channels: image channels C (3 for RGB, 1 for Omniglot).
-        **options: backbone options, e.g. ``image_size=32``, ``avg_pool=True``.
-
-    Returns:
-        a module with ``out_dim``; forward maps ``[B, C, H, W] -> [B, out_dim]``.
-
-    Raises:
-        ValueError: unknown ``name`` (the message lists the valid names).
-        BackboneOptionError: unknown option (a TypeError and ValueError; the message
-            lists the valid options).
+    Returns a module with ``out_dim``; forward maps ``[B, C, H, W] -> [B, out_dim]``. An unknown
+    name or option is a ``ValueError`` listing the valid ones (the option's also a ``TypeError``).
     """
-    name = BACKBONES.canonical(name)
-    factory = BACKBONES[name]
-    valid, var_kw = _option_names(factory)
-    valid.discard("in_channels")
-    unknown = sorted(set(options) - valid)
-    if unknown and not var_kw:
-        raise BackboneOptionError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for backbone {name!r}; "
-            f"valid options: {', '.join(sorted(valid))}"
-        )
-    check_positive_int("in_channels", in_channels)
-    return factory(in_channels=in_channels, **options)
+    return BACKBONES.build(name, in_channels=check_positive_int("in_channels", in_channels), **options)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ..registry import Registry
 from .archives import source_fingerprint
-from .base import (
-    DATA_ROOT_HINT,
-    DATASET_INFO,
-    DatasetInfo,
-    DatasetNotFoundError,
-    ImageDataset,
-    resolve_split,
-)
+from .base import DATA_ROOT_HINT, DATASET_INFO, DatasetInfo, DatasetNotFoundError, ImageDataset, resolve_split
 from .cache import cache_file, load_cached, save_cached
 from .cifar import load_cifar
 from .cifarfs import load_cifar_fs, load_fc100
@@ -26,17 +18,11 @@ from .miniimagenet import load_mini_imagenet
 from .omniglot import load_omniglot
 from .tiered import load_tiered_imagenet
 
-__all__ = ["DATASETS", "ALIASES", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
+__all__ = ["DATASETS", "register_dataset", "list_datasets", "get_dataset", "dataset_info"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    loader: Callable[..., ImageDataset]
-    info: DatasetInfo
-
-
-#: Registry: dataset name -> loader and facts; ``register_dataset`` adds one.
-DATASETS: Registry = Registry("dataset", "--dataset", aliases={
+#: Registry: dataset name -> loader; ``register_dataset`` adds one (and its facts to ``_INFO``).
+DATASETS: Registry = Registry("dataset", aliases={
     "miniimagenet": "mini-imagenet",
     "mini_imagenet": "mini-imagenet",
     "tieredimagenet": "tiered-imagenet",
@@ -47,12 +33,13 @@ DATASETS: Registry = Registry("dataset", "--dataset", aliases={
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
 })
-ALIASES = DATASETS.aliases
+_INFO: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo) -> None:
     """Add a loader ``loader(root, split, *, image_size, download, **options)`` under ``name``."""
-    DATASETS[name] = _Entry(loader, info)
+    DATASETS[name] = loader
+    _INFO[name] = info
 
 
 register_dataset("omniglot", load_omniglot, DATASET_INFO["omniglot"])
@@ -70,30 +57,13 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def _canonical(name: str) -> str:
-    return DATASETS.canonical(name)
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """Static facts (default image size, channels, mean/std, splits) of dataset ``name``."""
-    return DATASETS[_canonical(name)].info
+    return _INFO[DATASETS.canonical(name)]
 
 
-def _options(loader: Callable) -> list[str]:
-    params = inspect.signature(loader).parameters
-    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
-def get_dataset(
-    name: str,
-    root: str | Path | None,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    cache_dir: str | Path | None = None,
-    **options,
-) -> ImageDataset:
+def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: int | None = None,
+                download: bool = False, cache_dir: str | Path | None = None, **options: Any) -> ImageDataset:
     """Load ``split`` of dataset ``name`` from ``root`` as an in-memory uint8 :class:`ImageDataset`.
 
     Args:
@@ -107,20 +77,13 @@ def get_dataset(
         cache_dir: when set, the decoded split is stored there as ``.npz`` and read back on
             later calls (key: name, split, options and the source's top-level sizes/mtimes).
         **options: loader-specific options (e.g. Omniglot's ``val_alphabets``,
-            ``rotate_classes``; folder's ``split_file``); unknown ones raise ``ValueError``.
+            ``rotate_classes``; folder's ``split_file``): ``DATASETS.build`` refuses unknown ones.
 
     Returns:
         An :class:`ImageDataset` (``images`` uint8 ``[N, C, S, S]``, ``labels`` int64 ``[N]``).
     """
-    key = _canonical(name)
-    entry = DATASETS[key]
-    split = resolve_split(key, split, entry.info.splits)
-    allowed = [o for o in _options(entry.loader) if o not in ("image_size", "download")]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{key}: unknown option(s) {unknown}; options of {key}: {', '.join(allowed) or 'none'}"
-        )
+    key = DATASETS.canonical(name)
+    split = resolve_split(key, split, _INFO[key].splits)
     if root is None or str(root) == "":
         raise DatasetNotFoundError(f"{key}: no data root given; {DATA_ROOT_HINT}")
     root = Path(root).expanduser()
@@ -139,7 +102,7 @@ def get_dataset(
             return cached
     if download:
         root.mkdir(parents=True, exist_ok=True)
-    ds = entry.loader(root, split, image_size=image_size, download=download, **options)
+    ds = DATASETS.build(key, root, split, image_size=image_size, download=download, **options)
     if path is not None:
         save_cached(path, ds)
     return ds

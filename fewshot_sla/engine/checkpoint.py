@@ -18,17 +18,21 @@ A checkpoint (``last.pt``, ``best.pt``) is a dict::
     from fewshot_sla.engine import load_model
     loaded = load_model("runs/omniglot_sla", device="cpu")    # a run directory or a .pt file
     loaded.model, loaded.config, loaded.pipeline, loaded.data
+
+Each pipeline registers the function rebuilding its model in :data:`PIPELINES` from its own
+module (``@PIPELINES.register("meta")`` in ``meta/model.py``); importing ``fewshot_sla`` imports
+the built-in pipelines, so their checkpoints load.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..registry import Registry
 from ..runs import check_finite_state, load_checkpoint, resolve_checkpoint
 
 __all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpoint", "upgrade",
@@ -37,11 +41,8 @@ __all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpo
 FORMAT = "fewshot-sla/2"
 #: formats written by earlier versions -> the pipeline that wrote them
 LEGACY_FORMATS: dict[str, str] = {"fewshot-sla/meta/1": "meta", "fewshot-sla-supervised/1": "supervised"}
-#: pipeline -> "module:function" rebuilding its model, ``fn(checkpoint, device) -> (model, config)``
-PIPELINES: dict[str, str] = {
-    "meta": "fewshot_sla.meta.model:model_from_checkpoint",
-    "supervised": "fewshot_sla.supervised.model:model_from_checkpoint",
-}
+#: pipeline -> ``model_from_checkpoint(checkpoint, source) -> (model on the CPU, config)``
+PIPELINES: Registry = Registry("pipeline")
 
 
 def make_checkpoint(pipeline: str, config: dict[str, Any], data: dict[str, Any], model: dict[str, Any],
@@ -93,7 +94,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     a checkpoint with non-finite weights is refused in one line naming the file and tensor."""
     ckpt = read_checkpoint(path, map_location="cpu")
     check_finite_state(ckpt["model"], resolve_checkpoint(path))  # a diverged run's weights: one line
-    module, fn = PIPELINES[ckpt["pipeline"]].split(":")
-    model, config = getattr(importlib.import_module(module), fn)(ckpt, source=str(path))
+    model, config = PIPELINES.build(ckpt["pipeline"], ckpt, source=str(path))
     model.to(torch.device(device)).eval()
     return LoadedModel(model, config, ckpt["pipeline"], ckpt["data"], ckpt, str(path))

@@ -24,7 +24,6 @@ Learnable logit scales (MetaOptNet's ``scale``, R2-D2's adjust layer) belong to 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
@@ -48,10 +47,9 @@ __all__ = [
 ]
 
 #: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead`` or
-#: ``@HEADS.register("name")``; ``meta-train --head name`` then accepts it.
+#: ``@HEADS.register("name")``; ``meta-train --head name --head-options key=value`` then builds it.
 HEADS: Registry = Registry("head")
-HEADS.update({"protonet": ProtoNetHead, "ridge": RidgeHead, "svm": SVMHead, "r2d2": R2D2Head})
-HEADS["logistic"] = LogisticHead
+HEADS.update(protonet=ProtoNetHead, ridge=RidgeHead, svm=SVMHead, r2d2=R2D2Head, logistic=LogisticHead)
 
 
 def list_heads() -> list[str]:
@@ -60,19 +58,6 @@ def list_heads() -> list[str]:
 
 
 def get_head(name: str, **options: Any) -> nn.Module:
-    """Build the head registered as ``name`` with keyword ``options``.
-
-    Raises:
-        ValueError: unknown name (the message lists the valid names) or an option the head
-            does not take (the message lists the valid options).
-        ImportError: ``solver="qpth"`` for svm (or ``solver="qp"`` for ridge) without qpth installed.
-    """
-    key = HEADS.canonical(name)
-    cls = HEADS[key]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"head {key!r} got unknown option(s) {unknown}; valid options: {', '.join(valid)}"
-        )
-    return cls(**options)
+    """``HEADS.build(name, **options)``: ``ValueError`` for an unknown name or option (the message
+    lists the valid ones); ``ImportError`` for svm's ``solver="qpth"`` or ridge's ``"qp"`` without qpth."""
+    return HEADS.build(name, **options)

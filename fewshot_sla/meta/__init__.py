@@ -22,7 +22,7 @@ evaluate``.
 
 from .batches import episode_indices
 from .config import INFERENCES, MODES, REPORTED_INFERENCE, EvalConfig, MetaTrainConfig
-from .evaluate import evaluate_episodes, load_model
+from .evaluate import evaluate_episodes
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
 from .train import MetaTrainer, resume_config
@@ -42,5 +42,4 @@ __all__ = [
     "MetaTrainer",
     "resume_config",
     "evaluate_episodes",
-    "load_model",
 ]

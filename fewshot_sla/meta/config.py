@@ -44,6 +44,8 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     data_on_device: bool = option(True, "keep the uint8 images on the device")
     # -- head -------------------------------------------------------------------------------
     head: str = option("protonet", "few-shot head: protonet, ridge, svm, r2d2 or one registered in HEADS")
+    head_options: dict[str, Any] = option({}, "head options as key=value,... passed to the registered head's "
+                                          "constructor (any head, also one you register)")
     protonet_normalize: bool = option(False, "protonet: divide squared distances by the feature size (MetaOptNet)")
     ridge_lambda: float = option(50.0, "ridge/r2d2: regularisation lambda", gt=0)
     svm_c: float = option(0.1, "svm: cost C", gt=0)
@@ -98,11 +100,15 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
         """Transforms per image the mode uses (1 for baseline)."""
         return 1 if self.mode == "baseline" else get_transform_set(self.transforms).M
 
-    def head_options(self) -> dict[str, Any]:
-        """Keyword options of ``get_head(self.head, ...)``."""
-        return {"protonet": {"normalize": self.protonet_normalize}, "ridge": {"lambda_reg": self.ridge_lambda},
-                "r2d2": {"lambda_reg": self.ridge_lambda}, "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-                }.get(self.head, {})  # a user-registered head: its defaults
+    def head_kwargs(self) -> dict[str, Any]:
+        """Keyword options of ``HEADS.build(self.head, ...)``: a built-in head's own fields, updated
+        by ``head_options``."""
+        return {
+            "protonet": {"normalize": self.protonet_normalize},
+            "ridge": {"lambda_reg": self.ridge_lambda},
+            "r2d2": {"lambda_reg": self.ridge_lambda},
+            "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
+        }.get(self.head, {}) | self.head_options
 
     def run_name(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -170,6 +176,7 @@ class EvalConfig(Device):
     inferences: tuple[str, ...] = option((), "inferences to report (default: all the model supports)",
                                          choices=tuple(sorted({i for v in INFERENCES.values() for i in v} | {"plain"})))
     head: str = option("", "head of the episodes (default: the checkpoint's; protonet for supervised ones)")
+    head_options: dict[str, Any] = option({}, "options of --head as key=value,... (e.g. lambda_reg=10 for ridge)")
     svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)", ge=1)
     tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
     output: str = option("", "JSON file (default: next to the checkpoint)")

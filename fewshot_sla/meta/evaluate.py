@@ -34,20 +34,18 @@ import torch
 from ..config import ConfigError
 from ..data.spec import ImageSpec
 from ..distributed import DistInfo, barrier
-from ..engine import amp_dtype, progress, run_sharded, start_session
-from ..engine import load_model as load_any_model
+from ..engine import amp_dtype, load_model, progress, run_sharded, start_session
 from ..episodes import EpisodeSampler
 from ..inferences import episode_table, reported
 from ..runs import atomic_write_text, to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, Preprocess, load_batch, load_split
-from .config import EvalConfig, MetaTrainConfig, check_against_data
+from .config import EvalConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
-from .model import FewShotModel, episodic_model
+from .model import EPISODIC_MODELS, FewShotModel
 
 __all__ = [
     "evaluate_episodes",
-    "load_model",
     "evaluate",
     "summarize",
     "format_report",
@@ -113,19 +111,6 @@ def summarize(accuracies: dict[str, np.ndarray], with_values: bool = True) -> di
     return out
 
 
-def load_model(path: str | Path, device: torch.device) -> tuple[FewShotModel, MetaTrainConfig, dict]:
-    """Rebuild the model of a meta-training checkpoint (a ``.pt`` file or a run directory).
-
-    Returns ``(model on device, its training config, the checkpoint dict)``; a checkpoint of
-    another pipeline is refused in one line.
-    """
-    loaded = load_any_model(path, device)
-    if loaded.pipeline != "meta":
-        raise ValueError(f"{path} is a checkpoint of `fewshot-sla {loaded.pipeline}`, not of meta-train; "
-                         f"evaluate it with fewshot-sla {loaded.pipeline} --evaluate {path}")
-    return loaded.model, loaded.config, loaded.checkpoint
-
-
 def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
     ck = Path(cfg.checkpoint)
     folder = ck if ck.is_dir() else ck.parent
@@ -154,8 +139,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     n_way = k_shot = None
     reference = None
     for p in paths:
-        loaded = load_any_model(p, device)  # either pipeline: supervised backbones are solved in episodes
-        model, tcfg = episodic_model(loaded, cfg.head, cfg.svm_max_iter)
+        loaded = load_model(p, device)  # any pipeline that registered an episodic model (supervised: its backbone)
+        model, tcfg = EPISODIC_MODELS.build(loaded.pipeline, loaded, cfg.head, cfg.head_options, cfg.svm_max_iter)
         ckpt = loaded.checkpoint
         mode = loaded.config.mode
         model.amp_dtype = amp_dtype(cfg.amp, device)

@@ -19,7 +19,8 @@ features are cast to float32 and the head always runs outside autocast (the SVM 
 solves its QP in float64), so a distance or a QP is never computed in half precision.
 
 Everything needed to rebuild the model is in the run's :class:`MetaTrainConfig` (saved in
-every checkpoint) plus the data's channels and image size: :func:`build_model`.
+every checkpoint) plus the data's channels and image size: :func:`build_model`. A pipeline whose
+checkpoints can solve episodes registers its ``episodic_model`` in :data:`EPISODIC_MODELS`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import get_backbone
+from ..config import config_from_dict
+from ..engine.checkpoint import PIPELINES, LoadedModel
 from ..heads import get_head
+from ..registry import Registry
 from ..transforms import TransformSet, get_transform_set
 from .config import INFERENCES, MetaTrainConfig
 
-__all__ = ["FewShotModel", "build_model", "model_from_checkpoint", "episodic_model", "pretrained_episodic_model"]
+__all__ = ["EPISODIC_MODELS", "FewShotModel", "build_model", "model_from_checkpoint", "episodic_model"]
+
+#: pipeline -> ``episodic_model(loaded, head, head_options, svm_max_iter) -> (FewShotModel, MetaTrainConfig)``:
+#: a model solving episodes on the features of that pipeline's checkpoint (``engine.LoadedModel``),
+#: with the meta-training view of its run; ``eval`` finds it here by the checkpoint's pipeline
+EPISODIC_MODELS: Registry = Registry("pipeline")
 
 
 class FewShotModel(nn.Module):
@@ -104,21 +113,17 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
 
     Raises ``ValueError`` (one line) for an unknown backbone/head or a bad option.
     """
-    options = dict(cfg.backbone_options)
-    options.setdefault("image_size", image_size)
-    try:
-        backbone = get_backbone(cfg.backbone, in_channels=channels, **options)
-    except TypeError as e:  # an unexpected option surfacing as TypeError
-        raise ValueError(f"backbone {cfg.backbone!r}: {e}") from None
-    head = get_head(cfg.head, **cfg.head_options())
+    if "in_channels" in cfg.backbone_options:
+        raise ValueError(f"--backbone-options in_channels: the data's channels ({channels}) set it; drop it")
+    backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
+    head = get_head(cfg.head, **cfg.head_kwargs())
     return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale, cfg.scale_init)
 
 
+@PIPELINES.register("meta")
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[FewShotModel, MetaTrainConfig]:
     """The model (weights loaded, on the CPU) and config of a meta-training checkpoint in the
     current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
-    from ..config import config_from_dict
-
     cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=source, notes=False)
     data = ckpt["data"]
     model = build_model(cfg, data["channels"], data["image_size"])
@@ -126,53 +131,18 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> t
     return model, cfg
 
 
-#: supervised mode -> the meta-training mode whose episodes a pretrained backbone is evaluated in
-_EPISODE_MODE = {"baseline": "baseline", "da": "baseline", "mt": "baseline", "sla": "sla", "sla+sd": "sla"}
-
-
-def episodic_model(loaded: Any, head: str = "", svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
-    """A model that solves episodes on the features of any checkpoint (``engine.LoadedModel``).
-
-    A meta-training checkpoint is returned as it is (with ``head`` replacing its base learner
-    when given). A supervised one becomes a :class:`FewShotModel` with its backbone (the features
-    before the base-class heads, which cannot score novel classes), the few-shot ``head``
-    (default ``protonet``) and a fixed logit scale 1; SLA-pretrained backbones (sla, sla+sd)
-    are evaluated NM-way as meta-training's SLA models (``single``, ``aggregated``) and on the
-    untransformed images (``plain``). Returns ``(model, config)``, the config being the
-    meta-training view of the run (dataset, options, transforms, head).
-    """
-    from ..heads import get_head
-
-    if loaded.pipeline == "meta":
-        model, cfg = loaded.model, loaded.config
-        if head and head != cfg.head:
-            cfg = dataclasses.replace(cfg, head=head)
-            model.head = get_head(head, **cfg.head_options())
-        if cfg.head == "svm":
-            model.head_kwargs = {"max_iter": svm_max_iter}
-    else:  # pretrained_episodic_model sets the SVM's iterations itself
-        model, cfg = pretrained_episodic_model(loaded.config, loaded.model.backbone, loaded.data["transforms"],
-                                               head, svm_max_iter)
-        model.to(next(loaded.model.parameters()).device).eval()
-    return model, cfg
-
-
-def pretrained_episodic_model(s: Any, backbone: nn.Module, transforms: str, head: str = "",
-                              svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
-    """A :class:`FewShotModel` on a supervised run's ``backbone`` (shared, not copied), for the run's
-    config ``s`` (a ``SupervisedConfig``): see :func:`episodic_model`."""
-    from ..heads import get_head
-    from ..inferences import inferences
-
-    cfg = MetaTrainConfig(
-        dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
-        image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
-        head=head or "protonet", mode=_EPISODE_MODE[s.mode],
-        transforms=transforms if s.mode in ("sla", "sla+sd") else "rotation", learn_scale=False, device="cpu",
-    )
-    model = FewShotModel(backbone, get_head(cfg.head, **cfg.head_options()), cfg.mode, cfg.transforms,
-                         learn_scale=False)
-    model.inferences = inferences("pretrained", s.mode)
+@EPISODIC_MODELS.register("meta")
+def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, Any] | None = None,
+                   svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
+    """A meta-training checkpoint's model as it is, or with its head rebuilt when ``head`` (another
+    base learner) or ``head_options`` (over the run's own when the head stays) are given; an SVM
+    head solves its QP in ``svm_max_iter`` iterations."""
+    model, cfg = loaded.model, loaded.config
+    other = bool(head) and head != cfg.head
+    if other or head_options:
+        own = {} if other else cfg.head_options
+        cfg = dataclasses.replace(cfg, head=head or cfg.head, head_options={**own, **(head_options or {})})
+        model.head = get_head(cfg.head, **cfg.head_kwargs())
     if cfg.head == "svm":
         model.head_kwargs = {"max_iter": svm_max_iter}
     return model, cfg

@@ -50,6 +50,7 @@ from ..engine import (
     ChunkedStep,
     amp_dtype,
     claim_run_dir,
+    load_model,
     make_checkpoint,
     progress,
     read_checkpoint,
@@ -62,7 +63,7 @@ from ..optim import build_optimizer, piecewise_scheduler
 from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
-from .evaluate import evaluate_episodes, load_model, summarize
+from .evaluate import evaluate_episodes, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
 
@@ -360,7 +361,7 @@ class MetaTrainer:
         """Evaluate ``best.pt`` on ``test_episodes`` test episodes (seed 0, all inferences)."""
         cfg = self.cfg
         barrier(self.dist)  # rank 0 has written best.pt
-        model, _, _ = load_model(self.run.best, self.device)
+        model = load_model(self.run.best, self.device).model
         model.amp_dtype = self.amp_dtype
         if cfg.channels_last:  # inputs and weights in one memory format, as `fewshot-sla eval --channels-last`
             model.channels_last = True

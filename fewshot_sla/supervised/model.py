@@ -15,24 +15,31 @@ Heads are ``Linear(D, K)`` (PyTorch's default initialisation, as the SLA code), 
 scale ``s`` (30), the ``NormedLinear`` classifier of Cao et al. with their ``s`` moved
 inside the head so that every loss (CE, KL) sees the same logits. The transform head of
 MT is always linear.
+
+A supervised backbone also solves few-shot episodes (``eval``, ``--val-episodes``) as a
+:class:`~fewshot_sla.meta.model.FewShotModel`: :func:`pretrained_episodic_model`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import get_backbone
-
-if TYPE_CHECKING:
-    from .config import SupervisedConfig
+from ..config import config_from_dict
+from ..engine.checkpoint import PIPELINES, LoadedModel
+from ..heads import get_head
+from ..inferences import inferences
+from ..meta.config import MetaTrainConfig
+from ..meta.model import EPISODIC_MODELS, FewShotModel
+from .config import SupervisedConfig
 
 __all__ = ["CosineLinear", "SupervisedModel", "build_model", "model_for_config", "model_from_checkpoint",
-           "HEADS_BY_MODE"]
+           "HEADS_BY_MODE", "episodic_model", "pretrained_episodic_model"]
 
 HEADS_BY_MODE: dict[str, tuple[str, ...]] = {
     "baseline": ("class",),
@@ -68,15 +75,8 @@ class SupervisedModel(nn.Module):
     Attributes: ``num_classes`` (N), ``M``, ``mode``, ``cosine``.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int,
-        M: int,
-        mode: str,
-        cosine: bool = False,
-        scale: float = 30.0,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, M: int, mode: str, cosine: bool = False,
+                 scale: float = 30.0) -> None:
         super().__init__()
         if mode not in HEADS_BY_MODE:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(HEADS_BY_MODE)}")
@@ -106,22 +106,10 @@ class SupervisedModel(nn.Module):
         return out
 
 
-def build_model(
-    backbone: str,
-    num_classes: int,
-    M: int,
-    mode: str,
-    *,
-    in_channels: int = 3,
-    image_size: int = 32,
-    cosine: bool = False,
-    scale: float = 30.0,
-    backbone_options: dict | None = None,
-) -> SupervisedModel:
+def build_model(backbone: str, num_classes: int, M: int, mode: str, *, in_channels: int = 3, image_size: int = 32,
+                cosine: bool = False, scale: float = 30.0, backbone_options: dict | None = None) -> SupervisedModel:
     """``get_backbone(backbone, in_channels, image_size=..., **backbone_options)`` + heads."""
-    opts = dict(backbone_options or {})
-    opts.setdefault("image_size", image_size)
-    net = get_backbone(backbone, in_channels=in_channels, **opts)
+    net = get_backbone(backbone, in_channels, **{"image_size": image_size, **(backbone_options or {})})
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"the cosine-classifier scale must be a positive number, got {scale}")
     return SupervisedModel(net, num_classes, M, mode, cosine=cosine, scale=scale)
@@ -131,21 +119,52 @@ def model_for_config(cfg: SupervisedConfig, num_classes: int, M: int, channels: 
                      image_size: int) -> SupervisedModel:
     """The model ``cfg`` describes for ``num_classes`` classes, ``M`` transforms and
     ``channels x image_size x image_size`` inputs (freshly initialised)."""
-    return build_model(
-        cfg.backbone, num_classes, M, cfg.mode,
-        in_channels=channels, image_size=image_size, cosine=cfg.cosine, scale=cfg.ldam_scale,
-        backbone_options=cfg.backbone_options,
-    )
+    return build_model(cfg.backbone, num_classes, M, cfg.mode, in_channels=channels, image_size=image_size,
+                       cosine=cfg.cosine, scale=cfg.ldam_scale, backbone_options=cfg.backbone_options)
 
 
+@PIPELINES.register("supervised")
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[SupervisedModel, SupervisedConfig]:
     """The model (weights loaded, on the CPU) and config of a supervised checkpoint in the
     current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
-    from ..config import config_from_dict
-    from .config import SupervisedConfig
-
     cfg = config_from_dict(SupervisedConfig, ckpt["config"], source=source, notes=False)
     data = ckpt["data"]
     model = model_for_config(cfg, data["num_classes"], data["M"], data["channels"], data["image_size"])
     model.load_state_dict(ckpt["model"])
     return model, cfg
+
+
+#: supervised mode -> the meta-training mode whose episodes a pretrained backbone is evaluated in
+_EPISODE_MODE = {"baseline": "baseline", "da": "baseline", "mt": "baseline", "sla": "sla", "sla+sd": "sla"}
+
+
+def pretrained_episodic_model(s: SupervisedConfig, backbone: nn.Module, transforms: str, head: str = "",
+                              svm_max_iter: int = 3, head_options: dict[str, Any] | None = None,
+                              ) -> tuple[FewShotModel, MetaTrainConfig]:
+    """A :class:`FewShotModel` on the run's ``backbone`` (shared, not copied: the features before the
+    base-class heads, which cannot score novel classes) with the few-shot ``head`` (default
+    ``protonet``) and a fixed logit scale 1; SLA-pretrained backbones (sla, sla+sd) are evaluated
+    NM-way as meta-training's SLA models (``single``, ``aggregated``) and on the untransformed
+    images (``plain``). Returns it with the meta-training view of the run ``s`` (dataset, options,
+    transforms, head)."""
+    cfg = MetaTrainConfig(
+        dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
+        image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
+        head_options=dict(head_options or {}), head=head or "protonet", mode=_EPISODE_MODE[s.mode],
+        transforms=transforms if s.mode in ("sla", "sla+sd") else "rotation", learn_scale=False, device="cpu",
+    )
+    model = FewShotModel(backbone, get_head(cfg.head, **cfg.head_kwargs()), cfg.mode, cfg.transforms,
+                         learn_scale=False)
+    model.inferences = inferences("pretrained", s.mode)
+    if cfg.head == "svm":
+        model.head_kwargs = {"max_iter": svm_max_iter}
+    return model, cfg
+
+
+@EPISODIC_MODELS.register("supervised")
+def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, Any] | None = None,
+                   svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
+    """:func:`pretrained_episodic_model` of a loaded supervised checkpoint, on its device."""
+    model, cfg = pretrained_episodic_model(loaded.config, loaded.model.backbone, loaded.data["transforms"],
+                                           head, svm_max_iter, head_options)
+    return model.to(next(loaded.model.parameters()).device).eval(), cfg

@@ -436,7 +436,7 @@ class SupervisedTrainer:
         ``--val-episodes``; the episode shape is checked against the split up front."""
         from ..episodes import EpisodeSampler
         from ..meta.batches import load_split
-        from ..meta.model import pretrained_episodic_model
+        from .model import pretrained_episodic_model
 
         cfg = self.cfg
         ds = load_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.image_size, cfg.download, cfg.dataset_options)
