@@ -336,7 +336,7 @@ def test_image_spec_preprocesses_as_the_old_make_preprocess(tmp_path, fewshot_fo
 
     kw = {"dataset": "folder", "data_root": str(fewshot_folder)} if source == "folder" else {}
     train(tiny(tmp_path, episodes_per_epoch=2, val_episodes=0, **kw), datasets=None if kw else DATA)
-    data = load_model(tmp_path / "run", torch.device("cpu"))[2]["data"]
+    data = load_model(tmp_path / "run").data
     spec, x = ImageSpec.from_checkpoint(data), VAL.images[:7]
     assert (spec.channels, spec.image_size, spec.invert) == (1, 16, False)
     old = BatchAugment(AugmentConfig(mean=tuple(data["mean"]), std=tuple(data["std"])))
