@@ -40,31 +40,33 @@ def build_optimizer(
 
 
 def piecewise_lr_factor(
-    step: int, milestones: Sequence[int], factors: Sequence[float], warmup: int = 0
+    step: int, milestones: Sequence[int], factors: Sequence[float], warmup: int = 0, unit: int = 1
 ) -> float:
-    """Learning-rate multiplier at ``step``.
+    """Learning-rate multiplier at ``step``: the one schedule of both pipelines.
 
     ``factors[0]`` applies before ``milestones[0]``, ``factors[k]`` from ``milestones[k-1]``
     on (so ``len(factors) == len(milestones) + 1``); during the first ``warmup`` steps the
-    factor ramps linearly, ``(step + 1) / warmup`` times the scheduled one.
+    factor ramps linearly, ``(step + 1) / warmup`` times the scheduled one. With ``unit > 1``
+    everything counts in blocks of ``unit`` steps (a per-epoch warm-up of a per-iteration
+    schedule: step ``s`` is block ``s // unit``; milestones lie on block boundaries).
 
     MetaOptNet (epochs, the scheduler stepped after each epoch, ``step`` = completed epochs):
     milestones (19, 39, 49), factors (1, 0.06, 0.012, 0.0024): x0.06 from its 1-based epoch 20.
     """
     if len(factors) != len(milestones) + 1:
         raise ValueError(f"need len(factors) == len(milestones) + 1, got {len(factors)} and {len(milestones)}")
-    k = sum(step >= m for m in milestones)
+    step, warmup = step // unit, warmup // unit
+    k = sum(step >= m // unit for m in milestones)
     f = float(factors[k])
     if warmup and step < warmup:
         f *= (step + 1) / warmup
     return f
 
 
-def piecewise_scheduler(
-    optimizer: torch.optim.Optimizer, milestones: Sequence[int], factors: Sequence[float], warmup: int = 0
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` stepping :func:`piecewise_lr_factor` (call ``.step()`` once per epoch or
-    per iteration, matching the unit of ``milestones``)."""
+def piecewise_scheduler(optimizer: torch.optim.Optimizer, milestones: Sequence[int], factors: Sequence[float],
+                        warmup: int = 0, unit: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepping :func:`piecewise_lr_factor` (meta-train steps it once per epoch,
+    the supervised pipeline once per iteration: ``milestones`` count in that unit)."""
+    milestones, factors = tuple(milestones), tuple(factors)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: piecewise_lr_factor(s, tuple(milestones), tuple(factors), warmup)
-    )
+        optimizer, lambda s: piecewise_lr_factor(s, milestones, factors, warmup, unit))

@@ -17,16 +17,12 @@ from fewshot_sla.engine import load_model
 from fewshot_sla.optim import piecewise_lr_factor
 from fewshot_sla.runs import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
+from fewshot_sla.supervised.data import preprocessors
 from fewshot_sla.supervised.evaluate import PRIMARY, predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts
 from fewshot_sla.supervised.losses import class_balanced_weights
 from fewshot_sla.supervised.model import build_model
-from fewshot_sla.supervised.train import (
-    BatchPlan,
-    _preprocessors,
-    class_weight_schedule,
-    make_schedule,
-)
+from fewshot_sla.supervised.train import BatchPlan, class_weight_schedule, make_schedule
 from fewshot_sla.transforms import get_transform_set
 
 
@@ -79,6 +75,11 @@ def test_batch_plan_is_pure_and_shards_the_global_batch():
         BatchPlan(10, 16)
 
 
+def lr_factor(s, it):
+    """The lr factor of iteration ``it`` under schedule ``s``, as the trainer's scheduler computes it."""
+    return piecewise_lr_factor(it, s.milestones, s.factors, s.warmup, s.warmup_unit)
+
+
 def test_long_tailed_schedule_is_ldam_drw_recipe():
     cfg = build_config(SupervisedConfig, {}, config="supervised_cifar10_lt100")
     assert (cfg.epochs, cfg.weight_decay, cfg.val_size, cfg.batch_size) == (200, 2e-4, 0, 128)
@@ -95,14 +96,14 @@ def test_long_tailed_schedule_is_ldam_drw_recipe():
         f = piecewise_lr_factor(epoch * ipe, s.milestones, s.factors, s.warmup)
         assert f == pytest.approx(ldam_lr(epoch)), epoch
     # the lr of every iteration is LDAM-DRW's for its epoch: warm-up per epoch, lr/5 throughout epoch 0
-    got = [s.lr_factor(it) for it in range(s.total)]
+    got = [lr_factor(s, it) for it in range(s.total)]
     assert got == pytest.approx([ldam_lr(it // ipe) for it in range(s.total)])
     assert got[0] == got[ipe - 1] == pytest.approx(0.2) and got[ipe] == pytest.approx(0.4)
     std = make_schedule(SupervisedConfig(), 45000)
     assert std.total == 80000 and std.milestones == (40000, 60000) and std.warmup == 0
     # a per-iteration warm-up stays available: iteration k < W runs at (k + 1) / W
     it_warm = make_schedule(cfg.replace(warmup_by="iteration"), 12406)
-    assert it_warm.warmup == 485 and [it_warm.lr_factor(k) for k in (0, 96, 484, 485)] == pytest.approx(
+    assert it_warm.warmup == 485 and [lr_factor(it_warm, k) for k in (0, 96, 484, 485)] == pytest.approx(
         [1 / 485, 97 / 485, 1.0, 1.0])
     with pytest.raises(ConfigError, match="--epochs"):
         SupervisedConfig(warmup_by="epoch")
@@ -114,14 +115,14 @@ def test_long_tailed_configs_normalise_as_ldam_drw(name):
     cfg = build_config(SupervisedConfig, {}, config=name)
     assert (cfg.warmup_by, cfg.momentum, cfg.nesterov, cfg.lr, cfg.lr_factors) == ("epoch", 0.9, False, 0.1,
                                                                                      (1.0, 0.01, 0.0001))
-    train_aug, pre = _preprocessors(cfg, 32)
+    train_aug, pre = preprocessors(cfg, 32)
     c = train_aug.config
     assert (c.crop, c.padding, c.flip) == (32, 4, True)
     # transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)) of LDAM-DRW's cifar_train.py
     x = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)
     ref = [(0 / 255 - 0.4914) / 0.2023, (128 / 255 - 0.4822) / 0.1994, (255 / 255 - 0.4465) / 0.2010]
     assert pre(x).flatten().tolist() == pytest.approx(ref, rel=1e-5)
-    assert _preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
+    assert preprocessors(SupervisedConfig(), 32)[1].config.std == (0.5, 0.5, 0.5)  # the SLA code's
 
 
 def test_training_uses_the_per_epoch_warm_up(tmp_path):
@@ -288,7 +289,7 @@ def test_ensemble_averages_the_primary_logits(tmp_path):
         model, meta, cfg = loaded.model, loaded.data, loaded.config
         assert loaded.pipeline == "supervised" and isinstance(cfg, SupervisedConfig)
         pred = predict(model, data.test_images, data.test_labels, get_transform_set(meta["transforms"]),
-                       _preprocessors(cfg, 16)[1])
+                       preprocessors(cfg, 16)[1])
         logits.append(pred.logits[PRIMARY[cfg.mode]])
     ref = ((logits[0] + logits[1]) / 2).argmax(-1).eq(data.test_labels).float().mean()
     assert rep["accuracy"]["ensemble"] == pytest.approx(float(ref))
