@@ -1,20 +1,20 @@
 """The one training lifecycle of both pipelines: :class:`Trainer`.
 
-Read it top to bottom. ``__init__`` starts the session (device, threads, torchrun), claims the
-run directory, loads the data, seeds everything, builds and places the model (sync-BN,
-channels_last, amp), builds the optimiser, the piecewise LR schedule and the grad scaler, wraps
-the training forward in DDP and either resumes ``last.pt`` (model, optimiser, scheduler, scaler,
-step, best score, RNG; ``metrics.jsonl`` truncated to the checkpoint's step) or starts fresh.
-``fit`` runs rounds of optimiser steps, a round ending at a checkpoint: each step is one
-:class:`~.step.ChunkedStep` over the step's chunks, train rows are logged as they fall due, and
-at a round's end validation (when due) updates the best score, ``last.pt`` (and ``best.pt``)
-are written atomically, never with non-finite weights. ``finish`` writes ``summary.json``.
+Read top to bottom: ``__init__`` starts the session (device, threads, torchrun), claims the run
+directory, loads the data, seeds everything, builds and places the model (sync-BN, channels_last,
+amp), the optimiser, the piecewise LR schedule and the grad scaler, wraps the training forward in
+DDP, and resumes ``last.pt`` (every state, the RNG, ``metrics.jsonl`` cut at its step) or starts
+fresh. ``fit`` runs rounds of optimiser steps (one :class:`~.step.ChunkedStep` each, train rows
+as they fall due); a round ends at a checkpoint: validation when due, best tracking, ``last.pt``
+and ``best.pt`` written atomically and never with non-finite weights. ``finish`` writes
+``summary.json``.
 
-A pipeline subclass supplies what differs: ``load_data`` (and the run's rhythm in steps:
-``total``, ``save_every``, ``val_every``, ``lr_every``), ``build_model``, ``lr_schedule``,
-``setup``, ``chunks(step)``, ``chunk_loss(module, payload, chunk)``, ``record``/``train_row``
-(the running means of the train rows), ``validate``, ``best_record``, ``state``/``load_state``
-(its part of the checkpoint), ``data_info`` (the checkpoint's ``data``) and ``summary``.
+A pipeline subclass supplies what differs: ``load_data`` (which also sets the run's rhythm in
+steps: ``total``, ``save_every``, ``val_every``, ``lr_every``), ``default_run_dir``,
+``build_model``, ``lr_schedule``, ``setup``, ``chunks(step)``, ``chunk_loss(module, payload,
+chunk)``, ``record``/``train_row`` (the running means of train rows), ``epoch_of``, ``validate``,
+``best_record``, ``state``/``load_state`` (its part of the checkpoint), ``data_info`` (the
+checkpoint's ``data``) and ``summary``.
 
 A learner that adapts weights per task inside a step (MAML) plugs in as the training forward:
 ``train_module()`` returns a module whose ``forward`` takes a chunk's episodes and, per task,
@@ -47,14 +47,14 @@ __all__ = ["Trainer", "Validation", "checkpoint_step"]
 
 
 def checkpoint_step(ckpt: dict[str, Any]) -> int:
-    """Optimiser steps done when ``ckpt`` was written: ``step`` (meta-train), ``iteration`` (supervised)."""
+    """Optimiser steps done when ``ckpt`` was written: ``step`` (meta-train) or ``iteration`` (supervised)."""
     return int(ckpt["step"] if "step" in ckpt else ckpt["iteration"])
 
 
 @dataclasses.dataclass
 class Validation:
-    """What a validation reports: the score of the ``reported`` inference, the accuracies kept
-    with the best score, and the other fields of its ``val`` row of ``metrics.jsonl``."""
+    """A validation's score (of the ``reported`` inference), the accuracies kept with the best
+    score, and the other fields of its ``val`` row."""
 
     reported: str
     score: float
@@ -63,14 +63,13 @@ class Validation:
 
 
 class Trainer:
-    """One training run (see the module docs); subclasses set ``pipeline``, ``command``,
-    ``step_key`` (the checkpoint's name for the step count) and ``dropout_stream``."""
+    """One training run; a subclass sets ``pipeline`` (the checkpoint's), ``step_key`` (the
+    checkpoint's name for the step count) and ``dropout_stream`` (see the module docs)."""
 
     pipeline: str
-    command: str
-    step_key: str = "step"
+    step_key = "step"
     dropout_stream: int
-    lr_every: int = 1  # steps per LR-scheduler step
+    lr_every = 1  # optimiser steps per LR-scheduler step
 
     def __init__(self, cfg: Any, resume: bool = False) -> None:
         self.cfg = cfg
@@ -103,7 +102,7 @@ class Trainer:
         self.step_module = wrap_ddp(self.train_module(), self.dist, self.device)
         self.chunked_step = ChunkedStep(self.model, self.step_module, self.optimizer, self.scaler, self.dist,
                                         cfg.seed, self.dropout_stream)
-        self.step, self.train_time = 0, 0.0  # completed optimiser steps; seconds spent training
+        self.step, self.train_time = 0, 0.0  # optimiser steps done; seconds spent training
 
         self.run = RunDir(run_path, enabled=self.dist.is_main)
         if resume:
@@ -112,7 +111,6 @@ class Trainer:
             self.run.start_fresh()
         self.run.write_json("config.json", dataclasses.asdict(cfg))
 
-    # -- what a pipeline supplies (defaults) -------------------------------------------------
     def check(self) -> None:
         """Refuse a config that cannot run in this session, before the run directory is claimed."""
 
@@ -120,33 +118,17 @@ class Trainer:
         """The module a step's forward runs (and DDP wraps)."""
         return self.model
 
-    def log_due(self, first: int, last: int) -> bool:
-        """Whether a train row is due after this step (of the round ``first`` to ``last``)."""
-        return self.step % self.cfg.log_every == 0
-
-    def round_desc(self, last: int) -> str:
-        return f"steps to {last}/{self.total}"
-
-    def after_validation(self) -> None:
-        """Rows logged after each validation's ``val`` row."""
-
-    def report_round(self, val: Validation | None, is_best: bool, secs: float) -> None:
-        """A line for the console after each checkpoint (none by default)."""
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint(self) -> dict[str, Any]:
-        return make_checkpoint(
-            self.pipeline, dataclasses.asdict(self.cfg), self.data_info, self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), **{self.step_key: self.step}, best=self.best, **self.state(),
-            rng=get_rng_state(),
-        )
-
+    # -- checkpoints -------------------------------------------------------------------------
     def save(self, is_best: bool) -> None:
         """``last.pt`` (and ``best.pt``), written by rank 0; never with non-finite weights."""
         if self.dist.is_main:
             check_finite_weights(self.step, self.model.state_dict())
-            self.run.save(self.checkpoint(), best=is_best)
+            self.run.save(make_checkpoint(
+                self.pipeline, dataclasses.asdict(self.cfg), self.data_info, self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(), **{self.step_key: self.step}, best=self.best, **self.state(),
+                rng=get_rng_state(),
+            ), best=is_best)
 
     def restore(self) -> None:
         ckpt = read_checkpoint(self.run.last, map_location="cpu")
@@ -165,7 +147,7 @@ class Trainer:
         step = self.step
         self.run.truncate_metrics(lambda r: r.get("step", 0) <= step and not r.get("final"))
 
-    # -- training ------------------------------------------------------------------------------
+    # -- training ----------------------------------------------------------------------------
     def train_step(self) -> dict[str, torch.Tensor]:
         """Optimiser step ``self.step``; returns the chunks' values summed over chunks and ranks."""
         sums = self.chunked_step(self.step, self.chunks(self.step),
@@ -175,13 +157,18 @@ class Trainer:
             self.scheduler.step()
         return sums
 
+    def log_due(self, first: int, last: int) -> bool:
+        """Whether a train row is due after this step of the round ``first`` to ``last``."""
+        return self.step % self.cfg.log_every == 0
+
     def fit(self) -> dict[str, Any]:
         """Train from the current step to the end (or ``--stop-after``); return the summary."""
         while self.step < self.stop:
             first, t0 = self.step, time.time()
             last = min(self.stop, self.total, (first // self.save_every + 1) * self.save_every)
             self.model.train()
-            with progress(last - first, self.round_desc(last), quiet=self.quiet) as bar:
+            desc = f"epoch {self.epoch_of(last):g}/{self.epoch_of(self.total):g}"
+            with progress(last - first, desc, quiet=self.quiet) as bar:
                 while self.step < last:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.record(self.train_step())
@@ -196,12 +183,12 @@ class Trainer:
                 break  # --stop-after between two checkpoints
             val, is_best = None, False
             if self.step % self.val_every == 0 or self.step == self.total:
-                val = self.validate()
+                val = self.validate()  # None without a validation set: the latest weights are the best
                 is_best = val is None or val.score > self.best["score"]
                 if val is not None:
                     self.run.log({"kind": "val", "epoch": self.epoch_of(self.step), "step": self.step,
                                   "reported": val.reported, "score": val.score, "best": is_best, **val.fields})
-                if is_best:  # without a validation set the latest weights are the best
+                if is_best:
                     self.best = self.best_record(val)
                 self.after_validation()
             self.save(is_best)
@@ -210,8 +197,14 @@ class Trainer:
             self.save(False)
             return {"stopped_at": self.step, "total_iterations": self.total, "run_dir": str(self.run.path),
                     "message": f"stopped after iteration {self.step} of {self.total}; continue with "
-                               f"`fewshot-sla {self.command} --resume {self.run.path}`"}
+                               f"`fewshot-sla {self.pipeline} --resume {self.run.path}`"}
         return self.finish()
+
+    def after_validation(self) -> None:
+        """Rows to log after each validation (none by default)."""
+
+    def report_round(self, val: Validation | None, is_best: bool, secs: float) -> None:
+        """A console line after each checkpoint (none by default)."""
 
     def finish(self) -> dict[str, Any]:
         summary = self.summary()

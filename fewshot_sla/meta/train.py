@@ -56,13 +56,11 @@ _AUGMENT_STREAM, _DROPOUT_STREAM = 7, 8
 
 
 class _EpisodeLoss(torch.nn.Module):
-    """``batch -> EpisodeOutput`` with the training loss: the module DDP wraps, so that
-    the whole method (backbone, head, scales) runs inside DDP's forward."""
+    """``batch -> EpisodeOutput`` with the training loss: the module DDP wraps (the whole method runs in it)."""
 
     def __init__(self, model: FewShotModel, settings: LossSettings) -> None:
         super().__init__()
-        self.model = model
-        self.settings = settings
+        self.model, self.settings = model, settings
 
     def forward(self, batch, distill: bool = True) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
         settings = self.settings if distill else dataclasses.replace(self.settings, sd_distill=False)
@@ -75,11 +73,7 @@ def default_run_dir(cfg: MetaTrainConfig) -> Path:
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
-    """The config of the run in ``run_dir`` with the allowed ``overrides`` applied.
-
-    Only :data:`~fewshot_sla.meta.config.RESUME_OVERRIDES` may change (e.g. ``epochs`` to
-    extend a run); anything else would change the numbers and is refused.
-    """
+    """The config of the run in ``run_dir``; only :data:`~.config.RESUME_OVERRIDES` may change."""
     return _resume_config(MetaTrainConfig, run_dir, overrides, RESUME_OVERRIDES)
 
 
@@ -93,9 +87,9 @@ def _dataset_stats(ds: EpisodeDataset) -> tuple[tuple[float, ...], tuple[float, 
 
 
 class MetaTrainer(Trainer):
-    """One meta-training run (use :func:`train`); the lifecycle is :class:`~fewshot_sla.engine.Trainer`'s."""
+    """One meta-training run (use :func:`train`): :class:`~fewshot_sla.engine.Trainer` with an epoch a round."""
 
-    pipeline, command, dropout_stream = "meta", "meta-train", _DROPOUT_STREAM
+    pipeline, dropout_stream = "meta", _DROPOUT_STREAM
 
     def __init__(self, cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
                  resume: bool = False) -> None:
@@ -103,8 +97,7 @@ class MetaTrainer(Trainer):
         super().__init__(cfg, resume)
 
     @property
-    def epoch(self) -> int:
-        """Completed epochs."""
+    def epoch(self) -> int:  # completed epochs
         return self.step // self.cfg.steps_per_epoch
 
     # -- data and model ---------------------------------------------------------------------
@@ -126,9 +119,7 @@ class MetaTrainer(Trainer):
     def load_data(self) -> None:
         cfg, datasets = self.cfg, self.datasets
         self.train_ds = datasets.get("train") or self._load(cfg.train_split)
-        self.val_ds = None
-        if cfg.val_episodes:
-            self.val_ds = datasets.get("val") or self._load(cfg.val_split)
+        self.val_ds = (datasets.get("val") or self._load(cfg.val_split)) if cfg.val_episodes else None
         self.test_ds = datasets.get("test")
         ds = self.train_ds
         check_against_data(cfg, cfg.train_split, ds.channels, ds.image_size, len(ds.class_names), "train")
@@ -176,9 +167,8 @@ class MetaTrainer(Trainer):
         self.sd_start_step = math.floor(cfg.sd_start * cfg.epochs * cfg.steps_per_epoch + 0.5)
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "step": None, "val": None}
         self.last_val: dict[str, Any] | None = None
-        self.window: dict[str, float] = defaultdict(float)  # sums since the last train row
-        self.epoch_sums: dict[str, float] = defaultdict(float)
-        self.n_window = 0
+        # sums of the step means since the last train row, and over the epoch
+        self.window, self.n_window, self.epoch_sums = defaultdict(float), 0, defaultdict(float)
 
     def train_module(self) -> torch.nn.Module:
         return _EpisodeLoss(self.model, self.loss_settings)
@@ -218,17 +208,12 @@ class MetaTrainer(Trainer):
         self.n_window += 1
 
     def train_row(self) -> dict[str, Any]:
-        n, window = self.n_window, self.window
-        row = {"steps": n, **{k: v / n for k, v in window.items()}}
-        window.clear()
-        self.n_window = 0
+        row = {"steps": self.n_window, **{k: v / self.n_window for k, v in self.window.items()}}
+        self.window, self.n_window = defaultdict(float), 0
         return row
 
     def log_due(self, first: int, last: int) -> bool:  # log_every counts the steps of an epoch
         return (self.step - first) % self.cfg.log_every == 0 or self.step == last
-
-    def round_desc(self, last: int) -> str:
-        return f"epoch {self.epoch + 1}/{self.cfg.epochs}"
 
     def epoch_of(self, step: int) -> int:
         return -(-step // self.cfg.steps_per_epoch)
@@ -253,9 +238,8 @@ class MetaTrainer(Trainer):
 
     def report_round(self, val: Validation | None, is_best: bool, secs: float) -> None:
         cfg, reported = self.cfg, self.cfg.reported_inference
-        steps = cfg.steps_per_epoch
-        stats = {k: v / steps for k, v in self.epoch_sums.items()}
-        self.epoch_sums.clear()
+        stats = {k: v / cfg.steps_per_epoch for k, v in self.epoch_sums.items()}
+        self.epoch_sums = defaultdict(float)
         if self.quiet:
             return
         line = f"epoch {self.epoch}/{cfg.epochs}  loss {stats['loss']:.4f}  acc {100 * stats['acc']:.2f}%"
@@ -270,14 +254,10 @@ class MetaTrainer(Trainer):
 
     # -- the end ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "run_dir": str(self.run.path), "mode": self.cfg.mode, "reported_inference": self.cfg.reported_inference,
-            "epochs": self.epoch, "steps": self.step, "train_time_s": round(self.train_time, 3),
-            "best": self.best, "last": self.last_val,
-        }
-        if self.cfg.test_episodes:
-            summary["test"] = self.test()
-        return summary
+        test = {"test": self.test()} if self.cfg.test_episodes else {}
+        return {"run_dir": str(self.run.path), "mode": self.cfg.mode, "reported_inference": self.cfg.reported_inference,
+                "epochs": self.epoch, "steps": self.step, "train_time_s": round(self.train_time, 3),
+                "best": self.best, "last": self.last_val, **test}
 
     def finish(self) -> dict[str, Any]:
         summary = super().finish()
@@ -291,9 +271,8 @@ class MetaTrainer(Trainer):
         cfg = self.cfg
         barrier(self.dist)  # rank 0 has written best.pt
         model, _, _ = load_model(self.run.best, self.device)
-        model.amp_dtype = self.amp_dtype
+        model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
         if cfg.channels_last:  # inputs and weights in one memory format, as `fewshot-sla eval --channels-last`
-            model.channels_last = True
             model.to(memory_format=torch.channels_last)
         if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
             model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
@@ -318,14 +297,9 @@ def _on_device(ds: EpisodeDataset, device: torch.device) -> EpisodeDataset:
 
 def train(cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
           resume: bool = False) -> dict[str, Any]:
-    """Meta-train as ``cfg`` says and return the summary (also written to ``summary.json``).
+    """Meta-train as ``cfg`` says (``resume``: continue ``cfg.run_dir``); return the summary.
 
-    Args:
-        cfg: the run configuration (``cfg.run_dir`` is the run directory; auto-named if empty).
-        datasets: optional already loaded ``{"train": ..., "val": ..., "test": ...}`` datasets
-            (objects with ``images`` uint8 ``[N, C, H, W]``, ``labels``, ``class_names``,
-            ``image_size``, ``channels``); missing ones are loaded with ``get_dataset``.
-        resume: continue the run in ``cfg.run_dir`` from its ``last.pt``.
+    ``datasets``: already loaded ``{"train", "val", "test"}`` datasets (``images`` uint8 ``[N, C, H, W]``,
+    ``labels``, ``class_names``, ``image_size``, ``channels``); missing ones are loaded.
     """
-    trainer = MetaTrainer(cfg, datasets, resume=resume)
-    return trainer.fit()
+    return MetaTrainer(cfg, datasets, resume=resume).fit()

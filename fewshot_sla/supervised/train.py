@@ -6,26 +6,18 @@ has the meta-training schema (``kind`` = train / val / test, ``step`` = iteratio
 ``epoch``, ``loss``, ``loss_<part>``, ``acc``, ``acc_<inference>``), and ``curves.png`` is drawn
 by ``fewshot_sla.plots.plot_curves``.
 
-The batch of iteration ``i`` and its augmentation depend only on ``(seed, i)`` (:class:`BatchPlan`,
-``derive_seed``), so a resumed run draws exactly the batches of an uninterrupted one.
-Iteration-based runs (``epochs = 0``, the SLA code) draw each batch of B distinct indices
-independently (``numpy`` ``choice(n, B, replace=False)``); epoch-based runs (``epochs > 0``,
-LDAM-DRW) walk through a fresh permutation per epoch in batches of B, the last one smaller
-(``ceil(n / B)`` iterations per epoch). A DDP run on ``world`` processes trains on the same
-global batches (:func:`batch_chunks`).
+The batch of iteration ``i`` (:class:`~.schedule.BatchPlan`) and its augmentation depend only on
+``(seed, i)``, so a resumed run draws exactly the batches of an uninterrupted one, and a DDP run
+on K processes trains on the batches of one process with ``--accumulate K``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import ConfigError
@@ -37,86 +29,14 @@ from ..transforms import get_transform_set
 from . import evaluate as ev
 from .config import SupervisedConfig
 from .data import SupervisedData, load_data, prepare_data, preprocessors
-from .losses import class_balanced_weights, ldam_margins, supervised_loss
+from .losses import ldam_margins, supervised_loss
 from .model import model_for_config
+from .schedule import BatchPlan, Schedule, batch_chunks, check_chunks, class_weight_schedule, make_schedule
 
-__all__ = ["BatchPlan", "Schedule", "SupervisedTrainer", "make_schedule", "class_weight_schedule", "run_training",
-           "SupervisedData", "load_data", "prepare_data"]
+__all__ = ["SupervisedTrainer", "run_training", "BatchPlan", "Schedule", "batch_chunks", "make_schedule",
+           "class_weight_schedule", "SupervisedData", "load_data", "prepare_data"]
 
-_SAMPLE_STREAM, _AUGMENT_STREAM, _DROPOUT_STREAM = 1, 2, 3
-
-
-# ---------------------------------------------------------------------------- sampling
-@dataclass(frozen=True)
-class BatchPlan:
-    """Which training indices iteration ``i`` uses: a pure function of ``(seed, i)``.
-
-    ``epoch_based=False``: every batch is ``batch_size`` distinct indices drawn independently.
-    ``epoch_based=True``: epoch ``e`` is a permutation seeded by ``(seed, e)`` cut into
-    ``iterations_per_epoch = ceil(n / batch_size)`` batches (the last one smaller).
-    """
-
-    num_samples: int
-    batch_size: int
-    seed: int = 0
-    epoch_based: bool = False
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError("the training set is empty; check the dataset and --imbalance-ratio/--val-size")
-        if not self.epoch_based and self.batch_size > self.num_samples:
-            raise ValueError(f"--batch-size {self.batch_size} exceeds the {self.num_samples} training images; "
-                             "lower --batch-size")
-
-    @property
-    def iterations_per_epoch(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def _rng(self, key: int) -> np.random.Generator:
-        return np.random.default_rng([int(self.seed) & 0xFFFFFFFF, _SAMPLE_STREAM, int(key)])
-
-    @lru_cache(maxsize=2)  # noqa: B019 - memo of a pure function on a frozen (hashable) instance
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        return torch.from_numpy(self._rng(epoch).permutation(self.num_samples))
-
-    def global_batch(self, iteration: int) -> torch.Tensor:
-        """All indices (int64 ``[b]``) of iteration ``iteration`` (0-based)."""
-        if self.epoch_based:
-            epoch, pos = divmod(int(iteration), self.iterations_per_epoch)
-            return self._permutation(epoch)[pos * self.batch_size : (pos + 1) * self.batch_size]
-        idx = self._rng(iteration).choice(self.num_samples, self.batch_size, replace=False)
-        return torch.from_numpy(idx.astype(np.int64))
-
-    def batch_indices(self, iteration: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """Rank ``rank``'s contiguous share (of ``world``) of the global batch of ``iteration``."""
-        if not 0 <= rank < world:
-            raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
-        idx = self.global_batch(iteration)
-        return idx if world == 1 else torch.tensor_split(idx, world)[rank]
-
-
-def batch_chunks(global_batch: torch.Tensor, rank: int = 0, world: int = 1,
-                 accumulate: int = 1) -> list[tuple[int, torch.Tensor]]:
-    """``(chunk number, indices)`` of each forward/backward chunk ``rank`` runs on an
-    iteration's ``global_batch`` (:meth:`BatchPlan.global_batch`).
-
-    Rank ``r``'s contiguous share (as :meth:`BatchPlan.batch_indices`) is cut into
-    ``accumulate`` contiguous chunks numbered ``r * accumulate + a``: one process with
-    ``accumulate = K`` runs the same chunks as K processes with ``accumulate = 1``.
-    """
-    share = global_batch if world == 1 else torch.tensor_split(global_batch, world)[rank]
-    return [(rank * accumulate + a, part) for a, part in enumerate(torch.tensor_split(share, accumulate))]
-
-
-def _check_chunks(plan: BatchPlan, parts: int, batch_size: int) -> None:
-    """Every chunk of every batch (also an epoch's smaller last batch) must hold an image."""
-    last = plan.num_samples % batch_size if plan.epoch_based else 0
-    if batch_size % parts or 0 < last < parts:
-        raise ConfigError(
-            f"--batch-size {batch_size} (last batch of an epoch: {last or batch_size}) does not split into "
-            f"{parts} chunks (processes x --accumulate) of at least one image each; use a --batch-size that "
-            f"is a multiple of {parts}"
-        )
+_AUGMENT_STREAM, _DROPOUT_STREAM = 2, 3  # streams of derive_seed (schedule.py draws the batches: 1)
 
 
 def _predict(model, images, labels, tset, preprocess, info: DistInfo, **kw) -> ev.Predictions:
@@ -134,67 +54,6 @@ def _predict(model, images, labels, tset, preprocess, info: DistInfo, **kw) -> e
         logits={k: torch.cat([p.logits[k] for p in parts]) for k in parts[0].logits},
         rows_correct={k: torch.cat([p.rows_correct[k] for p in parts]) for k in parts[0].rows_correct},
     )
-
-
-# ---------------------------------------------------------------------------- schedules
-@dataclass(frozen=True)
-class Schedule:
-    """The run's length and schedule points, in iterations."""
-
-    total: int
-    iterations_per_epoch: int  # 0 for iteration-based runs
-    milestones: tuple[int, ...]
-    factors: tuple[float, ...]
-    warmup: int
-    drw_start: int
-    eval_every: int
-    sd_start: int = 0  # SLA+SD: first iteration with the distillation term
-    warmup_unit: int = 1  # iterations per warm-up step: 1, or iterations_per_epoch for a per-epoch warm-up
-    # (the lr of iteration i is optim.piecewise_lr_factor(i, milestones, factors, warmup, warmup_unit))
-
-
-def make_schedule(cfg: SupervisedConfig, num_samples: int) -> Schedule:
-    """Convert the fractions of ``cfg`` into iterations.
-
-    Epoch-based runs place milestones and the DRW switch at epoch boundaries
-    (``frac * epochs`` rounded half up); warm-up is ``warmup * total`` iterations (rounded), or
-    with ``warmup_by = "epoch"`` ``warmup * epochs`` whole epochs (rounded half up; LDAM-DRW:
-    0.025 * 200 = 5 epochs at 1/5, 2/5, ..., 5/5 of the lr).
-    """
-    if cfg.epochs > 0:
-        ipe = math.ceil(num_samples / cfg.batch_size)
-        units, unit = cfg.epochs, ipe
-    else:
-        ipe, units, unit = 0, cfg.iterations, 1
-    total = units * unit
-
-    def at(frac: float) -> int:
-        return math.floor(frac * units + 0.5) * unit
-
-    return Schedule(
-        total=total,
-        iterations_per_epoch=ipe,
-        milestones=tuple(at(m) for m in cfg.lr_milestones),
-        factors=tuple(cfg.lr_factors),
-        warmup=at(cfg.warmup) if cfg.warmup_by == "epoch" else math.floor(cfg.warmup * total + 0.5),
-        drw_start=at(cfg.drw_start),
-        sd_start=math.floor(cfg.sd_start * total + 0.5),
-        eval_every=cfg.eval_every * unit,
-        warmup_unit=unit if cfg.warmup_by == "epoch" else 1,
-    )
-
-
-def class_weight_schedule(
-    cfg: SupervisedConfig, counts: Sequence[int], drw_start: int, device: torch.device | str = "cpu"
-) -> Callable[[int], torch.Tensor | None]:
-    """``weights(iteration)``: the class-balanced weights when re-weighting is on at that
-    iteration (``--loss cb``: always; ``--drw``: from ``drw_start``), else ``None``."""
-    if not cfg.reweighted:
-        return lambda it: None
-    w = class_balanced_weights(counts, cfg.cb_beta).to(device)
-    if cfg.drw:
-        return lambda it: w if it >= drw_start else None
-    return lambda it: w
 
 
 def _train_primary_logits(mode: str, out: dict[str, torch.Tensor], M: int) -> torch.Tensor:
@@ -232,7 +91,7 @@ class SupervisedTrainer(Trainer):
         self.tset.check_input(data.channels, data.image_size, data.image_size)
         self.M = self.tset.M
         self.plan = BatchPlan(len(data.train_labels), cfg.batch_size, cfg.seed, epoch_based=cfg.epochs > 0)
-        _check_chunks(self.plan, self.dist.world_size * cfg.accumulate, cfg.batch_size)
+        check_chunks(self.plan, self.dist.world_size * cfg.accumulate, cfg.batch_size)
         self.sched = sched = make_schedule(cfg, len(data.train_labels))
         self.total, self.save_every = sched.total, sched.eval_every
         self.val_every = sched.eval_every
