@@ -6,42 +6,25 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "build_sgd", "piecewise_lr_factor", "piecewise_scheduler"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "piecewise_lr_factor", "piecewise_scheduler"]
 
-#: optimisers of meta-training (``--optimizer``)
+#: optimisers (meta-train's ``--optimizer``; the supervised pipeline uses ``sgd``)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
-def build_sgd(
-    params: Iterable[torch.nn.Parameter],
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = True,
-) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-
-
-def build_optimizer(
-    name: str,
-    params: Iterable[torch.nn.Parameter],
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = True,
-) -> torch.optim.Optimizer:
+def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.9,
+                    weight_decay: float = 5e-4, nesterov: bool = True) -> torch.optim.Optimizer:
     """``sgd`` (MetaOptNet's: momentum, Nesterov, L2 weight decay) or ``adam`` (Snell et al.'s
     ProtoNet; ``weight_decay`` is the L2 term of ``torch.optim.Adam``, momentum/nesterov unused)."""
     if name == "sgd":
-        return build_sgd(params, lr, momentum, weight_decay, nesterov)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
-def piecewise_lr_factor(
-    step: int, milestones: Sequence[int], factors: Sequence[float], warmup: int = 0, unit: int = 1
-) -> float:
+def piecewise_lr_factor(step: int, milestones: Sequence[int], factors: Sequence[float], warmup: int = 0,
+                        unit: int = 1) -> float:
     """Learning-rate multiplier at ``step``: the one schedule of both pipelines.
 
     ``factors[0]`` applies before ``milestones[0]``, ``factors[k]`` from ``milestones[k-1]``

@@ -1,20 +1,17 @@
 """The one training lifecycle of both pipelines: :class:`Trainer`.
 
-Read top to bottom: ``__init__`` starts the session (device, threads, torchrun), claims the run
-directory, loads the data, seeds everything, builds and places the model (sync-BN, channels_last,
-amp), the optimiser, the piecewise LR schedule and the grad scaler, wraps the training forward in
-DDP, and resumes ``last.pt`` (every state, the RNG, ``metrics.jsonl`` cut at its step) or starts
-fresh. ``fit`` runs rounds of optimiser steps (one :class:`~.step.ChunkedStep` each, train rows
-as they fall due); a round ends at a checkpoint: validation when due, best tracking, ``last.pt``
-and ``best.pt`` written atomically and never with non-finite weights. ``finish`` writes
-``summary.json``.
+``__init__``: session (device, threads, torchrun), run directory, data, seeding, the model placed
+(sync-BN, channels_last, amp), optimiser, piecewise LR schedule, grad scaler, the DDP-wrapped
+training forward; then ``last.pt`` resumed (every state and the RNG; ``metrics.jsonl`` cut at its
+step) or a fresh start. ``fit``: rounds of optimiser steps (one :class:`~.step.ChunkedStep` each,
+train rows as they fall due), each ending at a checkpoint with validation when due, best
+tracking and atomic ``last.pt``/``best.pt`` (never non-finite). ``finish``: ``summary.json``.
 
-A pipeline subclass supplies what differs: ``load_data`` (which also sets the run's rhythm in
-steps: ``total``, ``save_every``, ``val_every``, ``lr_every``), ``default_run_dir``,
-``build_model``, ``lr_schedule``, ``setup``, ``chunks(step)``, ``chunk_loss(module, payload,
-chunk)``, ``record``/``train_row`` (the running means of train rows), ``epoch_of``, ``validate``,
-``best_record``, ``state``/``load_state`` (its part of the checkpoint), ``data_info`` (the
-checkpoint's ``data``) and ``summary``.
+A pipeline subclass supplies what differs: ``load_data`` (setting ``total``, ``save_every``,
+``val_every``, ``lr_every`` in steps), ``default_run_dir``, ``build_model``, ``lr_schedule``,
+``setup``, ``chunks(step)``, ``chunk_loss(module, payload, chunk)``, ``record``/``train_row``,
+``epoch_of``, ``validate``, ``best_record``, ``state``/``load_state`` (its part of the
+checkpoint), ``data_info`` (the checkpoint's ``data``) and ``summary``.
 
 A learner that adapts weights per task inside a step (MAML) plugs in as the training forward:
 ``train_module()`` returns a module whose ``forward`` takes a chunk's episodes and, per task,

@@ -1,29 +1,18 @@
-"""Meta-training: episodes, validation on fixed episodes, checkpoints and exact resume.
+"""Meta-training: :class:`MetaTrainer`, the :class:`~fewshot_sla.engine.Trainer` of episodes.
 
 One optimiser step takes ``tasks_per_batch`` episodes of the global training stream
 (:func:`~fewshot_sla.meta.batches.episode_indices`), gathers them in one tensor, augments them on
-the device, and sends every image of every episode (and, for da/sla/sla+sd, every transform)
-through the backbone in one call (:mod:`fewshot_sla.meta.methods` gives the losses). The LR
-follows a piecewise schedule per epoch: ``lr_milestones`` count completed epochs (MetaOptNet:
-x1 / 0.06 / 0.012 / 0.0024 from its 1-based epochs 1 / 20 / 40 / 50, since it steps its
-``LambdaLR`` at the start of each epoch: milestones 19 / 39 / 49).
+the device and sends every image (and, for da/sla/sla+sd, every transform) through the backbone
+in one call (:mod:`fewshot_sla.meta.methods` gives the losses). A round is an epoch: the LR steps
+after each one (``lr_milestones`` count completed epochs; MetaOptNet's 1-based epochs 20 / 40 / 50
+are milestones 19 / 39 / 49), and after every ``val_every`` epochs (and the last) ``val_episodes``
+fixed validation episodes select ``best.pt`` by the mode's reported inference.
 
-The lifecycle (session, seeding, checkpoints, resume, best tracking) is
-:class:`~fewshot_sla.engine.Trainer`'s: a round is an epoch; after every ``val_every`` epochs (and
-the last) the model is evaluated on ``val_episodes`` fixed episodes of the validation split, and
-``best.pt`` keeps the weights with the best mean accuracy of the mode's reported inference. Each
-step's augmentation and dropout are seeded from ``(seed, step, chunk)``, so ``--resume RUN``
-ends with the weights and metrics of an uninterrupted run.
-
-Distributed (``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train ...``): the step's
-``tasks_per_batch`` episodes split into ``G = K * accumulate`` chunks (episode ``i`` in chunk
-``i mod G``); rank ``r`` runs the chunks ``r, r + K, ...``, and K processes compute exactly what
-one process with ``--accumulate K`` computes. Validation episodes are split across ranks and
-gathered; only rank 0 writes the run directory; ``--resume`` works with any world size.
-
-Run directory: ``config.json``, ``metrics.jsonl`` (``kind`` = ``train``: running means over the
-steps since the previous record; ``val``: accuracy and CI per inference), ``last.pt``,
-``best.pt``, ``summary.json``.
+Under torchrun with K processes the step's episodes split into ``G = K * accumulate`` chunks
+(episode ``i`` in chunk ``i mod G``; rank ``r`` runs chunks ``r, r + K, ...``), so K processes
+compute what one process with ``--accumulate K`` computes; ``--resume`` works with any world size.
+Run directory: ``config.json``, ``metrics.jsonl`` (``train`` rows: means over the steps since the
+previous row; ``val`` rows: accuracy and CI per inference), ``last.pt``, ``best.pt``, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -223,15 +212,18 @@ class MetaTrainer(Trainer):
             return None
         cfg = self.cfg
         broadcast_module(self.model, self.dist)  # every rank evaluates rank 0's weights and statistics
-        accs = evaluate_episodes(
-            self.model, self.val_ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot,
-            n_query=cfg.eval_query, n_episodes=cfg.val_episodes, seed=cfg.val_seed, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="validation", dist=self.dist,
-        )
-        val = summarize(accs, with_values=False)
+        val = self._episodes(self.model, self.val_ds, cfg.val_episodes, cfg.val_seed, "validation")
         self.last_val = {"epoch": self.epoch, "val": val}
         fields = {f"{name}_{k}": r[key] for k, r in val.items() for name, key in (("acc", "mean"), ("ci95", "ci95"))}
         return Validation(cfg.reported_inference, val[cfg.reported_inference]["mean"], val, fields)
+
+    def _episodes(self, model: FewShotModel, ds: EpisodeDataset, n: int, seed: int, desc: str) -> dict[str, Any]:
+        """Mean accuracy and CI per inference on ``n`` fixed ``eval_*``-shaped episodes (seed ``seed``)."""
+        c = self.cfg
+        accs = evaluate_episodes(model, ds, self.eval_pre, n_way=c.eval_way, k_shot=c.eval_shot, n_query=c.eval_query,
+                                 n_episodes=n, seed=seed, device=self.device, tasks_per_batch=c.eval_tasks_per_batch,
+                                 quiet=self.quiet, desc=desc, dist=self.dist)
+        return summarize(accs, with_values=False)
 
     def best_record(self, val: Validation | None) -> dict[str, Any]:
         return {"score": val and val.score, "epoch": self.epoch, "step": self.step, "val": val and val.accuracy}
@@ -276,13 +268,7 @@ class MetaTrainer(Trainer):
             model.to(memory_format=torch.channels_last)
         if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
             model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
-        ds = self.test_ds or self._load(cfg.test_split)
-        accs = evaluate_episodes(
-            model, ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot, n_query=cfg.eval_query,
-            n_episodes=cfg.test_episodes, seed=0, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="test", dist=self.dist,
-        )
-        res = summarize(accs, with_values=False)
+        res = self._episodes(model, self.test_ds or self._load(cfg.test_split), cfg.test_episodes, 0, "test")
         if not self.quiet:
             for k, r in res.items():
                 print(f"test {k}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}% ({cfg.test_episodes} episodes)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,10 +70,10 @@ def _new_meter(device: torch.device) -> dict:
 
 # ---------------------------------------------------------------------------- training
 class SupervisedTrainer(Trainer):
-    """One supervised run (use :func:`run_training`); the lifecycle is :class:`~fewshot_sla.engine.Trainer`'s
-    (a round ends at each ``eval_every`` point; the LR steps every iteration)."""
+    """One supervised run (use :func:`run_training`): :class:`~fewshot_sla.engine.Trainer` with a round
+    per ``eval_every`` iterations and the LR stepped every iteration."""
 
-    pipeline, command, step_key, dropout_stream = "supervised", "supervised", "iteration", _DROPOUT_STREAM
+    pipeline, step_key, dropout_stream = "supervised", "iteration", _DROPOUT_STREAM
 
     def __init__(self, cfg: SupervisedConfig, data: SupervisedData | None = None, resume: bool = False) -> None:
         self.t_start = time.perf_counter()
@@ -93,16 +92,13 @@ class SupervisedTrainer(Trainer):
         self.plan = BatchPlan(len(data.train_labels), cfg.batch_size, cfg.seed, epoch_based=cfg.epochs > 0)
         check_chunks(self.plan, self.dist.world_size * cfg.accumulate, cfg.batch_size)
         self.sched = sched = make_schedule(cfg, len(data.train_labels))
-        self.total, self.save_every = sched.total, sched.eval_every
-        self.val_every = sched.eval_every
+        self.total, self.save_every, self.val_every = sched.total, sched.eval_every, sched.eval_every
 
     def build_model(self) -> torch.nn.Module:
-        d = self.data
-        return model_for_config(self.cfg, d.num_classes, self.M, d.channels, d.image_size)
+        return model_for_config(self.cfg, self.data.num_classes, self.M, self.data.channels, self.data.image_size)
 
     def lr_schedule(self) -> tuple:
-        s = self.sched
-        return s.milestones, s.factors, s.warmup, s.warmup_unit
+        return self.sched.milestones, self.sched.factors, self.sched.warmup, self.sched.warmup_unit
 
     def setup(self) -> None:
         cfg, data, sched, device = self.cfg, self.data, self.sched, self.device
@@ -172,15 +168,14 @@ class SupervisedTrainer(Trainer):
 
     def record(self, totals: dict[str, torch.Tensor]) -> None:
         """Add a step's numbers (over every rank's share) to the meter."""
-        with torch.no_grad():
-            meter = self.meter
-            meter["steps"] += 1
-            for k, v in totals.items():
-                if k == "correct":
-                    meter["correct"] += v
-                else:
-                    meter["sums"][k] = meter["sums"].get(k, 0.0) + v
-            meter["seen"] += self.n_global
+        meter = self.meter
+        meter["steps"] += 1
+        for k, v in totals.items():
+            if k == "correct":
+                meter["correct"] += v
+            else:
+                meter["sums"][k] = meter["sums"].get(k, 0.0) + v
+        meter["seen"] += self.n_global
 
     def train_row(self) -> dict[str, Any]:
         meter, n = self.meter, max(self.meter["steps"], 1)
@@ -289,27 +284,19 @@ class SupervisedTrainer(Trainer):
 
     def finish(self) -> dict:
         summary = super().finish()
-        if self.cfg.plot and self.dist.is_main:
-            _plot(self.run.path)
+        if self.cfg.plot and self.dist.is_main:  # curves.png with the meta-training side's plotter
+            try:
+                from ..plots import plot_curves
+
+                plot_curves(self.run.path)
+            except ImportError as e:  # matplotlib missing
+                print(f"note: no curves.png: {e}")
         barrier(self.dist)
         return to_jsonable(summary)
 
 
 def run_training(cfg: SupervisedConfig, *, data: SupervisedData | None = None, resume: bool = False) -> dict:
-    """Train (or, with ``resume``, continue) the run ``cfg.run_dir``; return the summary.
-
-    ``data`` replaces loading ``cfg.dataset`` (tests pass tiny in-memory data). A run that
-    stops at ``cfg.stop_after`` returns ``{"stopped_at": iteration, ...}`` without a summary.
-    """
+    """Train (or, with ``resume``, continue) the run ``cfg.run_dir``; return the summary (a run that
+    stops at ``cfg.stop_after``: ``{"stopped_at": iteration, ...}``). ``data`` replaces loading ``cfg.dataset``."""
     return SupervisedTrainer(cfg, data, resume=resume).fit()
 
-
-def _plot(out_dir: Path) -> None:
-    """``curves.png`` with the meta-training side's plotter (same metrics schema); skipped with a
-    note when matplotlib is missing."""
-    try:
-        from ..plots import plot_curves
-
-        plot_curves(out_dir)
-    except ImportError as e:
-        print(f"note: no curves.png: {e}")
