@@ -74,7 +74,6 @@ class Trainer:
                                 sync_bn=cfg.sync_bn, deterministic=cfg.deterministic)
         self.device, self.dist = session.device, session.dist
         self.quiet = cfg.quiet or not self.dist.is_main
-        self.check()
         # every rank uses rank 0's (possibly time-stamped) directory name
         run_path = claim_run_dir(cfg.run_dir or self.default_run_dir(), self.dist, resume=resume)
         if not cfg.run_dir:  # the resolved config names its run directory
@@ -107,9 +106,6 @@ class Trainer:
         else:  # a fresh start: a dead run's metrics rows in this directory are dropped
             self.run.start_fresh()
         self.run.write_json("config.json", dataclasses.asdict(cfg))
-
-    def check(self) -> None:
-        """Refuse a config that cannot run in this session, before the run directory is claimed."""
 
     def train_module(self) -> torch.nn.Module:
         """The module a step's forward runs (and DDP wraps)."""

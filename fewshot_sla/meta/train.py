@@ -90,14 +90,6 @@ class MetaTrainer(Trainer):
         return self.step // self.cfg.steps_per_epoch
 
     # -- data and model ---------------------------------------------------------------------
-    def check(self) -> None:
-        cfg = self.cfg
-        check_world_size(cfg, self.dist.world_size)
-        if cfg.mode != "baseline":  # fail before loading data when the channels are known
-            ch = dataset_channels(cfg.dataset)
-            if ch is not None:
-                check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
-
     def default_run_dir(self) -> Path:
         return default_run_dir(self.cfg)
 
@@ -107,6 +99,9 @@ class MetaTrainer(Trainer):
 
     def load_data(self) -> None:
         cfg, datasets = self.cfg, self.datasets
+        check_world_size(cfg, self.dist.world_size)
+        if cfg.mode != "baseline" and (ch := dataset_channels(cfg.dataset)) is not None:  # before loading data
+            check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
         self.train_ds = datasets.get("train") or self._load(cfg.train_split)
         self.val_ds = (datasets.get("val") or self._load(cfg.val_split)) if cfg.val_episodes else None
         self.test_ds = datasets.get("test")
