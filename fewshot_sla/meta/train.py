@@ -221,7 +221,8 @@ class MetaTrainer(Trainer):
         return summarize(accs, with_values=False)
 
     def best_record(self, val: Validation | None) -> dict[str, Any]:
-        return {"score": val and val.score, "epoch": self.epoch, "step": self.step, "val": val and val.accuracy}
+        score, accuracy = (None, None) if val is None else (val.score, val.accuracy)
+        return {"score": score, "epoch": self.epoch, "step": self.step, "val": accuracy}
 
     def report_round(self, val: Validation | None, is_best: bool, secs: float) -> None:
         cfg, reported = self.cfg, self.cfg.reported_inference
