@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from fewshot_sla.data.augment import get_augmentation
-from fewshot_sla.optim import build_sgd, piecewise_scheduler
+from fewshot_sla.optim import build_optimizer, piecewise_scheduler
 from fewshot_sla.supervised.evaluate import autocast
 from fewshot_sla.supervised.losses import supervised_loss
 from fewshot_sla.supervised.model import build_model
@@ -50,7 +50,7 @@ def measure(mode: str, transforms: str, layout: str, device: torch.device, batch
     model = build_model(backbone, 10, M, mode).to(device, memory_format=torch.channels_last if cl else
                                                    torch.contiguous_format)
     model.train()
-    opt = build_sgd(model.parameters(), 0.1, 0.9, 1e-4, nesterov=False)
+    opt = build_optimizer("sgd", model.parameters(), 0.1, 0.9, 1e-4, nesterov=False)
     sched = piecewise_scheduler(opt, (1000,), (1.0, 0.1))
     aug = get_augmentation("cifar10", "sla")
     images = torch.randint(0, 256, (batch * 4, 3, 32, 32), dtype=torch.uint8, device=device)

@@ -1,10 +1,7 @@
-"""Checks that stop a run with one line instead of training on (or saving) garbage.
-
-:func:`check_finite_loss` is called by the training loops on each step's loss and its parts:
-the first NaN or infinite value stops the run with a :class:`NonFiniteLossError` naming the
-step, the parts and the learning rate, before anything non-finite is stepped or saved.
-(:func:`fewshot_sla.runs.check_finite_state` refuses checkpoints with non-finite weights.)
-"""
+"""Checks that stop a run with one line (a :class:`NonFiniteLossError` naming the step, the values
+and the learning rate) instead of training on, or saving, NaN/inf: the step's logged values
+(:func:`check_finite_loss`), a head's solver failing on diverged features (:func:`solver_failure`)
+and the weights before a checkpoint (:func:`check_finite_weights`)."""
 
 from __future__ import annotations
 
@@ -30,13 +27,8 @@ def _value(v: float | torch.Tensor) -> float:
 
 
 def check_finite_loss(step: int, parts: Mapping[str, float | torch.Tensor], lr: float) -> None:
-    """Raise :class:`NonFiniteLossError` (one line) if any value of ``parts`` is NaN or infinite.
-
-    ``parts`` maps names (``loss``, ``ce``, ``kl``, ...) to Python numbers or tensors (a tensor
-    counts as non-finite when any of its elements is). The message names the step, every part
-    (non-finite ones first) and the learning rate, and says what to try. Reads each tensor once
-    (a device sync): call it on the values the loop logs anyway.
-    """
+    """Raise :class:`NonFiniteLossError` if any value of ``parts`` (names -> numbers or tensors) is
+    NaN or infinite; the message names the step, every part (non-finite ones first) and the lr."""
     values = {name: _value(v) for name, v in parts.items()}
     bad = [name for name, v in values.items() if not math.isfinite(v)]
     if not bad:
@@ -54,13 +46,8 @@ _SOLVER_FAILURES = ("qpth Error", "Cannot perform LU factorization", "linalg.", 
 
 
 def solver_failure(step: int, exc: BaseException, lr: float) -> NonFiniteLossError | None:
-    """The one-line :class:`NonFiniteLossError` for a head's solver that failed on non-finite
-    input (e.g. the SVM head's ``qpth Error: Cannot perform LU factorization on Q`` after the
-    features diverged), or ``None`` when ``exc`` is not such a failure (re-raise it then)::
-
-        except RuntimeError as e:
-            raise (solver_failure(step, e, lr) or e) from None
-    """
+    """The :class:`NonFiniteLossError` for a head's solver that failed on non-finite input (e.g.
+    qpth's ``Cannot perform LU factorization on Q``), or ``None`` when ``exc`` is not such a failure."""
     text = " ".join(str(exc).split())
     if not isinstance(exc, (RuntimeError, ValueError)) or not any(m in text for m in _SOLVER_FAILURES):
         return None
@@ -71,9 +58,8 @@ def solver_failure(step: int, exc: BaseException, lr: float) -> NonFiniteLossErr
 
 
 def check_finite_weights(step: int, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteLossError` (one line) when a floating-point tensor of
-    ``state_dict`` holds a NaN or inf after ``step`` steps: called before a checkpoint is written,
-    so that no checkpoint ever holds non-finite weights (one device sync)."""
+    """Raise :class:`NonFiniteLossError` when a floating-point tensor of ``state_dict`` holds a NaN
+    or inf after ``step`` steps (called before a checkpoint is written; one device sync)."""
     floats = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     if not floats or bool(torch.stack([torch.isfinite(v).all() for v in floats.values()]).all()):
         return

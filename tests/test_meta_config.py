@@ -8,7 +8,7 @@ import torch
 from fewshot_sla.cli import build_parser, main
 from fewshot_sla.config import CONFIG_DIR, ConfigError, build_config
 from fewshot_sla.meta.config import EvalConfig, MetaTrainConfig, check_against_data, meta_config_names, parse_options
-from fewshot_sla.optim import build_sgd, piecewise_scheduler
+from fewshot_sla.optim import build_optimizer, piecewise_scheduler
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +48,7 @@ def metaoptnet_epoch_lrs(epochs: int = 60) -> list[float]:
 
 def trainer_epoch_lrs(cfg: MetaTrainConfig) -> list[float]:
     """The lr of each epoch as fewshot_sla.meta.train uses it: the scheduler steps after each epoch."""
-    opt = build_sgd([torch.zeros(1, requires_grad=True)], cfg.lr)
+    opt = build_optimizer("sgd", [torch.zeros(1, requires_grad=True)], cfg.lr)
     sched = piecewise_scheduler(opt, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
     lrs = []
     for _ in range(cfg.epochs):

@@ -129,6 +129,7 @@ def test_rfs_configs_run_rfs_schedule_and_backbone(name):
     import math
 
     from fewshot_sla.config import build_config
+    from fewshot_sla.optim import piecewise_lr_factor
     from fewshot_sla.supervised.config import SupervisedConfig
     from fewshot_sla.supervised.model import model_for_config
     from fewshot_sla.supervised.train import make_schedule
@@ -142,7 +143,8 @@ def test_rfs_configs_run_rfs_schedule_and_backbone(name):
     ipe = math.ceil(n / 64)
     for epoch in (1, 60, 61, 80, 81, 100):  # 1-based, as RFS
         rfs = 0.1 ** sum(epoch > m for m in (60, 80))
-        assert sched.lr_factor((epoch - 1) * ipe) == pytest.approx(rfs), epoch
+        assert piecewise_lr_factor((epoch - 1) * ipe, sched.milestones, sched.factors, sched.warmup,
+                                   sched.warmup_unit) == pytest.approx(rfs), epoch
     size = 84 if "mini" in name else 32
     model = model_for_config(cfg, 64, 4 if name.endswith("_sla") else 1, 3, size)
     assert model.backbone.out_dim == 640

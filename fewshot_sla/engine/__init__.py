@@ -1,6 +1,8 @@
 """The training engine shared by meta-training (:mod:`fewshot_sla.meta`) and the supervised
 pipeline (:mod:`fewshot_sla.supervised`).
 
+* :mod:`.trainer` -- :class:`Trainer`, the one lifecycle (session, seeding, model placement,
+  optimiser and schedule, steps, validation and best tracking, checkpoints, resume, summary);
 * :mod:`.session` -- device, threads, the torchrun process group, CUDA backends
   (``--deterministic``), the run directory (refusal and resume checks);
 * :mod:`.step` -- :class:`ChunkedStep`: one optimiser step over gradient chunks (per-chunk
@@ -11,8 +13,8 @@ pipeline (:mod:`fewshot_sla.supervised`).
 * :mod:`.precision` -- ``--amp none|bf16|fp16``; :mod:`.progress` -- progress bars;
   :mod:`.shard` -- evaluation split across processes and gathered in order.
 
-A pipeline supplies what differs: how a chunk's loss is computed, what validation reports and
-which inference selects ``best.pt``. See ``docs/ARCHITECTURE.md``.
+A pipeline subclasses :class:`Trainer` and supplies what differs: its data and model, the chunks
+of a step and a chunk's loss, validation, its part of the checkpoint and the summary.
 """
 
 from .checkpoint import FORMAT, LoadedModel, load_model, make_checkpoint, read_checkpoint, upgrade
@@ -22,6 +24,7 @@ from .resume import resume_config
 from .session import Session, claim_run_dir, configure_backends, start_session
 from .shard import run_sharded, shard_indices
 from .step import ChunkedStep
+from .trainer import Trainer, Validation, checkpoint_step
 
 __all__ = [
     "AMP_MODES",
@@ -29,8 +32,11 @@ __all__ = [
     "ChunkedStep",
     "LoadedModel",
     "Session",
+    "Trainer",
+    "Validation",
     "amp_dtype",
     "autocast",
+    "checkpoint_step",
     "configure_backends",
     "load_model",
     "make_checkpoint",

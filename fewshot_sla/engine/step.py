@@ -1,15 +1,13 @@
-"""One optimiser step over gradient chunks: the part of a training step both pipelines share.
+"""One optimiser step over gradient chunks (:class:`ChunkedStep`, run by :class:`~.trainer.Trainer`).
 
 A step's global batch (episodes or images) is cut into ``G = processes x accumulate`` chunks;
-each process runs its chunks one forward/backward at a time. Before chunk ``g`` of step ``s``
-the global RNG (dropout) is seeded from ``(seed, stream, s, g)``; the pipeline seeds the chunk's
-augmentation the same way, so a chunk computes the same thing on whichever process runs it.
-Chunks after a process's first run with frozen BatchNorm running statistics and DropBlock
-counters (:func:`~fewshot_sla.distributed.step_state_frozen`), and under DDP only the last chunk
-synchronises gradients: K processes compute what one process with ``--accumulate K`` computes.
-A non-finite logged value stops the run before the optimiser step, with one line naming the step,
-the values and the lr (:mod:`fewshot_sla.guards`); so does a head's solver failing on diverged
-features.
+each process runs its chunks one forward/backward at a time. Before chunk ``g`` of step ``s`` the
+global RNG (dropout) is seeded from ``(seed, stream, s, g)`` (the pipeline seeds the chunk's
+augmentation the same way), chunks after a process's first run with frozen BatchNorm statistics
+and DropBlock counters (:func:`~fewshot_sla.distributed.step_state_frozen`), and under DDP only
+the last chunk synchronises gradients: K processes compute what one process with ``--accumulate
+K`` computes. A non-finite logged value, or a head's solver failing on diverged features, stops
+the run before the optimiser step (:mod:`fewshot_sla.guards`).
 """
 
 from __future__ import annotations
@@ -32,17 +30,9 @@ ChunkLoss = Callable[[Any, int], tuple[Tensor, dict[str, Tensor]]]
 
 
 class ChunkedStep:
-    """Runs optimiser steps of ``model`` (forward through ``step_module``, the DDP wrapper under
-    torchrun or ``model`` itself).
-
-    Args:
-        model: the unwrapped model (its BatchNorm/DropBlock state is frozen in later chunks).
-        step_module: the module whose ``no_sync`` defers DDP's all-reduce to the last chunk.
-        optimizer, scaler: the optimiser and ``torch.amp.GradScaler`` (disabled: plain steps).
-        dist: this process's place in the torchrun job.
-        seed, dropout_stream: the global RNG of chunk ``g`` of step ``s`` is seeded with
-            ``derive_seed(seed, dropout_stream, s, g)``.
-    """
+    """Runs optimiser steps of ``model`` (its BatchNorm/DropBlock state frozen in later chunks),
+    forward through ``step_module`` (the DDP wrapper, whose ``no_sync`` defers the all-reduce, or
+    ``model``); chunk ``g`` of step ``s`` seeds the global RNG with ``derive_seed(seed, dropout_stream, s, g)``."""
 
     def __init__(self, model: torch.nn.Module, step_module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, dist: DistInfo, seed: int, dropout_stream: int) -> None:

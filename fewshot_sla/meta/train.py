@@ -1,35 +1,18 @@
-"""Meta-training loop: episodes, validation, checkpoints and exact resume.
+"""Meta-training: :class:`MetaTrainer`, the :class:`~fewshot_sla.engine.Trainer` of episodes.
 
 One optimiser step takes ``tasks_per_batch`` episodes of the global training stream
 (:func:`~fewshot_sla.meta.batches.episode_indices`), gathers them in one tensor, augments them on
-the device, and sends every image of every episode (and, for da/sla/sla+sd, every transform)
-through the backbone in one call (:mod:`fewshot_sla.meta.methods` gives the losses). The LR
-follows a piecewise schedule per epoch: ``lr_milestones`` count completed epochs (MetaOptNet:
-x1 / 0.06 / 0.012 / 0.0024 from its 1-based epochs 1 / 20 / 40 / 50, since it steps its
-``LambdaLR`` at the start of each epoch: milestones 19 / 39 / 49).
+the device and sends every image (and, for da/sla/sla+sd, every transform) through the backbone
+in one call (:mod:`fewshot_sla.meta.methods` gives the losses). A round is an epoch: the LR steps
+after each one (``lr_milestones`` count completed epochs; MetaOptNet's 1-based epochs 20 / 40 / 50
+are milestones 19 / 39 / 49), and after every ``val_every`` epochs (and the last) ``val_episodes``
+fixed validation episodes select ``best.pt`` by the mode's reported inference.
 
-After every ``val_every`` epochs (and the last) the model is evaluated on ``val_episodes``
-fixed episodes of the validation split; ``best.pt`` keeps the weights with the best mean
-accuracy of the mode's reported inference and ``last.pt`` the latest state, both written
-atomically. A checkpoint holds the model, optimiser, scheduler, grad scaler, progress, best
-score and the RNG states; each step's augmentation and dropout are seeded from ``(seed, step,
-chunk)`` (:func:`~fewshot_sla.runs.derive_seed`), so ``--resume RUN`` continues a killed run and
-ends with the same weights and metrics as an uninterrupted run with the same seed;
-``metrics.jsonl`` is truncated to the records at or before the checkpoint's step.
-
-Distributed (``torchrun --nproc-per-node K -m fewshot_sla.cli meta-train ...``): the step's
-``tasks_per_batch`` episodes split into ``G = K * accumulate`` chunks (episode ``i`` in chunk
-``i mod G``); rank ``r`` runs the chunks ``r, r + K, ...``, DDP averages the gradients. Each
-chunk's randomness (augmentation, dropout) is seeded from ``(seed, step, chunk)`` and only a
-rank's first chunk updates the BatchNorm running statistics, so K processes compute exactly
-what one process with ``--accumulate K`` computes (same losses, same weights). Validation
-episodes are split across ranks and gathered. Only rank 0 writes the run directory; the
-checkpoints hold the unwrapped model, so they load without torch.distributed, and
-``--resume`` works with any world size (the run directory must be visible to every node).
-
-Run directory: ``config.json`` (resolved config), ``metrics.jsonl`` (``kind`` = ``train``:
-running means over the steps since the previous record; ``kind`` = ``val``: accuracy and CI
-per inference), ``last.pt``, ``best.pt``, ``summary.json``.
+Under torchrun with K processes the step's episodes split into ``G = K * accumulate`` chunks
+(episode ``i`` in chunk ``i mod G``; rank ``r`` runs chunks ``r, r + K, ...``), so K processes
+compute what one process with ``--accumulate K`` computes; ``--resume`` works with any world size.
+Run directory: ``config.json``, ``metrics.jsonl`` (``train`` rows: means over the steps since the
+previous row; ``val`` rows: accuracy and CI per inference), ``last.pt``, ``best.pt``, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -45,22 +28,11 @@ import torch
 
 from ..config import ConfigError
 from ..data.spec import ImageSpec
-from ..distributed import barrier, broadcast_module, convert_sync_bn, wrap_ddp
-from ..engine import (
-    ChunkedStep,
-    amp_dtype,
-    claim_run_dir,
-    load_model,
-    make_checkpoint,
-    progress,
-    read_checkpoint,
-    start_session,
-)
+from ..distributed import barrier, broadcast_module
+from ..engine import Trainer, Validation, load_model
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
-from ..guards import check_finite_weights
-from ..optim import build_optimizer, piecewise_scheduler
-from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
+from ..runs import seeded_generator
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .evaluate import evaluate_episodes, summarize
@@ -74,13 +46,11 @@ _AUGMENT_STREAM, _DROPOUT_STREAM = 7, 8
 
 
 class _EpisodeLoss(torch.nn.Module):
-    """``batch -> EpisodeOutput`` with the training loss: the module DDP wraps, so that
-    the whole method (backbone, head, scales) runs inside DDP's forward."""
+    """``batch -> EpisodeOutput`` with the training loss: the module DDP wraps (the whole method runs in it)."""
 
     def __init__(self, model: FewShotModel, settings: LossSettings) -> None:
         super().__init__()
-        self.model = model
-        self.settings = settings
+        self.model, self.settings = model, settings
 
     def forward(self, batch, distill: bool = True) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
         settings = self.settings if distill else dataclasses.replace(self.settings, sd_distill=False)
@@ -93,11 +63,7 @@ def default_run_dir(cfg: MetaTrainConfig) -> Path:
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
-    """The config of the run in ``run_dir`` with the allowed ``overrides`` applied.
-
-    Only the options marked ``resume`` in MetaTrainConfig may change (e.g. ``epochs`` to
-    extend a run); anything else would change the numbers and is refused.
-    """
+    """The config of the run in ``run_dir``; only the options marked ``resume`` may change."""
     return _resume_config(MetaTrainConfig, run_dir, overrides)
 
 
@@ -110,28 +76,35 @@ def _dataset_stats(ds: EpisodeDataset) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-class MetaTrainer:
-    """State of one meta-training run (use :func:`train`)."""
+class MetaTrainer(Trainer):
+    """One meta-training run (use :func:`train`): :class:`~fewshot_sla.engine.Trainer` with an epoch a round."""
+
+    pipeline, dropout_stream = "meta", _DROPOUT_STREAM
 
     def __init__(self, cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
                  resume: bool = False) -> None:
-        self.cfg = cfg
-        session = start_session(cfg.device, num_threads=cfg.num_threads, dist_timeout=cfg.dist_timeout,
-                                sync_bn=cfg.sync_bn, deterministic=cfg.deterministic)
-        self.device, self.dist = session.device, session.dist
+        self.datasets = dict(datasets or {})
+        super().__init__(cfg, resume)
+
+    @property
+    def epoch(self) -> int:  # completed epochs
+        return self.step // self.cfg.steps_per_epoch
+
+    # -- data and model ---------------------------------------------------------------------
+    def default_run_dir(self) -> Path:
+        return default_run_dir(self.cfg)
+
+    def _load(self, split: str) -> EpisodeDataset:
+        c = self.cfg
+        return load_split(c.dataset, c.data_root, split, c.image_size, c.download, c.dataset_options)
+
+    def load_data(self) -> None:
+        cfg, datasets = self.cfg, self.datasets
         check_world_size(cfg, self.dist.world_size)
-        self.quiet = cfg.quiet or not self.dist.is_main
-        if cfg.mode != "baseline":  # fail before loading data when the channels are known
-            ch = dataset_channels(cfg.dataset)
-            if ch is not None:
-                check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
-        # every rank uses rank 0's (time-stamped) directory name
-        run_path = claim_run_dir(cfg.run_dir or default_run_dir(cfg), self.dist, resume=resume)
-        datasets = dict(datasets or {})
+        if cfg.mode != "baseline" and (ch := dataset_channels(cfg.dataset)) is not None:  # before loading data
+            check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
         self.train_ds = datasets.get("train") or self._load(cfg.train_split)
-        self.val_ds = None
-        if cfg.val_episodes:
-            self.val_ds = datasets.get("val") or self._load(cfg.val_split)
+        self.val_ds = (datasets.get("val") or self._load(cfg.val_split)) if cfg.val_episodes else None
         self.test_ds = datasets.get("test")
         ds = self.train_ds
         check_against_data(cfg, cfg.train_split, ds.channels, ds.image_size, len(ds.class_names), "train")
@@ -144,9 +117,9 @@ class MetaTrainer:
                     f"{ds.channels}x{ds.image_size}px; set --image-size"
                 )
         self.mean, self.std = _dataset_stats(ds)
-        names = list(ds.class_names)
         self.sampler = EpisodeSampler(ds.labels, cfg.n_way, cfg.k_shot, cfg.n_query,
-                                      cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed, class_names=names,
+                                      cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed,
+                                      class_names=list(ds.class_names),
                                       option_names=("--n-way", "--k-shot", "--n-query"))
         if self.val_ds is not None:  # checks the episode shape against the data up front
             EpisodeSampler(self.val_ds.labels, cfg.eval_way, cfg.eval_shot, cfg.eval_query, 1,
@@ -156,204 +129,129 @@ class MetaTrainer:
             self.train_ds = _on_device(self.train_ds, self.device)
             if self.val_ds is not None:
                 self.val_ds = _on_device(self.val_ds, self.device)
+        self.data_info = {"channels": ds.channels, "image_size": ds.image_size, "mean": self.mean,
+                          "std": self.std, "dataset": cfg.dataset}
+        # one round per epoch; the LR steps after each epoch; validation every val_every epochs
+        spe = cfg.steps_per_epoch
+        self.total, self.save_every, self.lr_every = cfg.epochs * spe, spe, spe
+        self.val_every = spe * (cfg.val_every if self.val_ds is not None else 1)
 
-        self.run = RunDir(run_path, enabled=self.dist.is_main)
-        if not cfg.run_dir:  # the resolved config names its run directory
-            self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
-        seed_everything(cfg.seed)
-        self.model = build_model(cfg, ds.channels, ds.image_size).to(self.device)
-        if cfg.sync_bn:
-            self.model = convert_sync_bn(self.model, self.dist, self.device)
-        self.amp_dtype = amp_dtype(cfg.amp, self.device)
-        self.model.amp_dtype = self.amp_dtype
-        if cfg.channels_last:
-            self.model.channels_last = True
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.momentum,
-                                         cfg.weight_decay, cfg.nesterov)
-        self.scheduler = piecewise_scheduler(self.optimizer, cfg.lr_milestones, cfg.lr_factors, cfg.warmup_epochs)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        spec = ImageSpec(ds.channels, ds.image_size, self.mean, self.std)
+    def build_model(self) -> FewShotModel:
+        return build_model(self.cfg, self.train_ds.channels, self.train_ds.image_size)
+
+    def lr_schedule(self) -> tuple:
+        return self.cfg.lr_milestones, self.cfg.lr_factors, self.cfg.warmup_epochs, 1
+
+    def setup(self) -> None:
+        cfg, size = self.cfg, self.train_ds.image_size
+        self.model.amp_dtype, self.model.channels_last = self.amp_dtype, cfg.channels_last
+        spec = ImageSpec(self.train_ds.channels, size, self.mean, self.std)
         self.train_pre, self.eval_pre = spec.augmentation(cfg.augment), spec.normalise
         self.loss_settings = LossSettings(cfg.label_smoothing, cfg.large_loss, cfg.sd_temperature, cfg.sd_beta)
         # sla+sd --sd-start: the first step whose loss includes the distillation term
         self.sd_start_step = math.floor(cfg.sd_start * cfg.epochs * cfg.steps_per_epoch + 0.5)
-        # the training forward: DDP(backbone + head + loss) under torchrun, the plain module otherwise
-        self.step_module = wrap_ddp(_EpisodeLoss(self.model, self.loss_settings), self.dist, self.device)
-        self.chunked_step = ChunkedStep(self.model, self.step_module, self.optimizer, self.scaler, self.dist,
-                                        cfg.seed, _DROPOUT_STREAM)
-        self.epoch = 0  # completed epochs
-        self.step = 0  # completed optimiser steps
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "step": None, "val": None}
         self.last_val: dict[str, Any] | None = None
-        self.train_time = 0.0
-        if resume:
-            self._load_state()
-        else:  # a fresh start: a dead run's metrics rows in this directory are dropped
-            self.run.start_fresh()
-            self.run.write_json("config.json", cfg.to_dict())
+        # sums of the step means since the last train row, and over the epoch
+        self.window, self.n_window, self.epoch_sums = defaultdict(float), 0, defaultdict(float)
 
-    # -- data -------------------------------------------------------------------------------
-    def _load(self, split: str) -> EpisodeDataset:
-        c = self.cfg
-        return load_split(c.dataset, c.data_root, split, c.image_size, c.download, c.dataset_options)
+    def train_module(self) -> torch.nn.Module:
+        return _EpisodeLoss(self.model, self.loss_settings)
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        data = {"channels": self.train_ds.channels, "image_size": self.train_ds.image_size,
-                "mean": self.mean, "std": self.std, "dataset": self.cfg.dataset}
-        return make_checkpoint(
-            "meta", self.cfg.to_dict(), data, self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), epoch=self.epoch, step=self.step, best=self.best,
-            last_val=self.last_val, train_time=self.train_time, rng=get_rng_state(),
-            world_size=self.dist.world_size,
-        )
+        return {"epoch": self.epoch, "last_val": self.last_val, "train_time": self.train_time,
+                "world_size": self.dist.world_size}
 
-    def _load_state(self) -> None:
-        ckpt = read_checkpoint(self.run.last, map_location="cpu")
-        if ckpt["pipeline"] != "meta":
-            raise ConfigError(f"{self.run.last} was written by `fewshot-sla {ckpt['pipeline']}`; resume it with "
-                              f"fewshot-sla {ckpt['pipeline']} --resume {self.run.path}")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.best, self.last_val = ckpt["best"], ckpt["last_val"]
-        self.train_time = float(ckpt.get("train_time", 0.0))
-        set_rng_state(ckpt["rng"])
-        step = self.step
-        self.run.truncate_metrics(lambda r: r.get("step", 0) <= step)
-        self.run.write_json("config.json", self.cfg.to_dict())
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.last_val = ckpt["last_val"]
 
     # -- training ---------------------------------------------------------------------------
-    def _chunk_loss(self, indices: list[int], chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def chunks(self, step: int) -> list[tuple[int, list[int]]]:
+        cfg, dist = self.cfg, self.dist
+        parts = step_chunks(step, cfg.tasks_per_batch, dist.rank, dist.world_size, cfg.accumulate)
+        # chunk a of this rank is global chunk rank + a * world_size (the same on any world size)
+        return [(dist.rank + a * dist.world_size, idx) for a, idx in enumerate(parts)]
+
+    def chunk_loss(self, module: torch.nn.Module, indices: list[int], chunk: int):
         """Loss (scaled for gradient accumulation) and logged values of one chunk of episodes."""
         cfg = self.cfg
         gen = seeded_generator(cfg.seed, _AUGMENT_STREAM, self.step, chunk)
         batch = load_batch(self.train_ds, self.sampler, indices, self.device, self.train_pre, gen)
-        out: EpisodeOutput = self.step_module(batch, distill=self.step >= self.sd_start_step)
+        out: EpisodeOutput = module(batch, distill=self.step >= self.sd_start_step)
         vals = {"loss": out.loss.detach(), "acc": out.objective_acc.mean()}
         vals.update({f"loss_{k}": v for k, v in out.parts.items()})
         vals.update({f"acc_{k}": (v.argmax(-1) == out.labels).float().mean() for k, v in out.logits.items()})
         return out.loss / cfg.accumulate, vals
 
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """One optimiser step; returns the step's mean loss terms and accuracies (over all
-        ranks' episodes) as 0-d tensors."""
-        cfg, dist = self.cfg, self.dist
-        chunks = step_chunks(self.step, cfg.tasks_per_batch, dist.rank, dist.world_size, cfg.accumulate)
-        # chunk a of this rank is global chunk rank + a * world_size (the same on any world size)
-        numbered = [(dist.rank + a * dist.world_size, idx) for a, idx in enumerate(chunks)]
-        sums = self.chunked_step(self.step, numbered, self._chunk_loss)
-        self.step += 1
+    def record(self, sums: dict[str, torch.Tensor]) -> None:
         # chunks hold equal numbers of episodes, so the mean over chunks is the step's mean
-        stacked = torch.stack(list(sums.values())) / (cfg.accumulate * dist.world_size)
-        return dict(zip(sums, stacked))
+        means = torch.stack(list(sums.values())) / (self.cfg.accumulate * self.dist.world_size)
+        for k, v in zip(sums, means.tolist()):  # one device sync per step
+            self.window[k] += v
+            self.epoch_sums[k] += v
+        self.n_window += 1
 
-    def train_epoch(self) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
-        model.train()
-        steps = cfg.steps_per_epoch
-        window: dict[str, float] = defaultdict(float)
-        n_window = 0
-        epoch_sums: dict[str, float] = defaultdict(float)
-        lr = self.optimizer.param_groups[0]["lr"]
-        t0 = time.time()
-        with progress(steps, f"epoch {self.epoch + 1}/{cfg.epochs}", quiet=self.quiet) as bar:
-            for s in range(steps):
-                vals = self.train_step()
-                host = torch.stack(list(vals.values())).tolist()  # one device sync per step
-                for k, v in zip(vals, host):
-                    window[k] += v
-                    epoch_sums[k] += v
-                n_window += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{window['loss'] / n_window:.3f}", acc=f"{window['acc'] / n_window:.3f}")
-                if (s + 1) % cfg.log_every == 0 or s + 1 == steps:
-                    self.run.log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "lr": lr,
-                                  "steps": n_window, **{k: v / n_window for k, v in window.items()},
-                                  "time": round(self.train_time + time.time() - t0, 3)})
-                    window.clear()
-                    n_window = 0
-        self.train_time += time.time() - t0
-        return {k: v / steps for k, v in epoch_sums.items()}
+    def train_row(self) -> dict[str, Any]:
+        row = {"steps": self.n_window, **{k: v / self.n_window for k, v in self.window.items()}}
+        self.window, self.n_window = defaultdict(float), 0
+        return row
 
-    def validate(self) -> dict[str, dict[str, Any]]:
+    def log_due(self, first: int, last: int) -> bool:  # log_every counts the steps of an epoch
+        return (self.step - first) % self.cfg.log_every == 0 or self.step == last
+
+    def epoch_of(self, step: int) -> int:
+        return -(-step // self.cfg.steps_per_epoch)
+
+    def validate(self) -> Validation | None:
+        if self.val_ds is None:
+            return None
         cfg = self.cfg
         broadcast_module(self.model, self.dist)  # every rank evaluates rank 0's weights and statistics
-        accs = evaluate_episodes(
-            self.model, self.val_ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot,
-            n_query=cfg.eval_query, n_episodes=cfg.val_episodes, seed=cfg.val_seed, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="validation", dist=self.dist,
-        )
+        val = self._episodes(self.model, self.val_ds, cfg.val_episodes, cfg.val_seed, "validation")
+        self.last_val = {"epoch": self.epoch, "val": val}
+        fields = {f"{name}_{k}": r[key] for k, r in val.items() for name, key in (("acc", "mean"), ("ci95", "ci95"))}
+        return Validation(cfg.reported_inference, val[cfg.reported_inference]["mean"], val, fields)
+
+    def _episodes(self, model: FewShotModel, ds: EpisodeDataset, n: int, seed: int, desc: str) -> dict[str, Any]:
+        """Mean accuracy and CI per inference on ``n`` fixed ``eval_*``-shaped episodes (seed ``seed``)."""
+        c = self.cfg
+        accs = evaluate_episodes(model, ds, self.eval_pre, n_way=c.eval_way, k_shot=c.eval_shot, n_query=c.eval_query,
+                                 n_episodes=n, seed=seed, device=self.device, tasks_per_batch=c.eval_tasks_per_batch,
+                                 quiet=self.quiet, desc=desc, dist=self.dist)
         return summarize(accs, with_values=False)
 
-    def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
-        reported = cfg.reported_inference
-        while self.epoch < cfg.epochs:
-            t0 = time.time()
-            train_stats = self.train_epoch()
-            self.epoch += 1
-            self.scheduler.step()
-            is_best = False
-            val = None
-            if self.val_ds is not None and (self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs):
-                val = self.validate()
-                score = val[reported]["mean"]
-                is_best = score > self.best["score"]
-                if is_best:
-                    self.best = {"score": score, "epoch": self.epoch, "step": self.step, "val": val}
-                self.last_val = {"epoch": self.epoch, "val": val}
-                record = {"kind": "val", "epoch": self.epoch, "step": self.step, "reported": reported,
-                          "score": score, "best": is_best}
-                for k, r in val.items():
-                    record[f"acc_{k}"] = r["mean"]
-                    record[f"ci95_{k}"] = r["ci95"]
-                self.run.log(record)
-            elif self.val_ds is None:  # no validation: the latest weights are the best
-                is_best = True
-                self.best = {"score": None, "epoch": self.epoch, "step": self.step, "val": None}
-            if self.dist.is_main:
-                check_finite_weights(self.step, self.model.state_dict())  # never a non-finite checkpoint
-                self.run.save(self.state(), best=is_best)
-            if not self.quiet:
-                print(self._epoch_line(train_stats, val, is_best, time.time() - t0), flush=True)
-        return self.finish()
+    def best_record(self, val: Validation | None) -> dict[str, Any]:
+        score, accuracy = (None, None) if val is None else (val.score, val.accuracy)
+        return {"score": score, "epoch": self.epoch, "step": self.step, "val": accuracy}
 
-    def _epoch_line(self, train_stats: dict[str, float], val: dict | None, is_best: bool, secs: float) -> str:
-        cfg = self.cfg
-        line = f"epoch {self.epoch}/{cfg.epochs}  loss {train_stats['loss']:.4f}  acc {100 * train_stats['acc']:.2f}%"
+    def report_round(self, val: Validation | None, is_best: bool, secs: float) -> None:
+        cfg, reported = self.cfg, self.cfg.reported_inference
+        stats = {k: v / cfg.steps_per_epoch for k, v in self.epoch_sums.items()}
+        self.epoch_sums = defaultdict(float)
+        if self.quiet:
+            return
+        line = f"epoch {self.epoch}/{cfg.epochs}  loss {stats['loss']:.4f}  acc {100 * stats['acc']:.2f}%"
         if val is not None:
-            r = val[cfg.reported_inference]
-            line += f"  | val {cfg.reported_inference} {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}%"
-            others = [f"{k} {100 * v['mean']:.2f}" for k, v in val.items() if k != cfg.reported_inference]
+            r = val.accuracy[reported]
+            line += f"  | val {reported} {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}%"
+            others = [f"{k} {100 * v['mean']:.2f}" for k, v in val.accuracy.items() if k != reported]
             if others:
                 line += f" ({', '.join(others)})"
             line += " *best" if is_best else f" (best {100 * self.best['score']:.2f} @{self.best['epoch']})"
-        lr = self.optimizer.param_groups[0]["lr"]
-        return line + f"  | next lr {lr:.4g}  {secs:.1f}s"
+        print(line + f"  | next lr {self.optimizer.param_groups[0]['lr']:.4g}  {secs:.1f}s", flush=True)
+
+    # -- the end ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        test = {"test": self.test()} if self.cfg.test_episodes else {}
+        return {"run_dir": str(self.run.path), "mode": self.cfg.mode, "reported_inference": self.cfg.reported_inference,
+                "epochs": self.epoch, "steps": self.step, "train_time_s": round(self.train_time, 3),
+                "best": self.best, "last": self.last_val, **test}
 
     def finish(self) -> dict[str, Any]:
-        cfg = self.cfg
-        summary: dict[str, Any] = {
-            "run_dir": str(self.run.path),
-            "mode": cfg.mode,
-            "reported_inference": cfg.reported_inference,
-            "epochs": self.epoch,
-            "steps": self.step,
-            "train_time_s": round(self.train_time, 3),
-            "best": self.best,
-            "last": self.last_val,
-        }
-        if cfg.test_episodes:
-            summary["test"] = self.test()
-        self.run.write_json("summary.json", summary)
-        self.run.close()
+        summary = super().finish()
         if not self.quiet and self.best.get("score") not in (None, -math.inf):
-            print(f"best val {cfg.reported_inference} {100 * self.best['score']:.2f}% at epoch "
+            print(f"best val {self.cfg.reported_inference} {100 * self.best['score']:.2f}% at epoch "
                   f"{self.best['epoch']}; run directory {self.run.path}", flush=True)
         return summary
 
@@ -362,19 +260,12 @@ class MetaTrainer:
         cfg = self.cfg
         barrier(self.dist)  # rank 0 has written best.pt
         model = load_model(self.run.best, self.device).model
-        model.amp_dtype = self.amp_dtype
+        model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
         if cfg.channels_last:  # inputs and weights in one memory format, as `fewshot-sla eval --channels-last`
-            model.channels_last = True
             model.to(memory_format=torch.channels_last)
         if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
             model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
-        ds = self.test_ds or self._load(cfg.test_split)
-        accs = evaluate_episodes(
-            model, ds, self.eval_pre, n_way=cfg.eval_way, k_shot=cfg.eval_shot, n_query=cfg.eval_query,
-            n_episodes=cfg.test_episodes, seed=0, device=self.device,
-            tasks_per_batch=cfg.eval_tasks_per_batch, quiet=self.quiet, desc="test", dist=self.dist,
-        )
-        res = summarize(accs, with_values=False)
+        res = self._episodes(model, self.test_ds or self._load(cfg.test_split), cfg.test_episodes, 0, "test")
         if not self.quiet:
             for k, r in res.items():
                 print(f"test {k}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}% ({cfg.test_episodes} episodes)")
@@ -389,14 +280,9 @@ def _on_device(ds: EpisodeDataset, device: torch.device) -> EpisodeDataset:
 
 def train(cfg: MetaTrainConfig, datasets: dict[str, EpisodeDataset] | None = None,
           resume: bool = False) -> dict[str, Any]:
-    """Meta-train as ``cfg`` says and return the summary (also written to ``summary.json``).
+    """Meta-train as ``cfg`` says (``resume``: continue ``cfg.run_dir``); return the summary.
 
-    Args:
-        cfg: the run configuration (``cfg.run_dir`` is the run directory; auto-named if empty).
-        datasets: optional already loaded ``{"train": ..., "val": ..., "test": ...}`` datasets
-            (objects with ``images`` uint8 ``[N, C, H, W]``, ``labels``, ``class_names``,
-            ``image_size``, ``channels``); missing ones are loaded with ``get_dataset``.
-        resume: continue the run in ``cfg.run_dir`` from its ``last.pt``.
+    ``datasets``: already loaded ``{"train", "val", "test"}`` datasets (``images`` uint8 ``[N, C, H, W]``,
+    ``labels``, ``class_names``, ``image_size``, ``channels``); missing ones are loaded.
     """
-    trainer = MetaTrainer(cfg, datasets, resume=resume)
-    return trainer.fit()
+    return MetaTrainer(cfg, datasets, resume=resume).fit()
