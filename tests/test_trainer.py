@@ -33,7 +33,7 @@ def test_meta_train_steps_the_lr_per_epoch_and_supervised_per_iteration(tmp_path
     ckpt = load_checkpoint(tmp_path / "meta" / "last.pt")
     assert "iteration" not in ckpt and ckpt["step"] == checkpoint_step(ckpt) == 2 * steps and ckpt["epoch"] == 2
 
-    cfg = tiny_cfg(tmp_path / "sup", iterations=4, eval_every=2, log_every=1, lr=0.1, lr_milestones=(0.5,),
+    cfg = tiny_cfg(tmp_path / "sup", iterations=4, eval_every=2, log_every=1, lr=0.1, lr_milestone_fractions=(0.5,),
                    lr_factors=(1.0, 0.1))
     run_training(cfg, data=prepare_data(TRAIN, TEST, cfg))
     assert _train_lrs(tmp_path / "sup") == [(1, 0.1), (2, 0.1), (3, pytest.approx(0.01)), (4, pytest.approx(0.01))]

@@ -34,7 +34,7 @@ import torch
 from ..config import ConfigError
 from ..data.spec import ImageSpec
 from ..distributed import DistInfo, barrier
-from ..engine import amp_dtype, load_model, progress, run_sharded, start_session
+from ..engine import amp_dtype, checkpoint_step, load_model, progress, run_sharded, start_session
 from ..episodes import EpisodeSampler
 from ..inferences import episode_table, reported
 from ..runs import atomic_write_text, to_jsonable
@@ -194,7 +194,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
             "backbone": tcfg.backbone, "transforms": tcfg.transforms,
             "reported": reported(episode_table(loaded.pipeline), mode),
-            "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
+            "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
             "seconds": round(time.time() - t0, 3),
             "results": summarize(accs),
         })
