@@ -66,13 +66,13 @@ def env_info() -> DistInfo:
 
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
-    """The device of this process: ``runs.resolve_device(name)``, except that under torchrun on
+    """The device of this process: ``devices.resolve_device(name)``, except that under torchrun on
     CUDA (``auto``/``cuda``) every process takes the GPU ``LOCAL_RANK``.
 
     An explicit ``cuda:K`` under torchrun (world size > 1) is a one-line
     :class:`~fewshot_sla.config.ConfigError`: all processes of a node would share GPU K."""
     from .config import ConfigError
-    from .runs import resolve_device
+    from .devices import resolve_device
 
     info = info or env_info()
     dev = resolve_device(name)

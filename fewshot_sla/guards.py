@@ -3,7 +3,7 @@
 :func:`check_finite_loss` is called by the training loops on each step's loss and its parts:
 the first NaN or infinite value stops the run with a :class:`NonFiniteLossError` naming the
 step, the parts and the learning rate, before anything non-finite is stepped or saved.
-(:func:`fewshot_sla.runs.check_finite_state` refuses checkpoints with non-finite weights.)
+(:func:`fewshot_sla.rundir.check_finite_state` refuses checkpoints with non-finite weights.)
 """
 
 from __future__ import annotations

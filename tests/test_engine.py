@@ -27,7 +27,7 @@ from fewshot_sla.heads import HEADS
 from fewshot_sla.heads.protonet import class_prototypes
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.evaluate import load_model as load_meta_model
-from fewshot_sla.runs import derive_seed
+from fewshot_sla.seeding import derive_seed
 from fewshot_sla.supervised.config import SupervisedConfig
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy"

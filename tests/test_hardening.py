@@ -12,19 +12,11 @@ import urllib.error
 import pytest
 import torch
 
+from fewshot_sla.atomic import NoSpaceError, atomic_torch_save, atomic_write, atomic_write_text
 from fewshot_sla.cli import main
 from fewshot_sla.config import _COMMAND_KEYS, ConfigError, build_config, check_config_command, config_command
 from fewshot_sla.guards import NonFiniteLossError, check_finite_loss
-from fewshot_sla.runs import (
-    NonFiniteStateError,
-    NoSpaceError,
-    RunDir,
-    atomic_torch_save,
-    atomic_write,
-    atomic_write_text,
-    check_finite_state,
-    load_checkpoint,
-)
+from fewshot_sla.rundir import NonFiniteStateError, RunDir, check_finite_state, load_checkpoint
 
 
 def one_line_error(capsys, argv, *needles):
@@ -89,7 +81,7 @@ def test_disk_full_while_appending_metrics_is_one_line(tmp_path):
 def test_torch_serializer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     import shutil
 
-    import fewshot_sla.runs as runs
+    import fewshot_sla.atomic as atomic
 
     atomic_torch_save({"w": torch.ones(2)}, tmp_path / "last.pt")
 
@@ -98,16 +90,16 @@ def test_torch_serializer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypat
 
     with pytest.raises(RuntimeError, match="enforce fail"):  # disk not full: torch's own error stays
         atomic_write(tmp_path / "last.pt", enforce_fail)
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
     with pytest.raises(NoSpaceError, match=f"no space left on {tmp_path} while writing last.pt, previous last.pt kept"):
         atomic_write(tmp_path / "last.pt", enforce_fail)
     assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(2))
 
 
 def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch, fewshot_folder):
-    import fewshot_sla.runs as runs
+    import fewshot_sla.atomic as atomic
 
-    real = runs.atomic_write
+    real = atomic.atomic_write
     calls = {"n": 0}
 
     def atomic_write_then_full(path, write):
@@ -119,7 +111,7 @@ def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsy
                     raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, write)
 
-    monkeypatch.setattr(runs, "atomic_write", atomic_write_then_full)
+    monkeypatch.setattr(atomic, "atomic_write", atomic_write_then_full)
     run_dir = tmp_path / "run"
     one_line_error(
         capsys,
@@ -390,9 +382,9 @@ def test_both_pipelines_write_tensorboard_scalars(tmp_path, fewshot_folder, writ
 
 
 def test_no_tensorboard_no_events_and_no_failure(tmp_path, monkeypatch):
-    import fewshot_sla.runs as runs
+    import fewshot_sla.rundir as rundir
 
-    monkeypatch.setattr(runs, "_tensorboard_writer", lambda path: None)  # as if not installed
+    monkeypatch.setattr(rundir, "_tensorboard_writer", lambda path: None)  # as if not installed
     run = RunDir(tmp_path / "run")
     run.log({"kind": "train", "step": 1, "loss": 1.0})
     run.close()

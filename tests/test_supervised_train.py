@@ -15,7 +15,7 @@ import torch
 from fewshot_sla.config import ConfigError, build_config
 from fewshot_sla.engine import load_model
 from fewshot_sla.optim import piecewise_lr_factor
-from fewshot_sla.runs import load_checkpoint
+from fewshot_sla.rundir import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
 from fewshot_sla.supervised.evaluate import PRIMARY, predict
 from fewshot_sla.supervised.longtail import class_counts, longtail_counts

@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, progress, run_sharded, start_session
 from ..engine import load_model as load_any_model
 from ..episodes import EpisodeSampler
 from ..inferences import reported
-from ..runs import atomic_write_text, to_jsonable
+from ..rundir import to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, load_batch, load_split, make_preprocess
 from .config import EvalConfig, MetaTrainConfig, check_against_data

@@ -58,7 +58,8 @@ from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
 from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
-from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, set_rng_state
+from ..rundir import RunDir
+from ..seeding import get_rng_state, seed_everything, seeded_generator, set_rng_state
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, make_preprocess, step_chunks
 from .config import RESUME_OVERRIDES, EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .evaluate import evaluate_episodes, load_model, summarize

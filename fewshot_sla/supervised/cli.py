@@ -119,7 +119,8 @@ def _print_report(title: str, rep: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs import atomic_write_text, to_jsonable
+    from ..atomic import atomic_write_text
+    from ..rundir import to_jsonable
 
     n_actions = sum(x is not None for x in (args.resume, args.evaluate, args.ensemble))
     if n_actions > 1:

@@ -51,7 +51,8 @@ from ..engine import (
 from ..guards import check_finite_weights
 from ..inferences import reported
 from ..optim import build_sgd, piecewise_lr_factor
-from ..runs import RunDir, get_rng_state, seed_everything, seeded_generator, to_jsonable
+from ..rundir import RunDir, to_jsonable
+from ..seeding import get_rng_state, seed_everything, seeded_generator
 from ..transforms import get_transform_set
 from . import evaluate as ev
 from .config import SupervisedConfig
