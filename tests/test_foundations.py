@@ -1,4 +1,5 @@
-"""Run directories, statistics, configuration layering and LR schedules."""
+"""The foundation modules: run directories, seeding, statistics, configuration layering, optimiser
+and LR schedules."""
 
 import argparse
 import dataclasses
