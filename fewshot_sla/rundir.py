@@ -136,13 +136,8 @@ def _tensorboard_writer(path: Path) -> Any:
 
 
 class RunDir:
-    """One run's directory. Only the main process (rank 0) should write (``enabled=False``
-    on other ranks turns every write into a no-op).
-
-    ``tensorboard=True`` (default) also writes every :meth:`log` record's numbers as
-    TensorBoard events in the directory when the ``tensorboard`` package is installed (nothing
-    otherwise); :meth:`close` flushes and closes that writer.
-    """
+    """One run's directory. Only the main process (rank 0) should write (``enabled=False`` on
+    other ranks turns every write into a no-op); ``tensorboard=False`` writes no TensorBoard events."""
 
     def __init__(self, path: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(path)
