@@ -56,12 +56,8 @@ def is_no_space(exc: BaseException, folder: Path | None = None) -> bool:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it over ``path``;
-    on any error the temporary file is removed and ``path`` is left as it was.
-
-    The file gets the permissions the umask gives new files (``0o666 & ~umask``), not
-    ``mkstemp``'s 0600. A full disk raises :class:`NoSpaceError` (one line naming the folder).
-    """
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it over ``path``
+    with the umask's mode (not ``mkstemp``'s 0600); on any error ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
