@@ -69,6 +69,9 @@ for side in ${SIDES:-old new}; do
   fi
 done
 
+for side in old new; do
+  [ -f "$OUT/$side/STAMP" ] || { echo "refactor check: $OUT/$side is incomplete (no STAMP); run that side"; exit 1; }
+done
 status=0
 cmp() { python "$HERE/refactor_compare.py" "$@" || status=1; }
 for run in meta sup sup_resumed ridge ridge_resumed svm; do cmp "$OUT/old/$run" "$OUT/new/$run"; done
