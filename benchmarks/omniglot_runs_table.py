@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from fewshot_sla.plots import _pyplot, save_figure
-from fewshot_sla.runs import RunDir, run_name
+from fewshot_sla.rundir import RunDir, run_name
 from fewshot_sla.stats import paired_difference
 from fewshot_sla.transforms import get_transform_set
 

@@ -22,7 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from fewshot_sla.runs import run_name
+from fewshot_sla.rundir import run_name
 from fewshot_sla.stats import paired_difference
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from fewshot_sla.engine import read_checkpoint
-from fewshot_sla.runs import seeded_generator
+from fewshot_sla.seeding import seeded_generator
 from fewshot_sla.supervised import SupervisedConfig
 from fewshot_sla.supervised.data import load_data
 from fewshot_sla.supervised.losses import supervised_loss

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 from fewshot_sla.plots import _pyplot, save_figure
-from fewshot_sla.runs import RunDir
+from fewshot_sla.rundir import RunDir
 from fewshot_sla.transforms import get_transform_set
 
 INFERENCES = ("single", "aggregated", "distilled")

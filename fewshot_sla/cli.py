@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .atomic import NoSpaceError
     from .config import ConfigError
     from .data.download import DownloadError
     from .distributed import cleanup, env_info
-    from .runs import NoSpaceError
 
     parser = build_parser()
     args = parser.parse_args(argv)

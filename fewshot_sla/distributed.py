@@ -63,10 +63,10 @@ def env_info() -> DistInfo:
 
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
-    """``runs.resolve_device(name)``, but under torchrun on CUDA every process takes GPU ``LOCAL_RANK``
+    """``devices.resolve_device(name)``, but under torchrun on CUDA every process takes GPU ``LOCAL_RANK``
     (an explicit ``cuda:K`` is a one-line ConfigError: all processes would share GPU K)."""
     from .config import ConfigError
-    from .runs import resolve_device
+    from .devices import resolve_device
 
     info = info or env_info()
     dev = resolve_device(name)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import RunDir, run_name
+from .rundir import RunDir, run_name
 
 __all__ = ["plot_curves", "plot_histogram", "plot_paths", "save_figure"]
 

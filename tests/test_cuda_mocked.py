@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot_sla import runs
+from fewshot_sla import seeding
 
 
 class FakeCudaRng:
@@ -36,7 +36,7 @@ class FakeCudaRng:
 
 
 def _checkpoint_rng(n_gpus: int) -> dict:
-    state = runs.get_rng_state()  # CPU states; the CUDA part as a machine with n_gpus writes it
+    state = seeding.get_rng_state()  # CPU states; the CUDA part as a machine with n_gpus writes it
     state["cuda"] = [torch.full((16,), 100 + i, dtype=torch.uint8) for i in range(n_gpus)]
     return state
 
@@ -48,7 +48,7 @@ def test_resume_restores_the_cuda_rng_of_the_devices_that_exist(monkeypatch, sav
     want_py, want_np = random.random(), np.random.rand()
     fake = FakeCudaRng(visible)
     fake.install(monkeypatch)
-    runs.set_rng_state(state)  # a 4-GPU checkpoint on 1 GPU raised IndexError
+    seeding.set_rng_state(state)  # a 4-GPU checkpoint on 1 GPU raised IndexError
     n = min(saved, visible)
     assert fake.calls == list(range(n))
     for i in range(n):
@@ -59,11 +59,11 @@ def test_resume_restores_the_cuda_rng_of_the_devices_that_exist(monkeypatch, sav
 
 
 def test_resume_of_a_cpu_checkpoint_leaves_the_cuda_rng_alone(monkeypatch):
-    state = runs.get_rng_state()
+    state = seeding.get_rng_state()
     assert "cuda" not in state  # no CUDA here
     fake = FakeCudaRng(2)
     fake.install(monkeypatch)
-    runs.set_rng_state(state)
+    seeding.set_rng_state(state)
     assert fake.calls == []
 
 

@@ -19,7 +19,7 @@ from fewshot_sla.backbones.resnet12 import ResNet12Block
 from fewshot_sla.cli import main
 from fewshot_sla.distributed import bn_stats_frozen, step_state_frozen
 from fewshot_sla.meta.batches import episode_indices, step_chunks
-from fewshot_sla.runs import RunDir, load_checkpoint
+from fewshot_sla.rundir import RunDir, load_checkpoint
 from fewshot_sla.supervised.train import BatchPlan, batch_chunks
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")

@@ -23,7 +23,7 @@ from fewshot_sla.engine import (
     upgrade,
 )
 from fewshot_sla.meta.config import MetaTrainConfig
-from fewshot_sla.runs import derive_seed
+from fewshot_sla.seeding import derive_seed
 from fewshot_sla.supervised.config import SupervisedConfig
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy"

@@ -28,7 +28,7 @@ from fewshot_sla.episodes import EpisodeSampler
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.model import build_model
 from fewshot_sla.meta.train import train
-from fewshot_sla.runs import RunDir, load_checkpoint
+from fewshot_sla.rundir import RunDir, load_checkpoint
 
 TRAIN = synthetic_dataset(8, 10, 16, 1, seed=0)
 N_WAY, K_SHOT, N_QUERY, T = 3, 2, 3, 4

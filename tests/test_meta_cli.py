@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fewshot_sla.cli import main
-from fewshot_sla.runs import RunDir
+from fewshot_sla.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 

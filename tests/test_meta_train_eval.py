@@ -19,7 +19,7 @@ from fewshot_sla.meta.batches import episode_indices
 from fewshot_sla.meta.config import MetaTrainConfig
 from fewshot_sla.meta.evaluate import evaluate_episodes
 from fewshot_sla.meta.train import resume_config, train
-from fewshot_sla.runs import RunDir
+from fewshot_sla.rundir import RunDir
 
 TRAIN = synthetic_dataset(8, 10, 16, 1, seed=0)
 VAL = synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")

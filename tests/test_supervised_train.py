@@ -17,7 +17,7 @@ from fewshot_sla.data.spec import ImageSpec
 from fewshot_sla.engine import load_model
 from fewshot_sla.inferences import reported
 from fewshot_sla.optim import piecewise_lr_factor
-from fewshot_sla.runs import load_checkpoint
+from fewshot_sla.rundir import load_checkpoint
 from fewshot_sla.supervised import SupervisedConfig, evaluate_checkpoints, prepare_data, run_training
 from fewshot_sla.supervised.data import preprocessors
 from fewshot_sla.supervised.evaluate import predict

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from fewshot_sla.engine import Trainer, checkpoint_step
 from fewshot_sla.meta.train import train
-from fewshot_sla.runs import RunDir, load_checkpoint
+from fewshot_sla.rundir import RunDir, load_checkpoint
 from fewshot_sla.supervised import prepare_data, run_training
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..runs import atomic_write
+from ..atomic import atomic_write
 from .base import ImageDataset
 
 __all__ = ["CACHE_VERSION", "cache_file", "load_cached", "save_cached"]

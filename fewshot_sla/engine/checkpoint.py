@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..registry import Registry
-from ..runs import check_finite_state, load_checkpoint, resolve_checkpoint
+from ..rundir import check_finite_state, load_checkpoint, resolve_checkpoint
 
 __all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpoint", "upgrade",
            "read_checkpoint", "load_model"]

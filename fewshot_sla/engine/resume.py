@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import ConfigError, config_from_dict, flag, resume_options
-from ..runs import RunDir
+from ..rundir import RunDir
 
 __all__ = ["resume_config"]
 

@@ -53,7 +53,7 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
 def claim_run_dir(path: str | Path, dist: DistInfo, *, resume: bool) -> Path:
     """The run directory (rank 0's name on every rank), refusing to start over a run that has a
     checkpoint and to resume one that has none. Nothing is created yet (only rank 0 writes, to
-    a :class:`~fewshot_sla.runs.RunDir`)."""
+    a :class:`~fewshot_sla.rundir.RunDir`)."""
     path = Path(broadcast_object(str(path), dist))
     has_checkpoint = (path / "last.pt").exists()
     if not resume and has_checkpoint:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..distributed import DistInfo, all_reduce_sum, step_state_frozen
 from ..guards import check_finite_loss, solver_failure
-from ..runs import derive_seed
+from ..seeding import derive_seed
 
 __all__ = ["ChunkLoss", "ChunkedStep"]
 

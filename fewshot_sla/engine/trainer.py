@@ -33,7 +33,8 @@ from ..config import ConfigError
 from ..distributed import convert_sync_bn, wrap_ddp
 from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
-from ..runs import RunDir, get_rng_state, seed_everything, set_rng_state
+from ..rundir import RunDir
+from ..seeding import get_rng_state, seed_everything, set_rng_state
 from .checkpoint import make_checkpoint, read_checkpoint
 from .precision import amp_dtype
 from .progress import progress

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..data.spec import ImageSpec
 from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, checkpoint_step, load_model, progress, run_sharded, start_session
 from ..episodes import EpisodeSampler
 from ..inferences import episode_table, reported
-from ..runs import atomic_write_text, to_jsonable
+from ..rundir import to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, check_against_data

@@ -32,7 +32,7 @@ from ..distributed import barrier, broadcast_module
 from ..engine import Trainer, Validation, load_model
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
-from ..runs import seeded_generator
+from ..seeding import seeded_generator
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
 from .evaluate import evaluate_episodes, summarize

@@ -6,18 +6,19 @@ losses and deferred re-weighting (DRW). Entry points: ``fewshot-sla supervised``
 ``python -m fewshot_sla.supervised``; in Python :func:`run_training` and
 :func:`evaluate_checkpoints`.
 
-Modules: ``config`` (:class:`SupervisedConfig`), ``model`` (heads on a shared backbone),
-``losses`` (the per-mode losses, CB weights, LDAM margins), ``longtail`` (class counts and
-subsets, shot groups), ``train`` (data, batch plan, loop, checkpoints), ``evaluate``
-(inferences, reports, ensembles), ``cli``.
+Modules: ``config`` (:class:`SupervisedConfig`), ``data`` (a run's images and preprocessing),
+``model`` (heads on a shared backbone), ``losses`` (the per-mode losses, CB weights, LDAM
+margins), ``longtail`` (class counts and subsets, shot groups), ``train`` (batch plan, schedule,
+loop, checkpoints), ``evaluate`` (inferences, reports, ensembles), ``cli``.
 """
 
 from .config import SupervisedConfig
+from .data import SupervisedData, load_data, prepare_data
 from .evaluate import accuracy_report, evaluate_checkpoints, predict, table_entries
 from .longtail import longtail_counts, longtail_indices, shot_groups
 from .losses import class_balanced_weights, ldam_margins, supervised_loss
 from .model import SupervisedModel, build_model
-from .train import BatchPlan, SupervisedData, load_data, prepare_data, run_training
+from .train import BatchPlan, run_training
 
 __all__ = [
     "SupervisedConfig",

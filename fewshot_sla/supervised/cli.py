@@ -79,7 +79,8 @@ def _print_report(title: str, rep: dict) -> None:
 @command("supervised", SupervisedActions, SupervisedConfig, description=__doc__,
          help="standard and long-tailed CIFAR training with SLA (baseline, da, mt, sla, sla+sd; ce, cb, ldam)")
 def run(args: argparse.Namespace) -> int:
-    from ..runs import atomic_write_text, to_jsonable
+    from ..atomic import atomic_write_text
+    from ..rundir import to_jsonable
 
     act = build_config(SupervisedActions, args)
     if sum(x is not None for x in (act.resume, act.evaluate, act.ensemble)) > 1:

@@ -168,8 +168,8 @@ def evaluate_checkpoints(paths: Sequence[str], *, split: str = "test", data_root
     JSON-ready dict: ``accuracy`` per inference, ``per_class``, ``groups`` (long-tailed runs),
     ``table`` (the paper's names) and, for an ensemble, each member's primary accuracy.
     """
+    from ..devices import resolve_device
     from ..engine import amp_dtype, load_model
-    from ..runs import resolve_device
     from ..transforms import get_transform_set
     from .data import load_data
 

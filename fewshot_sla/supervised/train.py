@@ -23,7 +23,8 @@ from ..config import ConfigError
 from ..distributed import DistInfo, barrier, broadcast_module, broadcast_object
 from ..engine import Trainer, Validation, autocast, read_checkpoint, run_sharded
 from ..inferences import reported
-from ..runs import seeded_generator, to_jsonable
+from ..rundir import to_jsonable
+from ..seeding import seeded_generator
 from ..transforms import get_transform_set
 from . import evaluate as ev
 from .config import SupervisedConfig

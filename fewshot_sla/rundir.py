@@ -1,4 +1,4 @@
-"""Run directories: resolved config, JSONL metrics, atomic checkpoints, exact resume.
+"""Run directories: the resolved config, JSONL metrics and checkpoints of one run.
 
 Shared by meta-training (``meta/``) and the supervised pipelines (``supervised/``).
 A run directory holds::
@@ -9,14 +9,9 @@ A run directory holds::
     best.pt          checkpoint with the best validation score
     summary.json     final numbers
 
-Checkpoints are written to a temporary file in the same directory, flushed, fsynced and
-renamed over the target, so a killed run never leaves a truncated ``last.pt``; the file then
-gets the mode the umask gives new files (``0o666 & ~umask``), like ``metrics.jsonl``. A full
-disk is one line (:class:`NoSpaceError`) and the previous file is kept.
-
-When the ``tensorboard`` package is installed, :meth:`RunDir.log` also writes each record's
-numbers as TensorBoard scalars (tag ``<kind>/<key>``, step = the record's ``step``) into the
-run directory: ``tensorboard --logdir runs``.
+Files are written atomically (:mod:`fewshot_sla.atomic`). When the ``tensorboard`` package is
+installed, :meth:`RunDir.log` also writes each record's numbers as TensorBoard scalars (tag
+``<kind>/<key>``, step = the record's ``step``) into the run directory: ``tensorboard --logdir runs``.
 """
 
 from __future__ import annotations
@@ -26,121 +21,21 @@ import errno
 import json
 import math
 import os
-import random
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = [
-    "NoSpaceError",
-    "NonFiniteStateError",
-    "check_finite_state",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_torch_save",
-    "load_checkpoint",
-    "resolve_checkpoint",
-    "run_name",
-    "get_rng_state",
-    "set_rng_state",
-    "seed_everything",
-    "derive_seed",
-    "seeded_generator",
-    "resolve_device",
-    "to_jsonable",
-    "RunDir",
-]
+from .atomic import NoSpaceError, atomic_torch_save, atomic_write_text, is_no_space
 
-
-class NoSpaceError(OSError):
-    """The disk filled up while a file was written atomically (the previous file is kept)."""
+__all__ = ["NonFiniteStateError", "check_finite_state", "load_checkpoint", "resolve_checkpoint", "run_name",
+           "to_jsonable", "RunDir"]
 
 
 class NonFiniteStateError(ValueError):
     """A checkpoint holds NaN or infinite weights."""
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where ``/proc`` tells it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore (the only way POSIX offers)
-    os.umask(mask)
-    return mask
-
-
-def _is_no_space(exc: BaseException, folder: Path | None = None) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is ENOSPC / EDQUOT, or torch's
-    serializer failing to write (``[enforce fail at inline_container.cc ...]``) in a ``folder``
-    whose disk has under 1 MiB free."""
-    seen = set()
-    first = exc
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    if folder is not None and isinstance(first, RuntimeError) and "inline_container" in str(first):
-        try:
-            return shutil.disk_usage(folder).free < 1 << 20
-        except OSError:
-            return False
-    return False
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it over ``path``;
-    on any error the temporary file is removed and ``path`` is left as it was.
-
-    The file gets the permissions the umask gives new files (``0o666 & ~umask``), not
-    ``mkstemp``'s 0600. A full disk raises :class:`NoSpaceError` (one line naming the folder).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if _is_no_space(e, path.parent):
-            kept = f"previous {path.name} kept" if path.exists() else f"{path.name} not written"
-            err = NoSpaceError(
-                f"no space left on {path.parent} while writing {path.name}, {kept}; "
-                "free some space (or pass another run directory) and run again"
-            )
-            err.errno = errno.ENOSPC
-            raise err from None
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory + rename)."""
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a partial file at ``path``."""
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -196,68 +91,6 @@ def check_finite_state(state_dict: Mapping[str, Any], path: str | os.PathLike) -
             )
 
 
-def get_rng_state() -> dict[str, Any]:
-    """Every RNG state a training loop touches (Python, NumPy, torch CPU and CUDA)."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` saved.
-
-    CUDA states are restored for the devices visible now: device ``i`` gets the state saved
-    for device ``i``, so a checkpoint written with 4 GPUs visible resumes with 1 (device 0's
-    state) and one written on the CPU leaves the CUDA generators as they are. The trainers
-    reseed every chunk (``derive_seed``), so the other devices' states are not needed.
-    """
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        for i, s in enumerate(list(cuda)[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(s, i)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends only on the integer ``keys`` (``numpy.random.SeedSequence``).
-
-    Training loops seed each step's (and each gradient chunk's) randomness from
-    ``(seed, stream, step, chunk)`` instead of carrying a generator along, so a step's random
-    numbers do not depend on what ran before it: resume is exact and a chunk computes the
-    same thing on whichever process runs it (``--accumulate`` and torchrun agree).
-    """
-    words = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint32)
-    return (int(words[0]) | (int(words[1]) << 32)) & ((1 << 63) - 1)
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` of ``keys``."""
-    return torch.Generator().manual_seed(derive_seed(*keys))
-
-
-def resolve_device(name: str | None = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)`` checked."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def to_jsonable(obj: Any) -> Any:
     """Convert dataclasses, paths, tensors and numpy scalars into JSON-serialisable values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -295,25 +128,16 @@ def _scalars(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 def _tensorboard_writer(path: Path) -> Any:
     """A ``SummaryWriter`` on ``path`` when the ``tensorboard`` package is installed, else ``None``."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard present but unusable (e.g. an incompatible protobuf): no events
+    except ImportError:  # tensorboard absent or unusable (e.g. an incompatible protobuf): no events
         return None
     return SummaryWriter(log_dir=str(path))
 
 
 class RunDir:
-    """One run's directory. Only the main process (rank 0) should write (``enabled=False``
-    on other ranks turns every write into a no-op).
-
-    ``tensorboard=True`` (default) also writes every :meth:`log` record's numbers as
-    TensorBoard events in the directory when the ``tensorboard`` package is installed (nothing
-    otherwise); :meth:`close` flushes and closes that writer.
-    """
+    """One run's directory. Only the main process (rank 0) should write (``enabled=False`` on
+    other ranks turns every write into a no-op); ``tensorboard=False`` writes no TensorBoard events."""
 
     def __init__(self, path: str | os.PathLike, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(path)
@@ -381,7 +205,7 @@ class RunDir:
                 f.write(json.dumps(to_jsonable(record)) + "\n")
                 f.flush()
         except OSError as e:
-            if not _is_no_space(e):
+            if not is_no_space(e):
                 raise
             err = NoSpaceError(f"no space left on {self.path} while appending to metrics.jsonl; free some space "
                                f"and resume the run (--resume {self.path})")

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from fewshot_sla.atomic import atomic_torch_save
 from fewshot_sla.cli_options import add_options
 from fewshot_sla.config import ConfigError, build_config
 from fewshot_sla.optim import build_optimizer, piecewise_lr_factor
-from fewshot_sla.runs import RunDir, atomic_torch_save, get_rng_state, load_checkpoint, set_rng_state
+from fewshot_sla.rundir import RunDir, load_checkpoint
+from fewshot_sla.seeding import get_rng_state, set_rng_state
 from fewshot_sla.stats import mean_ci, paired_difference
 
 

@@ -1,6 +1,6 @@
-"""Hardening (issue 12): every user error is one line with exit status 2 naming the path or
-option; atomic writes survive a full disk and follow the umask; run directories start clean
-and say why they cannot be resumed; non-finite losses and weights are refused; TensorBoard."""
+"""Failures: every user error is one line with exit status 2 naming the path or option; atomic
+writes survive a full disk and follow the umask; run directories start clean and say why they
+cannot be resumed; non-finite losses and weights are refused."""
 
 import dataclasses
 import errno
@@ -12,6 +12,7 @@ import urllib.error
 import pytest
 import torch
 
+from fewshot_sla.atomic import NoSpaceError, atomic_torch_save, atomic_write, atomic_write_text
 from fewshot_sla.cli import main
 from fewshot_sla.cli_options import COMMANDS
 from fewshot_sla.config import (
@@ -23,16 +24,7 @@ from fewshot_sla.config import (
     list_named_configs,
 )
 from fewshot_sla.guards import NonFiniteLossError, check_finite_loss
-from fewshot_sla.runs import (
-    NonFiniteStateError,
-    NoSpaceError,
-    RunDir,
-    atomic_torch_save,
-    atomic_write,
-    atomic_write_text,
-    check_finite_state,
-    load_checkpoint,
-)
+from fewshot_sla.rundir import NonFiniteStateError, RunDir, check_finite_state, load_checkpoint
 
 
 def one_line_error(capsys, argv, *needles):
@@ -97,7 +89,7 @@ def test_disk_full_while_appending_metrics_is_one_line(tmp_path):
 def test_torch_serializer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     import shutil
 
-    import fewshot_sla.runs as runs
+    import fewshot_sla.atomic as atomic
 
     atomic_torch_save({"w": torch.ones(2)}, tmp_path / "last.pt")
 
@@ -106,16 +98,16 @@ def test_torch_serializer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypat
 
     with pytest.raises(RuntimeError, match="enforce fail"):  # disk not full: torch's own error stays
         atomic_write(tmp_path / "last.pt", enforce_fail)
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
     with pytest.raises(NoSpaceError, match=f"no space left on {tmp_path} while writing last.pt, previous last.pt kept"):
         atomic_write(tmp_path / "last.pt", enforce_fail)
     assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(2))
 
 
 def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch, fewshot_folder):
-    import fewshot_sla.runs as runs
+    import fewshot_sla.atomic as atomic
 
-    real = runs.atomic_write
+    real = atomic.atomic_write
     calls = {"n": 0}
 
     def atomic_write_then_full(path, write):
@@ -127,7 +119,7 @@ def test_disk_full_during_torch_save_through_the_cli_is_one_line(tmp_path, capsy
                     raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, write)
 
-    monkeypatch.setattr(runs, "atomic_write", atomic_write_then_full)
+    monkeypatch.setattr(atomic, "atomic_write", atomic_write_then_full)
     run_dir = tmp_path / "run"
     one_line_error(
         capsys,
@@ -355,70 +347,6 @@ def test_non_finite_loss_error_is_one_line_from_the_cli(capsys, monkeypatch):
     meta_train = COMMANDS["meta-train"]
     monkeypatch.setitem(COMMANDS, "meta-train", dataclasses.replace(meta_train, run=diverge))
     one_line_error(capsys, ["meta-train"], "non-finite loss at step 4", "loss nan", "lr 1e+12")
-
-
-# --------------------------------------------------------------------------- TensorBoard
-def test_tensorboard_events_written_and_readable(tmp_path):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run = RunDir(tmp_path / "run")
-    run.log({"kind": "train", "step": 10, "epoch": 1, "loss": 1.25, "lr": 0.1, "name": "x", "best": True})
-    run.log({"kind": "train", "step": 20, "epoch": 1, "loss": 0.75, "lr": 0.1})
-    run.log({"kind": "val", "step": 20, "acc": {"aggregated": 0.5, "single": 0.25}, "acc_plain": 0.125})
-    run.close()
-    assert len(run.read_metrics()) == 3
-    acc = EventAccumulator(str(run.path))
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/epoch", "val/acc_aggregated", "val/acc_single", "val/acc_plain"} <= tags
-    assert "train/best" not in tags and "train/name" not in tags and "train/step" not in tags
-    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 1.25), (20, 0.75)]
-    assert [(e.step, e.value) for e in acc.Scalars("val/acc_aggregated")] == [(20, 0.5)]
-
-
-def _scalar_tags(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir))
-    acc.Reload()
-    return acc, set(acc.Tags()["scalars"])
-
-
-def test_both_pipelines_write_tensorboard_scalars(tmp_path, fewshot_folder, write_cifar10_batches):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
-    meta = tmp_path / "meta"
-    assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
-                 "--backbone-options", "hidden=4,out_channels=4", "--mode", "sla", "--n-way", "3", "--k-shot", "1",
-                 "--n-query", "1", "--episodes-per-epoch", "2", "--tasks-per-batch", "2", "--eval-way", "3",
-                 "--eval-shot", "1", "--eval-query", "1", "--val-episodes", "2", "--epochs", "1", "--log-every", "1",
-                 "--device", "cpu", "--quiet", "--run-dir", str(meta)]) == 0
-    acc, tags = _scalar_tags(meta)
-    assert {"train/loss", "train/lr", "val/acc_aggregated", "val/acc_single"} <= tags, tags
-    rows = [r for r in RunDir(meta).read_metrics() if r["kind"] == "train"]
-    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
-        (r["step"], pytest.approx(r["loss"])) for r in rows]
-    write_cifar10_batches(tmp_path / "cifar")
-    sup = tmp_path / "sup"
-    assert main(["supervised", "--data-root", str(tmp_path / "cifar"), "--backbone", "conv4", "--backbone-options",
-                 "hidden=4,out_channels=4", "--batch-size", "8", "--no-progress", "--no-plot", "--device", "cpu",
-                 "--mode", "sla", "--iterations", "2", "--eval-every", "2", "--val-size", "20", "--log-every", "1",
-                 "--out-dir", str(sup)]) == 0
-    _, tags = _scalar_tags(sup)
-    assert any(t.startswith("train/") for t in tags) and any(t.startswith("val/acc_") for t in tags), tags
-
-
-def test_no_tensorboard_no_events_and_no_failure(tmp_path, monkeypatch):
-    import fewshot_sla.runs as runs
-
-    monkeypatch.setattr(runs, "_tensorboard_writer", lambda path: None)  # as if not installed
-    run = RunDir(tmp_path / "run")
-    run.log({"kind": "train", "step": 1, "loss": 1.0})
-    run.close()
-    assert sorted(os.listdir(run.path)) == ["metrics.jsonl"]
-    off = RunDir(tmp_path / "off", tensorboard=False)
-    off.log({"kind": "train", "step": 1, "loss": 1.0})
-    assert sorted(os.listdir(off.path)) == ["metrics.jsonl"]
 
 
 # --------------------------------------------------------------------------- NaN injection in the loops
