@@ -178,7 +178,7 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
 
 
 #: the config class of each training command, registered by the pipelines (tells their config files apart)
-COMMAND_CONFIGS = Registry("command", "the command")
+COMMAND_CONFIGS = Registry("command")
 
 
 def config_command(config: str | Path) -> str | None:
