@@ -1,23 +1,9 @@
 """Episode evaluation: per-episode accuracies, 95% confidence intervals, paired comparisons.
 
-``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the test
-split from ``--seed`` and reports, for every inference the model supports
-(:mod:`fewshot_sla.inferences`), the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std).
-``--compare B.pt [C.pt ...]`` evaluates more checkpoints on the same episodes and reports the
-mean paired difference (A - B) episode by episode with its own 95% CI (much tighter than two
-independent intervals: the episode-difficulty variance cancels).
-
-JSON layout::
-
-    {"split", "dataset", "dataset_options", "classes", "images", "episodes", "n_way", "k_shot",
-     "n_query", "seed",
-     "models": [{"checkpoint", "mode", "reported", "epoch",
-                 "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
-     "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
-
-``dataset_options`` (the first checkpoint's merged with ``--dataset-options``), ``classes`` and
-``images`` tell which episodes a report was drawn from. ``comparisons``: A's reported inference
-minus B's and each inference both support; within a model, its reported inference minus the others.
+Every checkpoint (``--checkpoint``, ``--compare``) is scored on the same seeded episodes; each
+inference reports ``mean +- 1.96 * std / sqrt(n)``; ``comparisons`` hold paired differences
+episode by episode: A's reported inference minus B's and each inference both support, and within
+a model its reported inference minus the others.
 """
 
 from __future__ import annotations
@@ -57,16 +43,8 @@ def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: 
                       n_query: int, n_episodes: int, seed: int, device: torch.device,
                       inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
                       desc: str = "eval", dist: DistInfo | None = None) -> dict[str, np.ndarray]:
-    """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
-
-    Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is
-    put in eval mode and restored to its previous mode afterwards.
-
-    With ``dist`` (a torchrun process group), rank ``r`` of ``K`` evaluates the episodes ``i``
-    with ``i mod K == r`` and every rank returns all ``n_episodes`` accuracies in episode
-    order (gathered), i.e. the result of a single-process evaluation. Every rank must hold
-    the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
-    """
+    """Inference -> ``float64 [n_episodes]`` accuracies of the episodes of a sampler seeded with ``seed``;
+    under torchrun (``dist``) the episodes are split across ranks and gathered in episode order."""
     dist = dist or DistInfo()
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
@@ -121,15 +99,10 @@ def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
 
 
 def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None) -> dict[str, Any]:
-    """Run ``fewshot-sla eval``: evaluate ``cfg.checkpoint`` (and ``cfg.compare``) on the same
-    episodes, write the JSON report and return it.
-
-    ``datasets`` maps ``(dataset, data_root, split, image_size, json of dataset_options)`` to already loaded datasets
-    (filled as datasets are loaded; tests pass in-memory data this way).
-    """
+    """``fewshot-sla eval``: write and return the JSON report. ``datasets`` caches loaded splits by
+    ``(dataset, data_root, split, image_size, json of dataset_options)`` (tests pass in-memory data)."""
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
-    # under torchrun: episodes split across ranks, then gathered
     session = start_session(cfg.device, num_threads=cfg.num_threads)
     device, info = session.device, session.dist
     datasets = {} if datasets is None else datasets
@@ -180,7 +153,6 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                 f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
                 f"{', '.join(cfg.inferences)}; change --inferences"
             )
-        # every class must hold k_shot + n_query images: checked up front, naming eval's options
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
         pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
