@@ -1,19 +1,8 @@
-"""Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015).
-
-Layout: the official ``images_background/<Alphabet>/characterNN/*.png`` (964 characters in 30
-alphabets, 20 drawings each) and ``images_evaluation/...`` (659 in 20), as folders or the
-official zips read in place, under ``root`` (or ``root/omniglot``, ``root/omniglot-py``); ``root``
-may be the zip or folder itself. Local copies are checked for structure, not MD5.
-
-Splits (alphabet-disjoint): ``background`` / ``evaluation`` = the official sets; ``val`` =
-``val_alphabets`` background alphabets drawn with ``numpy.random.default_rng(split_seed)``,
-``train`` = the rest; ``test`` = evaluation, or ``test_alphabets`` more background alphabets.
-
-Pixels are inverted (``invert=True``): ink = 255, background = 0, so zero padding and rotated
-corners match the background. Images are resized from 105 px to ``image_size`` (default 28)
-with PIL's antialiased ``resample`` filter. ``rotate_classes=True`` adds the 90/180/270-degree
-rotations of every character as new classes ``4c + k`` (Santoro et al. 2016); off by default,
-as it contradicts SLA's ``rotation`` set (:data:`ROTATE_CLASSES_CONFLICT`).
+"""Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015): the official background/evaluation
+folders or zips. Splits are alphabet-disjoint: ``val`` = ``val_alphabets`` background alphabets drawn
+with ``numpy.random.default_rng(split_seed)``, ``train`` the rest, ``test`` = evaluation (or
+``test_alphabets`` more). Pixels are inverted (ink 255); ``rotate_classes`` adds the 90/180/270-degree
+rotations as classes ``4c + k`` (Santoro et al. 2016; it contradicts SLA's ``rotation`` set).
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""Long-tailed CIFAR (Cao et al., NeurIPS 2019, "LDAM-DRW"): the exponential profile, the
-seeded subset, and many/medium/few-shot class groups.
-
-The profile keeps ``int(n_max * (1/R) ** (c / (C - 1)))`` images of class ``c`` (Cao et
-al.'s ``get_img_num_per_cls`` with ``imb_factor = 1/R``). Published sizes: CIFAR-10 with
-R = 100 keeps 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50 (12,406 images), with
-R = 10 20,431; CIFAR-100 10,847 (R = 100) and 19,573 (R = 10).
-
-The kept images are chosen as in their code: one ``numpy`` ``RandomState(seed)`` shuffles
-the indices of each class in turn (classes in increasing label order) and the first
-``count`` are kept, so with the official batches and ``seed = 0`` the subset is the one
-their ``rand_number = 0`` gives.
+"""Long-tailed CIFAR (Cao et al., NeurIPS 2019, "LDAM-DRW"): the exponential profile
+``int(n_max * (1/R) ** (c / (C - 1)))`` images of class c, the seeded subset (one ``RandomState(seed)``
+shuffling each class in turn, as their code) and many/medium/few-shot class groups.
 """
 
 from __future__ import annotations
