@@ -32,15 +32,8 @@ BACKBONES: Registry = Registry("backbone", case_insensitive=False)
 
 
 class Backbone(nn.Module):
-    """Base class of all backbones.
-
-    Attributes:
-        out_dim: feature size D of ``forward``'s output ``[B, D]`` for inputs of
-            size ``image_size``.
-        in_channels: number of input channels C.
-        image_size: ``(H, W)`` the backbone was built for.
-        min_input_size: smallest input side the architecture accepts.
-    """
+    """Base class of all backbones: ``out_dim`` (D of the ``[B, D]`` output at ``image_size``),
+    ``in_channels``, ``image_size`` ``(H, W)``, ``min_input_size``."""
 
     out_dim: int
     in_channels: int

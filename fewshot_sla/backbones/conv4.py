@@ -18,15 +18,8 @@ __all__ = ["Conv4"]
 
 @register_backbone("conv4")
 class Conv4(Backbone):
-    """Conv-4 embedding: ``[B, C, H, W] -> [B, out_dim]``.
-
-    Args:
-        in_channels: input channels C (1 for Omniglot).
-        image_size: input size (int or ``(H, W)``, >= 16) for ``out_dim``; default 84.
-        hidden: filters of blocks 1-3 (64).
-        out_channels: filters of block 4 (64).
-        conv_bias: add a bias to the convolutions (False).
-    """
+    """Conv-4 embedding ``[B, C, H, W] -> [B, out_dim]``; ``image_size`` (>= 16, default 84) sets
+    ``out_dim``; ``hidden``/``out_channels``: filters (64); ``conv_bias``: conv biases (False)."""
 
     def __init__(
         self,

@@ -1,11 +1,6 @@
-"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009) for the supervised pipelines.
-
-Sources under ``root``, in this order: the official python batches (``cifar-10-batches-py/``,
-``cifar-100-python/``, or their ``.tar.gz`` read in place; ``download=True`` fetches it,
-MD5-checked), then an image folder or zip ``train/<class>/*.{png,jpg,jpeg}``, ``test/<class>/*``
-(classes = sorted folder names, CIFAR's label order). ``val`` holds ``val_per_class`` training
-images per class (``numpy.random.default_rng(split_seed)``), moved out of ``train``.
-CIFAR-100's ``meta["class_superclass"]`` names each class's superclass.
+"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009): the official python batches (folder or ``.tar.gz``;
+``download=True`` fetches it), else an image folder or zip ``train/<class>/*``, ``test/<class>/*``.
+``val`` holds ``val_per_class`` training images per class, moved out of ``train``.
 """
 
 from __future__ import annotations

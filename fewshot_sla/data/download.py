@@ -1,11 +1,5 @@
-"""Downloads of the datasets with an official public URL, and instructions for the others.
-
-:func:`download_url` streams to a temporary file beside the destination (tqdm progress), checks
-the published MD5 and only then renames it into place; offline it raises :class:`DownloadError`
-naming the URL and where to put the file by hand. Sources: Omniglot's zips from
-github.com/brendenlake/omniglot (torchvision's MD5s), CIFAR's python archives from
-www.cs.toronto.edu/~kriz. mini-ImageNet and tieredImageNet have no public URL (ImageNet's
-licence); :data:`MANUAL_FILES` says where to get their files.
+"""Downloads of the datasets with an official public URL (Omniglot, CIFAR), MD5-checked and
+renamed into place; :data:`MANUAL_FILES` says where to get the others' files.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """The batches of meta-training: which episodes a step uses, and how they are gathered and preprocessed.
 
-* The training stream is indexed globally: task ``t`` of optimiser step ``s`` is episode
-  ``i = s * tasks_per_batch + t`` of an :class:`~fewshot_sla.episodes.EpisodeSampler` seeded
-  with the run seed, so a resumed run draws exactly the episodes it would have drawn.
-* All per-rank logic for data-parallel training lives in :func:`episode_indices`: rank ``r``
-  of ``world_size`` takes the tasks ``i`` with ``i mod world_size == r``.
-* Validation and test episodes come from samplers with their own fixed seed, so every
-  epoch, method and checkpoint sees the same episodes.
-* Images stay ``uint8`` (on the device with ``data_on_device``); a batch is gathered with
-  one ``index_select`` and augmented/normalised on the device in one batched call.
+Task ``t`` of step ``s`` is episode ``s * tasks_per_batch + t`` of one seeded sampler (a resumed run
+draws the same episodes); rank ``r`` takes the tasks ``i mod world_size == r`` (:func:`episode_indices`,
+the one place with per-rank logic). Images stay uint8 and are augmented on the device in one call.
 """
 
 from __future__ import annotations

@@ -54,16 +54,9 @@ class SupervisedData:
 
 
 def prepare_data(train: Any, test: Any | None, cfg: SupervisedConfig) -> SupervisedData:
-    """Subsample the long-tailed training set, or hold out the validation images.
-
-    ``test`` is ``None`` for a few-shot benchmark (no test images of the training classes).
-    ``train`` and ``test`` are any objects with ``images`` (uint8 ``[n, C, H, W]``), ``labels``
-    and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). Long-tailed runs are cut
-    from the full training set, as Cao et al.: ``n_max`` of the profile is a class's full count
-    (the smallest one if they differ; 5,000 for CIFAR-10, 500 for CIFAR-100), and they have no
-    validation set (:attr:`SupervisedConfig.validation_size` is 0 for them). Balanced runs hold
-    out ``validation_size / C`` images per class with ``split_seed``.
-    """
+    """Subsample the long-tailed training set (from the full set, as Cao et al.: ``n_max`` is a class's
+    full count), or hold out ``validation_size / C`` images per class with ``split_seed``; ``test`` is
+    ``None`` for a few-shot benchmark. ``train``/``test`` hold ``images``, ``labels``, ``class_names``."""
     images, labels = train.images, torch.as_tensor(train.labels).long()
     names = list(train.class_names)
     C = len(names)
