@@ -23,13 +23,8 @@ class UnknownOptionError(TypeError, ValueError):
 
 
 class Registry(dict):
-    """Name -> factory, with aliases, ``build(name, **options)`` and one-line errors.
-
-    Args:
-        kind: what the entries are, for messages ("head", "backbone", ...).
-        aliases: extra spellings, alias -> canonical name.
-        case_insensitive: look names up lower-cased (aliases and entries are stored lower-case).
-    """
+    """Name -> factory, with aliases (alias -> name), ``build(name, **options)`` and one-line errors
+    naming the ``kind`` of entry; names are looked up lower-cased when ``case_insensitive``."""
 
     def __init__(self, kind: str, aliases: dict[str, str] | None = None, case_insensitive: bool = True) -> None:
         super().__init__()

@@ -1,9 +1,6 @@
-"""Label-changing input transform sets of SLA (names as in the SLA authors' code).
-
-A set ``T = (t_1 = identity, ..., t_M)`` maps ``[B, C, H, W]`` to ``[B*M, C, H, W]``, row ``b*M + j``
-holding ``t_j(x_b)``: rotations ``torch.rot90(x, k, dims=(2, 3))`` and/or channel orders (see
-:data:`TRANSFORM_SETS`); composed sets index ``j = j_rot * M_color + j_color`` (rotate, then
-permute). Outputs keep the input's device and dtype.
+"""Label-changing input transform sets of SLA (names as in the SLA authors' code): ``[B, C, H, W] ->
+[B*M, C, H, W]``, row ``b*M + j`` = ``t_j(x_b)`` (identity first): rotations and/or channel orders;
+composed sets index ``j = j_rot * M_color + j_color``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Backbone registry, the common ``Backbone`` base class and argument checks.
-
-A backbone is an ``nn.Module`` mapping images ``[B, C, H, W]`` to features
-``[B, out_dim]``. Factories are registered by name with :func:`register_backbone`
-and built with :func:`get_backbone` (``BACKBONES.build``: a misspelt option fails
-with a message naming it and the valid ones).
+"""Backbone registry (:func:`register_backbone`, :func:`get_backbone`), the ``Backbone`` base class
+and argument checks.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Conv-4: the four-block convolutional embedding of Matching/Prototypical Networks.
-
-Each block is ``conv3x3(padding 1) BN ReLU MaxPool2d(2)`` with ``hidden`` filters (``out_channels``
-in the last), so ``D = out_channels * (H//16) * (W//16)``: 64 at 28 px, 256 at 32 px, 1600 at
-84 px. Bias-free convolutions by default (MetaOptNet's ``ProtoNetEmbedding``); ``conv_bias=True``
-gives the SLA authors' ``conv_block``. Kaiming fan-out weights, BN weight 1, bias 0.
+"""Conv-4 of Matching/Prototypical Networks: four ``conv3x3 BN ReLU MaxPool2d(2)`` blocks, D =
+``out_channels * (H//16) * (W//16)``; bias-free as MetaOptNet's ``ProtoNetEmbedding``
+(``conv_bias=True``: the SLA authors' ``conv_block``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""ResNet-18 (He et al., 2016): BasicBlock, stages 64-128-256-512, global average pool -> 512-d.
-
-Stem: ``conv3x3(stride 1) BN ReLU`` with ``small_input`` (default at <= 64 px, e.g. CIFAR), else
-the ImageNet stem ``conv7x7(stride 2) BN ReLU MaxPool(3, 2)``. The first block of stages 2-4 has
-stride 2 and a ``conv1x1(stride 2) BN`` shortcut. torchvision's initialisation. 11,168,832
-parameters with the small stem and 3 input channels, no fc.
+"""ResNet-18 (He et al., 2016): BasicBlock stages 64-128-256-512, global average pool -> 512-d; a
+3x3 stem for small inputs (CIFAR) or the ImageNet stem; torchvision's initialisation.
 """
 
 from __future__ import annotations
@@ -19,14 +15,8 @@ __all__ = ["ResNet18"]
 
 @register_backbone("resnet18")
 class ResNet18(Backbone):
-    """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]``.
-
-    Args:
-        in_channels: input channels C.
-        image_size: nominal input size (default 32); selects the stem when ``small_input`` is None.
-        small_input: 3x3 stride-1 stem without max-pool (default: True at <= 64 px).
-        widths: channels of the four stages (64, 128, 256, 512).
-    """
+    """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]`` (64, 128, 256, 512); ``small_input``: a 3x3
+    stride-1 stem without max-pool (default at <= 64 px ``image_size``)."""
 
     def __init__(
         self,

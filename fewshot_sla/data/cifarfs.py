@@ -1,10 +1,6 @@
-"""CIFAR-FS (Bertinetto et al., ICLR 2019; 64/16/20 random classes) and FC100 (Oreshkin et al.,
-NeurIPS 2018; 12/4/4 superclasses = 60/20/20 classes): few-shot splits of CIFAR-100.
-
-The class lists ship in ``fewshot_sla/data/splits/*.txt`` (sources cited there). Sources under
-``root``, in this order: MetaOptNet's pickles ``CIFAR_FS_{split}.pickle`` / ``FC100_{split}.pickle``
-(also in a ``CIFAR_FS``/``FC100``-like subfolder), else CIFAR-100's official python archive
-(``download=True`` fetches it): the split's classes from train + test, in CIFAR-100 label order.
+"""CIFAR-FS (Bertinetto et al., ICLR 2019; 64/16/20 classes) and FC100 (Oreshkin et al., NeurIPS
+2018; 60/20/20 classes), few-shot splits of CIFAR-100 (class lists in ``data/splits/*.txt``), from
+MetaOptNet's pickles or else CIFAR-100's official archive (``download=True`` fetches it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Custom image folders: ``root/<class>/*.{png,jpg,jpeg}`` (a folder or a zip read in place).
-
-Splits: folders ``root/train|val|validation|test/<class>/*``; or ``split_file=PATH``, a JSON
-``{"train": [classes], ...}`` or ``<split> <class name>`` lines; or ``split="all"``. Images are
-decoded to ``channels`` (default: grayscale when the first image is, else RGB), resized to
-``image_size`` when given (else all must share one square size); statistics come from the split.
+"""Custom image folders ``root/<class>/*.{png,jpg,jpeg}`` (a folder or a zip). Splits: ``root/train|
+val|validation|test/<class>``, a ``split_file`` (JSON or ``<split> <class>`` lines) or ``all``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle's split: 64/16/20 classes x 600, 84 px).
-
-Read from ``root`` (or ``root/miniImageNet``, ...): MetaOptNet's Python 2 pickles
-(``miniImageNet_category_split_*.pickle``: ``data`` [N, 84, 84, 3], ``labels``, optional
-``catname2label``) or learn2learn's ``mini-imagenet-cache-*.pkl`` (``image_data``, ``class_dict``).
-No public download; ``download=True`` says which files to put where.
+"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle's 64/16/20 classes x 600, 84 px) from
+MetaOptNet's or learn2learn's pickles. No public download.
 """
 
 from __future__ import annotations

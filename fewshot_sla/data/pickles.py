@@ -1,10 +1,6 @@
-"""Reading the pickles other few-shot codebases ship (MetaOptNet, learn2learn, CIFAR batches).
-
-Python 2 pickles are read with ``encoding="latin1"`` (harmless for Python 3 ones) and bytes dict
-keys become ``str``. Only numpy arrays, dtypes, scalars and builtin containers may be built: a
-pickle naming any other global is refused, not executed. A truncated file, an HTML page saved
-under a pickle's name (a failed Google Drive download) or missing keys raise
-:class:`~fewshot_sla.data.base.DataError` naming the file and the fix.
+"""Reading the pickles other few-shot codebases ship (MetaOptNet, learn2learn, CIFAR batches):
+Python 2 pickles with ``encoding="latin1"``, bytes keys as ``str``; only numpy arrays, dtypes,
+scalars and builtin containers may be built (any other global is refused, not executed).
 """
 
 from __future__ import annotations

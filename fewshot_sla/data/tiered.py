@@ -1,9 +1,5 @@
-"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes, 84 px RGB) in MetaOptNet's format.
-
-Under ``root`` (or ``root/tiered-imagenet``, ...): ``{split}_images.npz`` (``images`` [N, 84, 84, 3])
-and ``{split}_labels.pkl`` (``labels``, or Ren et al.'s ``label_specific`` with optional
-``label_specific_str`` and ``label_general``). No public download; ``download=True`` says which
-files to put where.
+"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes, 84 px) in MetaOptNet's format:
+``{split}_images.npz`` and ``{split}_labels.pkl``. No public download.
 """
 
 from __future__ import annotations

@@ -54,14 +54,9 @@ def episode_indices(step: int, tasks_per_batch: int, rank: int = 0, world_size: 
 
 def step_chunks(step: int, tasks_per_batch: int, rank: int = 0, world_size: int = 1,
                 accumulate: int = 1) -> list[list[int]]:
-    """Episode indices of each forward/backward chunk ``rank`` runs in step ``step``.
-
-    The step's ``T`` episodes split into ``G = world_size * accumulate`` chunks, chunk ``g``
-    holding the episodes ``i`` with ``i mod G == g``; rank ``r`` runs chunks ``r, r + K, ...,
-    r + (accumulate-1) K`` (``K = world_size``), all of which satisfy ``i mod K == r`` (its
-    :func:`episode_indices`). One process with ``accumulate = K`` runs the same chunks as K
-    processes with ``accumulate = 1``.
-    """
+    """Episode indices of each forward/backward chunk ``rank`` runs in step ``step``: chunk ``g`` of
+    ``G = world_size * accumulate`` holds the episodes ``i mod G == g``, and rank ``r`` runs chunks
+    ``r, r + world_size, ...``, so one process with ``accumulate = K`` runs what K processes run."""
     g_total = world_size * accumulate
     return [episode_indices(step, tasks_per_batch, rank + a * world_size, g_total) for a in range(accumulate)]
 

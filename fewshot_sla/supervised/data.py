@@ -1,9 +1,5 @@
-"""Data of the supervised pipeline: the training, validation and test images of a run, and the
+"""Data of the supervised pipeline: a run's training, validation and test images and the
 preprocessing of its augmentation recipe.
-
-A balanced run holds out ``validation_size / C`` training images per class for model
-selection; a long-tailed run is cut from the full training set (Cao et al.'s profile) and has
-no validation set (:func:`prepare_data`).
 """
 
 from __future__ import annotations
