@@ -56,11 +56,6 @@ class ResNet18(Backbone):
         self.out_dim = widths[-1]
         init_weights(self)
 
-    def feature_dim(self, image_size: ImageSize) -> int:
-        """``widths[-1]`` (global average pooling), whatever the size."""
-        to_pair(image_size)
-        return self.out_dim
-
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, out_dim]``."""
         self._check_input(x)

@@ -59,11 +59,6 @@ class CifarResNet(Backbone):
         self.out_dim = 4 * width
         init_weights(self)
 
-    def feature_dim(self, image_size: ImageSize) -> int:
-        """``4 * width`` (global average pooling), whatever the size."""
-        to_pair(image_size)
-        return self.out_dim
-
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, out_dim]``."""
         self._check_input(x)
