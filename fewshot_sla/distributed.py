@@ -77,10 +77,8 @@ def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch
                 "(each process takes the GPU LOCAL_RANK) and choose the GPUs with CUDA_VISIBLE_DEVICES"
             )
         if info.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                "launch at most that many processes per node (torchrun --nproc-per-node)"
-            )
+            raise ConfigError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                              "launch at most that many processes per node (torchrun --nproc-per-node)")
         dev = torch.device("cuda", info.local_rank)
     return dev
 
@@ -149,10 +147,8 @@ def check_sync_bn(info: DistInfo, device: torch.device, flag: str = "--sync-bn")
     from .config import ConfigError
 
     if info.enabled and device.type != "cuda":
-        raise ConfigError(
-            f"{flag} needs CUDA (torch's SyncBatchNorm does not run on {device.type}); drop {flag}, "
-            "or use --accumulate to reproduce the per-process BatchNorm statistics in one process"
-        )
+        raise ConfigError(f"{flag} needs CUDA (torch's SyncBatchNorm does not run on {device.type}); drop {flag}, "
+                          "or use --accumulate to reproduce the per-process BatchNorm statistics in one process")
 
 
 def convert_sync_bn(module: torch.nn.Module, info: DistInfo, device: torch.device,

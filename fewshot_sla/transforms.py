@@ -53,17 +53,13 @@ class TransformSet:
     def check_input(self, channels: int, height: int | None = None, width: int | None = None) -> None:
         """Raise ``ValueError`` when inputs of this shape cannot be transformed by this set."""
         if self.color_perms is not None and channels != 3:
-            raise ValueError(
-                f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
-                f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
-                "data such as Omniglot"
-            )
+            raise ValueError(f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
+                             f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
+                             "data such as Omniglot")
         odd = any(k % 2 for k in self.rotations)
         if odd and height is not None and width is not None and height != width:
-            raise ValueError(
-                f"transform set '{self.name}' rotates by 90 degrees and needs square images, "
-                f"got {height}x{width}; resize or crop to a square first"
-            )
+            raise ValueError(f"transform set '{self.name}' rotates by 90 degrees and needs square images, "
+                             f"got {height}x{width}; resize or crop to a square first")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

@@ -18,14 +18,8 @@ class Conv4(Backbone):
     """Conv-4 embedding ``[B, C, H, W] -> [B, out_dim]``; ``image_size`` (>= 16, default 84) sets
     ``out_dim``; ``hidden``/``out_channels``: filters (64); ``conv_bias``: conv biases (False)."""
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 84,
-        hidden: int = 64,
-        out_channels: int = 64,
-        conv_bias: bool = False,
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 84, hidden: int = 64, out_channels: int = 64,
+                 conv_bias: bool = False) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.min_input_size = 16

@@ -28,17 +28,8 @@ def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
 class ResNet12Block(nn.Module):
     """One ResNet-12 residual block: ``[B, cin, H, W] -> [B, cout, H//2, W//2]``."""
 
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        drop_rate: float = 0.0,
-        drop_block: bool = False,
-        block_size: int = 1,
-        drop_ramp_steps: int = 40000,
-        count_eval_forwards: bool = False,
-        negative_slope: float = 0.1,
-    ) -> None:
+    def __init__(self, cin: int, cout: int, drop_rate: float = 0.0, drop_block: bool = False, block_size: int = 1,
+                 drop_ramp_steps: int = 40000, count_eval_forwards: bool = False, negative_slope: float = 0.1) -> None:
         super().__init__()
         self.conv1 = _conv3x3(cin, cout)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -103,18 +94,9 @@ class ResNet12(Backbone):
     else 2; ``drop_ramp_steps``: MetaOptNet's 20 * 2000; ``count_eval_forwards``: also eval calls.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 84,
-        widths: Sequence[int] = (64, 160, 320, 640),
-        avg_pool: bool = False,
-        drop_rate: float = 0.1,
-        block_size: int | None = None,
-        drop_ramp_steps: int = 40000,
-        count_eval_forwards: bool = False,
-        negative_slope: float = 0.1,
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 84, widths: Sequence[int] = (64, 160, 320, 640),
+                 avg_pool: bool = False, drop_rate: float = 0.1, block_size: int | None = None,
+                 drop_ramp_steps: int = 40000, count_eval_forwards: bool = False, negative_slope: float = 0.1) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.min_input_size = 16

@@ -18,13 +18,8 @@ class ResNet18(Backbone):
     """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]`` (64, 128, 256, 512); ``small_input``: a 3x3
     stride-1 stem without max-pool (default at <= 64 px ``image_size``)."""
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 32,
-        small_input: bool | None = None,
-        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 32, small_input: bool | None = None,
+                 widths: tuple[int, int, int, int] = (64, 128, 256, 512)) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.image_size = to_pair(image_size)

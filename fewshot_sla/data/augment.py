@@ -151,13 +151,8 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(x, grayscale(x), factor)
 
 
-def color_jitter(
-    x: torch.Tensor,
-    brightness: float = 0.0,
-    contrast: float = 0.0,
-    saturation: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """torchvision ``ColorJitter(brightness, contrast, saturation)`` on a float batch in ``[0, 1]``:
     per image, factors uniform in ``[max(0, 1 - s), 1 + s]`` and a random order of the three blends."""
     u, order = _send(_jitter_draws(x.shape[0], generator), x.device)

@@ -136,10 +136,8 @@ def holdout_per_class(labels: Sequence[int] | np.ndarray | torch.Tensor, per_cla
     for c in np.unique(lab):
         members = np.flatnonzero(lab == c)
         if per_class >= len(members):
-            raise DataError(
-                f"{option} asks for {per_class} validation images of class {c}, which has only "
-                f"{len(members)} training images; lower {option}"
-            )
+            raise DataError(f"{option} asks for {per_class} validation images of class {c}, which has only "
+                            f"{len(members)} training images; lower {option}")
         held.append(rng.choice(members, size=per_class, replace=False))
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
     mask = np.ones(len(lab), dtype=bool)
@@ -166,18 +164,9 @@ class ImageDataset(torch.utils.data.Dataset):
     ([0, 1] scale) and ``meta`` (loader extras; ``class_*`` lists hold one entry per class).
     ``dataset[i]`` is ``(images[i], int label)``."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
-        *,
-        name: str,
-        split: str,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        meta: dict | None = None,
-    ) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], *, name: str, split: str,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 meta: dict | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             got = (
                 f"{images.dtype} {tuple(images.shape)}"
@@ -187,10 +176,8 @@ class ImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"images must be a uint8 tensor [N, C, H, W], got {got}")
         n, c, h, w = images.shape
         if c not in (1, 3):
-            raise ValueError(
-                f"images must be channels-first with 1 or 3 channels, got shape {tuple(images.shape)}"
-                "; permute [N, H, W, C] arrays with .permute(0, 3, 1, 2)"
-            )
+            raise ValueError(f"images must be channels-first with 1 or 3 channels, got shape {tuple(images.shape)}"
+                             "; permute [N, H, W, C] arrays with .permute(0, 3, 1, 2)")
         if h != w:
             raise ValueError(f"images must be square, got {h}x{w}; resize them to a square first")
         labels = torch.as_tensor(labels)
@@ -201,10 +188,8 @@ class ImageDataset(torch.utils.data.Dataset):
         labels = labels.to(torch.int64)
         class_names = [str(s) for s in class_names]
         if n and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
-            raise ValueError(
-                f"labels must lie in 0..{len(class_names) - 1} (one per class name), got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
+            raise ValueError(f"labels must lie in 0..{len(class_names) - 1} (one per class name), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
         self.images = images
         self.labels = labels
         self.class_names = class_names

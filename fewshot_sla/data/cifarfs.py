@@ -106,10 +106,8 @@ def _from_cifar100(dataset: str, root: Path, split: str, image_size: int | None,
     wanted = split_classes(dataset, split)
     missing = [n for n in wanted if n not in names]
     if missing:
-        raise DataError(
-            f"{dataset}: {batches.tree.path} has no CIFAR-100 classes {missing[:3]}; is it CIFAR-100's "
-            "official python archive?"
-        )
+        raise DataError(f"{dataset}: {batches.tree.path} has no CIFAR-100 classes {missing[:3]}; is it CIFAR-100's "
+                        "official python archive?")
     images = torch.cat([parts[0][0], parts[1][0]])
     fine = np.concatenate([parts[0][1], parts[1][1]])
     ids = [names.index(n) for n in wanted]

@@ -83,15 +83,8 @@ def manual_instructions(name: str, root: str | Path) -> str:
     return MANUAL_FILES[name].format(root=root)
 
 
-def download_url(
-    url: str,
-    dest: str | Path,
-    md5: str | None = None,
-    *,
-    progress: bool = True,
-    timeout: float = 60.0,
-    chunk: int = 1 << 20,
-) -> Path:
+def download_url(url: str, dest: str | Path, md5: str | None = None, *, progress: bool = True, timeout: float = 60.0,
+                 chunk: int = 1 << 20) -> Path:
     """Download ``url`` to ``dest`` atomically, checking ``md5`` when given.
 
     Raises ``DownloadError`` (offline, HTTP error) or ``DataError`` (wrong MD5), each one line.
@@ -136,10 +129,8 @@ def download_url(
                 if bar is not None:
                     bar.close()
         if md5 is not None and h.hexdigest() != md5.lower():
-            raise DataError(
-                f"{url}: downloaded file has MD5 {h.hexdigest()}, expected {md5}; the file was "
-                f"discarded. Run again (the server may have sent an error page), or {manual}"
-            )
+            raise DataError(f"{url}: downloaded file has MD5 {h.hexdigest()}, expected {md5}; the file was "
+                            f"discarded. Run again (the server may have sent an error page), or {manual}")
         os.replace(tmp, dest)
     except BaseException:
         out.close()
@@ -169,8 +160,6 @@ def fetch(key: str, root: str | Path, *, download: bool, progress: bool = True) 
     if dest.is_file():
         return dest
     if not download:
-        raise DatasetNotFoundError(
-            f"{dest} not found; pass download=True (--download) to fetch it from {res.url}, "
-            f"or {DATA_ROOT_HINT}"
-        )
+        raise DatasetNotFoundError(f"{dest} not found; pass download=True (--download) to fetch it from {res.url}, "
+                                   f"or {DATA_ROOT_HINT}")
     return download_url(res.url, dest, res.md5, progress=progress)

@@ -61,10 +61,8 @@ def from_l2l(obj: dict, *, name: str, split: str, label: str, image_size: int | 
             raise DataError(f"{label}: class '{cname}' shares images with another class")
         raw[idx] = c
     if (raw < 0).any():
-        raise DataError(
-            f"{label}: {int((raw < 0).sum())} images belong to no class in 'class_dict'; "
-            "the file is inconsistent, download it again"
-        )
+        raise DataError(f"{label}: {int((raw < 0).sum())} images belong to no class in 'class_dict'; "
+                        "the file is inconsistent, download it again")
     mapping = {c: str(decode_text(k)) for c, k in enumerate(names)}
     return dataset_from_arrays(
         data, raw, name=name, split=split, label=label, class_names=mapping,

@@ -87,11 +87,9 @@ def find_omniglot(root: str | Path, part: str, download: bool = False) -> FileTr
         "; to develop without it, carve test alphabets out of background with test_alphabets=K"
         if part == "evaluation" else ""
     )
-    raise DatasetNotFoundError(
-        f"omniglot: no {name} under {root} (looked for {tried}, and the same inside "
-        f"omniglot/ and omniglot-py/); {DATA_ROOT_HINT}, or pass download=True (--download) "
-        f"to fetch the official {name}.zip{dev}"
-    )
+    raise DatasetNotFoundError(f"omniglot: no {name} under {root} (looked for {tried}, and the same inside "
+                               f"omniglot/ and omniglot-py/); {DATA_ROOT_HINT}, or pass download=True (--download) "
+                               f"to fetch the official {name}.zip{dev}")
 
 
 def scan_omniglot(tree: FileTree, part: str) -> OmniglotIndex:
@@ -117,17 +115,13 @@ def scan_omniglot(tree: FileTree, part: str) -> OmniglotIndex:
             continue
         by_class.setdefault((full[i + 1], full[i + 2]), []).append(rel)
     if misplaced:
-        raise DataError(
-            f"omniglot: {tree.path} has PNG files outside the layout "
-            f"{name}/<Alphabet>/<character>/<file>.png, e.g. '{misplaced[0]}' "
-            f"({len(misplaced)} such files); use the official {name}.zip layout"
-        )
+        raise DataError(f"omniglot: {tree.path} has PNG files outside the layout "
+                        f"{name}/<Alphabet>/<character>/<file>.png, e.g. '{misplaced[0]}' "
+                        f"({len(misplaced)} such files); use the official {name}.zip layout")
     if not by_class:
         listing = ", ".join(tree.files()[:3]) or "no files"
-        raise DataError(
-            f"omniglot: {tree.path} holds no {name}/<Alphabet>/<character>/*.png files "
-            f"(found: {listing}); point root at the folder holding {name}.zip or {name}/"
-        )
+        raise DataError(f"omniglot: {tree.path} holds no {name}/<Alphabet>/<character>/*.png files "
+                        f"(found: {listing}); point root at the folder holding {name}.zip or {name}/")
     classes = sorted(by_class)
     return OmniglotIndex(part, tree.path, tree, classes, [sorted(by_class[c]) for c in classes])
 
@@ -139,10 +133,8 @@ def split_alphabets(
     names, the first ``val_alphabets`` go to val, the next ``test_alphabets`` to test."""
     names = sorted(alphabets)
     if val_alphabets < 0 or test_alphabets < 0 or val_alphabets + test_alphabets >= len(names):
-        raise ValueError(
-            f"omniglot: cannot hold out {val_alphabets} val + {test_alphabets} test alphabets "
-            f"from {len(names)}; lower val_alphabets/test_alphabets"
-        )
+        raise ValueError(f"omniglot: cannot hold out {val_alphabets} val + {test_alphabets} test alphabets "
+                         f"from {len(names)}; lower val_alphabets/test_alphabets")
     perm = np.random.default_rng(seed).permutation(len(names))
     picked = [names[i] for i in perm]
     val = sorted(picked[:val_alphabets])
@@ -163,20 +155,9 @@ def add_rotated_classes(dataset: ImageDataset) -> ImageDataset:
     return out
 
 
-def load_omniglot(
-    root: str | Path,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    val_alphabets: int = 5,
-    test_alphabets: int = 0,
-    split_seed: int = 0,
-    rotate_classes: bool = False,
-    invert: bool = True,
-    resample: str = "bilinear",
-    num_workers: int = 0,
-) -> ImageDataset:
+def load_omniglot(root: str | Path, split: str, *, image_size: int | None = None, download: bool = False,
+                  val_alphabets: int = 5, test_alphabets: int = 0, split_seed: int = 0, rotate_classes: bool = False,
+                  invert: bool = True, resample: str = "bilinear", num_workers: int = 0) -> ImageDataset:
     """Load one Omniglot split as ``uint8 [N, 1, S, S]``; classes ``"<Alphabet>/<character>"``,
     ``meta["class_alphabet"]`` per class and ``meta["alphabets"]`` of the split."""
     split = resolve_split("omniglot", split, OMNIGLOT_SPLITS)

@@ -40,10 +40,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module.startswith("numpy") and name.startswith("dtype")
         ):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load global '{module}.{name}' (only numpy arrays and builtin "
-            "containers are allowed in dataset pickles)"
-        )
+        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only numpy arrays and builtin "
+                                     "containers are allowed in dataset pickles)")
 
 
 def sniff_html(head: bytes) -> bool:

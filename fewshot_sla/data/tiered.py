@@ -34,17 +34,13 @@ def _load_npz_images(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
         head = f.read(512)
     if sniff_html(head):
-        raise DataError(
-            f"{path}: this is an HTML page, not an npz archive (a failed Google Drive download); "
-            "download the real file again and replace this one"
-        )
+        raise DataError(f"{path}: this is an HTML page, not an npz archive (a failed Google Drive download); "
+                        "download the real file again and replace this one")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
-                raise DataError(
-                    f"{path}: missing key 'images'; found keys {sorted(z.files)}; expected "
-                    "MetaOptNet's tieredImageNet npz"
-                )
+                raise DataError(f"{path}: missing key 'images'; found keys {sorted(z.files)}; expected "
+                                "MetaOptNet's tieredImageNet npz")
             return z["images"]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, DataError):
@@ -73,10 +69,8 @@ def load_tiered_imagenet(
     obj = load_pickle(lab_path)
     if not isinstance(obj, dict) or not ({"labels", "label_specific"} & set(obj)):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise DataError(
-            f"{lab_path}: missing key 'labels' (MetaOptNet) or 'label_specific' (Ren et al.); "
-            f"found {found}"
-        )
+        raise DataError(f"{lab_path}: missing key 'labels' (MetaOptNet) or 'label_specific' (Ren et al.); "
+                        f"found {found}")
     key = "labels" if "labels" in obj else "label_specific"
     raw = list(np.asarray(obj[key]).reshape(-1))
     names = None

@@ -95,13 +95,8 @@ def _on(t: torch.Tensor, device: torch.device) -> bool:
     return device.index is None or t.device.index == device.index
 
 
-def collate_episodes(
-    images: torch.Tensor,
-    episodes: Sequence[Sequence[int]],
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-) -> EpisodeBatch:
+def collate_episodes(images: torch.Tensor, episodes: Sequence[Sequence[int]], n_way: int, k_shot: int,
+                     n_query: int) -> EpisodeBatch:
     """Gather T episodes of dataset indices (from ``EpisodeSampler``) of ``images`` [N, C, H, W]
     into a batch, with one ``index_select``."""
     size = n_way * (k_shot + n_query)

@@ -24,18 +24,8 @@ def require_qpth(head: str):
     return QPFunction
 
 
-def solve_qp(
-    Q: Tensor,
-    p: Tensor,
-    G: Tensor,
-    h: Tensor,
-    A: Tensor | None,
-    b: Tensor | None,
-    *,
-    max_iter: int,
-    head: str,
-    eps: float = 1e-12,
-) -> Tensor:
+def solve_qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor | None, b: Tensor | None, *, max_iter: int,
+             head: str, eps: float = 1e-12) -> Tensor:
     """[B, n] solutions of a batch of QPs (Q [B, n, n] SPD; p [B, n]; G [B?, m, n]; h [B?, m];
     A [B?, k, n] and b [B?, k] or None), differentiable, in Q's dtype; ``max_iter`` is qpth's
     ``maxIter``, ``eps`` its tolerance on the summed residuals."""

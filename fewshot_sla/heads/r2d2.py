@@ -18,13 +18,8 @@ class R2D2Head(nn.Module):
     """Closed-form ridge regression onto one-hot labels (R2-D2), half the ridge head's logits at equal
     lambda; ``form``: "auto", "dual" (S x S) or "primal" (D x D); no learnable parameters."""
 
-    def __init__(
-        self,
-        lambda_reg: float = 50.0,
-        bias: bool = False,
-        scale_lambda: bool = False,
-        form: str = "auto",
-    ) -> None:
+    def __init__(self, lambda_reg: float = 50.0, bias: bool = False, scale_lambda: bool = False,
+                 form: str = "auto") -> None:
         super().__init__()
         self.lambda_reg = check_positive("lambda_reg", lambda_reg, "r2d2")
         if form not in _FORMS:

@@ -54,14 +54,8 @@ class RidgeHead(nn.Module):
     (MetaOptNet 50); ``solver``: "closed" or "qp"; ``form``: "auto", "dual", "primal"; ``max_iter``,
     ``dtype``: qpth's for "qp"."""
 
-    def __init__(
-        self,
-        lambda_reg: float = 50.0,
-        solver: str = "closed",
-        form: str = "auto",
-        max_iter: int = 20,
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
+    def __init__(self, lambda_reg: float = 50.0, solver: str = "closed", form: str = "auto", max_iter: int = 20,
+                 dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         self.lambda_reg = check_positive("lambda_reg", lambda_reg, "ridge")
         if solver not in _SOLVERS:

@@ -53,13 +53,8 @@ class SVMHead(nn.Module):
     0.1); ``max_iter``: interior-point iterations (MetaOptNet 15 to train, 3 to test; also a call
     keyword); ``dtype``: QP dtype; ``solver``: "structured" or "qpth"."""
 
-    def __init__(
-        self,
-        C_reg: float = 0.1,
-        max_iter: int = 15,
-        dtype: torch.dtype = torch.float64,
-        solver: str = "structured",
-    ) -> None:
+    def __init__(self, C_reg: float = 0.1, max_iter: int = 15, dtype: torch.dtype = torch.float64,
+                 solver: str = "structured") -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"svm head: solver must be one of {SOLVERS}, got {solver!r}")
@@ -73,15 +68,8 @@ class SVMHead(nn.Module):
     def extra_repr(self) -> str:
         return f"C_reg={self.C_reg}, max_iter={self.max_iter}, dtype={self.dtype}, solver={self.solver!r}"
 
-    def forward(
-        self,
-        query: Tensor,
-        support: Tensor,
-        support_labels: Tensor,
-        n_way: int,
-        *,
-        max_iter: int | None = None,
-    ) -> Tensor:
+    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int, *,
+                max_iter: int | None = None) -> Tensor:
         labels, n_way = check_episode(query, support, support_labels, n_way, "svm")
         iters = self.max_iter if max_iter is None else check_positive_int("max_iter", max_iter, "svm")
         alpha = svm_cs_dual(support.to(self.dtype), labels, n_way, self.C_reg, iters, self.solver)

@@ -99,10 +99,8 @@ def _pdipm(
             best = [resids, x.clone(), s.clone(), z.clone()]
             not_improved = torch.zeros_like(not_improved)
             if bool(failed):  # host sync (the first iteration's stopping test needs one anyway)
-                raise ValueError(
-                    "svm head: the support kernel is not finite (NaN or Inf in the support features?); "
-                    "the QP cannot be solved"
-                )
+                raise ValueError("svm head: the support kernel is not finite (NaN or Inf in the support features?); "
+                                 "the QP cannot be solved")
         else:
             better = (resids < best[0]) & ~failed
             not_improved = torch.where(better.any(), torch.zeros_like(not_improved), not_improved + 1)
@@ -163,15 +161,8 @@ class _SVMCSQP(torch.autograd.Function):
         return 0.5 * (m + m.transpose(1, 2)), None, None, None, None, None
 
 
-def svm_cs_qp(
-    kernel: Tensor,
-    y: Tensor,
-    C_reg: float,
-    max_iter: int,
-    *,
-    eps: float = 1e-12,
-    not_improved_lim: int = 3,
-) -> Tensor:
+def svm_cs_qp(kernel: Tensor, y: Tensor, C_reg: float, max_iter: int, *, eps: float = 1e-12,
+              not_improved_lim: int = 3) -> Tensor:
     """Dual variables x [T, C, S] (MetaOptNet's ``a[t, s*C + c]``) of the Crammer-Singer SVM.
 
     ``kernel`` [T, S, S] PSD (differentiable; float64 recommended), ``y`` [T, C, S] one-hot

@@ -44,10 +44,8 @@ def episode_indices(step: int, tasks_per_batch: int, rank: int = 0, world_size: 
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if tasks_per_batch % world_size:
-        raise ValueError(
-            f"--tasks-per-batch {tasks_per_batch} is not divisible by the {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
+        raise ValueError(f"--tasks-per-batch {tasks_per_batch} is not divisible by the {world_size} processes; "
+                         f"use a multiple of {world_size}")
     start = step * tasks_per_batch
     return [i for i in range(start, start + tasks_per_batch) if i % world_size == rank]
 

@@ -149,10 +149,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         supported = model.inferences
         names = [i for i in cfg.inferences if i in supported] if cfg.inferences else list(supported)
         if not names:
-            raise ConfigError(
-                f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
-                f"{', '.join(cfg.inferences)}; change --inferences"
-            )
+            raise ConfigError(f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
+                              f"{', '.join(cfg.inferences)}; change --inferences")
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
         pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise

@@ -67,10 +67,8 @@ def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | 
     wanted = tuple(supported if inferences is None else inferences)
     bad = [i for i in wanted if i not in supported]
     if bad:
-        raise ValueError(
-            f"inference(s) {bad} are not supported by a model trained with mode {mode!r}; "
-            f"choose from {', '.join(supported)}"
-        )
+        raise ValueError(f"inference(s) {bad} are not supported by a model trained with mode {mode!r}; "
+                         f"choose from {', '.join(supported)}")
     ys, yq = batch.support_labels, batch.query_labels
     out = EpisodeOutput(loss=None, labels=yq)
 

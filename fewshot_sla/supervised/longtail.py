@@ -59,9 +59,7 @@ def longtail_indices(labels: torch.Tensor | np.ndarray, counts: Sequence[int], s
     for c, n in enumerate(counts):
         idx = np.where(lab == c)[0]
         if n > len(idx):
-            raise ValueError(
-                f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; lower n_max"
-            )
+            raise ValueError(f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; lower n_max")
         rng.shuffle(idx)
         out.append(idx[:n])
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
