@@ -15,23 +15,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "DistInfo",
-    "env_info",
-    "resolve_dist_device",
-    "init_distributed",
-    "all_gather_objects",
-    "broadcast_object",
-    "all_reduce_sum",
-    "broadcast_module",
-    "barrier",
-    "check_sync_bn",
-    "convert_sync_bn",
-    "wrap_ddp",
-    "bn_stats_frozen",
-    "step_state_frozen",
-    "cleanup",
-]
+__all__ = ["DistInfo", "env_info", "resolve_dist_device", "init_distributed", "all_gather_objects", "broadcast_object",
+           "all_reduce_sum", "broadcast_module", "barrier", "check_sync_bn", "convert_sync_bn", "wrap_ddp",
+           "bn_stats_frozen", "step_state_frozen", "cleanup"]
 
 T = TypeVar("T")
 
@@ -55,11 +41,8 @@ class DistInfo:
 
 def env_info() -> DistInfo:
     """Read rank and world size from torchrun's environment variables."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                    local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:

@@ -26,16 +26,10 @@ COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1)
 
 #: Registry: name -> (quarter turns k, channel orders or None).
 TRANSFORM_SETS: Registry = Registry("transform set")
-TRANSFORM_SETS.update({
-    "none": ((0,), None),
-    "rotation": ((0, 1, 2, 3), None),
-    "rotation2": ((0, 2), None),
-    "color_perm": ((0,), COLOR_PERM6),
-    "color_perm3": ((0,), COLOR_PERM3),
-    "rot_color_perm6": ((0, 2), COLOR_PERM3),
-    "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
-    "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6),
-})
+TRANSFORM_SETS.update({"none": ((0,), None), "rotation": ((0, 1, 2, 3), None), "rotation2": ((0, 2), None),
+                       "color_perm": ((0,), COLOR_PERM6), "color_perm3": ((0,), COLOR_PERM3),
+                       "rot_color_perm6": ((0, 2), COLOR_PERM3), "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
+                       "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6)})
 
 
 @dataclass(frozen=True)

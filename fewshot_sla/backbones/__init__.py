@@ -18,19 +18,8 @@ from .resnet12 import ResNet12
 from .resnet18 import ResNet18
 from .resnet32 import CifarResNet
 
-__all__ = [
-    "BACKBONES",
-    "Backbone",
-    "CifarResNet",
-    "Conv4",
-    "DropBlock",
-    "ResNet12",
-    "ResNet18",
-    "feature_dim",
-    "get_backbone",
-    "list_backbones",
-    "register_backbone",
-]
+__all__ = ["BACKBONES", "Backbone", "CifarResNet", "Conv4", "DropBlock", "ResNet12", "ResNet18", "feature_dim",
+           "get_backbone", "list_backbones", "register_backbone"]
 
 
 def feature_dim(name: str, image_size: int | tuple[int, int], **options) -> int:

@@ -11,14 +11,7 @@ from torch import nn
 
 from ..registry import Registry
 
-__all__ = [
-    "BACKBONES",
-    "Backbone",
-    "get_backbone",
-    "list_backbones",
-    "register_backbone",
-    "to_pair",
-]
+__all__ = ["BACKBONES", "Backbone", "get_backbone", "list_backbones", "register_backbone", "to_pair"]
 
 ImageSize = int | tuple[int, int]
 F = TypeVar("F", bound=Callable[..., nn.Module])

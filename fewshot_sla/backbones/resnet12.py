@@ -38,9 +38,7 @@ class ResNet12Block(nn.Module):
         self.conv3 = _conv3x3(cout, cout)
         self.bn3 = nn.BatchNorm2d(cout)
         self.act = nn.LeakyReLU(negative_slope)
-        self.shortcut = nn.Sequential(
-            nn.Conv2d(cin, cout, kernel_size=1, stride=1, bias=False), nn.BatchNorm2d(cout)
-        )
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=1, stride=1, bias=False), nn.BatchNorm2d(cout))
         self.pool = nn.MaxPool2d(2)
         self.drop_rate = float(drop_rate)
         self.drop_block = bool(drop_block)

@@ -17,19 +17,6 @@ from .base import (
 from .download import DownloadError
 from .registry import dataset_info, get_dataset, list_datasets, register_dataset
 
-__all__ = [
-    "get_dataset",
-    "list_datasets",
-    "register_dataset",
-    "dataset_info",
-    "ImageDataset",
-    "FewShotDataset",
-    "DatasetInfo",
-    "DATASET_INFO",
-    "DataError",
-    "DatasetNotFoundError",
-    "DownloadError",
-    "AugmentConfig",
-    "BatchAugment",
-    "get_augmentation",
-]
+__all__ = ["get_dataset", "list_datasets", "register_dataset", "dataset_info", "ImageDataset", "FewShotDataset",
+           "DatasetInfo", "DATASET_INFO", "DataError", "DatasetNotFoundError", "DownloadError", "AugmentConfig",
+           "BatchAugment", "get_augmentation"]

@@ -14,22 +14,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "AugmentConfig",
-    "BatchAugment",
-    "RECIPES",
-    "get_augmentation",
-    "recipe_augmentation",
-    "to_float",
-    "random_crop",
-    "random_hflip",
-    "color_jitter",
-    "normalize",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "grayscale",
-]
+__all__ = ["AugmentConfig", "BatchAugment", "RECIPES", "get_augmentation", "recipe_augmentation", "to_float",
+           "random_crop", "random_hflip", "color_jitter", "normalize", "adjust_brightness", "adjust_contrast",
+           "adjust_saturation", "grayscale"]
 
 _LUMA = (0.299, 0.587, 0.114)
 

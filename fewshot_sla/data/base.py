@@ -13,18 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = [
-    "DataError",
-    "DatasetNotFoundError",
-    "DatasetInfo",
-    "DATASET_INFO",
-    "ImageDataset",
-    "FewShotDataset",
-    "resolve_split",
-    "channel_stats",
-    "holdout_per_class",
-    "DATA_ROOT_HINT",
-]
+__all__ = ["DataError", "DatasetNotFoundError", "DatasetInfo", "DATASET_INFO", "ImageDataset", "FewShotDataset",
+           "resolve_split", "channel_stats", "holdout_per_class", "DATA_ROOT_HINT"]
 
 DATA_ROOT_HINT = "set the data root with --data-root DIR (root=DIR in get_dataset)"
 
@@ -102,12 +92,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     ),
 }
 
-_SPLIT_ALIASES = {
-    "validation": "val",
-    "valid": "val",
-    "training": "train",
-    "testing": "test",
-}
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "testing": "test"}
 
 
 def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
@@ -117,10 +102,8 @@ def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
     key = _SPLIT_ALIASES.get(key, key)
     if key not in valid:
         aliases = [a for a, v in _SPLIT_ALIASES.items() if v in valid]
-        raise ValueError(
-            f"{dataset}: unknown split '{split}'; valid splits are {', '.join(valid)}"
-            + (f" (aliases: {', '.join(aliases)})" if aliases else "")
-        )
+        raise ValueError(f"{dataset}: unknown split '{split}'; valid splits are {', '.join(valid)}"
+                         + (f" (aliases: {', '.join(aliases)})" if aliases else ""))
     return key
 
 
@@ -168,11 +151,8 @@ class ImageDataset(torch.utils.data.Dataset):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  meta: dict | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-            got = (
-                f"{images.dtype} {tuple(images.shape)}"
-                if isinstance(images, torch.Tensor)
-                else type(images).__name__
-            )
+            got = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                   else type(images).__name__)
             raise ValueError(f"images must be a uint8 tensor [N, C, H, W], got {got}")
         n, c, h, w = images.shape
         if c not in (1, 3):
@@ -277,11 +257,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.derive(self.images.to(device), self.labels.to(device))
 
     def __repr__(self) -> str:
-        return (
-            f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"classes={self.num_classes}, size={self.image_size}, channels={self.channels}, "
-            f"{self.nbytes / 2**20:.1f} MiB uint8)"
-        )
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"classes={self.num_classes}, size={self.image_size}, channels={self.channels}, "
+                f"{self.nbytes / 2**20:.1f} MiB uint8)")
 
 
 FewShotDataset = ImageDataset  # the name used in the design notes

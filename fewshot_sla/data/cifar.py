@@ -18,15 +18,8 @@ from .download import RESOURCES, fetch
 from .images import decode_files
 from .pickles import decode_text, load_pickle, require_keys
 
-__all__ = [
-    "CIFAR_SPLITS",
-    "IMAGE_EXTENSIONS",
-    "find_cifar_python",
-    "read_cifar_python",
-    "find_image_folder",
-    "list_image_folder",
-    "load_cifar",
-]
+__all__ = ["CIFAR_SPLITS", "IMAGE_EXTENSIONS", "find_cifar_python", "read_cifar_python", "find_image_folder",
+           "list_image_folder", "load_cifar"]
 
 CIFAR_SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -151,10 +144,8 @@ def find_image_folder(which: str, root: Path) -> FileTree | None:
     cands = [root]
     if root.is_dir():
         cands += sorted(p for p in root.iterdir() if p.is_dir() and _ZIP_NAME[which].search(p.name))
-        cands += sorted(
-            p for p in root.iterdir()
-            if p.is_file() and p.suffix.lower() == ".zip" and _ZIP_NAME[which].search(p.name)
-        )
+        cands += sorted(p for p in root.iterdir()
+                        if p.is_file() and p.suffix.lower() == ".zip" and _ZIP_NAME[which].search(p.name))
     for cand in cands:
         if cand.is_file() and cand.suffix.lower() != ".zip":
             continue

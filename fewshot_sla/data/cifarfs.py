@@ -17,21 +17,12 @@ from .cifar import find_cifar_python, read_cifar_python
 from .miniimagenet import from_metaoptnet
 from .pickles import load_pickle
 
-__all__ = [
-    "read_split_file",
-    "cifar100_hierarchy",
-    "cifar100_fine_names",
-    "split_classes",
-    "load_cifar_fs",
-    "load_fc100",
-]
+__all__ = ["read_split_file", "cifar100_hierarchy", "cifar100_fine_names", "split_classes", "load_cifar_fs",
+           "load_fc100"]
 
 SPLITS = ("train", "val", "test")
 _PICKLE_PREFIX = {"cifar-fs": "CIFAR_FS", "fc100": "FC100"}
-_SUBDIRS = {
-    "cifar-fs": ("", "CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"),
-    "fc100": ("", "FC100", "fc100"),
-}
+_SUBDIRS = {"cifar-fs": ("", "CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"), "fc100": ("", "FC100", "fc100")}
 
 
 def read_split_file(filename: str) -> list[str]:

@@ -14,15 +14,7 @@ from urllib.request import urlopen
 
 from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError
 
-__all__ = [
-    "Resource",
-    "RESOURCES",
-    "MANUAL_FILES",
-    "DownloadError",
-    "download_url",
-    "fetch",
-    "manual_instructions",
-]
+__all__ = ["Resource", "RESOURCES", "MANUAL_FILES", "DownloadError", "download_url", "fetch", "manual_instructions"]
 
 
 class DownloadError(OSError):
@@ -92,10 +84,8 @@ def download_url(url: str, dest: str | Path, md5: str | None = None, *, progress
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    manual = (
-        f"download it by hand from {url} and save it as {dest}, or {DATA_ROOT_HINT} "
-        "to a folder that already holds it"
-    )
+    manual = (f"download it by hand from {url} and save it as {dest}, or {DATA_ROOT_HINT} "
+              "to a folder that already holds it")
     out = os.fdopen(fd, "wb")
     try:
         h = hashlib.md5()
@@ -116,9 +106,7 @@ def download_url(url: str, dest: str | Path, md5: str | None = None, *, progress
                     try:
                         block = response.read(chunk)
                     except OSError as exc:
-                        raise DownloadError(
-                            f"download of {url} broke off ({exc}); run again, or {manual}"
-                        ) from None
+                        raise DownloadError(f"download of {url} broke off ({exc}); run again, or {manual}") from None
                     if not block:
                         break
                     out.write(block)
@@ -146,10 +134,8 @@ def _progress(total: str | None, desc: str, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(
-        total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=desc, leave=False,
-    )
+    return tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=desc, leave=False)
 
 
 def fetch(key: str, root: str | Path, *, download: bool, progress: bool = True) -> Path:

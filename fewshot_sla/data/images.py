@@ -18,13 +18,8 @@ from .base import DataError
 
 __all__ = ["RESAMPLE", "decode_image", "decode_files"]
 
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-}
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
 
 
 def _resample(name: str) -> Image.Resampling:
@@ -80,10 +75,8 @@ def decode_files(read: Callable[[str], bytes], paths: Sequence[str], *, mode: st
         except (OSError, SyntaxError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
-            raise DataError(
-                f"{label + ': ' if label else ''}cannot decode image '{path}' ({exc}); "
-                "remove or replace the file"
-            ) from None
+            raise DataError(f"{label + ': ' if label else ''}cannot decode image '{path}' ({exc}); "
+                            "remove or replace the file") from None
         return postprocess(arr) if postprocess is not None else arr
 
     first = one(paths[0])

@@ -18,17 +18,8 @@ from .base import DATA_ROOT_HINT, DATASET_INFO, DataError, DatasetNotFoundError,
 from .download import fetch
 from .images import decode_files
 
-__all__ = [
-    "OMNIGLOT_SPLITS",
-    "ROTATE_CLASSES_CONFLICT",
-    "OFFICIAL_COUNTS",
-    "OmniglotIndex",
-    "find_omniglot",
-    "scan_omniglot",
-    "split_alphabets",
-    "load_omniglot",
-    "add_rotated_classes",
-]
+__all__ = ["OMNIGLOT_SPLITS", "ROTATE_CLASSES_CONFLICT", "OFFICIAL_COUNTS", "OmniglotIndex", "find_omniglot",
+           "scan_omniglot", "split_alphabets", "load_omniglot", "add_rotated_classes"]
 
 OMNIGLOT_SPLITS = ("train", "val", "test", "background", "evaluation")
 #: why rotated classes and SLA's rotation transforms exclude each other
@@ -83,10 +74,8 @@ def find_omniglot(root: str | Path, part: str, download: bool = False) -> FileTr
     if download:
         return FileTree.open(fetch(f"omniglot-{part}", root, download=True))
     tried = ", ".join(str(c) for c in _candidates(root, part)[:2])
-    dev = (
-        "; to develop without it, carve test alphabets out of background with test_alphabets=K"
-        if part == "evaluation" else ""
-    )
+    dev = ("; to develop without it, carve test alphabets out of background with test_alphabets=K"
+           if part == "evaluation" else "")
     raise DatasetNotFoundError(f"omniglot: no {name} under {root} (looked for {tried}, and the same inside "
                                f"omniglot/ and omniglot-py/); {DATA_ROOT_HINT}, or pass download=True (--download) "
                                f"to fetch the official {name}.zip{dev}")
@@ -171,29 +160,18 @@ def load_omniglot(root: str | Path, split: str, *, image_size: int | None = None
             keep = set(split_alphabets(index.alphabets, val_alphabets, test_alphabets, split_seed)[split])
         chosen = [i for i, (a, _) in enumerate(index.classes) if a in keep]
         paths = [p for i in chosen for p in index.files[i]]
-        labels = torch.cat(
-            [torch.full((len(index.files[i]),), j, dtype=torch.int64) for j, i in enumerate(chosen)]
-        )
+        labels = torch.cat([torch.full((len(index.files[i]),), j, dtype=torch.int64) for j, i in enumerate(chosen)])
         post = (lambda a: 255 - a) if invert else None
-        images = decode_files(
-            tree.read, paths, mode="L", size=size, resample=resample, num_workers=num_workers,
-            label="omniglot", postprocess=post,
-        )
+        images = decode_files(tree.read, paths, mode="L", size=size, resample=resample, num_workers=num_workers,
+                              label="omniglot", postprocess=post)
     finally:
         tree.close()
     classes = [index.classes[i] for i in chosen]
-    meta = {
-        "source": str(index.source),
-        "part": part,
-        "alphabets": sorted(keep),
-        "class_alphabet": [a for a, _ in classes],
-        "invert": invert,
-        "official_counts": (len(index.alphabets), len(index.classes)) == OFFICIAL_COUNTS[part],
-    }
+    meta = {"source": str(index.source), "part": part, "alphabets": sorted(keep),
+            "class_alphabet": [a for a, _ in classes], "invert": invert,
+            "official_counts": (len(index.alphabets), len(index.classes)) == OFFICIAL_COUNTS[part]}
     info = DATASET_INFO["omniglot"]  # statistics for ink = 255; inverting maps m -> 1 - m
     mean = info.mean if invert else tuple(1.0 - m for m in info.mean)
-    ds = ImageDataset(
-        images, labels, [f"{a}/{c}" for a, c in classes], name="omniglot", split=split,
-        mean=mean, std=info.std, meta=meta,
-    )
+    ds = ImageDataset(images, labels, [f"{a}/{c}" for a, c in classes], name="omniglot", split=split,
+                      mean=mean, std=info.std, meta=meta)
     return add_rotated_classes(ds) if rotate_classes else ds

@@ -22,17 +22,11 @@ __all__ = ["DATASETS", "register_dataset", "list_datasets", "get_dataset", "data
 
 
 #: Registry: dataset name -> loader; ``register_dataset`` adds one (and its facts to ``_INFO``).
-DATASETS: Registry = Registry("dataset", aliases={
-    "miniimagenet": "mini-imagenet",
-    "mini_imagenet": "mini-imagenet",
-    "tieredimagenet": "tiered-imagenet",
-    "tiered_imagenet": "tiered-imagenet",
-    "tiered": "tiered-imagenet",
-    "cifar_fs": "cifar-fs",
-    "cifarfs": "cifar-fs",
-    "cifar-10": "cifar10",
-    "cifar-100": "cifar100",
-})
+DATASETS: Registry = Registry("dataset", aliases={"miniimagenet": "mini-imagenet", "mini_imagenet": "mini-imagenet",
+                                                  "tieredimagenet": "tiered-imagenet",
+                                                  "tiered_imagenet": "tiered-imagenet", "tiered": "tiered-imagenet",
+                                                  "cifar_fs": "cifar-fs", "cifarfs": "cifar-fs", "cifar-10": "cifar10",
+                                                  "cifar-100": "cifar100"})
 _INFO: dict[str, DatasetInfo] = {}
 
 

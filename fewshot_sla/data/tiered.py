@@ -45,10 +45,8 @@ def _load_npz_images(path: Path) -> np.ndarray:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(
-            f"{path}: not a readable npz archive ({exc}); it is probably truncated, "
-            "download it again"
-        ) from None
+        raise DataError(f"{path}: not a readable npz archive ({exc}); it is probably truncated, "
+                        "download it again") from None
 
 
 def load_tiered_imagenet(
@@ -60,12 +58,10 @@ def load_tiered_imagenet(
     img_path, lab_path = tiered_files(root, split)
     missing = [p for p in (img_path, lab_path) if not p.is_file()]
     if missing:
-        raise DatasetNotFoundError(
-            f"tiered-imagenet: split '{split}' needs {img_path} and {lab_path} "
-            f"(missing: {', '.join(str(p) for p in missing)}); {DATA_ROOT_HINT}. "
-            + ("download=True cannot fetch it: " if download else "")
-            + manual_instructions("tiered-imagenet", root)
-        )
+        raise DatasetNotFoundError(f"tiered-imagenet: split '{split}' needs {img_path} and {lab_path} "
+                                   f"(missing: {', '.join(str(p) for p in missing)}); {DATA_ROOT_HINT}. "
+                                   + ("download=True cannot fetch it: " if download else "")
+                                   + manual_instructions("tiered-imagenet", root))
     obj = load_pickle(lab_path)
     if not isinstance(obj, dict) or not ({"labels", "label_specific"} & set(obj)):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
@@ -79,10 +75,8 @@ def load_tiered_imagenet(
         names = {i: str(decode_text(s)) for i, s in enumerate(strs)}
     images = _load_npz_images(img_path)
     meta = {"source": str(img_path)}
-    ds = dataset_from_arrays(
-        images, raw, name="tiered-imagenet", split=split, label=str(img_path),
-        class_names=names, image_size=image_size, meta=meta,
-    )
+    ds = dataset_from_arrays(images, raw, name="tiered-imagenet", split=split, label=str(img_path),
+                             class_names=names, image_size=image_size, meta=meta)
     if "label_general" in obj:
         general = np.asarray(obj["label_general"]).reshape(-1)
         if general.shape[0] == len(ds):

@@ -34,12 +34,8 @@ class EpisodeSampler:
     def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, n_way: int, k_shot: int, n_query: int,
                  n_episodes: int, seed: int = 0, class_names: Sequence[str] | None = None,
                  option_names: tuple[str, str, str] = ("n_way", "k_shot", "n_query")) -> None:
-        for name, value, low in (
-            ("n_way", n_way, 1),
-            ("k_shot", k_shot, 1),
-            ("n_query", n_query, 0),
-            ("n_episodes", n_episodes, 0),
-        ):
+        for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("n_query", n_query, 0),
+                                 ("n_episodes", n_episodes, 0)):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
@@ -86,7 +82,5 @@ class EpisodeSampler:
             yield self.episode(i)
 
     def __repr__(self) -> str:
-        return (
-            f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.n_query}-query, "
-            f"{self.n_episodes} episodes, {len(self.classes)} classes, seed={self.seed})"
-        )
+        return (f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.n_query}-query, "
+                f"{self.n_episodes} episodes, {len(self.classes)} classes, seed={self.seed})")

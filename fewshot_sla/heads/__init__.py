@@ -19,16 +19,7 @@ from .r2d2 import R2D2Head
 from .ridge import RidgeHead
 from .svm import SVMHead
 
-__all__ = [
-    "HEADS",
-    "LogisticHead",
-    "ProtoNetHead",
-    "R2D2Head",
-    "RidgeHead",
-    "SVMHead",
-    "get_head",
-    "list_heads",
-]
+__all__ = ["HEADS", "LogisticHead", "ProtoNetHead", "R2D2Head", "RidgeHead", "SVMHead", "get_head", "list_heads"]
 
 #: Registry: head name -> head class. Extend with ``HEADS["name"] = MyHead`` or
 #: ``@HEADS.register("name")``; ``meta-train --head name --head-options key=value`` then builds it.

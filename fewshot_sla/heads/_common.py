@@ -88,9 +88,7 @@ def check_episode(query: Tensor, support: Tensor, support_labels: Tensor, n_way:
     if tuple(support_labels.shape) != tuple(support.shape[:2]):
         raise ValueError(f"{pre} support_labels must be [T, S] = {tuple(support.shape[:2])} to match "
                          f"support, got shape {tuple(support_labels.shape)}")
-    if support_labels.is_floating_point() or support_labels.is_complex() or (
-        support_labels.dtype == torch.bool
-    ):
+    if support_labels.is_floating_point() or support_labels.is_complex() or (support_labels.dtype == torch.bool):
         raise ValueError(f"{pre} support_labels must hold integer class indices (int64), got "
                          f"{support_labels.dtype}; convert with .long()")
     labels = support_labels.to(device=support.device, dtype=torch.long)

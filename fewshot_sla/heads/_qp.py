@@ -16,11 +16,9 @@ def require_qpth(head: str):
     try:
         from qpth.qp import QPFunction
     except ImportError as err:  # pragma: no cover - exercised only without qpth
-        raise ImportError(
-            f"the '{head}' head solves a quadratic program with qpth, which is not "
-            "installed; install it with `pip install qpth` (or use solver='closed' for "
-            "the ridge head)"
-        ) from err
+        raise ImportError(f"the '{head}' head solves a quadratic program with qpth, which is not "
+                          "installed; install it with `pip install qpth` (or use solver='closed' for "
+                          "the ridge head)") from err
     return QPFunction
 
 

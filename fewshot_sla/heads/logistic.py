@@ -125,10 +125,8 @@ def logistic_fit(support: Tensor, labels: Tensor, n_way: int, C: float = 1.0, fi
         if chunk_size is None:
             budget = _CHUNK_BYTES.get(x.device.type, _CHUNK_BYTES["cuda"])
             chunk_size = max(1, budget // (4 * n_way * s * s * x.element_size()))
-        outs = [
-            _solve_chunk(kernel[i : i + chunk_size], y[i : i + chunk_size], C, fit_intercept, max_iter, tol)
-            for i in range(0, t, chunk_size)
-        ]
+        outs = [_solve_chunk(kernel[i : i + chunk_size], y[i : i + chunk_size], C, fit_intercept, max_iter, tol)
+                for i in range(0, t, chunk_size)]
         a = torch.cat([o[0] for o in outs])
         b = torch.cat([o[1] for o in outs])
         worst = float(torch.cat([o[2] for o in outs]).max())

@@ -29,10 +29,8 @@ class R2D2Head(nn.Module):
         self.form = form
 
     def extra_repr(self) -> str:
-        return (
-            f"lambda_reg={self.lambda_reg}, bias={self.bias}, "
-            f"scale_lambda={self.scale_lambda}, form={self.form!r}"
-        )
+        return (f"lambda_reg={self.lambda_reg}, bias={self.bias}, "
+                f"scale_lambda={self.scale_lambda}, form={self.form!r}")
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> Tensor:
         labels, n_way = check_episode(query, support, support_labels, n_way, "r2d2")

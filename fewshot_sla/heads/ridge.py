@@ -30,9 +30,7 @@ def ridge_logits(
     in_dtype = support.dtype
     work = torch.promote_types(in_dtype, torch.float32)
     if work != in_dtype:
-        return ridge_logits(
-            query.to(work), support.to(work), targets.to(work), lambda_reg, form
-        ).to(in_dtype)
+        return ridge_logits(query.to(work), support.to(work), targets.to(work), lambda_reg, form).to(in_dtype)
     n_support, dim = support.shape[1], support.shape[2]
     if form == "auto":
         form = "dual" if n_support <= dim else "primal"
@@ -91,8 +89,6 @@ class RidgeHead(nn.Module):
         # qpth needs >= 1 inequality: 0^T a <= 1 is always strictly satisfied.
         g_dummy = torch.zeros(1, n, dtype=self.dtype, device=support.device)
         h_dummy = torch.ones(1, dtype=self.dtype, device=support.device)
-        alpha = solve_qp(
-            quad, lin, g_dummy, h_dummy, None, None, max_iter=self.max_iter, head="ridge"
-        )
+        alpha = solve_qp(quad, lin, g_dummy, h_dummy, None, None, max_iter=self.max_iter, head="ridge")
         alpha = alpha.reshape(t, s, n_way).to(support.dtype)
         return torch.bmm(torch.bmm(query, support.transpose(1, 2)), alpha)

@@ -40,9 +40,7 @@ def svm_cs_dual(
     g_ineq = torch.eye(n, dtype=dtype, device=device)
     h_ineq = C_reg * y
     # sum_i a_{s,i} = 0 per support row: A = I_S (x) 1_N^T, shared across tasks.
-    a_eq = torch.kron(
-        torch.eye(s, dtype=dtype, device=device), torch.ones(1, n_way, dtype=dtype, device=device)
-    )
+    a_eq = torch.kron(torch.eye(s, dtype=dtype, device=device), torch.ones(1, n_way, dtype=dtype, device=device))
     b_eq = torch.zeros(s, dtype=dtype, device=device)
     alpha = solve_qp(quad, -y, g_ineq, h_ineq, a_eq, b_eq, max_iter=max_iter, head="svm")
     return alpha.reshape(t, s, n_way)

@@ -105,12 +105,8 @@ def _pdipm(
             better = (resids < best[0]) & ~failed
             not_improved = torch.where(better.any(), torch.zeros_like(not_improved), not_improved + 1)
             keep = better[:, None, None]
-            best = [
-                torch.where(better, resids, best[0]),
-                torch.where(keep, x, best[1]),
-                torch.where(keep, s, best[2]),
-                torch.where(keep, z, best[3]),
-            ]
+            best = [torch.where(better, resids, best[0]), torch.where(keep, x, best[1]), torch.where(keep, s, best[2]),
+                    torch.where(keep, z, best[3])]
         stop = (not_improved == not_improved_lim) | (best[0].max() < eps) | (mu.min() > 1e32) | failed
         # qpth's last step is never evaluated (it returns the best iterate so far): skip it
         if i == max_iter - 1 or bool(stop):  # one host sync per iteration: the batch-wide test

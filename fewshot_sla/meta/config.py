@@ -102,12 +102,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     def head_kwargs(self) -> dict[str, Any]:
         """Keyword options of ``HEADS.build(self.head, ...)``: a built-in head's own fields, updated
         by ``head_options``."""
-        return {
-            "protonet": {"normalize": self.protonet_normalize},
-            "ridge": {"lambda_reg": self.ridge_lambda},
-            "r2d2": {"lambda_reg": self.ridge_lambda},
-            "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-        }.get(self.head, {}) | self.head_options
+        return {"protonet": {"normalize": self.protonet_normalize}, "ridge": {"lambda_reg": self.ridge_lambda},
+                "r2d2": {"lambda_reg": self.ridge_lambda},
+                "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter}}.get(self.head, {}) | self.head_options
 
     def run_name(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -30,12 +30,7 @@ from .config import EvalConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import EPISODIC_MODELS, FewShotModel
 
-__all__ = [
-    "evaluate_episodes",
-    "evaluate",
-    "summarize",
-    "format_report",
-]
+__all__ = ["evaluate_episodes", "evaluate", "summarize", "format_report"]
 
 
 @torch.no_grad()
@@ -160,14 +155,11 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
             quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info,
         )
-        report["models"].append({
-            "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
-            "backbone": tcfg.backbone, "transforms": tcfg.transforms,
-            "reported": reported(episode_table(loaded.pipeline), mode),
-            "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
-            "seconds": round(time.time() - t0, 3),
-            "results": summarize(accs),
-        })
+        report["models"].append({"checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
+                                 "backbone": tcfg.backbone, "transforms": tcfg.transforms,
+                                 "reported": reported(episode_table(loaded.pipeline), mode),
+                                 "epoch": ckpt.get("epoch"), "step": ckpt.get("step", ckpt.get("iteration")),
+                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs)})
         del model
     report["comparisons"] = compare_models(report["models"])
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
@@ -209,11 +201,9 @@ def compare_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of an evaluation report."""
-    lines = [
-        f"{report.get('dataset', '?')} {report['split']}: {report['episodes']} episodes, "
-        f"{report.get('n_way')}-way {report.get('k_shot')}-shot, {report['n_query']} queries/class, "
-        f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"
-    ]
+    lines = [f"{report.get('dataset', '?')} {report['split']}: {report['episodes']} episodes, "
+             f"{report.get('n_way')}-way {report.get('k_shot')}-shot, {report['n_query']} queries/class, "
+             f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"]
     width = max(len(m["checkpoint"]) for m in report["models"])
     for m in report["models"]:
         for inf, r in m["results"].items():

@@ -78,16 +78,9 @@ def prepare_data(train: Any, test: Any | None, cfg: SupervisedConfig) -> Supervi
         raise ValueError(f"train has {C} classes but test has {len(test.class_names)}; use splits of one dataset")
     else:
         test_images, test_labels = test.images, torch.as_tensor(test.labels).long()
-    return SupervisedData(
-        train_images=images,
-        train_labels=labels,
-        val_images=val_images,
-        val_labels=val_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=names,
-        class_counts=class_counts(labels, C),
-    )
+    return SupervisedData(train_images=images, train_labels=labels, val_images=val_images, val_labels=val_labels,
+                          test_images=test_images, test_labels=test_labels, class_names=names,
+                          class_counts=class_counts(labels, C))
 
 
 def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:

@@ -119,13 +119,8 @@ def table_entries(mode: str, loss: str = "ce", drw: bool = False) -> dict[str, s
     "SLA+AG": "aggregated"}`` for sla, ``{"LDAM-DRW + SLA+SD": "distilled"}`` for a long-tailed
     LDAM-DRW run with sla+sd."""
     base = method_name(loss, drw)
-    names = {
-        "baseline": {"Baseline": "single"},
-        "da": {"DA": "single"},
-        "mt": {"MT": "single"},
-        "sla": {"SLA+SI": "single", "SLA+AG": "aggregated"},
-        "sla+sd": {"SLA+SD": "distilled"},
-    }[mode]
+    names = {"baseline": {"Baseline": "single"}, "da": {"DA": "single"}, "mt": {"MT": "single"},
+             "sla": {"SLA+SI": "single", "SLA+AG": "aggregated"}, "sla+sd": {"SLA+SD": "distilled"}}[mode]
     if base == "Baseline":
         return names
     if mode == "baseline":

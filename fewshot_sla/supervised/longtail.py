@@ -10,15 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = [
-    "longtail_counts",
-    "longtail_indices",
-    "class_counts",
-    "shot_groups",
-    "group_accuracy",
-    "MANY_SHOT",
-    "FEW_SHOT",
-]
+__all__ = ["longtail_counts", "longtail_indices", "class_counts", "shot_groups", "group_accuracy", "MANY_SHOT",
+           "FEW_SHOT"]
 
 MANY_SHOT = 100  # classes with more than 100 training images are "many-shot"
 FEW_SHOT = 20  # classes with fewer than 20 are "few-shot"; the rest "medium-shot"

@@ -27,13 +27,8 @@ from .config import SupervisedConfig
 __all__ = ["CosineLinear", "SupervisedModel", "build_model", "model_for_config", "model_from_checkpoint",
            "HEADS_BY_MODE", "episodic_model", "pretrained_episodic_model"]
 
-HEADS_BY_MODE: dict[str, tuple[str, ...]] = {
-    "baseline": ("class",),
-    "da": ("class",),
-    "mt": ("class", "transform"),
-    "sla": ("joint",),
-    "sla+sd": ("joint", "class"),
-}
+HEADS_BY_MODE: dict[str, tuple[str, ...]] = {"baseline": ("class",), "da": ("class",), "mt": ("class", "transform"),
+                                             "sla": ("joint",), "sla+sd": ("joint", "class")}
 
 
 class CosineLinear(nn.Module):
