@@ -1,9 +1,6 @@
-"""The ``fewshot-sla`` command: one entry point with subcommands.
-
-Each pipeline's subcommands live with the code they drive and add themselves to
-:data:`~fewshot_sla.cli_options.COMMANDS` when imported; ``list`` and ``plot`` are defined here.
-Errors in user input are one line (``fewshot-sla COMMAND: error: ...``) with exit status 2. Under
-``torchrun ... -m fewshot_sla.cli meta-train|eval|supervised`` they run distributed.
+"""The ``fewshot-sla`` command: subcommands add themselves to
+:data:`~fewshot_sla.cli_options.COMMANDS` when their module is imported; ``list`` and ``plot`` live
+here. Bad input is one line with exit status 2.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""One command-line grammar: every ``fewshot-sla`` subcommand is generated from dataclasses.
-
-A :class:`Command` lists the dataclasses whose fields are its options (``--field-name``; field
-metadata ``help``, ``choices``, ``metavar``, ``positional``; no default: a required option). Only
-options given on the command line enter the namespace; the dataclass holds the defaults
-(:func:`fewshot_sla.config.build_config`). No prefix matching: an unknown option is one line.
+"""One command-line grammar: every ``fewshot-sla`` subcommand is generated from dataclasses (a
+:class:`Command`'s fields are its ``--field-name`` options). Only given options enter the namespace
+(the dataclass holds the defaults); no prefix matching.
 """
 
 from __future__ import annotations

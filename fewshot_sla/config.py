@@ -1,12 +1,6 @@
-"""Configuration as dataclasses with one source of defaults.
-
-A run's configuration is a dataclass whose field defaults are the only defaults. The
-command line is generated from the fields (``--field-name``), a named or file config
-(TOML) may override the defaults, and explicit command-line options override both::
-
-    defaults (dataclass)  <  --config NAME_OR_FILE.toml  <  --option value
-
-Field metadata ``help`` (and optionally ``choices``) documents each option; see :mod:`fewshot_sla.sections`.
+"""Configuration as dataclasses with one source of defaults: dataclass defaults < ``--config
+NAME_OR_FILE.toml`` < explicit ``--option value``; field metadata documents each option
+(:mod:`fewshot_sla.sections`).
 """
 
 from __future__ import annotations

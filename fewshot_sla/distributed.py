@@ -15,23 +15,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "DistInfo",
-    "env_info",
-    "resolve_dist_device",
-    "init_distributed",
-    "all_gather_objects",
-    "broadcast_object",
-    "all_reduce_sum",
-    "broadcast_module",
-    "barrier",
-    "check_sync_bn",
-    "convert_sync_bn",
-    "wrap_ddp",
-    "bn_stats_frozen",
-    "step_state_frozen",
-    "cleanup",
-]
+__all__ = ["DistInfo", "env_info", "resolve_dist_device", "init_distributed", "all_gather_objects", "broadcast_object",
+           "all_reduce_sum", "broadcast_module", "barrier", "check_sync_bn", "convert_sync_bn", "wrap_ddp",
+           "bn_stats_frozen", "step_state_frozen", "cleanup"]
 
 T = TypeVar("T")
 
@@ -55,11 +41,8 @@ class DistInfo:
 
 def env_info() -> DistInfo:
     """Read rank and world size from torchrun's environment variables."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                    local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch.device:
@@ -77,10 +60,8 @@ def resolve_dist_device(name: str | None, info: DistInfo | None = None) -> torch
                 "(each process takes the GPU LOCAL_RANK) and choose the GPUs with CUDA_VISIBLE_DEVICES"
             )
         if info.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                "launch at most that many processes per node (torchrun --nproc-per-node)"
-            )
+            raise ConfigError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                              "launch at most that many processes per node (torchrun --nproc-per-node)")
         dev = torch.device("cuda", info.local_rank)
     return dev
 
@@ -149,10 +130,8 @@ def check_sync_bn(info: DistInfo, device: torch.device, flag: str = "--sync-bn")
     from .config import ConfigError
 
     if info.enabled and device.type != "cuda":
-        raise ConfigError(
-            f"{flag} needs CUDA (torch's SyncBatchNorm does not run on {device.type}); drop {flag}, "
-            "or use --accumulate to reproduce the per-process BatchNorm statistics in one process"
-        )
+        raise ConfigError(f"{flag} needs CUDA (torch's SyncBatchNorm does not run on {device.type}); drop {flag}, "
+                          "or use --accumulate to reproduce the per-process BatchNorm statistics in one process")
 
 
 def convert_sync_bn(module: torch.nn.Module, info: DistInfo, device: torch.device,

@@ -13,15 +13,8 @@ name           prediction
 ``transform``  supervised: accuracy of MT's M-way transform head
 =============  ======================================================================
 
-In episodes (``fewshot-sla eval``, ``predict``, ``export``), a supervised checkpoint's base-class
-heads cannot score novel classes: its backbone's features are solved with a few-shot head (the
-``pretrained`` rows, :func:`episode_table`). For SLA+SD checkpoints ``plain`` is their single-pass
-inference: the distillation trains the untransformed features that ``plain`` uses.
-
-The two pipelines name the untransformed N-way prediction of a baseline differently
-(``plain`` in meta-training, whose heads solve episodes; ``single`` in the supervised
-pipeline, where it is the same head as SLA+SI's); the names are kept as the metrics files
-of earlier runs use them.
+In episodes a supervised checkpoint's features are solved with a few-shot head (the ``pretrained``
+rows); for its SLA+SD checkpoints ``plain`` is the single-pass inference.
 """
 
 from __future__ import annotations
@@ -40,8 +33,6 @@ INFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
         "sla": ("single", "aggregated"),
         "sla+sd": ("single", "aggregated", "distilled"),
     },
-    # a supervised checkpoint evaluated in episodes (fewshot-sla eval): the backbone's features with
-    # a few-shot head; "plain" on the untransformed images, SLA's views for SLA-pretrained ones
     "pretrained": {
         "baseline": ("plain",),
         "da": ("plain",),

@@ -18,10 +18,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError(
-            "plotting needs matplotlib, which is not installed; install it with "
-            "`pip install matplotlib` (or `pip install fewshot-sla[plot]`)"
-        ) from e
+        raise ImportError("plotting needs matplotlib, which is not installed; install it with "
+                          "`pip install matplotlib` (or `pip install fewshot-sla[plot]`)") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,19 +1,9 @@
 """One registry type for everything that can be named on the command line.
 
-Backbones, heads, datasets, transform sets and pipelines each live in a :class:`Registry`: a
-``dict`` from name to factory (so ``HEADS["mine"] = MyHead`` and ``"mine" in HEADS`` work as for
-any dict) that also takes a decorator, knows its aliases, builds an entry from keyword options
-(:meth:`Registry.build`, as timm's ``create_model``) and gives one-line errors listing the valid
-names and options. Config validation asks the registries at validation time, so an entry a user
-registers before building a config is accepted by the configs and the command line::
-
-    from fewshot_sla.heads import HEADS
-
-    @HEADS.register("cosine")
-    class CosineHead(nn.Module):
-        def __init__(self, temperature: float = 10.0): ...
-
-    HEADS.build("cosine", temperature=5.0)  # meta-train --head cosine --head-options temperature=5
+A :class:`Registry` is a ``dict`` name -> factory with a ``register`` decorator, aliases,
+:meth:`Registry.build` (timm's ``create_model``: options pass through) and one-line errors naming
+the valid names and options. Configs ask the registries when they validate, so an entry registered
+before (``@HEADS.register("mine")``) works from the command line (``--head mine --head-options k=v``).
 """
 
 from __future__ import annotations
@@ -33,13 +23,8 @@ class UnknownOptionError(TypeError, ValueError):
 
 
 class Registry(dict):
-    """Name -> factory, with aliases, ``build(name, **options)`` and one-line errors.
-
-    Args:
-        kind: what the entries are, for messages ("head", "backbone", ...).
-        aliases: extra spellings, alias -> canonical name.
-        case_insensitive: look names up lower-cased (aliases and entries are stored lower-case).
-    """
+    """Name -> factory, with aliases (alias -> name), ``build(name, **options)`` and one-line errors
+    naming the ``kind`` of entry; names are looked up lower-cased when ``case_insensitive``."""
 
     def __init__(self, kind: str, aliases: dict[str, str] | None = None, case_insensitive: bool = True) -> None:
         super().__init__()

@@ -1,10 +1,8 @@
 """The sections both pipelines' run configs are made of, and the one way to declare and check an option.
 
-A config inherits sections (``class MetaTrainConfig(Run, Device, Optim, Method, Model, Data)``), so its
-fields stay flat: one ``--option``, TOML key and ``config.json`` key each. A field is declared with
-:func:`option` (help, choices, bounds, ``resume``: ``--resume`` may change it); a pipeline redeclares a
-section's field to change its default (it keeps its place). Building a config runs each section's
-``check`` (bases first) between checking every option's bounds and its choices. Old spellings: :data:`RENAMED`.
+A config inherits sections, so its fields stay flat (one ``--option``, TOML and ``config.json`` key
+each); :func:`option` declares a field; building a config checks bounds, then each section's
+``check`` (bases first), then choices. Old spellings: :data:`RENAMED`.
 """
 
 from __future__ import annotations

@@ -113,23 +113,16 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float =
 
 def sla_loss(joint: torch.Tensor, y: torch.Tensor, M: int, large_loss: bool = False, smoothing: float = 0.0,
              weight: torch.Tensor | None = None, margin: torch.Tensor | None = None) -> torch.Tensor:
-    """SLA loss: cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``.
-
-    Mean over all rows; ``large_loss=True`` multiplies by M (a sum over transforms, as the
-    ``--large-loss`` option of the SLA authors' code). ``weight`` and ``margin`` (optional,
-    per original class ``[N]``) apply the weight and margin of class ``y`` to every joint
-    class ``(y, j)`` (see :func:`cross_entropy`).
-    """
+    """Cross-entropy of joint logits ``[..., B*M, N*M]`` against ``y*M + j``, mean over rows (times M
+    with ``large_loss``, the SLA code's ``--large-loss``); class ``y``'s ``weight``/``margin`` ``[N]``
+    apply to every ``(y, j)``."""
     w, d = (None if v is None else v.repeat_interleave(M) for v in (weight, margin))  # v_y for every (y, j)
     loss = cross_entropy(joint, joint_labels(y, M), smoothing, w, d)
     return loss * M if large_loss else loss
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 1.0) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, batch-mean, teacher detached.
-
-    ``student`` and ``teacher`` are logits ``[..., N]``; leading dims are flattened into the batch.
-    """
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` of logits ``[..., N]``, batch-mean, teacher detached."""
     s = student.reshape(-1, student.shape[-1])
     t = teacher.detach().reshape(-1, teacher.shape[-1])
     kl = F.kl_div(F.log_softmax(s / T, dim=-1), F.log_softmax(t / T, dim=-1), reduction="batchmean", log_target=True)
@@ -140,23 +133,11 @@ def sla_sd_loss(joint: torch.Tensor, single: torch.Tensor, y: torch.Tensor, M: i
                 large_loss: bool = False, weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
                 joint_weight: torch.Tensor | None = None, joint_margin: torch.Tensor | None = None,
                 smoothing: float = 0.0, with_distill: bool = True) -> dict[str, torch.Tensor]:
-    """SLA+SD loss: ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)``.
-
-    The one SLA+SD loss of both pipelines: the supervised one calls it on ``[B*M, N*M]`` joint
-    logits, meta-training on ``[T, Q*M, N*M]`` episodes (leading dims are flattened).
-    ``smoothing`` is MetaOptNet's label smoothing of ``L_SLA`` alone (meta-training's
-    ``--label-smoothing``); the distilled head's ``CE(u, y)`` is never smoothed.
-
-    ``joint`` are joint logits ``[..., B*M, N*M]``; ``single`` are the N-way logits ``u``
-    ``[..., B, N]`` of the distillation head on the untransformed inputs; the teacher ``s``
-    is the aggregated prediction of ``joint`` (detached). Returns a dict with the ``total``
-    and its parts ``sla``, ``distill`` and ``ce``.
-
-    Optional per-class ``[N]`` weights and margins (:func:`cross_entropy`): ``weight`` and
-    ``margin`` for ``CE(u, y)``, ``joint_weight`` and ``joint_margin`` for ``L_SLA``
-    (:func:`sla_loss`). The distillation term is unweighted. ``with_distill=False`` leaves it
-    out of ``total`` (still returned: supervised ``--sd-start``'s warm-up).
-    """
+    """SLA+SD loss ``L_SLA + T^2 KL(softmax(s/T) || softmax(u/T)) + beta * CE(u, y)`` -> dict of
+    ``total``, ``sla``, ``distill``, ``ce``. ``joint [..., B*M, N*M]``; ``single`` the distilled head's
+    ``u [..., B, N]``; teacher ``s`` = aggregated ``joint`` (detached). ``smoothing`` applies to ``L_SLA``
+    only; ``weight``/``margin`` to ``CE(u, y)``, ``joint_*`` to ``L_SLA``; ``with_distill=False`` leaves
+    the distillation out of ``total`` (supervised ``--sd-start``)."""
     sla = sla_loss(joint, y, M, large_loss, smoothing=smoothing, weight=joint_weight, margin=joint_margin)
     teacher = aggregated_logits(joint, M)
     distill = distillation_loss(single, teacher, T)

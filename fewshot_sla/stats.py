@@ -44,8 +44,6 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     """Mean of ``a - b`` episode by episode (same episodes, same order), with its 95% CI."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(
-            f"paired comparison needs the same episodes for both methods, got {a.shape[0]} and "
-            f"{b.shape[0]} episodes; evaluate both with the same --episodes and --seed"
-        )
+        raise ValueError(f"paired comparison needs the same episodes for both methods, got {a.shape[0]} and "
+                         f"{b.shape[0]} episodes; evaluate both with the same --episodes and --seed")
     return mean_ci(a - b)

@@ -1,9 +1,6 @@
-"""Label-changing input transform sets of SLA (names as in the SLA authors' code).
-
-A set ``T = (t_1 = identity, ..., t_M)`` maps ``[B, C, H, W]`` to ``[B*M, C, H, W]``, row ``b*M + j``
-holding ``t_j(x_b)``: rotations ``torch.rot90(x, k, dims=(2, 3))`` and/or channel orders (see
-:data:`TRANSFORM_SETS`); composed sets index ``j = j_rot * M_color + j_color`` (rotate, then
-permute). Outputs keep the input's device and dtype.
+"""Label-changing input transform sets of SLA (names as in the SLA authors' code): ``[B, C, H, W] ->
+[B*M, C, H, W]``, row ``b*M + j`` = ``t_j(x_b)`` (identity first): rotations and/or channel orders;
+composed sets index ``j = j_rot * M_color + j_color``.
 """
 
 from __future__ import annotations
@@ -29,16 +26,10 @@ COLOR_PERM3: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1)
 
 #: Registry: name -> (quarter turns k, channel orders or None).
 TRANSFORM_SETS: Registry = Registry("transform set")
-TRANSFORM_SETS.update({
-    "none": ((0,), None),
-    "rotation": ((0, 1, 2, 3), None),
-    "rotation2": ((0, 2), None),
-    "color_perm": ((0,), COLOR_PERM6),
-    "color_perm3": ((0,), COLOR_PERM3),
-    "rot_color_perm6": ((0, 2), COLOR_PERM3),
-    "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
-    "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6),
-})
+TRANSFORM_SETS.update({"none": ((0,), None), "rotation": ((0, 1, 2, 3), None), "rotation2": ((0, 2), None),
+                       "color_perm": ((0,), COLOR_PERM6), "color_perm3": ((0,), COLOR_PERM3),
+                       "rot_color_perm6": ((0, 2), COLOR_PERM3), "rot_color_perm12": ((0, 1, 2, 3), COLOR_PERM3),
+                       "rot_color_perm24": ((0, 1, 2, 3), COLOR_PERM6)})
 
 
 @dataclass(frozen=True)
@@ -56,17 +47,13 @@ class TransformSet:
     def check_input(self, channels: int, height: int | None = None, width: int | None = None) -> None:
         """Raise ``ValueError`` when inputs of this shape cannot be transformed by this set."""
         if self.color_perms is not None and channels != 3:
-            raise ValueError(
-                f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
-                f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
-                "data such as Omniglot"
-            )
+            raise ValueError(f"transform set '{self.name}' permutes colour channels and needs 3-channel (RGB) "
+                             f"images, got {channels} channel(s); use 'rotation' or 'rotation2' for grayscale "
+                             "data such as Omniglot")
         odd = any(k % 2 for k in self.rotations)
         if odd and height is not None and width is not None and height != width:
-            raise ValueError(
-                f"transform set '{self.name}' rotates by 90 degrees and needs square images, "
-                f"got {height}x{width}; resize or crop to a square first"
-            )
+            raise ValueError(f"transform set '{self.name}' rotates by 90 degrees and needs square images, "
+                             f"got {height}x{width}; resize or crop to a square first")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

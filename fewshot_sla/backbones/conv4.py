@@ -1,9 +1,6 @@
-"""Conv-4: the four-block convolutional embedding of Matching/Prototypical Networks.
-
-Each block is ``conv3x3(padding 1) BN ReLU MaxPool2d(2)`` with ``hidden`` filters (``out_channels``
-in the last), so ``D = out_channels * (H//16) * (W//16)``: 64 at 28 px, 256 at 32 px, 1600 at
-84 px. Bias-free convolutions by default (MetaOptNet's ``ProtoNetEmbedding``); ``conv_bias=True``
-gives the SLA authors' ``conv_block``. Kaiming fan-out weights, BN weight 1, bias 0.
+"""Conv-4 of Matching/Prototypical Networks: four ``conv3x3 BN ReLU MaxPool2d(2)`` blocks, D =
+``out_channels * (H//16) * (W//16)``; bias-free as MetaOptNet's ``ProtoNetEmbedding``
+(``conv_bias=True``: the SLA authors' ``conv_block``).
 """
 
 from __future__ import annotations
@@ -18,24 +15,11 @@ __all__ = ["Conv4"]
 
 @register_backbone("conv4")
 class Conv4(Backbone):
-    """Conv-4 embedding: ``[B, C, H, W] -> [B, out_dim]``.
+    """Conv-4 embedding ``[B, C, H, W] -> [B, out_dim]``; ``image_size`` (>= 16, default 84) sets
+    ``out_dim``; ``hidden``/``out_channels``: filters (64); ``conv_bias``: conv biases (False)."""
 
-    Args:
-        in_channels: input channels C (1 for Omniglot).
-        image_size: input size (int or ``(H, W)``, >= 16) for ``out_dim``; default 84.
-        hidden: filters of blocks 1-3 (64).
-        out_channels: filters of block 4 (64).
-        conv_bias: add a bias to the convolutions (False).
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 84,
-        hidden: int = 64,
-        out_channels: int = 64,
-        conv_bias: bool = False,
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 84, hidden: int = 64, out_channels: int = 64,
+                 conv_bias: bool = False) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.min_input_size = 16

@@ -1,10 +1,6 @@
-"""DropBlock (Ghiasi et al., NeurIPS 2018) as in MetaOptNet's ``models/dropblock.py``.
-
-Block seeds are Bernoulli(gamma) on the ``(H - bs + 1) x (W - bs + 1)`` positions where a whole
-block fits; a seed at ``(i, j)`` zeroes ``[i : i + bs, j : j + bs]`` per (sample, channel); kept
-units are rescaled by ``numel(mask) / sum(mask)`` over the whole batch; identity in eval mode.
-Unlike MetaOptNet, seeds are drawn with ``torch.bernoulli`` on the input's device and the block
-is clipped to the feature map (``min(bs, H)``), so 1x1 maps (28 px Omniglot) work.
+"""DropBlock (Ghiasi et al., NeurIPS 2018) as in MetaOptNet's ``models/dropblock.py``, with seeds
+drawn on the input's device and the block clipped to the feature map (``min(bs, H)``), so 1x1 maps
+(28 px Omniglot) work; identity in eval mode.
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
 """MetaOptNet's ResNet-12 (Lee et al., CVPR 2019, ``models/ResNet12_embedding.py``).
 
-Four residual blocks (default widths 64-160-320-640)::
-
-    block(cin -> c):  conv3x3 BN LeakyReLU(0.1)  conv3x3 BN LeakyReLU(0.1)  conv3x3 BN
-                      + shortcut conv1x1 BN;  LeakyReLU(0.1)  MaxPool2d(2)  regulariser
-
-Convolutions are stride 1 and bias-free, so ``[B, C, H, W] -> [B, 640, H//16, W//16]``, flattened
-(MetaOptNet's default) to ``D = 640 * (H//16) * (W//16)``: 16000 at 84 px, 2560 at 32 px;
-``avg_pool=True`` pools globally (D = 640). 12,424,320 parameters at the default widths.
-
-Regularisation (MetaOptNet's ``BasicBlock``, rate p = ``drop_rate``): dropout after the pool in
-blocks 1-2 (mask drawn in NCHW order, whatever the memory format); DropBlock (:mod:`.dropblock`)
-in blocks 3-4 with the rate ramped over ``t`` counted forward calls::
-
-    keep_rate(t) = max(1 - p * t / drop_ramp_steps, 1 - p)      (t incremented before use)
-
-``drop_ramp_steps`` defaults to MetaOptNet's 20 * 2000. Unlike MetaOptNet, only training calls
-count (``count_eval_forwards=True`` counts all), calls inside
-:func:`fewshot_sla.distributed.step_state_frozen` do not (so ``t`` counts optimiser steps
-whatever ``--accumulate`` and the number of processes), and the counter is a buffer
-(``layerN.drop_step``) so a resumed run continues the ramp. ``block_size`` defaults to 5 at
->= 64 px, else 2 (MetaOptNet's per-dataset choice). Weights: ``kaiming_normal_(fan_out,
-leaky_relu)`` (slope 0 in the gain, as MetaOptNet), BN weight 1, bias 0.
+Four blocks of three conv3x3-BN-LeakyReLU(0.1) + a conv1x1 shortcut, MaxPool2d(2), then dropout
+(blocks 1-2) or DropBlock (3-4) with rate ramped as ``max(1 - p * t / drop_ramp_steps, 1 - p)``
+over ``t`` training steps (a buffer, so a resumed run continues the ramp); ``[B, C, H, W] ->
+[B, 640 * (H//16) * (W//16)]`` flattened, or 640 with ``avg_pool``.
 """
 
 from __future__ import annotations
@@ -46,17 +28,8 @@ def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
 class ResNet12Block(nn.Module):
     """One ResNet-12 residual block: ``[B, cin, H, W] -> [B, cout, H//2, W//2]``."""
 
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        drop_rate: float = 0.0,
-        drop_block: bool = False,
-        block_size: int = 1,
-        drop_ramp_steps: int = 40000,
-        count_eval_forwards: bool = False,
-        negative_slope: float = 0.1,
-    ) -> None:
+    def __init__(self, cin: int, cout: int, drop_rate: float = 0.0, drop_block: bool = False, block_size: int = 1,
+                 drop_ramp_steps: int = 40000, count_eval_forwards: bool = False, negative_slope: float = 0.1) -> None:
         super().__init__()
         self.conv1 = _conv3x3(cin, cout)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -65,9 +38,7 @@ class ResNet12Block(nn.Module):
         self.conv3 = _conv3x3(cout, cout)
         self.bn3 = nn.BatchNorm2d(cout)
         self.act = nn.LeakyReLU(negative_slope)
-        self.shortcut = nn.Sequential(
-            nn.Conv2d(cin, cout, kernel_size=1, stride=1, bias=False), nn.BatchNorm2d(cout)
-        )
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=1, stride=1, bias=False), nn.BatchNorm2d(cout))
         self.pool = nn.MaxPool2d(2)
         self.drop_rate = float(drop_rate)
         self.drop_block = bool(drop_block)
@@ -116,31 +87,14 @@ class ResNet12Block(nn.Module):
 class ResNet12(Backbone):
     """MetaOptNet ResNet-12: ``[B, C, H, W] -> [B, out_dim]``.
 
-    Args:
-        in_channels: input channels C.
-        image_size: input size (int or ``(H, W)``, >= 16) for ``out_dim``; default 84.
-        widths: channels of the four blocks (default MetaOptNet's 64-160-320-640).
-        avg_pool: global average pool before flattening (D = widths[-1]).
-        drop_rate: dropout rate of blocks 1-2 and final DropBlock rate of blocks 3-4.
-        block_size: DropBlock size; ``None`` -> 5 if min(image_size) >= 64 else 2.
-        drop_ramp_steps: forward calls over which the DropBlock rate ramps to
-            ``drop_rate`` (default 40000 = MetaOptNet's 20 * 2000).
-        count_eval_forwards: also advance the ramp on eval-mode calls (MetaOptNet).
-        negative_slope: LeakyReLU slope (0.1).
+    ``image_size`` (int or (H, W), >= 16, default 84) sets ``out_dim``; ``widths`` default
+    64-160-320-640; ``drop_rate``: dropout and final DropBlock rate; ``block_size``: 5 at >= 64 px,
+    else 2; ``drop_ramp_steps``: MetaOptNet's 20 * 2000; ``count_eval_forwards``: also eval calls.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 84,
-        widths: Sequence[int] = (64, 160, 320, 640),
-        avg_pool: bool = False,
-        drop_rate: float = 0.1,
-        block_size: int | None = None,
-        drop_ramp_steps: int = 40000,
-        count_eval_forwards: bool = False,
-        negative_slope: float = 0.1,
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 84, widths: Sequence[int] = (64, 160, 320, 640),
+                 avg_pool: bool = False, drop_rate: float = 0.1, block_size: int | None = None,
+                 drop_ramp_steps: int = 40000, count_eval_forwards: bool = False, negative_slope: float = 0.1) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.min_input_size = 16

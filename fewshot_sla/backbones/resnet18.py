@@ -1,9 +1,5 @@
-"""ResNet-18 (He et al., 2016): BasicBlock, stages 64-128-256-512, global average pool -> 512-d.
-
-Stem: ``conv3x3(stride 1) BN ReLU`` with ``small_input`` (default at <= 64 px, e.g. CIFAR), else
-the ImageNet stem ``conv7x7(stride 2) BN ReLU MaxPool(3, 2)``. The first block of stages 2-4 has
-stride 2 and a ``conv1x1(stride 2) BN`` shortcut. torchvision's initialisation. 11,168,832
-parameters with the small stem and 3 input channels, no fc.
+"""ResNet-18 (He et al., 2016): BasicBlock stages 64-128-256-512, global average pool -> 512-d; a
+3x3 stem for small inputs (CIFAR) or the ImageNet stem; torchvision's initialisation.
 """
 
 from __future__ import annotations
@@ -19,22 +15,11 @@ __all__ = ["ResNet18"]
 
 @register_backbone("resnet18")
 class ResNet18(Backbone):
-    """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]``.
+    """ResNet-18: ``[B, C, H, W] -> [B, widths[-1]]`` (64, 128, 256, 512); ``small_input``: a 3x3
+    stride-1 stem without max-pool (default at <= 64 px ``image_size``)."""
 
-    Args:
-        in_channels: input channels C.
-        image_size: nominal input size (default 32); selects the stem when ``small_input`` is None.
-        small_input: 3x3 stride-1 stem without max-pool (default: True at <= 64 px).
-        widths: channels of the four stages (64, 128, 256, 512).
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 3,
-        image_size: ImageSize = 32,
-        small_input: bool | None = None,
-        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
-    ) -> None:
+    def __init__(self, in_channels: int = 3, image_size: ImageSize = 32, small_input: bool | None = None,
+                 widths: tuple[int, int, int, int] = (64, 128, 256, 512)) -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.image_size = to_pair(image_size)
@@ -65,11 +50,6 @@ class ResNet18(Backbone):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_dim = widths[-1]
         init_weights(self)
-
-    def feature_dim(self, image_size: ImageSize) -> int:
-        """``widths[-1]`` (global average pooling), whatever the size."""
-        to_pair(image_size)
-        return self.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, out_dim]``."""

@@ -1,10 +1,6 @@
-"""CIFAR ResNets of He et al. (2016), as in the SLA authors' ``models/cifar_resnet.py``.
-
-``conv3x3(C, 16) BN ReLU``, three stages of ``n = (depth - 2) / 6`` basic blocks with 16, 32 and
-64 channels (stride 2 at the start of stages 2 and 3), global average pool -> 64-d feature.
-Shortcuts are option A: the identity, subsampled by 2 and zero-padded in channels where the
-shape changes (no parameters). ResNet-32 (n = 5) has 463,504 parameters (no classifier).
-Registered: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``.
+"""CIFAR ResNets of He et al. (2016), as in the SLA authors' ``models/cifar_resnet.py``: three stages
+of (depth - 2) / 6 basic blocks with 16, 32, 64 channels and option-A shortcuts (identity, subsampled
+and zero-padded), global average pool -> 64-d; ``resnet20/32/44/56/110``.
 """
 
 from __future__ import annotations
@@ -33,14 +29,8 @@ class _ShortcutA(nn.Module):
 
 
 class CifarResNet(Backbone):
-    """CIFAR ResNet-``depth``: ``[B, C, H, W] -> [B, 4 * width]`` (64 by default).
-
-    Args:
-        depth: 6n + 2 (20, 32, 44, 56, 110).
-        in_channels: input channels C.
-        image_size: nominal input size (32); any size works, D does not depend on it.
-        width: channels of the first stage (16); stages use width, 2*width, 4*width.
-    """
+    """CIFAR ResNet-``depth`` (6n + 2): ``[B, C, H, W] -> [B, 4 * width]`` for any input size; stages of
+    ``width`` (16), 2 * width, 4 * width channels."""
 
     def __init__(
         self, depth: int = 32, in_channels: int = 3, image_size: ImageSize = 32, width: int = 16
@@ -68,11 +58,6 @@ class CifarResNet(Backbone):
         self.stage1, self.stage2, self.stage3 = stages
         self.out_dim = 4 * width
         init_weights(self)
-
-    def feature_dim(self, image_size: ImageSize) -> int:
-        """``4 * width`` (global average pooling), whatever the size."""
-        to_pair(image_size)
-        return self.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, out_dim]``."""

@@ -46,9 +46,7 @@ class FileTree:
             try:
                 tree._zip = zipfile.ZipFile(path)
             except zipfile.BadZipFile as exc:
-                raise DataError(
-                    f"{path}: not a readable zip ({exc}); download it again"
-                ) from None
+                raise DataError(f"{path}: not a readable zip ({exc}); download it again") from None
             return tree
         if tarfile.is_tarfile(path):
             tree = cls(path, "tar")

@@ -66,17 +66,9 @@ def relabel(raw: Sequence | np.ndarray, label: str = "") -> tuple[torch.Tensor, 
     return torch.from_numpy(inverse.astype(np.int64)), originals
 
 
-def dataset_from_arrays(
-    images: np.ndarray | torch.Tensor,
-    raw_labels: Sequence | np.ndarray,
-    *,
-    name: str,
-    split: str,
-    label: str,
-    class_names: Mapping | None = None,
-    image_size: int | None = None,
-    meta: dict | None = None,
-) -> ImageDataset:
+def dataset_from_arrays(images: np.ndarray | torch.Tensor, raw_labels: Sequence | np.ndarray, *, name: str, split: str,
+                        label: str, class_names: Mapping | None = None, image_size: int | None = None,
+                        meta: dict | None = None) -> ImageDataset:
     """An :class:`ImageDataset` from images (``[N, H, W, C]`` array or ``[N, C, H, W]`` tensor) and
     ``N`` original labels; ``class_names`` maps an original label to its name (else ``str``),
     ``label`` names the source in errors, ``image_size`` resizes."""
@@ -84,10 +76,8 @@ def dataset_from_arrays(
     if x.dtype != torch.uint8:
         raise DataError(f"{label}: images must be uint8, got {x.dtype}")
     if len(raw_labels) != x.shape[0]:
-        raise DataError(
-            f"{label}: {x.shape[0]} images but {len(raw_labels)} labels; the file is inconsistent"
-            " (truncated or mixed up), download it again"
-        )
+        raise DataError(f"{label}: {x.shape[0]} images but {len(raw_labels)} labels; the file is inconsistent"
+                        " (truncated or mixed up), download it again")
     labels, originals = relabel(raw_labels, label)
     if image_size is not None:
         x = resize_uint8(x, int(image_size))

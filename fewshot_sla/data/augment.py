@@ -1,19 +1,9 @@
-"""Batched, on-device data augmentation: random crop with padding, horizontal flip, colour
-jitter and normalisation, each one tensor op over the whole batch (no loop over images).
+"""Batched on-device augmentation (torchvision semantics): crop with zero padding, flip, colour
+jitter, normalisation; uint8 or [0, 1] float ``[B, C, H, W]`` -> float32, one op per batch.
 
-Input ``uint8 [B, C, H, W]`` (scaled by 1/255) or float in ``[0, 1]``; output ``float32`` on the
-input's device. Randomness comes from an optional ``torch.Generator`` (a CPU one works for data on
-any device): the same generator state gives the same output.
-
-Recipes (:func:`get_augmentation`): ``metaoptnet`` (Lee et al. 2019: ``RandomCrop(S, padding=P)``
--> ``ColorJitter(0.4, 0.4, 0.4)`` -> flip -> the dataset's mean/std; ``S, P`` = 84, 8 or 32, 4);
-``sla`` (the SLA authors' CIFAR training: crop 32 pad 4 -> flip -> mean = std = 0.5); ``standard``
-(crop + flip, the dataset's statistics); ``eval`` / ``none`` (normalise only).
-
-Semantics follow torchvision: zero padding; flip with probability 0.5; jitter factors uniform in
-``[max(0, 1 - s), 1 + s]``, the three adjustments in a random order per image; contrast blends
-with each image's mean grey level, saturation with its grey image (ITU-R 601 luma); every step
-clamped to ``[0, 1]`` (MetaOptNet rounds PIL images to 8 bits after each step; here values stay float).
+Recipes: ``metaoptnet`` (Lee et al. 2019: crop S pad P -> ColorJitter(0.4, 0.4, 0.4) -> flip ->
+the dataset's mean/std; S, P = 84, 8 or 32, 4), ``sla`` (the SLA authors' CIFAR recipe: crop 32
+pad 4 -> flip -> mean = std = 0.5), ``standard`` (crop + flip), ``eval`` / ``none`` (normalise).
 """
 
 from __future__ import annotations
@@ -24,22 +14,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "AugmentConfig",
-    "BatchAugment",
-    "RECIPES",
-    "get_augmentation",
-    "recipe_augmentation",
-    "to_float",
-    "random_crop",
-    "random_hflip",
-    "color_jitter",
-    "normalize",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "grayscale",
-]
+__all__ = ["AugmentConfig", "BatchAugment", "RECIPES", "get_augmentation", "recipe_augmentation", "to_float",
+           "random_crop", "random_hflip", "color_jitter", "normalize", "adjust_brightness", "adjust_contrast",
+           "adjust_saturation", "grayscale"]
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -62,9 +39,7 @@ _EXACT_INT = 2**24
 
 
 def _send(parts: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """The flattened ``parts`` (drawn on one device) as float32 tensors on ``device``, moved in ONE
-    copy: concatenated into one (pinned, when the target is a GPU) buffer and sent with
-    ``non_blocking=True``, instead of one blocking copy per draw. Values are unchanged."""
+    """The flattened ``parts`` as float32 on ``device`` in one non-blocking copy (pinned buffer)."""
     sizes = [p.numel() for p in parts]
     flat = [p.reshape(-1).to(torch.float32) for p in parts]
     src = parts[0].device
@@ -115,12 +90,7 @@ def _crop_at(x: torch.Tensor, size: int, padding: int, dy: torch.Tensor, dx: tor
 def random_crop(
     x: torch.Tensor, size: int, padding: int = 0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Per-image random ``size x size`` crop of the zero-padded batch (torchvision
-    ``RandomCrop(size, padding)``), done with two batched gathers (rows, then columns).
-
-    ``x``: ``[B, C, H, W]`` -> ``[B, C, size, size]``; offsets uniform over all positions
-    (row offsets for all images are drawn first, then column offsets).
-    """
+    """torchvision ``RandomCrop(size, padding)`` per image: ``[B, C, H, W]`` -> ``[B, C, size, size]``."""
     b, _, h, w = x.shape
     dy, dx = _send(_crop_offsets(b, h, w, size, padding, generator), x.device)
     return _crop_at(x, size, padding, dy, dx)
@@ -168,31 +138,16 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(x, grayscale(x), factor)
 
 
-def color_jitter(
-    x: torch.Tensor,
-    brightness: float = 0.0,
-    contrast: float = 0.0,
-    saturation: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """torchvision ``ColorJitter(brightness, contrast, saturation)`` on a float batch in
-    ``[0, 1]``: per image, random factors and a random order of the three adjustments.
-
-    All three are blends ``clamp(f * x + (1 - f) * d(x))`` with ``d`` = 0 (brightness), the
-    image's mean grey level (contrast) or its grey image (saturation). Each of the three
-    positions of the order is therefore one batched blend whose ``f`` and ``d`` are picked
-    per image; a disabled adjustment has ``f = 1`` (the identity).
-
-    Draws: factors for brightness, contrast, saturation (``[B]`` each), then the order keys.
-    """
+def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision ``ColorJitter(brightness, contrast, saturation)`` on a float batch in ``[0, 1]``:
+    per image, factors uniform in ``[max(0, 1 - s), 1 + s]`` and a random order of the three blends."""
     u, order = _send(_jitter_draws(x.shape[0], generator), x.device)
     return _jitter_with(x, brightness, contrast, saturation, u, order)
 
 
 def _jitter_draws(b: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """Uniforms for the brightness, contrast and saturation factors (``[B]`` each, in one
-    ``[3*B]``), then the order of the three adjustments per image (``[B, 3]``, argsort of
-    uniform keys), on the generator's device."""
+    """Factor uniforms ``[3*B]`` (brightness, contrast, saturation), then each image's order ``[B, 3]``."""
     u = torch.cat([_rand(b, generator) for _ in range(3)])
     keys = torch.rand(b, 3, generator=generator, device=_gen_device(generator))
     return [u, torch.argsort(keys, dim=1)]
@@ -230,15 +185,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """One augmentation pipeline: crop -> jitter -> flip -> normalise (MetaOptNet's order).
-
-    Attributes:
-        crop: output side of the random crop (``None``: no crop).
-        padding: zero padding on each side before cropping.
-        flip: random horizontal flip with probability 0.5.
-        brightness, contrast, saturation: colour-jitter strengths (0 disables).
-        mean, std: normalisation (``None``: leave values in ``[0, 1]``).
-    """
+    """crop (side, ``None``: none) -> jitter (0 disables) -> flip (p 0.5) -> normalise (MetaOptNet's order)."""
 
     crop: int | None = None
     padding: int = 0
@@ -251,35 +198,16 @@ class AugmentConfig:
 
 
 class BatchAugment:
-    """Callable ``aug(x, generator=None)``: uint8/float ``[B, C, H, W]`` -> float ``[B, C, H', W']``.
-
-    All random numbers of a call are drawn first, on the generator's device, in the order the
-    steps use them (crop offsets, jitter factors and order, flip), and reach the images'
-    device in one non-blocking copy from a pinned buffer (no copy at all when they are drawn
-    there); the normalisation constants are made once per device. The output equals calling
-    :func:`random_crop`, :func:`color_jitter`, :func:`random_hflip` and :func:`normalize` in
-    turn with the same generator.
-    """
+    """``aug(x, generator=None)``: the same output as :func:`random_crop`, :func:`color_jitter`,
+    :func:`random_hflip` and :func:`normalize` in turn, with all draws sent in one copy."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
-        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # per-object cache
 
     @property
     def random(self) -> bool:
         c = self.config
         return bool(c.crop or c.flip or c.brightness or c.contrast or c.saturation)
-
-    def _mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.config
-        if x.device not in self._norm:
-            m = torch.as_tensor(c.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            s = torch.as_tensor(c.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            self._norm[x.device] = (m, s)
-        m, s = self._norm[x.device]
-        if m.shape[1] != x.shape[1]:
-            raise ValueError(f"mean/std have {m.shape[1]} channels, images have {x.shape[1]}")
-        return m, s
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.config
@@ -301,8 +229,7 @@ class BatchAugment:
         if c.flip:
             x = _flip_where(x, next(sent), 0.5)
         if c.mean is not None and c.std is not None:
-            m, s = self._mean_std(x)
-            x = (x - m) / s
+            x = normalize(x, c.mean, c.std)
         return x
 
     def __repr__(self) -> str:
@@ -314,14 +241,7 @@ RECIPES = ("metaoptnet", "sla", "standard", "eval", "none")
 
 def get_augmentation(dataset: str, recipe: str = "eval", *, image_size: int | None = None,
                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> BatchAugment:
-    """The augmentation ``recipe`` (see the module docs) for ``dataset``.
-
-    Args:
-        dataset: a name in ``fewshot_sla.data.DATASET_INFO`` (aliases such as ``miniimagenet`` accepted).
-        recipe: ``metaoptnet``, ``sla``, ``standard``, ``eval`` or ``none``.
-        image_size: crop size (default: the dataset's image size).
-        mean, std: override the normalisation statistics (e.g. a folder dataset's own).
-    """
+    """The ``recipe`` for ``dataset``; ``image_size`` (crop) and ``mean``/``std`` override the dataset's."""
     from .registry import dataset_info  # local import: the registry imports all loaders
 
     info = dataset_info(dataset)

@@ -13,18 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = [
-    "DataError",
-    "DatasetNotFoundError",
-    "DatasetInfo",
-    "DATASET_INFO",
-    "ImageDataset",
-    "FewShotDataset",
-    "resolve_split",
-    "channel_stats",
-    "holdout_per_class",
-    "DATA_ROOT_HINT",
-]
+__all__ = ["DataError", "DatasetNotFoundError", "DatasetInfo", "DATASET_INFO", "ImageDataset", "FewShotDataset",
+           "resolve_split", "channel_stats", "holdout_per_class", "DATA_ROOT_HINT"]
 
 DATA_ROOT_HINT = "set the data root with --data-root DIR (root=DIR in get_dataset)"
 
@@ -102,12 +92,7 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     ),
 }
 
-_SPLIT_ALIASES = {
-    "validation": "val",
-    "valid": "val",
-    "training": "train",
-    "testing": "test",
-}
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "testing": "test"}
 
 
 def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
@@ -117,10 +102,8 @@ def resolve_split(dataset: str, split: str, valid: Iterable[str]) -> str:
     key = _SPLIT_ALIASES.get(key, key)
     if key not in valid:
         aliases = [a for a, v in _SPLIT_ALIASES.items() if v in valid]
-        raise ValueError(
-            f"{dataset}: unknown split '{split}'; valid splits are {', '.join(valid)}"
-            + (f" (aliases: {', '.join(aliases)})" if aliases else "")
-        )
+        raise ValueError(f"{dataset}: unknown split '{split}'; valid splits are {', '.join(valid)}"
+                         + (f" (aliases: {', '.join(aliases)})" if aliases else ""))
     return key
 
 
@@ -136,10 +119,8 @@ def holdout_per_class(labels: Sequence[int] | np.ndarray | torch.Tensor, per_cla
     for c in np.unique(lab):
         members = np.flatnonzero(lab == c)
         if per_class >= len(members):
-            raise DataError(
-                f"{option} asks for {per_class} validation images of class {c}, which has only "
-                f"{len(members)} training images; lower {option}"
-            )
+            raise DataError(f"{option} asks for {per_class} validation images of class {c}, which has only "
+                            f"{len(members)} training images; lower {option}")
         held.append(rng.choice(members, size=per_class, replace=False))
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
     mask = np.ones(len(lab), dtype=bool)
@@ -166,31 +147,17 @@ class ImageDataset(torch.utils.data.Dataset):
     ([0, 1] scale) and ``meta`` (loader extras; ``class_*`` lists hold one entry per class).
     ``dataset[i]`` is ``(images[i], int label)``."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
-        *,
-        name: str,
-        split: str,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        meta: dict | None = None,
-    ) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], *, name: str, split: str,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 meta: dict | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-            got = (
-                f"{images.dtype} {tuple(images.shape)}"
-                if isinstance(images, torch.Tensor)
-                else type(images).__name__
-            )
+            got = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                   else type(images).__name__)
             raise ValueError(f"images must be a uint8 tensor [N, C, H, W], got {got}")
         n, c, h, w = images.shape
         if c not in (1, 3):
-            raise ValueError(
-                f"images must be channels-first with 1 or 3 channels, got shape {tuple(images.shape)}"
-                "; permute [N, H, W, C] arrays with .permute(0, 3, 1, 2)"
-            )
+            raise ValueError(f"images must be channels-first with 1 or 3 channels, got shape {tuple(images.shape)}"
+                             "; permute [N, H, W, C] arrays with .permute(0, 3, 1, 2)")
         if h != w:
             raise ValueError(f"images must be square, got {h}x{w}; resize them to a square first")
         labels = torch.as_tensor(labels)
@@ -201,10 +168,8 @@ class ImageDataset(torch.utils.data.Dataset):
         labels = labels.to(torch.int64)
         class_names = [str(s) for s in class_names]
         if n and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
-            raise ValueError(
-                f"labels must lie in 0..{len(class_names) - 1} (one per class name), got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
+            raise ValueError(f"labels must lie in 0..{len(class_names) - 1} (one per class name), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
         self.images = images
         self.labels = labels
         self.class_names = class_names
@@ -292,11 +257,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.derive(self.images.to(device), self.labels.to(device))
 
     def __repr__(self) -> str:
-        return (
-            f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"classes={self.num_classes}, size={self.image_size}, channels={self.channels}, "
-            f"{self.nbytes / 2**20:.1f} MiB uint8)"
-        )
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"classes={self.num_classes}, size={self.image_size}, channels={self.channels}, "
+                f"{self.nbytes / 2**20:.1f} MiB uint8)")
 
 
 FewShotDataset = ImageDataset  # the name used in the design notes

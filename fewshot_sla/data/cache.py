@@ -35,22 +35,12 @@ def save_cached(path: str | Path, dataset: ImageDataset) -> Path:
     """Write ``dataset`` to ``path`` atomically (uncompressed npz of uint8 images)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {
-        "class_names": dataset.class_names,
-        "name": dataset.name,
-        "split": dataset.split,
-        "mean": dataset.mean,
-        "std": dataset.std,
-        "meta": dataset.meta,
-    }
+    header = {"class_names": dataset.class_names, "name": dataset.name, "split": dataset.split, "mean": dataset.mean,
+              "std": dataset.std, "meta": dataset.meta}
     atomic_write(
         path,
-        lambda f: np.savez(
-            f,
-            images=dataset.images.cpu().numpy(),
-            labels=dataset.labels.cpu().numpy(),
-            header=np.array(json.dumps(header, default=str)),
-        ),
+        lambda f: np.savez(f, images=dataset.images.cpu().numpy(), labels=dataset.labels.cpu().numpy(),
+                           header=np.array(json.dumps(header, default=str))),
     )
     return path
 
@@ -67,13 +57,5 @@ def load_cached(path: str | Path) -> ImageDataset | None:
             labels = torch.from_numpy(z["labels"]).to(torch.int64)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         return None
-    return ImageDataset(
-        images,
-        labels,
-        header["class_names"],
-        name=header["name"],
-        split=header["split"],
-        mean=header["mean"],
-        std=header["std"],
-        meta=header["meta"],
-    )
+    return ImageDataset(images, labels, header["class_names"], name=header["name"], split=header["split"],
+                        mean=header["mean"], std=header["std"], meta=header["meta"])

@@ -1,11 +1,6 @@
-"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009) for the supervised pipelines.
-
-Sources under ``root``, in this order: the official python batches (``cifar-10-batches-py/``,
-``cifar-100-python/``, or their ``.tar.gz`` read in place; ``download=True`` fetches it,
-MD5-checked), then an image folder or zip ``train/<class>/*.{png,jpg,jpeg}``, ``test/<class>/*``
-(classes = sorted folder names, CIFAR's label order). ``val`` holds ``val_per_class`` training
-images per class (``numpy.random.default_rng(split_seed)``), moved out of ``train``.
-CIFAR-100's ``meta["class_superclass"]`` names each class's superclass.
+"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009): the official python batches (folder or ``.tar.gz``;
+``download=True`` fetches it), else an image folder or zip ``train/<class>/*``, ``test/<class>/*``.
+``val`` holds ``val_per_class`` training images per class, moved out of ``train``.
 """
 
 from __future__ import annotations
@@ -23,15 +18,8 @@ from .download import RESOURCES, fetch
 from .images import decode_files
 from .pickles import decode_text, load_pickle, require_keys
 
-__all__ = [
-    "CIFAR_SPLITS",
-    "IMAGE_EXTENSIONS",
-    "find_cifar_python",
-    "read_cifar_python",
-    "find_image_folder",
-    "list_image_folder",
-    "load_cifar",
-]
+__all__ = ["CIFAR_SPLITS", "IMAGE_EXTENSIONS", "find_cifar_python", "read_cifar_python", "find_image_folder",
+           "list_image_folder", "load_cifar"]
 
 CIFAR_SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -68,10 +56,8 @@ class _PyBatches:
     def load(self, filename: str) -> dict:
         rel = self._members.get(filename)
         if rel is None:
-            raise DatasetNotFoundError(
-                f"{self.which}: {self.tree.path} lacks '{filename}' of {_PY_DIRS[self.which]}/; "
-                "extract the official archive again (or pass download=True)"
-            )
+            raise DatasetNotFoundError(f"{self.which}: {self.tree.path} lacks '{filename}' of {_PY_DIRS[self.which]}/; "
+                                       "extract the official archive again (or pass download=True)")
         return load_pickle(self.tree.read(rel), name=f"{self.tree.path}/{rel}")
 
 
@@ -144,10 +130,8 @@ def list_image_folder(tree: FileTree, part: str) -> tuple[list[str], list[str], 
         if prefix is None:
             prefix = pre
         elif pre != prefix:
-            raise DataError(
-                f"{tree.path}: two '{part}/' folders ('{prefix}/{part}' and '{pre}/{part}'); "
-                "keep one image-folder tree per archive or point root at one of them"
-            )
+            raise DataError(f"{tree.path}: two '{part}/' folders ('{prefix}/{part}' and '{pre}/{part}'); "
+                            "keep one image-folder tree per archive or point root at one of them")
         by_class.setdefault(parts[-2], []).append(rel)
     classes = sorted(by_class)
     paths = [p for c in classes for p in sorted(by_class[c])]
@@ -160,10 +144,8 @@ def find_image_folder(which: str, root: Path) -> FileTree | None:
     cands = [root]
     if root.is_dir():
         cands += sorted(p for p in root.iterdir() if p.is_dir() and _ZIP_NAME[which].search(p.name))
-        cands += sorted(
-            p for p in root.iterdir()
-            if p.is_file() and p.suffix.lower() == ".zip" and _ZIP_NAME[which].search(p.name)
-        )
+        cands += sorted(p for p in root.iterdir()
+                        if p.is_file() and p.suffix.lower() == ".zip" and _ZIP_NAME[which].search(p.name))
     for cand in cands:
         if cand.is_file() and cand.suffix.lower() != ".zip":
             continue
@@ -181,26 +163,15 @@ def _is_split_image(rel: str) -> bool:
     return len(parts) >= 3 and parts[-3] in ("train", "test") and rel.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_cifar(
-    which: str,
-    root: str | Path,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    val_per_class: int = 0,
-    split_seed: int = 0,
-    num_workers: int = 0,
-) -> ImageDataset:
+def load_cifar(which: str, root: str | Path, split: str, *, image_size: int | None = None, download: bool = False,
+               val_per_class: int = 0, split_seed: int = 0, num_workers: int = 0) -> ImageDataset:
     """Load CIFAR-10 (``which="cifar10"``) or CIFAR-100 as ``uint8 [N, 3, 32, 32]``."""
     if which not in _PY_DIRS:
         raise ValueError(f"which must be 'cifar10' or 'cifar100', got {which!r}")
     split = resolve_split(which, split, CIFAR_SPLITS)
     if split == "val" and val_per_class <= 0:
-        raise ValueError(
-            f"{which}: the 'val' split is carved out of train; pass val_per_class=K (K images per "
-            "class move from train to val) to use it"
-        )
+        raise ValueError(f"{which}: the 'val' split is carved out of train; pass val_per_class=K (K images per "
+                         "class move from train to val) to use it")
     root = Path(root).expanduser()
     part = "test" if split == "test" else "train"
     meta: dict = {}
@@ -223,9 +194,7 @@ def load_cifar(
         try:
             names, paths, lab = list_image_folder(folder, part)
             if not names:
-                raise DataError(
-                    f"{which}: {folder.path} has no {part}/<class>/*.{{png,jpg,jpeg}} images"
-                )
+                raise DataError(f"{which}: {folder.path} has no {part}/<class>/*.{{png,jpg,jpeg}} images")
             images = decode_files(folder.read, paths, mode="RGB", size=image_size,
                                   num_workers=num_workers, label=which)
         finally:

@@ -1,10 +1,6 @@
-"""CIFAR-FS (Bertinetto et al., ICLR 2019; 64/16/20 random classes) and FC100 (Oreshkin et al.,
-NeurIPS 2018; 12/4/4 superclasses = 60/20/20 classes): few-shot splits of CIFAR-100.
-
-The class lists ship in ``fewshot_sla/data/splits/*.txt`` (sources cited there). Sources under
-``root``, in this order: MetaOptNet's pickles ``CIFAR_FS_{split}.pickle`` / ``FC100_{split}.pickle``
-(also in a ``CIFAR_FS``/``FC100``-like subfolder), else CIFAR-100's official python archive
-(``download=True`` fetches it): the split's classes from train + test, in CIFAR-100 label order.
+"""CIFAR-FS (Bertinetto et al., ICLR 2019; 64/16/20 classes) and FC100 (Oreshkin et al., NeurIPS
+2018; 60/20/20 classes), few-shot splits of CIFAR-100 (class lists in ``data/splits/*.txt``), from
+MetaOptNet's pickles or else CIFAR-100's official archive (``download=True`` fetches it).
 """
 
 from __future__ import annotations
@@ -21,21 +17,12 @@ from .cifar import find_cifar_python, read_cifar_python
 from .miniimagenet import from_metaoptnet
 from .pickles import load_pickle
 
-__all__ = [
-    "read_split_file",
-    "cifar100_hierarchy",
-    "cifar100_fine_names",
-    "split_classes",
-    "load_cifar_fs",
-    "load_fc100",
-]
+__all__ = ["read_split_file", "cifar100_hierarchy", "cifar100_fine_names", "split_classes", "load_cifar_fs",
+           "load_fc100"]
 
 SPLITS = ("train", "val", "test")
 _PICKLE_PREFIX = {"cifar-fs": "CIFAR_FS", "fc100": "FC100"}
-_SUBDIRS = {
-    "cifar-fs": ("", "CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"),
-    "fc100": ("", "FC100", "fc100"),
-}
+_SUBDIRS = {"cifar-fs": ("", "CIFAR_FS", "CIFAR-FS", "cifar-fs", "cifar_fs"), "fc100": ("", "FC100", "fc100")}
 
 
 def read_split_file(filename: str) -> list[str]:
@@ -110,10 +97,8 @@ def _from_cifar100(dataset: str, root: Path, split: str, image_size: int | None,
     wanted = split_classes(dataset, split)
     missing = [n for n in wanted if n not in names]
     if missing:
-        raise DataError(
-            f"{dataset}: {batches.tree.path} has no CIFAR-100 classes {missing[:3]}; is it CIFAR-100's "
-            "official python archive?"
-        )
+        raise DataError(f"{dataset}: {batches.tree.path} has no CIFAR-100 classes {missing[:3]}; is it CIFAR-100's "
+                        "official python archive?")
     images = torch.cat([parts[0][0], parts[1][0]])
     fine = np.concatenate([parts[0][1], parts[1][1]])
     ids = [names.index(n) for n in wanted]

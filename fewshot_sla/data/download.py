@@ -1,11 +1,5 @@
-"""Downloads of the datasets with an official public URL, and instructions for the others.
-
-:func:`download_url` streams to a temporary file beside the destination (tqdm progress), checks
-the published MD5 and only then renames it into place; offline it raises :class:`DownloadError`
-naming the URL and where to put the file by hand. Sources: Omniglot's zips from
-github.com/brendenlake/omniglot (torchvision's MD5s), CIFAR's python archives from
-www.cs.toronto.edu/~kriz. mini-ImageNet and tieredImageNet have no public URL (ImageNet's
-licence); :data:`MANUAL_FILES` says where to get their files.
+"""Downloads of the datasets with an official public URL (Omniglot, CIFAR), MD5-checked and
+renamed into place; :data:`MANUAL_FILES` says where to get the others' files.
 """
 
 from __future__ import annotations
@@ -20,15 +14,7 @@ from urllib.request import urlopen
 
 from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError
 
-__all__ = [
-    "Resource",
-    "RESOURCES",
-    "MANUAL_FILES",
-    "DownloadError",
-    "download_url",
-    "fetch",
-    "manual_instructions",
-]
+__all__ = ["Resource", "RESOURCES", "MANUAL_FILES", "DownloadError", "download_url", "fetch", "manual_instructions"]
 
 
 class DownloadError(OSError):
@@ -89,15 +75,8 @@ def manual_instructions(name: str, root: str | Path) -> str:
     return MANUAL_FILES[name].format(root=root)
 
 
-def download_url(
-    url: str,
-    dest: str | Path,
-    md5: str | None = None,
-    *,
-    progress: bool = True,
-    timeout: float = 60.0,
-    chunk: int = 1 << 20,
-) -> Path:
+def download_url(url: str, dest: str | Path, md5: str | None = None, *, progress: bool = True, timeout: float = 60.0,
+                 chunk: int = 1 << 20) -> Path:
     """Download ``url`` to ``dest`` atomically, checking ``md5`` when given.
 
     Raises ``DownloadError`` (offline, HTTP error) or ``DataError`` (wrong MD5), each one line.
@@ -105,10 +84,8 @@ def download_url(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    manual = (
-        f"download it by hand from {url} and save it as {dest}, or {DATA_ROOT_HINT} "
-        "to a folder that already holds it"
-    )
+    manual = (f"download it by hand from {url} and save it as {dest}, or {DATA_ROOT_HINT} "
+              "to a folder that already holds it")
     out = os.fdopen(fd, "wb")
     try:
         h = hashlib.md5()
@@ -129,9 +106,7 @@ def download_url(
                     try:
                         block = response.read(chunk)
                     except OSError as exc:
-                        raise DownloadError(
-                            f"download of {url} broke off ({exc}); run again, or {manual}"
-                        ) from None
+                        raise DownloadError(f"download of {url} broke off ({exc}); run again, or {manual}") from None
                     if not block:
                         break
                     out.write(block)
@@ -142,10 +117,8 @@ def download_url(
                 if bar is not None:
                     bar.close()
         if md5 is not None and h.hexdigest() != md5.lower():
-            raise DataError(
-                f"{url}: downloaded file has MD5 {h.hexdigest()}, expected {md5}; the file was "
-                f"discarded. Run again (the server may have sent an error page), or {manual}"
-            )
+            raise DataError(f"{url}: downloaded file has MD5 {h.hexdigest()}, expected {md5}; the file was "
+                            f"discarded. Run again (the server may have sent an error page), or {manual}")
         os.replace(tmp, dest)
     except BaseException:
         out.close()
@@ -161,10 +134,8 @@ def _progress(total: str | None, desc: str, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(
-        total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=desc, leave=False,
-    )
+    return tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=desc, leave=False)
 
 
 def fetch(key: str, root: str | Path, *, download: bool, progress: bool = True) -> Path:
@@ -175,8 +146,6 @@ def fetch(key: str, root: str | Path, *, download: bool, progress: bool = True) 
     if dest.is_file():
         return dest
     if not download:
-        raise DatasetNotFoundError(
-            f"{dest} not found; pass download=True (--download) to fetch it from {res.url}, "
-            f"or {DATA_ROOT_HINT}"
-        )
+        raise DatasetNotFoundError(f"{dest} not found; pass download=True (--download) to fetch it from {res.url}, "
+                                   f"or {DATA_ROOT_HINT}")
     return download_url(res.url, dest, res.md5, progress=progress)

@@ -1,9 +1,5 @@
-"""Custom image folders: ``root/<class>/*.{png,jpg,jpeg}`` (a folder or a zip read in place).
-
-Splits: folders ``root/train|val|validation|test/<class>/*``; or ``split_file=PATH``, a JSON
-``{"train": [classes], ...}`` or ``<split> <class name>`` lines; or ``split="all"``. Images are
-decoded to ``channels`` (default: grayscale when the first image is, else RGB), resized to
-``image_size`` when given (else all must share one square size); statistics come from the split.
+"""Custom image folders ``root/<class>/*.{png,jpg,jpeg}`` (a folder or a zip). Splits: ``root/train|
+val|validation|test/<class>``, a ``split_file`` (JSON or ``<split> <class>`` lines) or ``all``.
 """
 
 from __future__ import annotations
@@ -60,10 +56,8 @@ def read_class_splits(path: str | Path) -> dict[str, list[str]]:
     for split, classes in out.items():
         for c in classes:
             if c in seen:
-                raise DataError(
-                    f"{path}: class '{c}' is listed in both '{seen[c]}' and '{split}'; "
-                    "few-shot splits must be class-disjoint"
-                )
+                raise DataError(f"{path}: class '{c}' is listed in both '{seen[c]}' and '{split}'; "
+                                "few-shot splits must be class-disjoint")
             seen[c] = split
     return out
 
@@ -77,10 +71,8 @@ def _class_files(tree: FileTree) -> dict[str, list[str]]:
     by_class: dict[str, list[str]] = {}
     for f, parts in zip(files, split):
         if len(parts) != 2:
-            raise DataError(
-                f"folder: '{f}' in {tree.path} is not at <class>/<image> depth; arrange images as "
-                "root/<class>/*.png|jpg (or root/<split>/<class>/*)"
-            )
+            raise DataError(f"folder: '{f}' in {tree.path} is not at <class>/<image> depth; arrange images as "
+                            "root/<class>/*.png|jpg (or root/<split>/<class>/*)")
         by_class.setdefault(parts[0], []).append(f)
     return {c: sorted(v) for c, v in sorted(by_class.items())}
 
@@ -90,25 +82,15 @@ def _infer_channels(tree: FileTree, path: str) -> int:
         return 1 if im.mode in _GRAY_MODES else 3
 
 
-def load_folder(
-    root: str | Path,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    split_file: str | Path | None = None,
-    channels: int | None = None,
-    resample: str = "bilinear",
-    num_workers: int = 0,
-) -> ImageDataset:
+def load_folder(root: str | Path, split: str, *, image_size: int | None = None, download: bool = False,
+                split_file: str | Path | None = None, channels: int | None = None, resample: str = "bilinear",
+                num_workers: int = 0) -> ImageDataset:
     """Load a split of a custom image folder (see the module docs for the layouts)."""
     split = resolve_split("folder", split, FOLDER_SPLITS)
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetNotFoundError(
-            f"folder: {root} does not exist; {DATA_ROOT_HINT} (a folder or zip of "
-            "<class>/*.png|jpg images)"
-        )
+        raise DatasetNotFoundError(f"folder: {root} does not exist; {DATA_ROOT_HINT} (a folder or zip of "
+                                   "<class>/*.png|jpg images)")
     if download:
         raise ValueError("folder: custom image folders cannot be downloaded; drop download=True")
     base = FileTree.open(root)
@@ -117,28 +99,22 @@ def load_folder(
         if split_dirs and split != "all":
             sub = split_dirs.get(split)
             if sub is None:
-                raise ValueError(
-                    f"folder: {root} has split folders {sorted(split_dirs)} but none for '{split}'"
-                )
+                raise ValueError(f"folder: {root} has split folders {sorted(split_dirs)} but none for '{split}'")
             by_class = _class_files_under(base, sub)
         else:
             by_class = _class_files(base)
             if split != "all":
                 if split_file is None:
-                    raise ValueError(
-                        f"folder: {root} has no train/ val/ test/ folders; pass split_file=PATH "
-                        "(JSON or '<split> <class>' lines) to choose the classes of "
-                        f"'{split}', or split='all' for every class"
-                    )
+                    raise ValueError(f"folder: {root} has no train/ val/ test/ folders; pass split_file=PATH "
+                                     "(JSON or '<split> <class>' lines) to choose the classes of "
+                                     f"'{split}', or split='all' for every class")
                 wanted = read_class_splits(split_file).get(split, [])
                 if not wanted:
                     raise ValueError(f"folder: {split_file} lists no classes for split '{split}'")
                 missing = [c for c in wanted if c not in by_class]
                 if missing:
-                    raise DataError(
-                        f"folder: {split_file} names classes that have no images under {root}: "
-                        f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
-                    )
+                    raise DataError(f"folder: {split_file} names classes that have no images under {root}: "
+                                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
                 by_class = {c: by_class[c] for c in wanted}
         if not by_class:
             raise DataError(f"folder: no <class>/*.png|jpg|jpeg images under {root}")

@@ -1,9 +1,5 @@
-"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle's split: 64/16/20 classes x 600, 84 px).
-
-Read from ``root`` (or ``root/miniImageNet``, ...): MetaOptNet's Python 2 pickles
-(``miniImageNet_category_split_*.pickle``: ``data`` [N, 84, 84, 3], ``labels``, optional
-``catname2label``) or learn2learn's ``mini-imagenet-cache-*.pkl`` (``image_data``, ``class_dict``).
-No public download; ``download=True`` says which files to put where.
+"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle's 64/16/20 classes x 600, 84 px) from
+MetaOptNet's or learn2learn's pickles. No public download.
 """
 
 from __future__ import annotations
@@ -20,16 +16,10 @@ from .pickles import decode_text, load_pickle, require_keys
 __all__ = ["METAOPTNET_FILES", "L2L_FILES", "load_mini_imagenet", "from_metaoptnet", "from_l2l"]
 
 SPLITS = ("train", "val", "test")
-METAOPTNET_FILES = {
-    "train": "miniImageNet_category_split_train_phase_train.pickle",
-    "val": "miniImageNet_category_split_val.pickle",
-    "test": "miniImageNet_category_split_test.pickle",
-}
-L2L_FILES = {
-    "train": "mini-imagenet-cache-train.pkl",
-    "val": "mini-imagenet-cache-validation.pkl",
-    "test": "mini-imagenet-cache-test.pkl",
-}
+METAOPTNET_FILES = {"train": "miniImageNet_category_split_train_phase_train.pickle",
+                    "val": "miniImageNet_category_split_val.pickle", "test": "miniImageNet_category_split_test.pickle"}
+L2L_FILES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
+             "test": "mini-imagenet-cache-test.pkl"}
 _SUBDIRS = ("", "miniImageNet", "mini-imagenet", "miniimagenet", "mini_imagenet")
 
 
@@ -42,10 +32,8 @@ def from_metaoptnet(
     names = None
     if isinstance(obj.get("catname2label"), dict):
         names = {v: decode_text(k) for k, v in obj["catname2label"].items()}
-    return dataset_from_arrays(
-        obj["data"], list(np.asarray(obj["labels"]).reshape(-1)), name=name, split=split,
-        label=label, class_names=names, image_size=image_size, meta={"source": label},
-    )
+    return dataset_from_arrays(obj["data"], list(np.asarray(obj["labels"]).reshape(-1)), name=name, split=split,
+                               label=label, class_names=names, image_size=image_size, meta={"source": label})
 
 
 def from_l2l(obj: dict, *, name: str, split: str, label: str, image_size: int | None = None) -> ImageDataset:
@@ -65,15 +53,11 @@ def from_l2l(obj: dict, *, name: str, split: str, label: str, image_size: int | 
             raise DataError(f"{label}: class '{cname}' shares images with another class")
         raw[idx] = c
     if (raw < 0).any():
-        raise DataError(
-            f"{label}: {int((raw < 0).sum())} images belong to no class in 'class_dict'; "
-            "the file is inconsistent, download it again"
-        )
+        raise DataError(f"{label}: {int((raw < 0).sum())} images belong to no class in 'class_dict'; "
+                        "the file is inconsistent, download it again")
     mapping = {c: str(decode_text(k)) for c, k in enumerate(names)}
-    return dataset_from_arrays(
-        data, raw, name=name, split=split, label=label, class_names=mapping,
-        image_size=image_size, meta={"source": label},
-    )
+    return dataset_from_arrays(data, raw, name=name, split=split, label=label, class_names=mapping,
+                               image_size=image_size, meta={"source": label})
 
 
 def load_mini_imagenet(
@@ -92,9 +76,7 @@ def load_mini_imagenet(
         if p.is_file():
             return from_l2l(load_pickle(p), name="mini-imagenet", split=split,
                             label=str(p), image_size=image_size)
-    raise DatasetNotFoundError(
-        f"mini-imagenet: split '{split}' needs {root / METAOPTNET_FILES[split]} (MetaOptNet) or "
-        f"{root / L2L_FILES[split]} (learn2learn); {DATA_ROOT_HINT}. "
-        + ("download=True cannot fetch it: " if download else "")
-        + manual_instructions("mini-imagenet", root)
-    )
+    raise DatasetNotFoundError(f"mini-imagenet: split '{split}' needs {root / METAOPTNET_FILES[split]} (MetaOptNet) or "
+                               f"{root / L2L_FILES[split]} (learn2learn); {DATA_ROOT_HINT}. "
+                               + ("download=True cannot fetch it: " if download else "")
+                               + manual_instructions("mini-imagenet", root))

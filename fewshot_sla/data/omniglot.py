@@ -1,19 +1,8 @@
-"""Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015).
-
-Layout: the official ``images_background/<Alphabet>/characterNN/*.png`` (964 characters in 30
-alphabets, 20 drawings each) and ``images_evaluation/...`` (659 in 20), as folders or the
-official zips read in place, under ``root`` (or ``root/omniglot``, ``root/omniglot-py``); ``root``
-may be the zip or folder itself. Local copies are checked for structure, not MD5.
-
-Splits (alphabet-disjoint): ``background`` / ``evaluation`` = the official sets; ``val`` =
-``val_alphabets`` background alphabets drawn with ``numpy.random.default_rng(split_seed)``,
-``train`` = the rest; ``test`` = evaluation, or ``test_alphabets`` more background alphabets.
-
-Pixels are inverted (``invert=True``): ink = 255, background = 0, so zero padding and rotated
-corners match the background. Images are resized from 105 px to ``image_size`` (default 28)
-with PIL's antialiased ``resample`` filter. ``rotate_classes=True`` adds the 90/180/270-degree
-rotations of every character as new classes ``4c + k`` (Santoro et al. 2016); off by default,
-as it contradicts SLA's ``rotation`` set (:data:`ROTATE_CLASSES_CONFLICT`).
+"""Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015): the official background/evaluation
+folders or zips. Splits are alphabet-disjoint: ``val`` = ``val_alphabets`` background alphabets drawn
+with ``numpy.random.default_rng(split_seed)``, ``train`` the rest, ``test`` = evaluation (or
+``test_alphabets`` more). Pixels are inverted (ink 255); ``rotate_classes`` adds the 90/180/270-degree
+rotations as classes ``4c + k`` (Santoro et al. 2016; it contradicts SLA's ``rotation`` set).
 """
 
 from __future__ import annotations
@@ -29,17 +18,8 @@ from .base import DATA_ROOT_HINT, DATASET_INFO, DataError, DatasetNotFoundError,
 from .download import fetch
 from .images import decode_files
 
-__all__ = [
-    "OMNIGLOT_SPLITS",
-    "ROTATE_CLASSES_CONFLICT",
-    "OFFICIAL_COUNTS",
-    "OmniglotIndex",
-    "find_omniglot",
-    "scan_omniglot",
-    "split_alphabets",
-    "load_omniglot",
-    "add_rotated_classes",
-]
+__all__ = ["OMNIGLOT_SPLITS", "ROTATE_CLASSES_CONFLICT", "OFFICIAL_COUNTS", "OmniglotIndex", "find_omniglot",
+           "scan_omniglot", "split_alphabets", "load_omniglot", "add_rotated_classes"]
 
 OMNIGLOT_SPLITS = ("train", "val", "test", "background", "evaluation")
 #: why rotated classes and SLA's rotation transforms exclude each other
@@ -94,15 +74,11 @@ def find_omniglot(root: str | Path, part: str, download: bool = False) -> FileTr
     if download:
         return FileTree.open(fetch(f"omniglot-{part}", root, download=True))
     tried = ", ".join(str(c) for c in _candidates(root, part)[:2])
-    dev = (
-        "; to develop without it, carve test alphabets out of background with test_alphabets=K"
-        if part == "evaluation" else ""
-    )
-    raise DatasetNotFoundError(
-        f"omniglot: no {name} under {root} (looked for {tried}, and the same inside "
-        f"omniglot/ and omniglot-py/); {DATA_ROOT_HINT}, or pass download=True (--download) "
-        f"to fetch the official {name}.zip{dev}"
-    )
+    dev = ("; to develop without it, carve test alphabets out of background with test_alphabets=K"
+           if part == "evaluation" else "")
+    raise DatasetNotFoundError(f"omniglot: no {name} under {root} (looked for {tried}, and the same inside "
+                               f"omniglot/ and omniglot-py/); {DATA_ROOT_HINT}, or pass download=True (--download) "
+                               f"to fetch the official {name}.zip{dev}")
 
 
 def scan_omniglot(tree: FileTree, part: str) -> OmniglotIndex:
@@ -128,17 +104,13 @@ def scan_omniglot(tree: FileTree, part: str) -> OmniglotIndex:
             continue
         by_class.setdefault((full[i + 1], full[i + 2]), []).append(rel)
     if misplaced:
-        raise DataError(
-            f"omniglot: {tree.path} has PNG files outside the layout "
-            f"{name}/<Alphabet>/<character>/<file>.png, e.g. '{misplaced[0]}' "
-            f"({len(misplaced)} such files); use the official {name}.zip layout"
-        )
+        raise DataError(f"omniglot: {tree.path} has PNG files outside the layout "
+                        f"{name}/<Alphabet>/<character>/<file>.png, e.g. '{misplaced[0]}' "
+                        f"({len(misplaced)} such files); use the official {name}.zip layout")
     if not by_class:
         listing = ", ".join(tree.files()[:3]) or "no files"
-        raise DataError(
-            f"omniglot: {tree.path} holds no {name}/<Alphabet>/<character>/*.png files "
-            f"(found: {listing}); point root at the folder holding {name}.zip or {name}/"
-        )
+        raise DataError(f"omniglot: {tree.path} holds no {name}/<Alphabet>/<character>/*.png files "
+                        f"(found: {listing}); point root at the folder holding {name}.zip or {name}/")
     classes = sorted(by_class)
     return OmniglotIndex(part, tree.path, tree, classes, [sorted(by_class[c]) for c in classes])
 
@@ -150,10 +122,8 @@ def split_alphabets(
     names, the first ``val_alphabets`` go to val, the next ``test_alphabets`` to test."""
     names = sorted(alphabets)
     if val_alphabets < 0 or test_alphabets < 0 or val_alphabets + test_alphabets >= len(names):
-        raise ValueError(
-            f"omniglot: cannot hold out {val_alphabets} val + {test_alphabets} test alphabets "
-            f"from {len(names)}; lower val_alphabets/test_alphabets"
-        )
+        raise ValueError(f"omniglot: cannot hold out {val_alphabets} val + {test_alphabets} test alphabets "
+                         f"from {len(names)}; lower val_alphabets/test_alphabets")
     perm = np.random.default_rng(seed).permutation(len(names))
     picked = [names[i] for i in perm]
     val = sorted(picked[:val_alphabets])
@@ -174,20 +144,9 @@ def add_rotated_classes(dataset: ImageDataset) -> ImageDataset:
     return out
 
 
-def load_omniglot(
-    root: str | Path,
-    split: str,
-    *,
-    image_size: int | None = None,
-    download: bool = False,
-    val_alphabets: int = 5,
-    test_alphabets: int = 0,
-    split_seed: int = 0,
-    rotate_classes: bool = False,
-    invert: bool = True,
-    resample: str = "bilinear",
-    num_workers: int = 0,
-) -> ImageDataset:
+def load_omniglot(root: str | Path, split: str, *, image_size: int | None = None, download: bool = False,
+                  val_alphabets: int = 5, test_alphabets: int = 0, split_seed: int = 0, rotate_classes: bool = False,
+                  invert: bool = True, resample: str = "bilinear", num_workers: int = 0) -> ImageDataset:
     """Load one Omniglot split as ``uint8 [N, 1, S, S]``; classes ``"<Alphabet>/<character>"``,
     ``meta["class_alphabet"]`` per class and ``meta["alphabets"]`` of the split."""
     split = resolve_split("omniglot", split, OMNIGLOT_SPLITS)
@@ -201,29 +160,18 @@ def load_omniglot(
             keep = set(split_alphabets(index.alphabets, val_alphabets, test_alphabets, split_seed)[split])
         chosen = [i for i, (a, _) in enumerate(index.classes) if a in keep]
         paths = [p for i in chosen for p in index.files[i]]
-        labels = torch.cat(
-            [torch.full((len(index.files[i]),), j, dtype=torch.int64) for j, i in enumerate(chosen)]
-        )
+        labels = torch.cat([torch.full((len(index.files[i]),), j, dtype=torch.int64) for j, i in enumerate(chosen)])
         post = (lambda a: 255 - a) if invert else None
-        images = decode_files(
-            tree.read, paths, mode="L", size=size, resample=resample, num_workers=num_workers,
-            label="omniglot", postprocess=post,
-        )
+        images = decode_files(tree.read, paths, mode="L", size=size, resample=resample, num_workers=num_workers,
+                              label="omniglot", postprocess=post)
     finally:
         tree.close()
     classes = [index.classes[i] for i in chosen]
-    meta = {
-        "source": str(index.source),
-        "part": part,
-        "alphabets": sorted(keep),
-        "class_alphabet": [a for a, _ in classes],
-        "invert": invert,
-        "official_counts": (len(index.alphabets), len(index.classes)) == OFFICIAL_COUNTS[part],
-    }
+    meta = {"source": str(index.source), "part": part, "alphabets": sorted(keep),
+            "class_alphabet": [a for a, _ in classes], "invert": invert,
+            "official_counts": (len(index.alphabets), len(index.classes)) == OFFICIAL_COUNTS[part]}
     info = DATASET_INFO["omniglot"]  # statistics for ink = 255; inverting maps m -> 1 - m
     mean = info.mean if invert else tuple(1.0 - m for m in info.mean)
-    ds = ImageDataset(
-        images, labels, [f"{a}/{c}" for a, c in classes], name="omniglot", split=split,
-        mean=mean, std=info.std, meta=meta,
-    )
+    ds = ImageDataset(images, labels, [f"{a}/{c}" for a, c in classes], name="omniglot", split=split,
+                      mean=mean, std=info.std, meta=meta)
     return add_rotated_classes(ds) if rotate_classes else ds

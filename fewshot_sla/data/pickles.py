@@ -1,10 +1,6 @@
-"""Reading the pickles other few-shot codebases ship (MetaOptNet, learn2learn, CIFAR batches).
-
-Python 2 pickles are read with ``encoding="latin1"`` (harmless for Python 3 ones) and bytes dict
-keys become ``str``. Only numpy arrays, dtypes, scalars and builtin containers may be built: a
-pickle naming any other global is refused, not executed. A truncated file, an HTML page saved
-under a pickle's name (a failed Google Drive download) or missing keys raise
-:class:`~fewshot_sla.data.base.DataError` naming the file and the fix.
+"""Reading the pickles other few-shot codebases ship (MetaOptNet, learn2learn, CIFAR batches):
+Python 2 pickles with ``encoding="latin1"``, bytes keys as ``str``; only numpy arrays, dtypes,
+scalars and builtin containers may be built (any other global is refused, not executed).
 """
 
 from __future__ import annotations
@@ -19,19 +15,11 @@ from .base import DataError
 
 __all__ = ["load_pickle", "require_keys", "sniff_html", "decode_text"]
 
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-    ("collections", "defaultdict"),
-}
+_ALLOWED_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                    ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"), ("collections", "OrderedDict"),
+                    ("collections", "defaultdict")}
 _BUILTINS = ("set", "frozenset", "bytearray", "list", "dict", "int", "float", "str", "tuple",
              "complex", "object")
 # "__builtin__" is the Python 2 name, remapped by the unpickler's fix_imports
@@ -40,14 +28,10 @@ _ALLOWED_GLOBALS |= {(m, n) for m in ("builtins", "__builtin__") for n in _BUILT
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS or (
-            module.startswith("numpy") and name.startswith("dtype")
-        ):
+        if (module, name) in _ALLOWED_GLOBALS or (module.startswith("numpy") and name.startswith("dtype")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load global '{module}.{name}' (only numpy arrays and builtin "
-            "containers are allowed in dataset pickles)"
-        )
+        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only numpy arrays and builtin "
+                                     "containers are allowed in dataset pickles)")
 
 
 def sniff_html(head: bytes) -> bool:
@@ -91,13 +75,10 @@ def _load_stream(f: IO[bytes], label: str, size: int | None) -> Any:
     if not head:
         raise _fail(label, "the file is empty", redownload)
     if sniff_html(head):
-        raise _fail(
-            label,
-            "this is an HTML page, not a pickle (what a failed Google Drive or Dropbox download "
-            "saves: a quota or 'virus scan' page)",
-            "download the real file again in a browser or with a tool that follows the "
-            "confirmation page, then replace this one",
-        )
+        raise _fail(label, "this is an HTML page, not a pickle (what a failed Google Drive or Dropbox download "
+                    "saves: a quota or 'virus scan' page)",
+                    "download the real file again in a browser or with a tool that follows the "
+                    "confirmation page, then replace this one")
     f.seek(start)
     try:
         obj = _RestrictedUnpickler(f, encoding="latin1").load()
@@ -106,16 +87,10 @@ def _load_stream(f: IO[bytes], label: str, size: int | None) -> Any:
         msg = str(exc)
         if isinstance(exc, EOFError) or "truncated" in msg or "EOF" in msg:
             got = f"{size:,} bytes; " if size is not None else ""
-            raise _fail(
-                label,
-                f"the pickle is truncated ({got}an interrupted download?)",
-                redownload,
-            ) from None
+            raise _fail(label, f"the pickle is truncated ({got}an interrupted download?)", redownload) from None
         if "refusing to load" in msg:
             raise _fail(label, msg, "use the original dataset file") from None
-        raise _fail(
-            label, f"not a readable pickle ({type(exc).__name__}: {msg})", redownload
-        ) from None
+        raise _fail(label, f"not a readable pickle ({type(exc).__name__}: {msg})", redownload) from None
     return _normalise(obj)
 
 
@@ -123,15 +98,11 @@ def require_keys(obj: Any, keys: Iterable[str], label: str, fix: str = "") -> di
     """``obj`` if it is a dict with all ``keys``, else a :class:`DataError` naming the missing ones."""
     keys = list(keys)
     if not isinstance(obj, dict):
-        raise DataError(
-            f"{label}: expected a dict with keys {keys}, found a {type(obj).__name__}"
-            + (f"; {fix}" if fix else "")
-        )
+        raise DataError(f"{label}: expected a dict with keys {keys}, found a {type(obj).__name__}"
+                        + (f"; {fix}" if fix else ""))
     missing = [k for k in keys if k not in obj]
     if missing:
         found = sorted(str(k) for k in obj)
-        raise DataError(
-            f"{label}: missing key(s) {missing}; found keys {found}"
-            + (f"; {fix}" if fix else "; is this the right file for this dataset?")
-        )
+        raise DataError(f"{label}: missing key(s) {missing}; found keys {found}"
+                        + (f"; {fix}" if fix else "; is this the right file for this dataset?"))
     return obj

@@ -22,17 +22,11 @@ __all__ = ["DATASETS", "register_dataset", "list_datasets", "get_dataset", "data
 
 
 #: Registry: dataset name -> loader; ``register_dataset`` adds one (and its facts to ``_INFO``).
-DATASETS: Registry = Registry("dataset", aliases={
-    "miniimagenet": "mini-imagenet",
-    "mini_imagenet": "mini-imagenet",
-    "tieredimagenet": "tiered-imagenet",
-    "tiered_imagenet": "tiered-imagenet",
-    "tiered": "tiered-imagenet",
-    "cifar_fs": "cifar-fs",
-    "cifarfs": "cifar-fs",
-    "cifar-10": "cifar10",
-    "cifar-100": "cifar100",
-})
+DATASETS: Registry = Registry("dataset", aliases={"miniimagenet": "mini-imagenet", "mini_imagenet": "mini-imagenet",
+                                                  "tieredimagenet": "tiered-imagenet",
+                                                  "tiered_imagenet": "tiered-imagenet", "tiered": "tiered-imagenet",
+                                                  "cifar_fs": "cifar-fs", "cifarfs": "cifar-fs", "cifar-10": "cifar10",
+                                                  "cifar-100": "cifar100"})
 _INFO: dict[str, DatasetInfo] = {}
 
 
@@ -66,21 +60,9 @@ def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: i
                 download: bool = False, cache_dir: str | Path | None = None, **options: Any) -> ImageDataset:
     """Load ``split`` of dataset ``name`` from ``root`` as an in-memory uint8 :class:`ImageDataset`.
 
-    Args:
-        name: ``omniglot``, ``mini-imagenet`` (``miniimagenet``), ``tiered-imagenet``,
-            ``cifar-fs``, ``fc100``, ``cifar10``, ``cifar100`` or ``folder``.
-        root: folder (or archive) holding the files; the CLI sets it with ``--data-root``.
-        split: ``train``, ``val`` (``validation``), ``test``; Omniglot also ``background`` and
-            ``evaluation``, folders also ``all``.
-        image_size: side length to resize to (default: the dataset's, see ``DATASET_INFO``).
-        download: fetch missing files where an official URL exists (Omniglot, CIFAR).
-        cache_dir: when set, the decoded split is stored there as ``.npz`` and read back on
-            later calls (key: name, split, options and the source's top-level sizes/mtimes).
-        **options: loader-specific options (e.g. Omniglot's ``val_alphabets``,
-            ``rotate_classes``; folder's ``split_file``): ``DATASETS.build`` refuses unknown ones.
-
-    Returns:
-        An :class:`ImageDataset` (``images`` uint8 ``[N, C, S, S]``, ``labels`` int64 ``[N]``).
+    ``image_size``: side to resize to (default the dataset's); ``download``: fetch missing files
+    where an official URL exists; ``cache_dir``: store the decoded split there as ``.npz`` and read
+    it back later; ``**options``: the loader's own (``DATASETS.build`` refuses unknown ones).
     """
     key = DATASETS.canonical(name)
     split = resolve_split(key, split, _INFO[key].splits)

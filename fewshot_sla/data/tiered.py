@@ -1,9 +1,5 @@
-"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes, 84 px RGB) in MetaOptNet's format.
-
-Under ``root`` (or ``root/tiered-imagenet``, ...): ``{split}_images.npz`` (``images`` [N, 84, 84, 3])
-and ``{split}_labels.pkl`` (``labels``, or Ren et al.'s ``label_specific`` with optional
-``label_specific_str`` and ``label_general``). No public download; ``download=True`` says which
-files to put where.
+"""tieredImageNet (Ren et al., ICLR 2018; 351/97/160 classes, 84 px) in MetaOptNet's format:
+``{split}_images.npz`` and ``{split}_labels.pkl``. No public download.
 """
 
 from __future__ import annotations
@@ -38,25 +34,19 @@ def _load_npz_images(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
         head = f.read(512)
     if sniff_html(head):
-        raise DataError(
-            f"{path}: this is an HTML page, not an npz archive (a failed Google Drive download); "
-            "download the real file again and replace this one"
-        )
+        raise DataError(f"{path}: this is an HTML page, not an npz archive (a failed Google Drive download); "
+                        "download the real file again and replace this one")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
-                raise DataError(
-                    f"{path}: missing key 'images'; found keys {sorted(z.files)}; expected "
-                    "MetaOptNet's tieredImageNet npz"
-                )
+                raise DataError(f"{path}: missing key 'images'; found keys {sorted(z.files)}; expected "
+                                "MetaOptNet's tieredImageNet npz")
             return z["images"]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(
-            f"{path}: not a readable npz archive ({exc}); it is probably truncated, "
-            "download it again"
-        ) from None
+        raise DataError(f"{path}: not a readable npz archive ({exc}); it is probably truncated, "
+                        "download it again") from None
 
 
 def load_tiered_imagenet(
@@ -68,19 +58,15 @@ def load_tiered_imagenet(
     img_path, lab_path = tiered_files(root, split)
     missing = [p for p in (img_path, lab_path) if not p.is_file()]
     if missing:
-        raise DatasetNotFoundError(
-            f"tiered-imagenet: split '{split}' needs {img_path} and {lab_path} "
-            f"(missing: {', '.join(str(p) for p in missing)}); {DATA_ROOT_HINT}. "
-            + ("download=True cannot fetch it: " if download else "")
-            + manual_instructions("tiered-imagenet", root)
-        )
+        raise DatasetNotFoundError(f"tiered-imagenet: split '{split}' needs {img_path} and {lab_path} "
+                                   f"(missing: {', '.join(str(p) for p in missing)}); {DATA_ROOT_HINT}. "
+                                   + ("download=True cannot fetch it: " if download else "")
+                                   + manual_instructions("tiered-imagenet", root))
     obj = load_pickle(lab_path)
     if not isinstance(obj, dict) or not ({"labels", "label_specific"} & set(obj)):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise DataError(
-            f"{lab_path}: missing key 'labels' (MetaOptNet) or 'label_specific' (Ren et al.); "
-            f"found {found}"
-        )
+        raise DataError(f"{lab_path}: missing key 'labels' (MetaOptNet) or 'label_specific' (Ren et al.); "
+                        f"found {found}")
     key = "labels" if "labels" in obj else "label_specific"
     raw = list(np.asarray(obj[key]).reshape(-1))
     names = None
@@ -89,10 +75,8 @@ def load_tiered_imagenet(
         names = {i: str(decode_text(s)) for i, s in enumerate(strs)}
     images = _load_npz_images(img_path)
     meta = {"source": str(img_path)}
-    ds = dataset_from_arrays(
-        images, raw, name="tiered-imagenet", split=split, label=str(img_path),
-        class_names=names, image_size=image_size, meta=meta,
-    )
+    ds = dataset_from_arrays(images, raw, name="tiered-imagenet", split=split, label=str(img_path),
+                             class_names=names, image_size=image_size, meta=meta)
     if "label_general" in obj:
         general = np.asarray(obj["label_general"]).reshape(-1)
         if general.shape[0] == len(ds):

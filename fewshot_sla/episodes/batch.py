@@ -79,11 +79,7 @@ class EpisodeBatch:
         if rem or r < 1:
             raise ValueError(f"fn mapped {flat.shape[0]} rows to {out.shape[0]}: not a whole multiple")
         sup, qry = out[: t * s * r], out[t * s * r :]
-        return replace(
-            self,
-            support=sup.reshape(t, s * r, *out.shape[1:]),
-            query=qry.reshape(t, q * r, *out.shape[1:]),
-        )
+        return replace(self, support=sup.reshape(t, s * r, *out.shape[1:]), query=qry.reshape(t, q * r, *out.shape[1:]))
 
 
 def _on(t: torch.Tensor, device: torch.device) -> bool:
@@ -95,13 +91,8 @@ def _on(t: torch.Tensor, device: torch.device) -> bool:
     return device.index is None or t.device.index == device.index
 
 
-def collate_episodes(
-    images: torch.Tensor,
-    episodes: Sequence[Sequence[int]],
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-) -> EpisodeBatch:
+def collate_episodes(images: torch.Tensor, episodes: Sequence[Sequence[int]], n_way: int, k_shot: int,
+                     n_query: int) -> EpisodeBatch:
     """Gather T episodes of dataset indices (from ``EpisodeSampler``) of ``images`` [N, C, H, W]
     into a batch, with one ``index_select``."""
     size = n_way * (k_shot + n_query)
@@ -119,13 +110,8 @@ def collate_episodes(
     def labels(n: int) -> torch.Tensor:  # [T, n_way * n]: 0 (n times), 1 (n times), ...; made on the device
         return torch.arange(n_way, device=dev)[None, :, None].expand(t, n_way, n).reshape(t, n_way * n)
 
-    return EpisodeBatch(
-        support=x[:, :s],
-        support_labels=labels(k_shot),
-        query=x[:, s:],
-        query_labels=labels(n_query),
-        n_way=n_way,
-    )
+    return EpisodeBatch(support=x[:, :s], support_labels=labels(k_shot), query=x[:, s:], query_labels=labels(n_query),
+                        n_way=n_way)
 
 
 def expand_episodes(batch: EpisodeBatch, transforms: TransformSet | str) -> EpisodeBatch:
@@ -138,10 +124,5 @@ def expand_episodes(batch: EpisodeBatch, transforms: TransformSet | str) -> Epis
     if m == 1:
         return batch
     out = batch.map_images(tset)
-    return replace(
-        out,
-        support_labels=joint_labels(batch.support_labels, m),
-        query_labels=joint_labels(batch.query_labels, m),
-        n_way=batch.n_way * m,
-        M=m,
-    )
+    return replace(out, support_labels=joint_labels(batch.support_labels, m),
+                   query_labels=joint_labels(batch.query_labels, m), n_way=batch.n_way * m, M=m)

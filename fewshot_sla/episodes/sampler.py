@@ -31,23 +31,11 @@ class EpisodeSampler:
     ``class_names`` and ``option_names`` (the flags for n_way, k_shot, n_query) word the errors.
     """
 
-    def __init__(
-        self,
-        labels: Sequence[int] | np.ndarray | torch.Tensor,
-        n_way: int,
-        k_shot: int,
-        n_query: int,
-        n_episodes: int,
-        seed: int = 0,
-        class_names: Sequence[str] | None = None,
-        option_names: tuple[str, str, str] = ("n_way", "k_shot", "n_query"),
-    ) -> None:
-        for name, value, low in (
-            ("n_way", n_way, 1),
-            ("k_shot", k_shot, 1),
-            ("n_query", n_query, 0),
-            ("n_episodes", n_episodes, 0),
-        ):
+    def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, n_way: int, k_shot: int, n_query: int,
+                 n_episodes: int, seed: int = 0, class_names: Sequence[str] | None = None,
+                 option_names: tuple[str, str, str] = ("n_way", "k_shot", "n_query")) -> None:
+        for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("n_query", n_query, 0),
+                                 ("n_episodes", n_episodes, 0)):
             if not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
@@ -55,10 +43,8 @@ class EpisodeSampler:
         self._by_class = class_indices(labels)
         self.classes = np.array(sorted(self._by_class), dtype=np.int64)
         if self.n_way > len(self.classes):
-            raise ValueError(
-                f"{self.n_way}-way episodes need at least {self.n_way} classes, but the dataset has "
-                f"{len(self.classes)}; lower {option_names[0]} to at most {len(self.classes)}"
-            )
+            raise ValueError(f"{self.n_way}-way episodes need at least {self.n_way} classes, but the dataset has "
+                             f"{len(self.classes)}; lower {option_names[0]} to at most {len(self.classes)}")
         need = self.k_shot + self.n_query
         small = [(c, len(g)) for c, g in self._by_class.items() if len(g) < need]
         if small:
@@ -96,7 +82,5 @@ class EpisodeSampler:
             yield self.episode(i)
 
     def __repr__(self) -> str:
-        return (
-            f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.n_query}-query, "
-            f"{self.n_episodes} episodes, {len(self.classes)} classes, seed={self.seed})"
-        )
+        return (f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.n_query}-query, "
+                f"{self.n_episodes} episodes, {len(self.classes)} classes, seed={self.seed})")

@@ -16,26 +16,14 @@ def require_qpth(head: str):
     try:
         from qpth.qp import QPFunction
     except ImportError as err:  # pragma: no cover - exercised only without qpth
-        raise ImportError(
-            f"the '{head}' head solves a quadratic program with qpth, which is not "
-            "installed; install it with `pip install qpth` (or use solver='closed' for "
-            "the ridge head)"
-        ) from err
+        raise ImportError(f"the '{head}' head solves a quadratic program with qpth, which is not "
+                          "installed; install it with `pip install qpth` (or use solver='closed' for "
+                          "the ridge head)") from err
     return QPFunction
 
 
-def solve_qp(
-    Q: Tensor,
-    p: Tensor,
-    G: Tensor,
-    h: Tensor,
-    A: Tensor | None,
-    b: Tensor | None,
-    *,
-    max_iter: int,
-    head: str,
-    eps: float = 1e-12,
-) -> Tensor:
+def solve_qp(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor | None, b: Tensor | None, *, max_iter: int,
+             head: str, eps: float = 1e-12) -> Tensor:
     """[B, n] solutions of a batch of QPs (Q [B, n, n] SPD; p [B, n]; G [B?, m, n]; h [B?, m];
     A [B?, k, n] and b [B?, k] or None), differentiable, in Q's dtype; ``max_iter`` is qpth's
     ``maxIter``, ``eps`` its tolerance on the summed residuals."""

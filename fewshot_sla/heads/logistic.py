@@ -1,20 +1,10 @@
 """Multinomial logistic-regression head: RFS's few-shot classifier, batched over episodes.
 
-RFS (Tian et al., ECCV 2020; WangYueFt/rfs, eval/meta_eval.py) fits scikit-learn's
-``LogisticRegression(C=1.0, solver='lbfgs', multi_class='multinomial')`` per episode on
-L2-normalised support features. This head solves the same objective exactly::
-
-    min_{W, b}  sum_s [ logsumexp(W x_s + b) - (W x_s + b)_{y_s} ] + 1/(2C) ||W||_F^2
-
-and returns ``W q + b`` (softmax = scikit-learn's ``predict_proba``; b centred, ``sum b = 0``).
-With ``W^T = X^T A`` (representer theorem), ``K = X X^T`` and ``P = softmax(K A + 1 b^T)`` the
-optimum is the root of ``F(A, b) = (C (P - Y) + A, 1^T (P - Y))``, found by Newton's method with
-backtracking; each Newton system is solved with the multi-class structure of Rasmussen &
-Williams (GPML, Algorithm 3.3): per class one S x S Cholesky, one for their sum, and one N x N
-system for the intercept. O(N S^3) per iteration, in ``dtype`` (float64), episodes in chunks.
-
-Gradients: one extra Newton step with autograd on from the detached solution; the Newton map's
-Jacobian vanishes at the root, so this gives the implicit-function-theorem derivative.
+RFS (Tian et al., ECCV 2020) fits scikit-learn's ``LogisticRegression(C=1.0, solver='lbfgs',
+multi_class='multinomial')`` per episode on L2-normalised features; this head solves the same
+objective ``sum_s CE(W x_s + b, y_s) + 1/(2C) ||W||_F^2`` exactly, with ``W^T = X^T A``, by Newton's
+method with backtracking (each system per Rasmussen & Williams, GPML Alg. 3.3), in float64.
+Gradients: one Newton step with autograd from the detached solution (the implicit-function derivative).
 """
 
 from __future__ import annotations
@@ -83,10 +73,8 @@ def _newton_direction(kernel: Tensor, p: Tensor, r: Tensor, gb: Tensor, c: float
 
 
 def _solve_chunk(kernel, y, c, fit_intercept, max_iter, tol):
-    """Newton iterations with backtracking for one chunk of episodes; returns (A, b, residual).
-
-    Episodes whose residual reaches ``tol`` leave the active set (no more work on them).
-    """
+    """Newton iterations with backtracking for one chunk of episodes -> (A, b, residual); episodes
+    whose residual reaches ``tol`` leave the active set."""
     t, s, n = y.shape
     a = kernel.new_zeros(t, s, n)
     b = kernel.new_zeros(t, n)
@@ -124,23 +112,11 @@ def _solve_chunk(kernel, y, c, fit_intercept, max_iter, tol):
     return a, b, final
 
 
-def logistic_fit(
-    support: Tensor,
-    labels: Tensor,
-    n_way: int,
-    C: float = 1.0,
-    fit_intercept: bool = True,
-    max_iter: int = 100,
-    tol: float = 1e-10,
-    chunk_size: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Fit L2-penalised multinomial logistic regression per episode (no autograd).
-
-    ``support`` [T, S, D] (solved in its dtype), ``labels`` [T, S] in [0, n_way) -> ``(A [T, S, N],
-    b [T, N])`` with ``logits(q) = q support^T A + b``. ``C``: inverse penalty ``1/(2C) ||W||^2``;
-    ``max_iter`` Newton iterations at most (``RuntimeWarning`` when the residual stays above
-    ``tol``); ``chunk_size`` episodes at once (default: ~32 MB of factors on CPU, ~1 GB on GPU).
-    """
+def logistic_fit(support: Tensor, labels: Tensor, n_way: int, C: float = 1.0, fit_intercept: bool = True,
+                 max_iter: int = 100, tol: float = 1e-10, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """L2-penalised multinomial logistic regression per episode (no autograd): ``support [T, S, D]``
+    (solved in its dtype), ``labels [T, S]`` -> ``(A [T, S, N], b [T, N])`` with ``logits(q) = q
+    support^T A + b``; ``RuntimeWarning`` when the residual stays above ``tol`` after ``max_iter``."""
     t, s, _ = support.shape
     with torch.no_grad():
         x = support.detach()
@@ -149,20 +125,14 @@ def logistic_fit(
         if chunk_size is None:
             budget = _CHUNK_BYTES.get(x.device.type, _CHUNK_BYTES["cuda"])
             chunk_size = max(1, budget // (4 * n_way * s * s * x.element_size()))
-        outs = [
-            _solve_chunk(kernel[i : i + chunk_size], y[i : i + chunk_size], C, fit_intercept, max_iter, tol)
-            for i in range(0, t, chunk_size)
-        ]
+        outs = [_solve_chunk(kernel[i : i + chunk_size], y[i : i + chunk_size], C, fit_intercept, max_iter, tol)
+                for i in range(0, t, chunk_size)]
         a = torch.cat([o[0] for o in outs])
         b = torch.cat([o[1] for o in outs])
         worst = float(torch.cat([o[2] for o in outs]).max())
     if worst > tol:
-        warnings.warn(
-            f"logistic head: Newton stopped after max_iter={max_iter} iterations with residual "
-            f"{worst:.2e} > tol={tol:.0e}; raise max_iter",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"logistic head: Newton stopped after max_iter={max_iter} iterations with residual "
+                      f"{worst:.2e} > tol={tol:.0e}; raise max_iter", RuntimeWarning, stacklevel=2)
     return a, b - b.mean(-1, keepdim=True)
 
 
@@ -171,19 +141,9 @@ def _normalize(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def logistic_logits(
-    query: Tensor,
-    support: Tensor,
-    labels: Tensor,
-    n_way: int,
-    C: float = 1.0,
-    normalize: bool = True,
-    fit_intercept: bool = True,
-    max_iter: int = 100,
-    tol: float = 1e-10,
-    dtype: torch.dtype = torch.float64,
-    chunk_size: int | None = None,
-) -> Tensor:
+def logistic_logits(query: Tensor, support: Tensor, labels: Tensor, n_way: int, C: float = 1.0, normalize: bool = True,
+                    fit_intercept: bool = True, max_iter: int = 100, tol: float = 1e-10,
+                    dtype: torch.dtype = torch.float64, chunk_size: int | None = None) -> Tensor:
     """Logits ``W q + b`` [T, Q, n_way] in the input dtype (options as :class:`LogisticHead`),
     differentiable w.r.t. query and support."""
     q = query.to(dtype)
@@ -204,26 +164,14 @@ def logistic_logits(
 class LogisticHead(nn.Module):
     """RFS's multinomial logistic-regression classifier, fitted per episode; no parameters.
 
-    Args:
-        C: inverse L2 penalty (scikit-learn's ``C``; RFS: 1.0). Must be > 0.
-        normalize: L2-normalise support and query features first (RFS: True).
-        max_iter: Newton iterations at most (default 100).
-        tol: residual tolerance of the optimality conditions (default 1e-10).
-        fit_intercept: unpenalised intercept, as scikit-learn (RFS: True).
-        dtype: solver dtype (default float64); logits are returned in the input dtype.
-        chunk_size: episodes solved at once (default: ~32 MB of factors on CPU, ~1 GB on GPU).
+    ``C``: inverse L2 penalty (scikit-learn's; RFS 1.0); ``normalize``: L2-normalise features (RFS);
+    ``max_iter``/``tol``: Newton iterations and residual tolerance; ``fit_intercept``: unpenalised
+    intercept (RFS); ``dtype``: solver dtype; ``chunk_size``: episodes at once (default ~32 MB of
+    factors on CPU, ~1 GB on GPU).
     """
 
-    def __init__(
-        self,
-        C: float = 1.0,
-        normalize: bool = True,
-        max_iter: int = 100,
-        tol: float = 1e-10,
-        fit_intercept: bool = True,
-        dtype: torch.dtype = torch.float64,
-        chunk_size: int | None = None,
-    ) -> None:
+    def __init__(self, C: float = 1.0, normalize: bool = True, max_iter: int = 100, tol: float = 1e-10,
+                 fit_intercept: bool = True, dtype: torch.dtype = torch.float64, chunk_size: int | None = None) -> None:
         super().__init__()
         self.C = check_positive("C", C, "logistic")
         self.tol = check_positive("tol", tol, "logistic")
@@ -234,14 +182,10 @@ class LogisticHead(nn.Module):
         self.dtype = check_dtype(dtype, "logistic")
 
     def extra_repr(self) -> str:
-        return (
-            f"C={self.C}, normalize={self.normalize}, fit_intercept={self.fit_intercept}, "
-            f"max_iter={self.max_iter}, tol={self.tol}"
-        )
+        return (f"C={self.C}, normalize={self.normalize}, fit_intercept={self.fit_intercept}, "
+                f"max_iter={self.max_iter}, tol={self.tol}")
 
     def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int) -> Tensor:
         labels, n_way = check_episode(query, support, support_labels, n_way, "logistic")
-        return logistic_logits(
-            query, support, labels, n_way, self.C, self.normalize, self.fit_intercept,
-            self.max_iter, self.tol, self.dtype, self.chunk_size,
-        )
+        return logistic_logits(query, support, labels, n_way, self.C, self.normalize, self.fit_intercept,
+                               self.max_iter, self.tol, self.dtype, self.chunk_size)

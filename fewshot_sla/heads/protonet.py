@@ -1,9 +1,5 @@
-"""Prototypical-network head (Snell, Swersky & Zemel, NeurIPS 2017).
-
-``logits[t, q, i] = -||query[t, q] - c[t, i]||^2`` with ``c_i`` the mean of class i's support
-features; ``normalize=True`` divides by D, as MetaOptNet's ``ProtoNetHead`` (keeps the logits of
-wide embeddings, e.g. ResNet-12's D = 16000, trainable). For SLA's NM-way episodes it simply keeps
-one prototype per (class, transform).
+"""Prototypical-network head (Snell, Swersky & Zemel, NeurIPS 2017): ``logits = -||q - c_i||^2`` to
+the class means, divided by D with ``normalize`` (MetaOptNet's ``ProtoNetHead``, for wide embeddings).
 """
 
 from __future__ import annotations

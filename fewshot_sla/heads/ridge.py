@@ -1,15 +1,8 @@
 """MetaOptNet-RR: differentiable ridge-regression head (Lee et al., CVPR 2019).
 
-MetaOptNet's ``MetaOptNetHead_Ridge`` solves per task the dual QP over a in R^{S*N} (index
-``s*N + i``)::
-
-    min_a 1/2 a^T ((K + lambda I_S) (x) I_N) a - 2 y^T a,     K = S S^T
-
-and scores ``logits(q)_i = sum_s k(q, s) a_{s,i}``. The QP is unconstrained, so
-``solver="closed"`` (default) uses its closed form ``a = 2 (K + lambda I)^-1 Y``, ``logits =
-Q S^T a`` (equal, by Woodbury, to ``2 Q (S^T S + lambda I_D)^-1 S^T Y``; ``form`` picks the dual
-S x S or primal D x D system). ``solver="qp"`` solves MetaOptNet's QP with qpth (a reference).
-MetaOptNet's learnable logit scale belongs to the model.
+MetaOptNet's unconstrained dual QP ``min_a 1/2 a^T ((K + lambda I) (x) I_N) a - 2 y^T a`` has the
+closed form ``logits = 2 Q S^T (K + lambda I)^-1 Y`` (``solver="closed"``; ``form`` picks the S x S
+dual or D x D primal system); ``solver="qp"`` solves the QP with qpth (a reference).
 """
 
 from __future__ import annotations
@@ -37,9 +30,7 @@ def ridge_logits(
     in_dtype = support.dtype
     work = torch.promote_types(in_dtype, torch.float32)
     if work != in_dtype:
-        return ridge_logits(
-            query.to(work), support.to(work), targets.to(work), lambda_reg, form
-        ).to(in_dtype)
+        return ridge_logits(query.to(work), support.to(work), targets.to(work), lambda_reg, form).to(in_dtype)
     n_support, dim = support.shape[1], support.shape[2]
     if form == "auto":
         form = "dual" if n_support <= dim else "primal"
@@ -57,26 +48,12 @@ def ridge_logits(
 
 
 class RidgeHead(nn.Module):
-    """MetaOptNet-RR ridge-regression head; no learnable parameters.
+    """MetaOptNet-RR ridge-regression head; no learnable parameters. ``lambda_reg``: penalty
+    (MetaOptNet 50); ``solver``: "closed" or "qp"; ``form``: "auto", "dual", "primal"; ``max_iter``,
+    ``dtype``: qpth's for "qp"."""
 
-    Args:
-        lambda_reg: ridge penalty (MetaOptNet: 50).
-        solver: "closed" (batched linear solve, default) or "qp" (MetaOptNet's QP with qpth).
-        form: for "closed": "auto" (the smaller of the dual / primal systems), "dual" or "primal".
-        max_iter: qpth iterations for "qp" (the QP is unconstrained, 1-2 suffice).
-        dtype: solver dtype for "qp" (default float64); logits come back in the input dtype.
-
-    Logits ``2 Q S^T (S S^T + lambda I)^-1 Y``.
-    """
-
-    def __init__(
-        self,
-        lambda_reg: float = 50.0,
-        solver: str = "closed",
-        form: str = "auto",
-        max_iter: int = 20,
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
+    def __init__(self, lambda_reg: float = 50.0, solver: str = "closed", form: str = "auto", max_iter: int = 20,
+                 dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         self.lambda_reg = check_positive("lambda_reg", lambda_reg, "ridge")
         if solver not in _SOLVERS:
@@ -112,8 +89,6 @@ class RidgeHead(nn.Module):
         # qpth needs >= 1 inequality: 0^T a <= 1 is always strictly satisfied.
         g_dummy = torch.zeros(1, n, dtype=self.dtype, device=support.device)
         h_dummy = torch.ones(1, dtype=self.dtype, device=support.device)
-        alpha = solve_qp(
-            quad, lin, g_dummy, h_dummy, None, None, max_iter=self.max_iter, head="ridge"
-        )
+        alpha = solve_qp(quad, lin, g_dummy, h_dummy, None, None, max_iter=self.max_iter, head="ridge")
         alpha = alpha.reshape(t, s, n_way).to(support.dtype)
         return torch.bmm(torch.bmm(query, support.transpose(1, 2)), alpha)

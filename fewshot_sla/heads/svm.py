@@ -1,17 +1,8 @@
 """MetaOptNet-SVM: differentiable Crammer-Singer multi-class SVM head (Lee et al., CVPR 2019).
 
-MetaOptNet's ``MetaOptNetHead_SVM_CS``: per task, with kernel K = S S^T and one-hot labels
-y in R^{S*N} (index ``s*N + i``), the dual QP::
-
-    min_a  1/2 a^T (K (x) I_N + I_{SN}) a - y^T a   s.t.  a <= C y,  sum_i a_{s,i} = 0 for each s
-
-(MetaOptNet's ``+ I`` makes it strictly convex), and ``logits(q)_i = sum_s k(q, s) a_{s,i}``.
-Solvers: ``"structured"`` (default, :mod:`.svm_solver`: qpth's interior-point iterates through
-the QP's block structure, O(N S^3) time and O(N S^2) memory, no qpth needed) or ``"qpth"``
-(qpth on the dense [T, S*N, S*N] problem, MetaOptNet's path). Gradients flow through ``Q S^T``
-and through the QP (implicit KKT differentiation). The QP is solved in ``dtype`` (float64: qpth
-in float32 stalls near 1e-3); MetaOptNet runs 15 iterations to train and 3 to test. Its
-learnable logit scale belongs to the model.
+Per task the dual QP ``min_a 1/2 a^T (K (x) I_N + I) a - y^T a  s.t.  a <= C y, sum_i a_{s,i} = 0``
+(K = S S^T), ``logits(q)_i = sum_s k(q, s) a_{s,i}``, solved in ``dtype`` (float64: qpth in float32
+stalls near 1e-3) by ``"structured"`` (:mod:`.svm_solver`) or ``"qpth"`` (MetaOptNet's dense path).
 """
 
 from __future__ import annotations
@@ -49,32 +40,19 @@ def svm_cs_dual(
     g_ineq = torch.eye(n, dtype=dtype, device=device)
     h_ineq = C_reg * y
     # sum_i a_{s,i} = 0 per support row: A = I_S (x) 1_N^T, shared across tasks.
-    a_eq = torch.kron(
-        torch.eye(s, dtype=dtype, device=device), torch.ones(1, n_way, dtype=dtype, device=device)
-    )
+    a_eq = torch.kron(torch.eye(s, dtype=dtype, device=device), torch.ones(1, n_way, dtype=dtype, device=device))
     b_eq = torch.zeros(s, dtype=dtype, device=device)
     alpha = solve_qp(quad, -y, g_ineq, h_ineq, a_eq, b_eq, max_iter=max_iter, head="svm")
     return alpha.reshape(t, s, n_way)
 
 
 class SVMHead(nn.Module):
-    """MetaOptNet's Crammer-Singer SVM head; no learnable parameters.
+    """MetaOptNet's Crammer-Singer SVM head; no learnable parameters. ``C_reg``: SVM cost (MetaOptNet
+    0.1); ``max_iter``: interior-point iterations (MetaOptNet 15 to train, 3 to test; also a call
+    keyword); ``dtype``: QP dtype; ``solver``: "structured" or "qpth"."""
 
-    Args:
-        C_reg: SVM cost C (MetaOptNet: 0.1).
-        max_iter: interior-point iterations (MetaOptNet: 15 to train, 3 to test); a mutable
-            attribute, also a keyword of the call.
-        dtype: dtype of the QP (default float64); logits come back in the input dtype.
-        solver: "structured" (default) or "qpth" (needs qpth).
-    """
-
-    def __init__(
-        self,
-        C_reg: float = 0.1,
-        max_iter: int = 15,
-        dtype: torch.dtype = torch.float64,
-        solver: str = "structured",
-    ) -> None:
+    def __init__(self, C_reg: float = 0.1, max_iter: int = 15, dtype: torch.dtype = torch.float64,
+                 solver: str = "structured") -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ValueError(f"svm head: solver must be one of {SOLVERS}, got {solver!r}")
@@ -88,15 +66,8 @@ class SVMHead(nn.Module):
     def extra_repr(self) -> str:
         return f"C_reg={self.C_reg}, max_iter={self.max_iter}, dtype={self.dtype}, solver={self.solver!r}"
 
-    def forward(
-        self,
-        query: Tensor,
-        support: Tensor,
-        support_labels: Tensor,
-        n_way: int,
-        *,
-        max_iter: int | None = None,
-    ) -> Tensor:
+    def forward(self, query: Tensor, support: Tensor, support_labels: Tensor, n_way: int, *,
+                max_iter: int | None = None) -> Tensor:
         labels, n_way = check_episode(query, support, support_labels, n_way, "svm")
         iters = self.max_iter if max_iter is None else check_positive_int("max_iter", max_iter, "svm")
         alpha = svm_cs_dual(support.to(self.dtype), labels, n_way, self.C_reg, iters, self.solver)

@@ -1,26 +1,10 @@
 """Structured primal-dual interior-point solver for MetaOptNet's Crammer-Singer SVM dual.
 
-With C classes, kernel K [S, S] and variables ordered class-major (``x[c, s]``), the dual of
-:mod:`fewshot_sla.heads.svm` is ``min_x 1/2 x^T (I_C (x) K + I) x - y^T x  s.t.  x <= C_svm y,
-sum_c x[c, s] = 0``. Its Hessian is block diagonal, its inequality matrix the identity, so each
-KKT system of the interior-point method
-
-    [Q  0  I  A^T] [dx]     [rx]       Q = blockdiag_c(K + I),  D = diag(d),
-    [0  D  I  0  ] [ds] = - [rs]       A = 1_C^T (x) I_S,
-    [I  I  0  0  ] [dz]     [rz]
-    [A  0  0  0  ] [dy]     [ry]
-
-reduces to C Cholesky factorisations of ``H_c = K + I + D_c`` and one S x S Schur complement
-``sum_c H_c^-1``: O(C S^3) time, O(C S^2) memory instead of qpth's O((C S)^3), O((C S)^2).
-
-The iteration is qpth's (``qpth.solvers.pdipm.batch.forward``, Mattingley & Boyd's
-predictor-corrector) step for step: same initial point, per-task best iterate by
-``||rz|| + ||ry|| + ||rx|| + n mu``, same batch-wide stopping tests (``not_improved_lim``,
-``eps``, ``mu > 1e32``) and step rule (0.999 of qpth's ``get_step``), and it returns the best
-iterate; only the linear algebra differs, so the iterates equal qpth's to round-off. A failed
-Cholesky (non-finite iterates) stops the batch like qpth's failed LU. The backward pass is
-qpth's implicit KKT differentiation (``d = max(z, 1e-8) / max(s, 1e-8)``) with the same
-structure. On CUDA the forward pass syncs once per iteration (the stopping test).
+The dual ``min_x 1/2 x^T (I_C (x) K + I) x - y^T x  s.t.  x <= C_svm y, sum_c x[c, s] = 0`` (x
+class-major) has a block-diagonal Hessian, so each KKT system reduces to C Cholesky factorisations
+of ``K + I + D_c`` and one S x S Schur complement: O(C S^3) instead of qpth's O((C S)^3). The
+iteration, stopping tests and implicit backward are qpth's (``qpth.solvers.pdipm.batch``, Mattingley
+& Boyd) step for step; only the linear algebra differs, so iterates equal qpth's to round-off.
 """
 
 from __future__ import annotations
@@ -115,20 +99,14 @@ def _pdipm(
             best = [resids, x.clone(), s.clone(), z.clone()]
             not_improved = torch.zeros_like(not_improved)
             if bool(failed):  # host sync (the first iteration's stopping test needs one anyway)
-                raise ValueError(
-                    "svm head: the support kernel is not finite (NaN or Inf in the support features?); "
-                    "the QP cannot be solved"
-                )
+                raise ValueError("svm head: the support kernel is not finite (NaN or Inf in the support features?); "
+                                 "the QP cannot be solved")
         else:
             better = (resids < best[0]) & ~failed
             not_improved = torch.where(better.any(), torch.zeros_like(not_improved), not_improved + 1)
             keep = better[:, None, None]
-            best = [
-                torch.where(better, resids, best[0]),
-                torch.where(keep, x, best[1]),
-                torch.where(keep, s, best[2]),
-                torch.where(keep, z, best[3]),
-            ]
+            best = [torch.where(better, resids, best[0]), torch.where(keep, x, best[1]), torch.where(keep, s, best[2]),
+                    torch.where(keep, z, best[3])]
         stop = (not_improved == not_improved_lim) | (best[0].max() < eps) | (mu.min() > 1e32) | failed
         # qpth's last step is never evaluated (it returns the best iterate so far): skip it
         if i == max_iter - 1 or bool(stop):  # one host sync per iteration: the batch-wide test
@@ -179,15 +157,8 @@ class _SVMCSQP(torch.autograd.Function):
         return 0.5 * (m + m.transpose(1, 2)), None, None, None, None, None
 
 
-def svm_cs_qp(
-    kernel: Tensor,
-    y: Tensor,
-    C_reg: float,
-    max_iter: int,
-    *,
-    eps: float = 1e-12,
-    not_improved_lim: int = 3,
-) -> Tensor:
+def svm_cs_qp(kernel: Tensor, y: Tensor, C_reg: float, max_iter: int, *, eps: float = 1e-12,
+              not_improved_lim: int = 3) -> Tensor:
     """Dual variables x [T, C, S] (MetaOptNet's ``a[t, s*C + c]``) of the Crammer-Singer SVM.
 
     ``kernel`` [T, S, S] PSD (differentiable; float64 recommended), ``y`` [T, C, S] one-hot

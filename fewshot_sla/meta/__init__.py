@@ -1,11 +1,9 @@
 """Meta-training of a backbone with a few-shot head on episodes, with or without SLA, and
 evaluation on fixed episodes.
 
-Modules: ``config`` (:class:`MetaTrainConfig`, :class:`EvalConfig`), ``model`` (:class:`FewShotModel`:
-backbone + head + logit scale), ``methods`` (each mode's losses and inferences, :func:`run_episodes`),
-``batches`` (datasets, preprocessing, the episode stream), ``train`` (the trainer, ``--resume``),
-``evaluate`` (fixed episodes, 95% CIs, paired comparisons), ``cli`` (the subcommands).
-``train`` and ``evaluate`` are not re-exported here (they would shadow their modules).
+``config`` (configs, modes), ``model`` (:class:`FewShotModel`), ``methods`` (losses and
+inferences), ``batches`` (data and the episode stream), ``train``, ``evaluate`` and ``cli``.
+``train`` and ``evaluate`` are imported from their modules (not re-exported: they would shadow them).
 """
 
 from .batches import episode_indices

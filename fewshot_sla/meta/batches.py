@@ -1,14 +1,8 @@
 """The batches of meta-training: which episodes a step uses, and how they are gathered and preprocessed.
 
-* The training stream is indexed globally: task ``t`` of optimiser step ``s`` is episode
-  ``i = s * tasks_per_batch + t`` of an :class:`~fewshot_sla.episodes.EpisodeSampler` seeded
-  with the run seed, so a resumed run draws exactly the episodes it would have drawn.
-* All per-rank logic for data-parallel training lives in :func:`episode_indices`: rank ``r``
-  of ``world_size`` takes the tasks ``i`` with ``i mod world_size == r``.
-* Validation and test episodes come from samplers with their own fixed seed, so every
-  epoch, method and checkpoint sees the same episodes.
-* Images stay ``uint8`` (on the device with ``data_on_device``); a batch is gathered with
-  one ``index_select`` and augmented/normalised on the device in one batched call.
+Task ``t`` of step ``s`` is episode ``s * tasks_per_batch + t`` of one seeded sampler (a resumed run
+draws the same episodes); rank ``r`` takes the tasks ``i mod world_size == r`` (:func:`episode_indices`,
+the one place with per-rank logic). Images stay uint8 and are augmented on the device in one call.
 """
 
 from __future__ import annotations
@@ -50,24 +44,17 @@ def episode_indices(step: int, tasks_per_batch: int, rank: int = 0, world_size: 
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if tasks_per_batch % world_size:
-        raise ValueError(
-            f"--tasks-per-batch {tasks_per_batch} is not divisible by the {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
+        raise ValueError(f"--tasks-per-batch {tasks_per_batch} is not divisible by the {world_size} processes; "
+                         f"use a multiple of {world_size}")
     start = step * tasks_per_batch
     return [i for i in range(start, start + tasks_per_batch) if i % world_size == rank]
 
 
 def step_chunks(step: int, tasks_per_batch: int, rank: int = 0, world_size: int = 1,
                 accumulate: int = 1) -> list[list[int]]:
-    """Episode indices of each forward/backward chunk ``rank`` runs in step ``step``.
-
-    The step's ``T`` episodes split into ``G = world_size * accumulate`` chunks, chunk ``g``
-    holding the episodes ``i`` with ``i mod G == g``; rank ``r`` runs chunks ``r, r + K, ...,
-    r + (accumulate-1) K`` (``K = world_size``), all of which satisfy ``i mod K == r`` (its
-    :func:`episode_indices`). One process with ``accumulate = K`` runs the same chunks as K
-    processes with ``accumulate = 1``.
-    """
+    """Episode indices of each forward/backward chunk ``rank`` runs in step ``step``: chunk ``g`` of
+    ``G = world_size * accumulate`` holds the episodes ``i mod G == g``, and rank ``r`` runs chunks
+    ``r, r + world_size, ...``, so one process with ``accumulate = K`` runs what K processes run."""
     g_total = world_size * accumulate
     return [episode_indices(step, tasks_per_batch, rank + a * world_size, g_total) for a in range(accumulate)]
 

@@ -1,15 +1,7 @@
-"""Subcommands ``meta-train`` and ``eval`` of the ``fewshot-sla`` command.
-
-Examples::
+"""Subcommands ``meta-train`` and ``eval`` of the ``fewshot-sla`` command::
 
     fewshot-sla meta-train --config omniglot_conv4_sla --data-root DATA/omniglot
-    fewshot-sla meta-train --dataset omniglot --data-root DATA --backbone conv4 --head protonet \\
-        --mode sla --transforms rotation --n-way 5 --k-shot 1 --eval-shot 1 --epochs 10
-    fewshot-sla meta-train --resume runs/omniglot-conv4-protonet-sla-20240101-120000 --epochs 20
-    fewshot-sla eval --checkpoint RUN/best.pt --episodes 1000 --n-way 5 --k-shot 1
     fewshot-sla eval --checkpoint RUN_SLA --compare RUN_BASELINE          # paired difference
-
-``python train_meta.py ...`` and ``python eval_episodes.py ...`` run the same code.
 """
 
 from __future__ import annotations

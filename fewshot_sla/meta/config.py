@@ -51,8 +51,7 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     svm_c: float = option(0.1, "svm: cost C", gt=0)
     svm_max_iter: int = option(15, "svm: QP solver iterations in training and validation", ge=1)
     learn_scale: bool = option(True, "learnable logit scale (MetaOptNet's; starts at --scale-init)")
-    scale_init: float = option(1.0, "initial logit scale(s) (MetaOptNet's: 1.0; a ridge head learns best from near "
-                               "its best scale on validation episodes: benchmarks/logit_scale.py)", gt=0)
+    scale_init: float = option(1.0, "initial logit scale(s) (MetaOptNet's: 1.0)", gt=0)
     # -- loss and episodes ------------------------------------------------------------------
     label_smoothing: float = option(0.0, "MetaOptNet label smoothing eps of the training loss", ge=0, lt=1)
     n_way: int = option(5, "classes per training episode", ge=2)
@@ -103,12 +102,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     def head_kwargs(self) -> dict[str, Any]:
         """Keyword options of ``HEADS.build(self.head, ...)``: a built-in head's own fields, updated
         by ``head_options``."""
-        return {
-            "protonet": {"normalize": self.protonet_normalize},
-            "ridge": {"lambda_reg": self.ridge_lambda},
-            "r2d2": {"lambda_reg": self.ridge_lambda},
-            "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter},
-        }.get(self.head, {}) | self.head_options
+        return {"protonet": {"normalize": self.protonet_normalize}, "ridge": {"lambda_reg": self.ridge_lambda},
+                "r2d2": {"lambda_reg": self.ridge_lambda},
+                "svm": {"C_reg": self.svm_c, "max_iter": self.svm_max_iter}}.get(self.head, {}) | self.head_options
 
     def run_name(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -1,23 +1,9 @@
 """Episode evaluation: per-episode accuracies, 95% confidence intervals, paired comparisons.
 
-``fewshot-sla eval --checkpoint RUN/best.pt`` draws ``--episodes`` (1000) episodes of the test
-split from ``--seed`` and reports, for every inference the model supports
-(:mod:`fewshot_sla.inferences`), the mean accuracy ``+- 1.96 * std / sqrt(n)`` (population std).
-``--compare B.pt [C.pt ...]`` evaluates more checkpoints on the same episodes and reports the
-mean paired difference (A - B) episode by episode with its own 95% CI (much tighter than two
-independent intervals: the episode-difficulty variance cancels).
-
-JSON layout::
-
-    {"split", "dataset", "dataset_options", "classes", "images", "episodes", "n_way", "k_shot",
-     "n_query", "seed",
-     "models": [{"checkpoint", "mode", "reported", "epoch",
-                 "results": {inference: {"mean", "ci95", "std", "n", "accuracies": [...]}}}],
-     "comparisons": [{"a", "b", "inference_a", "inference_b", "mean", "ci95", "std", "n"}]}
-
-``dataset_options`` (the first checkpoint's merged with ``--dataset-options``), ``classes`` and
-``images`` tell which episodes a report was drawn from. ``comparisons``: A's reported inference
-minus B's and each inference both support; within a model, its reported inference minus the others.
+Every checkpoint (``--checkpoint``, ``--compare``) is scored on the same seeded episodes; each
+inference reports ``mean +- 1.96 * std / sqrt(n)``; ``comparisons`` hold paired differences
+episode by episode: A's reported inference minus B's and each inference both support, and within
+a model its reported inference minus the others.
 """
 
 from __future__ import annotations
@@ -45,12 +31,7 @@ from .config import EvalConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
 from .model import EPISODIC_MODELS, FewShotModel
 
-__all__ = [
-    "evaluate_episodes",
-    "evaluate",
-    "summarize",
-    "format_report",
-]
+__all__ = ["evaluate_episodes", "evaluate", "summarize", "format_report"]
 
 
 @torch.no_grad()
@@ -58,16 +39,8 @@ def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: 
                       n_query: int, n_episodes: int, seed: int, device: torch.device,
                       inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
                       desc: str = "eval", dist: DistInfo | None = None) -> dict[str, np.ndarray]:
-    """Accuracy of every episode ``0..n_episodes-1`` of a sampler seeded with ``seed``.
-
-    Returns inference name -> ``float64 [n_episodes]`` per-episode accuracies. The model is
-    put in eval mode and restored to its previous mode afterwards.
-
-    With ``dist`` (a torchrun process group), rank ``r`` of ``K`` evaluates the episodes ``i``
-    with ``i mod K == r`` and every rank returns all ``n_episodes`` accuracies in episode
-    order (gathered), i.e. the result of a single-process evaluation. Every rank must hold
-    the same model (see :func:`fewshot_sla.distributed.broadcast_module`).
-    """
+    """Inference -> ``float64 [n_episodes]`` accuracies of the episodes of a sampler seeded with ``seed``;
+    under torchrun (``dist``) the episodes are split across ranks and gathered in episode order."""
     dist = dist or DistInfo()
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
@@ -122,15 +95,10 @@ def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
 
 
 def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None) -> dict[str, Any]:
-    """Run ``fewshot-sla eval``: evaluate ``cfg.checkpoint`` (and ``cfg.compare``) on the same
-    episodes, write the JSON report and return it.
-
-    ``datasets`` maps ``(dataset, data_root, split, image_size, json of dataset_options)`` to already loaded datasets
-    (filled as datasets are loaded; tests pass in-memory data this way).
-    """
+    """``fewshot-sla eval``: write and return the JSON report. ``datasets`` caches loaded splits by
+    ``(dataset, data_root, split, image_size, json of dataset_options)`` (tests pass in-memory data)."""
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
-    # under torchrun: episodes split across ranks, then gathered
     session = start_session(cfg.device, num_threads=cfg.num_threads)
     device, info = session.device, session.dist
     datasets = {} if datasets is None else datasets
@@ -177,11 +145,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         supported = model.inferences
         names = [i for i in cfg.inferences if i in supported] if cfg.inferences else list(supported)
         if not names:
-            raise ConfigError(
-                f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
-                f"{', '.join(cfg.inferences)}; change --inferences"
-            )
-        # every class must hold k_shot + n_query images: checked up front, naming eval's options
+            raise ConfigError(f"{p} (mode {mode}) supports the inferences {', '.join(supported)}, none of "
+                              f"{', '.join(cfg.inferences)}; change --inferences")
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
         pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
@@ -191,14 +156,11 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
             quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info,
         )
-        report["models"].append({
-            "checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
-            "backbone": tcfg.backbone, "transforms": tcfg.transforms,
-            "reported": reported(episode_table(loaded.pipeline), mode),
-            "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
-            "seconds": round(time.time() - t0, 3),
-            "results": summarize(accs),
-        })
+        report["models"].append({"checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
+                                 "backbone": tcfg.backbone, "transforms": tcfg.transforms,
+                                 "reported": reported(episode_table(loaded.pipeline), mode),
+                                 "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
+                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs)})
         del model
     report["comparisons"] = compare_models(report["models"])
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
@@ -240,11 +202,9 @@ def compare_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of an evaluation report."""
-    lines = [
-        f"{report.get('dataset', '?')} {report['split']}: {report['episodes']} episodes, "
-        f"{report.get('n_way')}-way {report.get('k_shot')}-shot, {report['n_query']} queries/class, "
-        f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"
-    ]
+    lines = [f"{report.get('dataset', '?')} {report['split']}: {report['episodes']} episodes, "
+             f"{report.get('n_way')}-way {report.get('k_shot')}-shot, {report['n_query']} queries/class, "
+             f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"]
     width = max(len(m["checkpoint"]) for m in report["models"])
     for m in report["models"]:
         for inf, r in m["results"].items():

@@ -1,31 +1,14 @@
 """Training objectives and inferences of the four meta-training modes.
 
-Notation: T episodes of N ways, support ``S`` and queries ``q``; M transforms (identity first);
-``f`` the backbone, ``h`` the few-shot head, ``a`` the learnable logit scale, ``CE_eps`` the mean
-cross-entropy with MetaOptNet's label smoothing. One backbone call embeds every image of a batch.
+T episodes of N ways, support ``S``, queries ``q``, M transforms (identity first), backbone ``f``,
+few-shot head ``h``, logit scale ``a``, ``CE_eps`` cross-entropy with MetaOptNet's label smoothing.
 
-``baseline``
-    ``plain = a * h(f(q), f(S), y_S, N)`` ``[T, Q, N]``; ``loss = CE_eps(plain, y_q)``.
-``da`` (the paper's invariance baseline)
-    every image transformed M times keeps its label: the N-way head is solved on the ``M*K`` shots
-    per class and scores all ``T*Q*M`` query rows in the loss. Test time: ``plain``.
-``sla``
-    the episode expanded to NM ways (row ``s*M + j`` holds ``t_j(x_s)``, label ``y*M + j``);
-    ``joint = a * h(f(t(q)), f(t(S)), y_S*M + j, N*M)`` ``[T, Q*M, N*M]``, ``loss = CE_eps(joint,
-    y_q*M + j)`` (times M with ``large_loss``); inferences ``single`` and ``aggregated``
-    (:func:`fewshot_sla.sla.single_logits`, :func:`~fewshot_sla.sla.aggregated_logits`).
-``sla+sd`` (self-distillation; not in the paper's few-shot experiments)
-    ``sla`` plus ``distilled = a_sd * h(f(q), f(S), y_S, N)`` on the identity rows of the NM-way
-    features (no extra backbone call)::
-
-        loss = CE_eps(joint, y*M + j) + T^2 KL(softmax(agg / T) || softmax(distilled / T)) + beta CE(distilled, y)
-
-    (``agg`` detached, KL ``batchmean`` over the queries, no smoothing on the last term). At test
-    time ``distilled`` needs one forward pass per image, ``aggregated`` M. With ProtoNet ``single``
-    and ``distilled`` differ by a positive scale only (same prototypes); with ridge/SVM ``single``
-    solves the NM-way problem, ``distilled`` the N-way one.
-
-Validation selects ``best.pt`` by the mode's reported inference (:mod:`fewshot_sla.inferences`).
+- ``baseline``: ``plain = a * h(f(q), f(S), y_S, N)``, ``loss = CE_eps(plain, y_q)``.
+- ``da``: every image transformed M times keeps its label (training only; test time ``plain``).
+- ``sla``: the episode expanded to NM ways (row ``s*M + j`` = ``t_j(x_s)``, label ``y*M + j``),
+  ``joint [T, Q*M, N*M]``, ``loss = CE_eps(joint, y_q*M + j)``; inferences single, aggregated.
+- ``sla+sd``: ``sla`` plus ``distilled = a_sd * h(...)`` on the identity rows of the same features,
+  trained with :func:`fewshot_sla.sla.sla_sd_loss` (not in the paper's few-shot experiments).
 """
 
 from __future__ import annotations
@@ -56,16 +39,9 @@ class LossSettings:
 
 @dataclass
 class EpisodeOutput:
-    """Result of :func:`run_episodes`.
-
-    Attributes:
-        loss: scalar training loss (``None`` when no loss was asked for).
-        parts: named loss terms (detached scalars), e.g. ``sla``, ``distill``, ``ce``.
-        logits: inference name -> N-way logits ``[T, Q, N]``.
-        labels: N-way query labels ``[T, Q]``.
-        objective_acc: per-episode accuracy ``[T]`` of the logits the loss is computed on
-            (NM-way joint accuracy for sla/sla+sd, all transformed rows for da).
-    """
+    """``loss`` (``None`` without ``loss=``), its detached ``parts``, inference -> N-way ``logits
+    [T, Q, N]``, query ``labels [T, Q]`` and ``objective_acc [T]``, the accuracy of the logits the loss
+    is computed on (NM-way joint for sla/sla+sd, all transformed rows for da)."""
 
     loss: Tensor | None
     parts: dict[str, Tensor] = field(default_factory=dict)
@@ -81,19 +57,9 @@ def episode_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
 
 def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | None = None,
                  inferences: Sequence[str] | None = None) -> EpisodeOutput:
-    """Forward a batch of preprocessed (float) N-way episodes through ``model``.
-
-    Args:
-        model: the :class:`FewShotModel` (its ``mode`` and ``transforms`` pick the method).
-        batch: N-way episodes, images already augmented/normalised, ``M == 1``.
-        loss: compute the training loss with these settings (``None``: inference only).
-        inferences: inferences to compute (default: all the model supports, ``model.inferences``,
-            see :mod:`fewshot_sla.inferences`); during training only those that come for free
-            with the loss are added.
-
-    Returns:
-        :class:`EpisodeOutput` with the loss, its parts and the logits of each inference.
-    """
+    """Forward preprocessed N-way episodes (``M == 1``) through ``model``: the loss with ``loss``
+    (``None``: inference only) and the logits of ``inferences`` (default: all ``model.inferences``;
+    training adds those that come free with the loss)."""
     if batch.M != 1:
         raise ValueError("run_episodes expects N-way episodes (M == 1); it expands them itself")
     mode, n, m = model.mode, batch.n_way, model.M
@@ -101,10 +67,8 @@ def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | 
     wanted = tuple(supported if inferences is None else inferences)
     bad = [i for i in wanted if i not in supported]
     if bad:
-        raise ValueError(
-            f"inference(s) {bad} are not supported by a model trained with mode {mode!r}; "
-            f"choose from {', '.join(supported)}"
-        )
+        raise ValueError(f"inference(s) {bad} are not supported by a model trained with mode {mode!r}; "
+                         f"choose from {', '.join(supported)}")
     ys, yq = batch.support_labels, batch.query_labels
     out = EpisodeOutput(loss=None, labels=yq)
 

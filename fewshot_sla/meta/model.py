@@ -1,26 +1,8 @@
 """The meta-learning model: backbone + few-shot head + learnable logit scale(s).
 
-:class:`FewShotModel` embeds the support and query images of a whole batch of episodes
-in ONE backbone call (support and query rows concatenated), then applies the head per
-task::
-
-    support [T, S, C, H, W], query [T, Q, C, H, W]
-      -> backbone(cat(support.flatten(0, 1), query.flatten(0, 1)))   one call, [T*S + T*Q, D]
-      -> head(query [T, Q, D], support [T, S, D], support_labels [T, S], n_way) * scale
-      -> logits [T, Q, n_way]
-
-``scale`` is MetaOptNet's learnable logit scale (``ClassificationHead(enable_scale=True)``,
-init 1.0). In ``sla+sd`` mode the distilled N-way prediction has its own scale
-``distill_scale`` (init 1.0): it is the only parameter of the "second head" of SLA+SD,
-whose logits live on a different scale than the NM-way joint logits.
-
-Mixed precision: the backbone runs under ``torch.autocast`` when ``amp_dtype`` is set; the
-features are cast to float32 and the head always runs outside autocast (the SVM head then
-solves its QP in float64), so a distance or a QP is never computed in half precision.
-
-Everything needed to rebuild the model is in the run's :class:`MetaTrainConfig` (saved in
-every checkpoint) plus the data's channels and image size: :func:`build_model`. A pipeline whose
-checkpoints can solve episodes registers its ``episodic_model`` in :data:`EPISODIC_MODELS`.
+:class:`FewShotModel` embeds the support and query images of a batch of episodes in ONE backbone
+call, then applies the head per task (outside autocast, on float32 features). ``sla+sd`` adds
+``distill_scale``, the distilled N-way head's own logit scale (init 1.0).
 """
 
 from __future__ import annotations
@@ -41,23 +23,14 @@ from .config import INFERENCES, MetaTrainConfig
 
 __all__ = ["EPISODIC_MODELS", "FewShotModel", "build_model", "model_from_checkpoint", "episodic_model"]
 
-#: pipeline -> ``episodic_model(loaded, head, head_options, svm_max_iter) -> (FewShotModel, MetaTrainConfig)``:
-#: a model solving episodes on the features of that pipeline's checkpoint (``engine.LoadedModel``),
-#: with the meta-training view of its run; ``eval`` finds it here by the checkpoint's pipeline
+#: pipeline -> ``episodic_model(loaded, head, head_options, svm_max_iter) -> (FewShotModel, MetaTrainConfig)``,
+#: the model ``eval`` solves episodes with on a checkpoint of that pipeline
 EPISODIC_MODELS: Registry = Registry("pipeline")
 
 
 class FewShotModel(nn.Module):
-    """Backbone + head + logit scale(s) of one training mode.
-
-    Args:
-        backbone: module ``[B, C, H, W] -> [B, D]``.
-        head: few-shot head ``head(query, support, support_labels, n_way) -> [T, Q, n_way]``.
-        mode: ``baseline``, ``da``, ``sla`` or ``sla+sd``.
-        transforms: the transform set (``none`` for baseline).
-        learn_scale: make the logit scale(s) learnable (else fixed at ``scale_init``).
-        scale_init: initial value of the logit scale(s) (MetaOptNet's: 1.0).
-    """
+    """Backbone ``[B, C, H, W] -> [B, D]`` + few-shot head ``(query, support, support_labels, n_way)
+    -> [T, Q, n_way]`` + logit scale(s) (MetaOptNet's, init ``scale_init``) of one training mode."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, mode: str = "baseline",
                  transforms: TransformSet | str = "none", learn_scale: bool = True, scale_init: float = 1.0) -> None:
@@ -69,13 +42,10 @@ class FewShotModel(nn.Module):
         self.scale = nn.Parameter(torch.full((), float(scale_init)), requires_grad=learn_scale)
         if mode == "sla+sd":
             self.distill_scale = nn.Parameter(torch.full((), float(scale_init)), requires_grad=learn_scale)
-        # runtime settings, not saved: autocast dtype of the backbone, memory format
-        self.amp_dtype: torch.dtype | None = None
+        self.amp_dtype: torch.dtype | None = None  # runtime settings, not saved
         self.channels_last = False
-        # extra keyword arguments of every head call (e.g. {"max_iter": 3} for svm at test)
-        self.head_kwargs: dict[str, Any] = {}
-        # the inferences run_episodes may compute (a pretrained backbone adds "plain" to SLA's)
-        self.inferences: tuple[str, ...] = INFERENCES[mode]
+        self.head_kwargs: dict[str, Any] = {}  # extra keyword arguments of every head call
+        self.inferences: tuple[str, ...] = INFERENCES[mode]  # a pretrained backbone adds "plain"
 
     @property
     def M(self) -> int:
@@ -109,10 +79,7 @@ class FewShotModel(nn.Module):
 
 
 def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShotModel:
-    """Build the model a config describes for ``channels x image_size x image_size`` inputs.
-
-    Raises ``ValueError`` (one line) for an unknown backbone/head or a bad option.
-    """
+    """The model ``cfg`` describes for ``channels x image_size x image_size`` inputs."""
     if "in_channels" in cfg.backbone_options:
         raise ValueError(f"--backbone-options in_channels: the data's channels ({channels}) set it; drop it")
     backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
@@ -122,8 +89,7 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
 
 @PIPELINES.register("meta")
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[FewShotModel, MetaTrainConfig]:
-    """The model (weights loaded, on the CPU) and config of a meta-training checkpoint in the
-    current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
+    """The model (weights loaded, on the CPU) and config of a meta-training checkpoint."""
     cfg = config_from_dict(MetaTrainConfig, ckpt["config"], source=source, notes=False)
     data = ckpt["data"]
     model = build_model(cfg, data["channels"], data["image_size"])
@@ -134,9 +100,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> t
 @EPISODIC_MODELS.register("meta")
 def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, Any] | None = None,
                    svm_max_iter: int = 3) -> tuple[FewShotModel, MetaTrainConfig]:
-    """A meta-training checkpoint's model as it is, or with its head rebuilt when ``head`` (another
-    base learner) or ``head_options`` (over the run's own when the head stays) are given; an SVM
-    head solves its QP in ``svm_max_iter`` iterations."""
+    """A meta-training checkpoint's model, with its head rebuilt when ``head`` or ``head_options``
+    are given; an SVM head solves its QP in ``svm_max_iter`` iterations."""
     model, cfg = loaded.model, loaded.config
     other = bool(head) and head != cfg.head
     if other or head_options:

@@ -6,16 +6,10 @@
     probs = clf.predict_proba(["q1.png", "q2.png"])                   # [2, N], columns = clf.classes_
     clf.predict(["q1.png", "q2.png"])     # class names
 
-Inferences (``inference=``) are meta evaluation's (:func:`fewshot_sla.meta.methods.run_episodes`);
-which ones a checkpoint supports and the default are the table of :mod:`fewshot_sla.inferences`:
-row ``meta`` for meta-training checkpoints, ``pretrained`` for supervised ones (whose own heads
-classify the training classes, not yours: their backbone's features are solved with ``--head``,
-protonet by default). ``single`` and ``aggregated`` expand the support to N*M classes (every image
-transformed M times, label ``y*M + j``); ``single`` scores the untransformed queries alone.
-Shots may differ between classes with every head (each head takes the support labels). The head
-runs in float64 on the float32 features: ProtoNet's expanded distances and the SVM/ridge sums
-cancel terms, and in float32 their logits change by about 1e-5 with the number of queries scored
-together; in float64 a query's probabilities do not depend on the batch it comes in.
+Inferences and their defaults are :mod:`fewshot_sla.inferences`' table (a supervised checkpoint's
+features are solved with ``head``, protonet by default); shots may differ between classes. The
+head runs in float64 on the float32 features, so a query's probabilities do not depend on the
+batch it comes in.
 """
 
 from __future__ import annotations
@@ -40,11 +34,8 @@ __all__ = ["FewShotClassifier"]
 
 
 class FewShotClassifier:
-    """An N-way classifier from a trained checkpoint, fitted to a support set.
-
-    Attributes (after :meth:`fit`): ``classes_`` (class names, column order of
-    :meth:`predict_proba`), ``shots_`` (support images per class).
-    """
+    """An N-way classifier from a trained checkpoint, fitted to a support set; after :meth:`fit`,
+    ``classes_`` (the columns of :meth:`predict_proba`) and ``shots_`` (images per class)."""
 
     def __init__(self, loaded: LoadedModel, inference: str | None = None, head: str | None = None,
                  head_options: dict[str, Any] | None = None, batch_size: int = 64) -> None:

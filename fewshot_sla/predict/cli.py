@@ -1,11 +1,6 @@
-"""Subcommands ``predict`` and ``export`` of the ``fewshot-sla`` command.
+"""Subcommands ``predict`` and ``export`` of the ``fewshot-sla`` command::
 
-Examples::
-
-    fewshot-sla predict --checkpoint runs/omniglot_sla --support my_support --query my_queries \\
-        --output preds.csv
-    fewshot-sla export --checkpoint runs/omniglot_sla --support my_support --format torchscript \\
-        --output classifier.pt
+    fewshot-sla predict --checkpoint RUN --support my_support --query my_queries --output preds.csv
 """
 
 from __future__ import annotations

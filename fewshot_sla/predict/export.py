@@ -1,21 +1,11 @@
 """Export a fitted :class:`~fewshot_sla.predict.FewShotClassifier` as one standalone module.
 
-The module maps preprocessed queries ``float32 [B, C, S, S]`` (:func:`~fewshot_sla.predict.preprocess_images`)
-to class probabilities ``[B, N]``; everything else is inside the graph::
-
-    x -> aggregated: the M transforms, rows b*M + j = t_j(x_b)            [B*M', C, S, S]
-      -> backbone                                                         [B*M', D]
-      -> the head fitted to the support set at export time, times the checkpoint's logit scale
-           protonet: -||f - c_k||^2 to the N*M' prototypes (/ D if normalize);
-           ridge, r2d2, svm: f W + b (linear once the support is fixed: W and b are read off
-           the head at the unit vectors and at 0, and checked on the support features)
-      -> the inference's N-way logits (:func:`fewshot_sla.inferences.head_logits`), softmax
-
-Formats: ``torchscript`` (``torch.jit.load``; attributes ``class_names`` and ``spec``, JSON),
-``onnx`` (input ``images``, output ``probabilities``, dynamic batch, the same metadata; needs
-``pip install onnx onnxscript``), ``backbone`` (TorchScript of the embedding network alone).
-``pixels=True`` (``--input pixels``): a TorchScript export of raw ``uint8 [B, H, W(, C)]`` pixels
-of any size (:class:`~fewshot_sla.data.spec.PixelPreprocess` inside).
+Queries ``float32 [B, C, S, S]`` (:func:`~fewshot_sla.predict.preprocess_images`) -> the M transforms
+(aggregated) -> backbone -> the head fitted to the support set (protonet: distances to the
+prototypes; ridge, r2d2, svm: ``f W + b``, read off the head and checked on the support) times the
+logit scale -> the inference's N-way logits -> probabilities ``[B, N]``. Formats: ``torchscript``,
+``onnx`` (needs ``pip install onnx onnxscript``), ``backbone`` (the embedding network alone);
+``pixels=True``: raw ``uint8 [B, H, W(, C)]`` pixels of any size (TorchScript only).
 """
 
 from __future__ import annotations
@@ -74,10 +64,8 @@ class FittedLinear(nn.Module):
 
 @torch.no_grad()
 def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
-    """The head of a fitted classifier with its support set baked in (see the module docs).
-
-    Raises ``ValueError`` for a head whose logits are not linear in the query features (and
-    not ProtoNet's distances)."""
+    """The head of a fitted classifier with its support set baked in; ``ValueError`` for a head
+    whose logits are not linear in the query features (and not ProtoNet's distances)."""
     clf._check_fitted()
     fs, ys = clf._support_features, clf._support_labels  # [1, S', D], [1, S']
     k = clf.n_way * clf.M
@@ -130,9 +118,8 @@ def metadata(clf: FewShotClassifier, pixels: bool = False) -> dict[str, str]:
 
 
 class _WithNames(nn.Module):
-    """A traced module plus the metadata as TorchScript attributes (``class_names``: list of str,
-    ``spec``: JSON str; their types are inferred from the values), optionally behind
-    :class:`PixelPreprocess`."""
+    """A traced module with ``class_names`` and ``spec`` (JSON) as TorchScript attributes, optionally
+    behind :class:`PixelPreprocess`."""
 
     def __init__(self, inner: nn.Module, class_names: list[str], spec: str, pre: nn.Module | None = None) -> None:
         super().__init__()
@@ -141,10 +128,6 @@ class _WithNames(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(self.pre(x))
-
-
-def _example(clf: FewShotClassifier, batch: int = 2) -> Tensor:
-    return torch.randn(batch, clf.spec.channels, clf.spec.image_size, clf.spec.image_size)
 
 
 def _onnx_modules() -> None:
@@ -158,13 +141,8 @@ def _onnx_modules() -> None:
 
 def export_classifier(clf: FewShotClassifier, path: str | Path, fmt: str = "torchscript",
                       pixels: bool = False) -> Path:
-    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``.
-
-    ``pixels``: the module takes raw ``uint8 [B, H, W(, C)]`` pixels of any size and preprocesses
-    them inside (:class:`~fewshot_sla.data.spec.PixelPreprocess`; TorchScript formats only).
-
-    The tracer's and exporters' warnings (TorchScript is deprecated in favour of torch.export,
-    but still what ``torch.jit.load`` users need) are silenced."""
+    """Write the fitted classifier (or, ``fmt="backbone"``, its embedding network) to ``path``;
+    ``pixels``: the module takes raw uint8 pixels (TorchScript only). Exporter warnings are silenced."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         logger = logging.getLogger("torch.onnx")
@@ -185,7 +163,7 @@ def _export(clf: FewShotClassifier, path: str | Path, fmt: str, pixels: bool) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = metadata(clf, pixels)
-    x = _example(clf)
+    x = torch.randn(2, clf.spec.channels, clf.spec.image_size, clf.spec.image_size)
     pre = PixelPreprocess(clf.spec) if pixels else None
     names = json.loads(meta["class_names"])
     if fmt in ("backbone", "torchscript"):

@@ -1,22 +1,9 @@
-"""The one conversion of user images into what a checkpoint was trained on.
+"""The one conversion of user images into what a checkpoint was trained on (:func:`preprocess_images`).
 
-Every entry point of :mod:`fewshot_sla.predict` (the classifier API, ``fewshot-sla predict``,
-``fewshot-sla export`` and its benchmark) turns images into model inputs with
-:func:`preprocess_images` and the checkpoint's :class:`~fewshot_sla.data.spec.ImageSpec`::
-
-    image (file path, PIL image, uint8 or float tensor/array, any size and mode)
-      -> channels of the checkpoint: PIL ``convert("L")`` / ``convert("RGB")`` (ITU-R 601 luma)
-      -> size: ``image_size x image_size`` with PIL's antialiased filter (``bilinear``), as the
-         dataset loaders resize decoded files (no crop: the aspect ratio is not kept)
-      -> polarity: Omniglot checkpoints (loaded with ``invert=True``, the default) store
-         ink = 255 on a 0 background; user images are taken as the dataset's files are
-         (black strokes on white) and inverted the same way (``255 - pixel``)
-      -> float ``x / 255``, normalised per channel with the checkpoint's ``mean`` / ``std``
-
-uint8 tensors are converted through PIL (the same path as files, so a decoded file and its
-pixels give identical inputs); float tensors in ``[0, 1]`` are converted on the tensor side
-(luma weights, ``interpolate(..., antialias=True)``, ``1 - x``). Tensors are ``[C, H, W]`` or
-``[H, W]``; numpy arrays are ``[H, W, C]`` or ``[H, W]`` (PIL's layout).
+Any image (path, PIL, uint8 or float tensor/array, any size and mode) -> the checkpoint's channels
+(ITU-R 601 luma) -> ``image_size`` square with PIL's antialiased bilinear filter (no crop) -> inverted
+for Omniglot checkpoints -> ``x / 255`` normalised with the checkpoint's mean/std. uint8 goes through
+PIL as files do; float tensors in ``[0, 1]`` are converted on the tensor side.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""Standard and long-tailed CIFAR pipelines of SLA (paper Tables 1, 3 and 7).
-
-Modes ``baseline``, ``da``, ``mt``, ``sla``, ``sla+sd`` on any transform set; long-tailed
-training sets (Cao et al.'s exponential profile) with CE, class-balanced (CB-RW) and LDAM
-losses and deferred re-weighting (DRW). Entry points: ``fewshot-sla supervised`` and
-``python -m fewshot_sla.supervised``; in Python :func:`run_training` and
-:func:`evaluate_checkpoints`.
-
-Modules: ``config`` (:class:`SupervisedConfig`), ``data`` (a run's images and preprocessing),
-``model`` (heads on a shared backbone), ``losses`` (the per-mode losses, CB weights, LDAM
-margins), ``longtail`` (class counts and subsets, shot groups), ``train`` (batch plan, schedule,
-loop, checkpoints), ``evaluate`` (inferences, reports, ensembles), ``cli``.
+"""Standard and long-tailed CIFAR pipelines of SLA (paper Tables 1, 3 and 7): modes ``baseline``,
+``da``, ``mt``, ``sla``, ``sla+sd``; CE, CB-RW and LDAM losses with DRW. Entry points: ``fewshot-sla
+supervised``, ``python -m fewshot_sla.supervised``, :func:`run_training`, :func:`evaluate_checkpoints`.
 """
 
 from .config import SupervisedConfig

@@ -1,14 +1,6 @@
-"""``fewshot-sla supervised`` (also ``python -m fewshot_sla.supervised``).
-
-Four actions::
-
-    fewshot-sla supervised [--config NAME] [--dataset cifar10] [--mode sla+sd] [...]   # train
-    fewshot-sla supervised --resume RUN_DIR [--device cuda] [--stop-after K]          # continue
-    fewshot-sla supervised --evaluate CKPT [--split test|val] [--data-root DIR]       # evaluate
-    fewshot-sla supervised --ensemble CKPT CKPT [...]                                 # logit ensemble
-
-Options layer as ``SupervisedConfig`` defaults < ``--config`` (a TOML file or a named config,
-e.g. ``supervised_cifar10_lt100``: Cao et al.'s LDAM-DRW recipe) < explicit options.
+"""``fewshot-sla supervised`` (also ``python -m fewshot_sla.supervised``): train, ``--resume RUN_DIR``,
+``--evaluate CKPT`` or ``--ensemble CKPT CKPT ...``; options layer as ``SupervisedConfig`` defaults <
+``--config`` (a TOML file or a named config, e.g. ``supervised_cifar10_lt100``) < explicit options.
 """
 
 from __future__ import annotations

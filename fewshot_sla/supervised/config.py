@@ -1,11 +1,8 @@
 """Configuration of the supervised (standard and long-tailed) pipeline, made of :mod:`fewshot_sla.sections`.
 
-The defaults are the SLA authors' standard-CIFAR recipe (ResNet-32, SGD lr 0.1, momentum 0.9, weight decay
-1e-4, batch 128, 80,000 iterations, lr x0.1 at 50% and 75%, 5,000 held-out validation images); Cao et al.'s
-long-tailed LDAM-DRW recipe is the named config ``supervised_cifar10_lt100`` (and siblings). Long-tailed sets
-are cut from the *full* training set, so they hold nothing out (``val_size`` unset: 5,000 or 0). Schedules
-are *fractions of the run* (a shortened run keeps their shape), whose unit is the epoch when ``epochs > 0``
-(a fresh permutation each), else the iteration; ``warmup_by = "epoch"`` ramps the warm-up per epoch.
+Defaults are the SLA authors' CIFAR recipe (ResNet-32, SGD 0.1, momentum 0.9, wd 1e-4, batch 128,
+80,000 iterations, lr x0.1 at 50% and 75%); Cao et al.'s LDAM-DRW is the named config
+``supervised_cifar10_lt100``. Schedules are fractions of the run.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Data of the supervised pipeline: the training, validation and test images of a run, and the
+"""Data of the supervised pipeline: a run's training, validation and test images and the
 preprocessing of its augmentation recipe.
-
-A balanced run holds out ``validation_size / C`` training images per class for model
-selection; a long-tailed run is cut from the full training set (Cao et al.'s profile) and has
-no validation set (:func:`prepare_data`).
 """
 
 from __future__ import annotations
@@ -54,16 +50,9 @@ class SupervisedData:
 
 
 def prepare_data(train: Any, test: Any | None, cfg: SupervisedConfig) -> SupervisedData:
-    """Subsample the long-tailed training set, or hold out the validation images.
-
-    ``test`` is ``None`` for a few-shot benchmark (no test images of the training classes).
-    ``train`` and ``test`` are any objects with ``images`` (uint8 ``[n, C, H, W]``), ``labels``
-    and ``class_names`` (e.g. :class:`fewshot_sla.data.ImageDataset`). Long-tailed runs are cut
-    from the full training set, as Cao et al.: ``n_max`` of the profile is a class's full count
-    (the smallest one if they differ; 5,000 for CIFAR-10, 500 for CIFAR-100), and they have no
-    validation set (:attr:`SupervisedConfig.validation_size` is 0 for them). Balanced runs hold
-    out ``validation_size / C`` images per class with ``split_seed``.
-    """
+    """Subsample the long-tailed training set (from the full set, as Cao et al.: ``n_max`` is a class's
+    full count), or hold out ``validation_size / C`` images per class with ``split_seed``; ``test`` is
+    ``None`` for a few-shot benchmark. ``train``/``test`` hold ``images``, ``labels``, ``class_names``."""
     images, labels = train.images, torch.as_tensor(train.labels).long()
     names = list(train.class_names)
     C = len(names)
@@ -89,16 +78,9 @@ def prepare_data(train: Any, test: Any | None, cfg: SupervisedConfig) -> Supervi
         raise ValueError(f"train has {C} classes but test has {len(test.class_names)}; use splits of one dataset")
     else:
         test_images, test_labels = test.images, torch.as_tensor(test.labels).long()
-    return SupervisedData(
-        train_images=images,
-        train_labels=labels,
-        val_images=val_images,
-        val_labels=val_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        class_names=names,
-        class_counts=class_counts(labels, C),
-    )
+    return SupervisedData(train_images=images, train_labels=labels, val_images=val_images, val_labels=val_labels,
+                          test_images=test_images, test_labels=test_labels, class_names=names,
+                          class_counts=class_counts(labels, C))
 
 
 def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:

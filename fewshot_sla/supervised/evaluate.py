@@ -39,11 +39,8 @@ def predict(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             preprocess: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int = 500,
             device: torch.device | str = "cpu", channels_last: bool = False,
             amp: torch.dtype | None = None) -> Predictions:
-    """Run ``model`` (in eval mode) over ``images`` (uint8 ``[n, C, H, W]``, any device) and
-    collect every inference of its mode (``amp``: the autocast dtype, ``None`` for float32).
-
-    ``preprocess`` maps a uint8 batch to normalised float (no random augmentation).
-    """
+    """Every inference of ``model``'s mode over uint8 ``images [n, C, H, W]`` (eval mode;
+    ``preprocess``: uint8 -> normalised float; ``amp``: the autocast dtype or ``None``)."""
     device = torch.device(device)
     M, mode = model.M, model.mode
     was_training = model.training
@@ -109,10 +106,7 @@ def accuracy_report(pred: Predictions, num_classes: int, class_counts: Sequence[
 
 
 def method_name(loss: str = "ce", drw: bool = False) -> str:
-    """Long-tailed method of a loss setting: Baseline (CE), CE-DRW, CB-RW, LDAM, LDAM-DRW.
-
-    (``cb`` with ``drw`` defers the same class-balanced weights: that is CE-DRW.)
-    """
+    """Long-tailed method of a loss setting: Baseline (CE), CE-DRW (also cb + drw), CB-RW, LDAM, LDAM-DRW."""
     if loss == "ldam":
         return "LDAM-DRW" if drw else "LDAM"
     if drw:
@@ -125,13 +119,8 @@ def table_entries(mode: str, loss: str = "ce", drw: bool = False) -> dict[str, s
     "SLA+AG": "aggregated"}`` for sla, ``{"LDAM-DRW + SLA+SD": "distilled"}`` for a long-tailed
     LDAM-DRW run with sla+sd."""
     base = method_name(loss, drw)
-    names = {
-        "baseline": {"Baseline": "single"},
-        "da": {"DA": "single"},
-        "mt": {"MT": "single"},
-        "sla": {"SLA+SI": "single", "SLA+AG": "aggregated"},
-        "sla+sd": {"SLA+SD": "distilled"},
-    }[mode]
+    names = {"baseline": {"Baseline": "single"}, "da": {"DA": "single"}, "mt": {"MT": "single"},
+             "sla": {"SLA+SI": "single", "SLA+AG": "aggregated"}, "sla+sd": {"SLA+SD": "distilled"}}[mode]
     if base == "Baseline":
         return names
     if mode == "baseline":
@@ -140,11 +129,8 @@ def table_entries(mode: str, loss: str = "ce", drw: bool = False) -> dict[str, s
 
 
 def ensemble(predictions: Sequence[Predictions], primaries: Sequence[str]) -> Predictions:
-    """Average the logits of several models evaluated on the same examples.
-
-    ``ensemble`` is the mean of each model's primary logits (the paper's independent
-    ensemble); every inference that all models have is averaged under its own name.
-    """
+    """Mean logits of models evaluated on the same examples: ``ensemble`` of each one's primary
+    inference (the paper's independent ensemble), and each inference all of them have."""
     if not predictions:
         raise ValueError("need at least one set of predictions to ensemble")
     labels = predictions[0].labels
@@ -161,13 +147,8 @@ def ensemble(predictions: Sequence[Predictions], primaries: Sequence[str]) -> Pr
 
 def evaluate_checkpoints(paths: Sequence[str], *, split: str = "test", data_root: str | None = None,
                          device: str = "auto", batch_size: int | None = None, data=None) -> dict:
-    """Evaluate one checkpoint, or the logit ensemble of several, on ``split`` (test or val).
-
-    The data and the validation hold-out come from the first checkpoint's configuration
-    (``data_root`` overrides its data root; ``data`` replaces loading, as in tests). Returns a
-    JSON-ready dict: ``accuracy`` per inference, ``per_class``, ``groups`` (long-tailed runs),
-    ``table`` (the paper's names) and, for an ensemble, each member's primary accuracy.
-    """
+    """JSON-ready report of one checkpoint, or the logit ensemble of several, on ``split`` (test or val),
+    with the data of the first one's config (``data`` replaces loading, as in tests)."""
     from ..devices import resolve_device
     from ..engine import amp_dtype, load_model
     from ..transforms import get_transform_set

@@ -1,15 +1,6 @@
-"""Long-tailed CIFAR (Cao et al., NeurIPS 2019, "LDAM-DRW"): the exponential profile, the
-seeded subset, and many/medium/few-shot class groups.
-
-The profile keeps ``int(n_max * (1/R) ** (c / (C - 1)))`` images of class ``c`` (Cao et
-al.'s ``get_img_num_per_cls`` with ``imb_factor = 1/R``). Published sizes: CIFAR-10 with
-R = 100 keeps 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50 (12,406 images), with
-R = 10 20,431; CIFAR-100 10,847 (R = 100) and 19,573 (R = 10).
-
-The kept images are chosen as in their code: one ``numpy`` ``RandomState(seed)`` shuffles
-the indices of each class in turn (classes in increasing label order) and the first
-``count`` are kept, so with the official batches and ``seed = 0`` the subset is the one
-their ``rand_number = 0`` gives.
+"""Long-tailed CIFAR (Cao et al., NeurIPS 2019, "LDAM-DRW"): the exponential profile
+``int(n_max * (1/R) ** (c / (C - 1)))`` images of class c, the seeded subset (one ``RandomState(seed)``
+shuffling each class in turn, as their code) and many/medium/few-shot class groups.
 """
 
 from __future__ import annotations
@@ -19,15 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = [
-    "longtail_counts",
-    "longtail_indices",
-    "class_counts",
-    "shot_groups",
-    "group_accuracy",
-    "MANY_SHOT",
-    "FEW_SHOT",
-]
+__all__ = ["longtail_counts", "longtail_indices", "class_counts", "shot_groups", "group_accuracy", "MANY_SHOT",
+           "FEW_SHOT"]
 
 MANY_SHOT = 100  # classes with more than 100 training images are "many-shot"
 FEW_SHOT = 20  # classes with fewer than 20 are "few-shot"; the rest "medium-shot"
@@ -68,9 +52,7 @@ def longtail_indices(labels: torch.Tensor | np.ndarray, counts: Sequence[int], s
     for c, n in enumerate(counts):
         idx = np.where(lab == c)[0]
         if n > len(idx):
-            raise ValueError(
-                f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; lower n_max"
-            )
+            raise ValueError(f"class {c} has {len(idx)} images but the long-tailed profile asks for {n}; lower n_max")
         rng.shuffle(idx)
         out.append(idx[:n])
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

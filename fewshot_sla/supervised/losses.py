@@ -1,28 +1,9 @@
 """Losses of the supervised pipelines: the five modes, class-balanced weights, LDAM margins.
 
-Notation: B images ``x`` with labels ``y``, M transforms ``t_j`` (row ``b*M + j`` is ``t_j(x_b)``),
-``f`` the feature, ``g`` the joint N*M-way head, ``u`` the N-way head, ``h`` the M-way transform
-head (MT). ``CE_{w,d}(z, y)`` is :func:`fewshot_sla.sla.cross_entropy` of ``z - d_y e_y`` (LDAM's
-margin) weighted by ``w_y`` (``torch``'s weighted mean); the losses are :mod:`fewshot_sla.sla`'s,
-this module only chooses their arguments.
-
-==========  ===================================================================================
-mode        loss
-==========  ===================================================================================
-baseline    ``CE_{w,d}(u(f(x)), y)``
-da          ``CE_{w,d}(u(f(t_j x)), y)`` over all B*M rows (the label is kept)
-mt          ``CE_{w,d}(u(f(t_j x)), y) + CE(h(f(t_j x)), j)`` over all B*M rows
-sla         ``L_joint = CE_{w',d'}(g(f(t_j x)), y*M + j)`` over all rows (x M with ``large_loss``)
-sla+sd      ``L_joint + beta * CE_{w,d}(u(f(x)), y) + T^2 KL(softmax(s/T) || softmax(u(f(x))/T))``
-            with ``s_b = mean_j g(f(t_j x_b))[y*M + j]`` (aggregated, detached), batch mean
-==========  ===================================================================================
-
-``w``: class-balanced weights ``(1 - beta) / (1 - beta^{n_c})`` summing to C (``--loss cb``, or
-``--drw`` from ``drw_start`` on); ``d``: LDAM margins ``s * m_c``, ``m_c ~ n_c^{-1/4}``, ``max_c m_c =
-max_margin`` (``--loss ldam``; the head outputs ``s * cos``: Cao et al.'s ``s * (cos - m_y e_y)``).
-The joint head's ``w', d'`` (``joint_loss``): ``"ce"`` none; ``"weighted"`` (default) ``w'_{y*M+j} =
-w_y``; ``"same"`` also ``d'_{y*M+j} = d_y`` (joint class (y, j) has ``n_y`` rows, so these are its
-own class-balanced weight and margin).
+Per mode, on rows ``t_j(x_b)``: baseline ``CE(u(f(x)), y)``; da the same over all B*M rows; mt
+plus ``CE(h(f(t_j x)), j)``; sla ``CE(g(f(t_j x)), y*M + j)``; sla+sd plus the distilled N-way head
+(:func:`fewshot_sla.sla.sla_sd_loss`). ``w``: class-balanced weights ``(1 - beta) / (1 - beta^{n_c})``
+summing to C; ``d``: LDAM margins ``s * m_c``, ``m_c ~ n_c^{-1/4}`` (Cao et al. 2019).
 """
 
 from __future__ import annotations
@@ -62,18 +43,9 @@ def supervised_loss(mode: str, out: dict[str, torch.Tensor], y: torch.Tensor, M:
                     weight: torch.Tensor | None = None, margin: torch.Tensor | None = None,
                     joint_loss: str = "weighted", large_loss: bool = False, temperature: float = 1.0,
                     sd_beta: float = 1.0, distill: bool = True) -> dict[str, torch.Tensor]:
-    """The training loss of ``mode`` (see the module table); returns ``total`` and its parts.
-
-    Args:
-        out: model outputs on the transformed batch of ``B*M`` rows: ``joint [B*M, N*M]``
-            (sla, sla+sd), ``class [B*M, N]`` (baseline, da, mt, sla+sd), ``transform
-            [B*M, M]`` (mt).
-        y: class labels ``[B]``.
-        distill: sla+sd only; ``False`` drops the distillation term from ``total`` (the
-            ``--sd-start`` warm-up; the term is still returned as a part).
-        weight, margin: per-class weights and logit margins ``[N]`` of the N-way head
-            (``None``: unweighted, no margin).
-    """
+    """The training loss of ``mode`` -> ``total`` and its parts, from the outputs ``out`` on the
+    ``B*M`` transformed rows and labels ``y [B]``; ``weight``/``margin`` ``[N]`` for the N-way head,
+    ``joint_loss`` (ce, weighted, same) for the joint head's; ``distill=False``: ``--sd-start``."""
     if mode == "baseline":
         parts = {"class": sla.cross_entropy(out["class"], y, weight=weight, margin=margin)}
         parts["total"] = parts["class"]

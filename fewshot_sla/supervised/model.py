@@ -1,23 +1,9 @@
 """The supervised classifier: a shared backbone feature and the heads each mode needs.
 
-==========  ==========================================================================
-mode        heads on the feature ``f(x) [R, D]``
-==========  ==========================================================================
-baseline    ``class``: N-way head u
-da          ``class``: N-way head u (applied to every transformed row)
-mt          ``class``: N-way head u, ``transform``: M-way head h (``Linear(D, M)``)
-sla         ``joint``: N*M-way head g
-sla+sd      ``joint``: g, and ``class``: u (self-distillation target of the aggregation)
-==========  ==========================================================================
-
-Heads are ``Linear(D, K)`` (PyTorch's default initialisation, as the SLA code), or, with
-``cosine=True`` (the LDAM loss), :class:`CosineLinear`: ``s * cos(f, w_k)`` with a fixed
-scale ``s`` (30), the ``NormedLinear`` classifier of Cao et al. with their ``s`` moved
-inside the head so that every loss (CE, KL) sees the same logits. The transform head of
-MT is always linear.
-
-A supervised backbone also solves few-shot episodes (``eval``, ``--val-episodes``) as a
-:class:`~fewshot_sla.meta.model.FewShotModel`: :func:`pretrained_episodic_model`.
+Modes' heads on the feature ``f(x) [R, D]``: baseline, da: ``class`` (N-way); mt: ``class`` and
+``transform`` (M-way, linear); sla: ``joint`` (N*M-way); sla+sd: ``joint`` and ``class``. Heads are
+``Linear(D, K)`` or, with ``cosine=True`` (LDAM), :class:`CosineLinear` with a fixed scale ``s`` (30,
+Cao et al.'s ``NormedLinear`` with ``s`` inside the head, so every loss sees the same logits).
 """
 
 from __future__ import annotations
@@ -41,20 +27,12 @@ from .config import SupervisedConfig
 __all__ = ["CosineLinear", "SupervisedModel", "build_model", "model_for_config", "model_from_checkpoint",
            "HEADS_BY_MODE", "episodic_model", "pretrained_episodic_model"]
 
-HEADS_BY_MODE: dict[str, tuple[str, ...]] = {
-    "baseline": ("class",),
-    "da": ("class",),
-    "mt": ("class", "transform"),
-    "sla": ("joint",),
-    "sla+sd": ("joint", "class"),
-}
+HEADS_BY_MODE: dict[str, tuple[str, ...]] = {"baseline": ("class",), "da": ("class",), "mt": ("class", "transform"),
+                                             "sla": ("joint",), "sla+sd": ("joint", "class")}
 
 
 class CosineLinear(nn.Module):
-    """``[R, D] -> [R, K]``: ``scale * <f / |f|, w_k / |w_k|>`` (no bias).
-
-    Weights start uniform in [-1, 1] (their norm does not matter: they are normalised).
-    """
+    """``[R, D] -> [R, K]``: ``scale * <f / |f|, w_k / |w_k|>`` (no bias); weights start uniform in [-1, 1]."""
 
     def __init__(self, in_features: int, out_features: int, scale: float = 30.0) -> None:
         super().__init__()
@@ -70,10 +48,7 @@ class CosineLinear(nn.Module):
 
 class SupervisedModel(nn.Module):
     """Backbone + the heads of ``mode``; ``forward(x [R, C, H, W]) -> dict`` of logits
-    ``joint [R, N*M]``, ``class [R, N]``, ``transform [R, M]`` (those the mode has).
-
-    Attributes: ``num_classes`` (N), ``M``, ``mode``, ``cosine``.
-    """
+    ``joint [R, N*M]``, ``class [R, N]``, ``transform [R, M]`` (those the mode has)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, M: int, mode: str, cosine: bool = False,
                  scale: float = 30.0) -> None:
@@ -117,16 +92,14 @@ def build_model(backbone: str, num_classes: int, M: int, mode: str, *, in_channe
 
 def model_for_config(cfg: SupervisedConfig, num_classes: int, M: int, channels: int,
                      image_size: int) -> SupervisedModel:
-    """The model ``cfg`` describes for ``num_classes`` classes, ``M`` transforms and
-    ``channels x image_size x image_size`` inputs (freshly initialised)."""
+    """The freshly initialised model ``cfg`` describes for this data and ``M`` transforms."""
     return build_model(cfg.backbone, num_classes, M, cfg.mode, in_channels=channels, image_size=image_size,
                        cosine=cfg.cosine, scale=cfg.ldam_scale, backbone_options=cfg.backbone_options)
 
 
 @PIPELINES.register("supervised")
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> tuple[SupervisedModel, SupervisedConfig]:
-    """The model (weights loaded, on the CPU) and config of a supervised checkpoint in the
-    current format (:func:`fewshot_sla.engine.read_checkpoint`)."""
+    """The model (weights loaded, on the CPU) and config of a supervised checkpoint."""
     cfg = config_from_dict(SupervisedConfig, ckpt["config"], source=source, notes=False)
     data = ckpt["data"]
     model = model_for_config(cfg, data["num_classes"], data["M"], data["channels"], data["image_size"])
@@ -134,19 +107,15 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> t
     return model, cfg
 
 
-#: supervised mode -> the meta-training mode whose episodes a pretrained backbone is evaluated in
 _EPISODE_MODE = {"baseline": "baseline", "da": "baseline", "mt": "baseline", "sla": "sla", "sla+sd": "sla"}
 
 
 def pretrained_episodic_model(s: SupervisedConfig, backbone: nn.Module, transforms: str, head: str = "",
                               svm_max_iter: int = 3, head_options: dict[str, Any] | None = None,
                               ) -> tuple[FewShotModel, MetaTrainConfig]:
-    """A :class:`FewShotModel` on the run's ``backbone`` (shared, not copied: the features before the
-    base-class heads, which cannot score novel classes) with the few-shot ``head`` (default
-    ``protonet``) and a fixed logit scale 1; SLA-pretrained backbones (sla, sla+sd) are evaluated
-    NM-way as meta-training's SLA models (``single``, ``aggregated``) and on the untransformed
-    images (``plain``). Returns it with the meta-training view of the run ``s`` (dataset, options,
-    transforms, head)."""
+    """A :class:`FewShotModel` on the run's ``backbone`` (shared, not copied) with the few-shot
+    ``head`` (default protonet) and a fixed logit scale 1; SLA-pretrained backbones are evaluated
+    NM-way too (``single``, ``aggregated``). Returns it with the meta-training view of run ``s``."""
     cfg = MetaTrainConfig(
         dataset=s.dataset, data_root=s.data_root, dataset_options=dict(s.dataset_options),
         image_size=s.image_size, backbone=s.backbone, backbone_options=dict(s.backbone_options),
