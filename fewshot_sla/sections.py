@@ -34,6 +34,9 @@ class EpisodeShape:
     shot: int
     query: int
 
+    def __iter__(self):  # noqa: ANN204 - ``EpisodeSampler(labels, *shape, ...)``
+        return iter((self.way, self.shot, self.query))
+
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,  # noqa: A002 - argparse's name
            choices: tuple[str, ...] | None = None, resume: bool = False, ge: float | None = None,

@@ -117,12 +117,12 @@ class MetaTrainer(Trainer):
                     f"{ds.channels}x{ds.image_size}px; set --image-size"
                 )
         self.mean, self.std = _dataset_stats(ds)
-        self.sampler = EpisodeSampler(ds.labels, cfg.n_way, cfg.k_shot, cfg.n_query,
+        self.sampler = EpisodeSampler(ds.labels, *cfg.train_shape,
                                       cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed,
                                       class_names=list(ds.class_names),
                                       option_names=("--n-way", "--k-shot", "--n-query"))
         if self.val_ds is not None:  # checks the episode shape against the data up front
-            EpisodeSampler(self.val_ds.labels, cfg.eval_way, cfg.eval_shot, cfg.eval_query, 1,
+            EpisodeSampler(self.val_ds.labels, *cfg.val_shape, 1,
                            class_names=list(self.val_ds.class_names),
                            option_names=("--eval-way", "--eval-shot", "--eval-query"))
         if cfg.data_on_device and self.device.type != "cpu":

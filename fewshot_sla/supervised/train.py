@@ -210,7 +210,7 @@ class SupervisedTrainer(Trainer):
 
         cfg = self.cfg
         ds = load_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.image_size, cfg.download, cfg.dataset_options)
-        EpisodeSampler(ds.labels, cfg.val_way, cfg.val_shot, cfg.val_query, 1, class_names=list(ds.class_names),
+        EpisodeSampler(ds.labels, *cfg.val_shape, 1, class_names=list(ds.class_names),
                        option_names=("--val-way", "--val-shot", "--val-query"))
         model, _ = pretrained_episodic_model(cfg, self.model.backbone, self.tset.name, cfg.val_head)
         return ds, model, self.preprocess
