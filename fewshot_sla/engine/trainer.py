@@ -8,7 +8,7 @@ train rows as they fall due), each ending at a checkpoint with validation when d
 tracking and atomic ``last.pt``/``best.pt`` (never non-finite). ``finish``: ``summary.json``.
 
 A pipeline subclass supplies what differs: ``load_data`` (setting ``total``, ``save_every``,
-``val_every``, ``lr_every`` in steps), ``default_run_dir``, ``build_model``, ``lr_schedule``,
+``val_every``, ``lr_every`` in steps), ``build_model``, ``lr_schedule``,
 ``setup``, ``chunks(step)``, ``chunk_loss(module, payload, chunk)``, ``record``/``train_row``,
 ``epoch_of``, ``validate``, ``best_record``, ``state``/``load_state`` (its part of the
 checkpoint), ``data_info`` (the checkpoint's ``data``) and ``summary``.
@@ -76,7 +76,7 @@ class Trainer:
         self.device, self.dist = session.device, session.dist
         self.quiet = cfg.quiet or not self.dist.is_main
         # every rank uses rank 0's (possibly time-stamped) directory name
-        run_path = claim_run_dir(cfg.run_dir or self.default_run_dir(), self.dist, resume=resume)
+        run_path = claim_run_dir(cfg.run_dir or cfg.default_run_dir(), self.dist, resume=resume)
         if not cfg.run_dir:  # the resolved config names its run directory
             self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
         self.load_data()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from .evaluate import evaluate_episodes, summarize
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
 
-__all__ = ["train", "resume_config", "default_run_dir", "MetaTrainer"]
+__all__ = ["train", "resume_config", "MetaTrainer"]
 
 # streams of derive_seed(seed, stream, step, chunk): augmentation and the global RNG (dropout)
 _AUGMENT_STREAM, _DROPOUT_STREAM = 7, 8
@@ -55,11 +54,6 @@ class _EpisodeLoss(torch.nn.Module):
     def forward(self, batch, distill: bool = True) -> EpisodeOutput:  # noqa: ANN001 - EpisodeBatch
         settings = self.settings if distill else dataclasses.replace(self.settings, sd_distill=False)
         return run_episodes(self.model, batch, loss=settings)
-
-
-def default_run_dir(cfg: MetaTrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.runs_root) / f"{cfg.dataset}-{cfg.backbone}-{cfg.head}-{cfg.mode.replace('+', '')}-{stamp}"
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> MetaTrainConfig:
@@ -91,9 +85,6 @@ class MetaTrainer(Trainer):
         return self.step // self.cfg.steps_per_epoch
 
     # -- data and model ---------------------------------------------------------------------
-    def default_run_dir(self) -> Path:
-        return default_run_dir(self.cfg)
-
     def _load(self, split: str) -> EpisodeDataset:
         c = self.cfg
         return load_split(c.dataset, c.data_root, split, c.image_size, c.download, c.dataset_options)

@@ -81,9 +81,6 @@ class SupervisedTrainer(Trainer):
         self.data = data
         super().__init__(cfg, resume)
 
-    def default_run_dir(self) -> str:
-        return self.cfg.default_run_dir()
-
     def load_data(self) -> None:
         cfg = self.cfg
         self.data = data = self.data if self.data is not None else load_data(cfg)
