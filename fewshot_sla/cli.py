@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import __version__
-from .cli_options import COMMANDS, Parser, add_command, check_device, command, describe_configs, option
+from .cli_options import COMMANDS, Parser, add_command, command, describe_configs, option
+from .devices import check_device
 from .meta import cli as _meta_cli  # noqa: F401 - adds meta-train and eval
 from .predict import cli as _predict_cli  # noqa: F401 - adds predict and export
 from .supervised import cli as _supervised_cli  # noqa: F401 - adds supervised

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import re
 import sys
 import types
 import typing
@@ -27,7 +26,7 @@ from .config import (
 from .registry import Registry
 from .sections import option
 
-__all__ = ["Command", "COMMANDS", "command", "option", "Parser", "add_options", "add_command", "check_device",
+__all__ = ["Command", "COMMANDS", "command", "option", "Parser", "add_options", "add_command",
            "run_config", "describe_configs"]
 
 
@@ -118,16 +117,6 @@ def add_command(subparsers: Any, cmd: Command) -> argparse.ArgumentParser:
     p.usage = " ".join([*usage, "[options]"])
     p.set_defaults(func=cmd.run)
     return p
-
-
-def check_device(name: str) -> None:
-    """One-line :class:`ConfigError` for a ``--device`` that is no device or needs CUDA."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
-        raise ConfigError(f"--device {name} is not a device; use auto, cpu, cuda or cuda:N")
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} was requested but CUDA is not available; use --device cpu")
 
 
 def run_config(cls: type, args: argparse.Namespace, command: str, config: str | None, resume: str | None,
