@@ -90,7 +90,7 @@ def test_alphabet_split_seeded_disjoint_covering():
 
 def test_registry_and_info_table():
     assert list_datasets() == ["omniglot", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100",
-                               "cifar10", "cifar100", "folder"]
+                               "cifar10", "cifar100", "cub", "fashion-mnist", "folder"]
     assert (DATASET_INFO["omniglot"].image_size, DATASET_INFO["omniglot"].channels) == (28, 1)
     assert DATASET_INFO["mini-imagenet"].image_size == 84
     assert DATASET_INFO["cifar-fs"].image_size == DATASET_INFO["cifar10"].image_size == 32

@@ -4,12 +4,12 @@ files as relative POSIX paths and ``tree.read(relpath)`` returns one file's byte
 
 from __future__ import annotations
 
-import os
 import tarfile
 import zipfile
 from pathlib import Path
 
 from .base import DataError
+from .images import walk_files
 
 __all__ = ["FileTree", "is_archive", "source_fingerprint"]
 
@@ -58,12 +58,7 @@ class FileTree:
         """Sorted relative POSIX paths of all regular files."""
         if self._files is None:
             if self.kind == "folder":
-                out = []
-                for dirpath, dirnames, filenames in os.walk(self.path):
-                    dirnames.sort()
-                    rel = Path(dirpath).relative_to(self.path).as_posix()
-                    prefix = "" if rel == "." else rel + "/"
-                    out.extend(prefix + f for f in filenames)
+                out = walk_files(self.path)  # symbolic-link cycles are cut
             elif self.kind == "zip":
                 out = [i.filename for i in self._zip.infolist() if not i.is_dir()]
             else:

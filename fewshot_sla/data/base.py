@@ -85,6 +85,16 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         "cifar100", 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
         ("train", "val", "test"), False, "CIFAR-100 training set, per-pixel statistics",
     ),
+    "cub": DatasetInfo(
+        "cub", 84, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+        ("train", "val", "test", "all"), True,
+        "ImageNet statistics, as Chen et al. 2019 (CloserLookFewShot data/datamgr.py) normalise CUB",
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 28, 1, (0.2860,), (0.3530,),
+        ("train", "test", "all"), False,
+        "Fashion-MNIST training set (60,000 images), per-pixel statistics",
+    ),
     "folder": DatasetInfo(
         "folder", 84, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
         ("train", "val", "test", "all"), True,

@@ -4,17 +4,15 @@ val|validation|test/<class>``, a ``split_file`` (JSON or ``<split> <class>`` lin
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from .archives import FileTree
 from .base import DATA_ROOT_HINT, DataError, DatasetNotFoundError, ImageDataset, resolve_split
 from .cifar import IMAGE_EXTENSIONS
-from .images import decode_files
+from .images import decode_files, open_image
 
 __all__ = ["FOLDER_SPLITS", "read_class_splits", "load_folder"]
 
@@ -78,8 +76,7 @@ def _class_files(tree: FileTree) -> dict[str, list[str]]:
 
 
 def _infer_channels(tree: FileTree, path: str) -> int:
-    with Image.open(io.BytesIO(tree.read(path))) as im:
-        return 1 if im.mode in _GRAY_MODES else 3
+    return 1 if open_image(tree.read(path), path).mode in _GRAY_MODES else 3
 
 
 def load_folder(root: str | Path, split: str, *, image_size: int | None = None, download: bool = False,

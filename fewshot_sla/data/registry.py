@@ -13,6 +13,9 @@ from .base import DATA_ROOT_HINT, DATASET_INFO, DatasetInfo, DatasetNotFoundErro
 from .cache import cache_file, load_cached, save_cached
 from .cifar import load_cifar
 from .cifarfs import load_cifar_fs, load_fc100
+from .cub import load_cub
+from .fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from .fashion_mnist import load_fashion_mnist
 from .folder import load_folder
 from .miniimagenet import load_mini_imagenet
 from .omniglot import load_omniglot
@@ -26,7 +29,9 @@ DATASETS: Registry = Registry("dataset", aliases={"miniimagenet": "mini-imagenet
                                                   "tieredimagenet": "tiered-imagenet",
                                                   "tiered_imagenet": "tiered-imagenet", "tiered": "tiered-imagenet",
                                                   "cifar_fs": "cifar-fs", "cifarfs": "cifar-fs", "cifar-10": "cifar10",
-                                                  "cifar-100": "cifar100"})
+                                                  "cifar-100": "cifar100", "cub200": "cub", "cub-200": "cub",
+                                                  "cub-200-2011": "cub", "cub_200_2011": "cub",
+                                                  "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"})
 _INFO: dict[str, DatasetInfo] = {}
 
 
@@ -43,7 +48,12 @@ register_dataset("cifar-fs", load_cifar_fs, DATASET_INFO["cifar-fs"])
 register_dataset("fc100", load_fc100, DATASET_INFO["fc100"])
 register_dataset("cifar10", partial(load_cifar, "cifar10"), DATASET_INFO["cifar10"])
 register_dataset("cifar100", partial(load_cifar, "cifar100"), DATASET_INFO["cifar100"])
+register_dataset("cub", load_cub, DATASET_INFO["cub"])
+register_dataset("fashion-mnist", load_fashion_mnist, DATASET_INFO["fashion-mnist"])
 register_dataset("folder", load_folder, DATASET_INFO["folder"])
+
+#: data roots used when none is given or the given one does not exist (where a package installs them)
+DEFAULT_ROOTS: dict[str, Path] = {"fashion-mnist": FASHION_MNIST_ROOT}
 
 
 def list_datasets() -> list[str]:
@@ -66,6 +76,9 @@ def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: i
     """
     key = DATASETS.canonical(name)
     split = resolve_split(key, split, _INFO[key].splits)
+    default = DEFAULT_ROOTS.get(key)
+    if default is not None and default.is_dir() and (root is None or str(root) == "" or not Path(root).exists()):
+        root = default
     if root is None or str(root) == "":
         raise DatasetNotFoundError(f"{key}: no data root given; {DATA_ROOT_HINT}")
     root = Path(root).expanduser()

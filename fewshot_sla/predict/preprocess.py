@@ -1,7 +1,8 @@
 """The one conversion of user images into what a checkpoint was trained on (:func:`preprocess_images`).
 
 Any image (path, PIL, uint8 or float tensor/array, any size and mode) -> the checkpoint's channels
-(ITU-R 601 luma) -> ``image_size`` square with PIL's antialiased bilinear filter (no crop) -> inverted
+(ITU-R 601 luma; EXIF orientation applied, other modes by :func:`~fewshot_sla.data.images.to_mode`)
+-> ``image_size`` square with PIL's antialiased bilinear filter (no crop) -> inverted
 for Omniglot checkpoints -> ``x / 255`` normalised with the checkpoint's mean/std. uint8 goes through
 PIL as files do; float tensors in ``[0, 1]`` are converted on the tensor side.
 """
@@ -15,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from ..data.images import RESAMPLE
+from ..data.images import RESAMPLE, open_image, to_mode, walk_files
 from ..data.spec import ImageSpec, convert_pixels
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInput", "ImageSpec", "image_pixels", "preprocess_images",
@@ -39,21 +40,11 @@ def _open(path: str | Path) -> Image.Image:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image '{p}' does not exist; pass an existing image file")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image '{p}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "remove or replace the file, or pass --skip-bad to skip it") from None
+    return open_image(p, str(p), fix="remove or replace the file, or pass --skip-bad to skip it")
 
 
 def _from_pil(im: Image.Image, spec: ImageSpec) -> torch.Tensor:
-    if im.mode != spec.mode:
-        try:
-            im = im.convert(spec.mode)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"cannot convert a {im.mode!r} image to {spec.mode!r} ({e})") from None
+    im = to_mode(ImageOps.exif_transpose(im), spec.mode)
     if im.size != (spec.image_size, spec.image_size):
         im = im.resize((spec.image_size, spec.image_size), RESAMPLE[spec.resample])
     a = np.asarray(im, dtype=np.uint8).reshape(spec.image_size, spec.image_size, spec.channels)
@@ -130,7 +121,7 @@ def list_images(paths: Sequence[str | Path], what: str = "query") -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if _is_image(f))
+            found = sorted(f for f in (p / rel for rel in walk_files(p)) if _is_image(f))  # link cycles cut
             if not found:
                 raise ValueError(f"{what} folder '{p}' holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                  "pass a folder with image files")
