@@ -132,17 +132,20 @@ def decode_image(data: bytes, mode: str, size: int | None = None, resample: str 
 
 def walk_files(root: str | Path) -> list[str]:
     """Sorted relative POSIX paths of the files under folder ``root``, following symbolic links to
-    folders except those that lead back to a folder being walked (a link cycle is cut, not
-    looped); dangling links are listed (reading them fails with the file's name)."""
+    folders except those that lead back to a folder on the way down or to any folder above the
+    current one (a link cycle is cut, not looped); dangling links are listed (reading them fails
+    with the file's name)."""
     root = Path(root)
     chains: dict[str, frozenset[str]] = {str(root): frozenset({os.path.realpath(root)})}
     out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        chain = chains.pop(dirpath, frozenset({os.path.realpath(dirpath)}))
+        here = os.path.realpath(dirpath)
+        chain = chains.pop(dirpath, frozenset({here}))
         keep = []
         for d in sorted(dirnames):
             real = os.path.realpath(os.path.join(dirpath, d))
-            if real not in chain:
+            # a link to a folder on the way here, or to any folder above this one, is a cycle
+            if real not in chain and not (here + os.sep).startswith(real.rstrip(os.sep) + os.sep):
                 keep.append(d)
                 chains[os.path.join(dirpath, d)] = chain | {real}
         dirnames[:] = keep
