@@ -107,6 +107,14 @@ def test_default_root_and_refusals(tmp_path, monkeypatch):
     for root in (None, "", tmp_path / "missing"):
         ds = get_dataset("fashion_mnist", root, "test")
         np.testing.assert_array_equal(ds.images[:, 0].numpy(), ref["t10k"][0])
+    half = tmp_path / "half"  # a copy with only the test files: its train split is not taken from the package
+    half.mkdir()
+    _fake_root(half)
+    for f in half.glob("train-*"):
+        f.unlink()
+    assert len(get_dataset("fashion_mnist", half, "test")) == 4
+    with pytest.raises(DatasetNotFoundError, match="half lacks train-images-idx3-ubyte.*, train-labels-idx1"):
+        get_dataset("fashion_mnist", half, "train")
     monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "nothing")
     monkeypatch.setitem(registry.DEFAULT_ROOTS, "fashion-mnist", tmp_path / "nothing")
     empty = tmp_path / "empty"

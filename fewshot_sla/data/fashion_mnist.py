@@ -41,20 +41,25 @@ def _find_file(base: Path, part: str, kind: str) -> Path | None:
 
 
 def find_fashion_mnist(root: str | Path | None, parts: tuple[str, ...]) -> dict[tuple[str, str], Path]:
-    """``{(part, "images"|"labels"): file}`` for ``parts`` under ``root`` (or a usual subfolder),
-    else under :data:`DEFAULT_ROOT`."""
+    """``{(part, "images"|"labels"): file}`` for ``parts`` from the first of ``root`` and its usual
+    subfolders that holds any Fashion-MNIST file (all of ``parts`` must then be there: a split never
+    mixes two copies), else from :data:`DEFAULT_ROOT`."""
+    kinds = {"images": "images-idx3", "labels": "labels-idx1"}
     bases = []
     if root is not None and str(root) != "":
         root = Path(root).expanduser()
         bases += [root / s if s else root for s in _SUBDIRS]
     bases.append(DEFAULT_ROOT)
     for base in bases:
-        found = {(p, k): _find_file(base, p, f"{k}-idx{3 if k == 'images' else 1}") for p in parts
-                 for k in ("images", "labels")}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-    want = ", ".join(f"{_PREFIX[p]}-{k}-idx{3 if k == 'images' else 1}-ubyte[.gz]" for p in parts
-                     for k in ("images", "labels"))
+        if not any(_find_file(base, p, k) for p in _PREFIX for k in kinds.values()):
+            continue
+        found = {(p, k): _find_file(base, p, kinds[k]) for p in parts for k in kinds}
+        missing = [f"{_PREFIX[p]}-{kinds[k]}-ubyte[.gz]" for (p, k), f in found.items() if f is None]
+        if missing:
+            raise DatasetNotFoundError(f"fashion-mnist: {base} lacks {', '.join(missing)}; put all four official "
+                                       "IDX files there")
+        return found  # type: ignore[return-value]
+    want = ", ".join(f"{_PREFIX[p]}-{kinds[k]}-ubyte[.gz]" for p in parts for k in kinds)
     raise DatasetNotFoundError(f"fashion-mnist: no {want} under {root} or {DEFAULT_ROOT}; install the package "
                                "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass "
                                "--data-root DIR holding the official IDX files")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,9 +72,10 @@ def open_image(source: bytes | str | Path, name: str = "", fix: str = "remove or
                 im.load()
                 return ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        limit = Image.MAX_IMAGE_PIXELS
-        raise DataError(f"image '{label}' refused as a possible decompression bomb ({_first_line(exc)}; limit "
-                        f"PIL.Image.MAX_IMAGE_PIXELS = {limit}); shrink the image, or raise "
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "its size"
+        raise DataError(f"image '{label}' refused as a possible decompression bomb ({size}, over "
+                        f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}); shrink the image, or raise "
                         "PIL.Image.MAX_IMAGE_PIXELS in Python if you trust the file") from None
     except Exception as exc:  # noqa: BLE001 - any failure of a decoder on a user's file is one line
         raise DataError(f"cannot read image '{label}' ({_first_line(exc)}); {fix}") from None
