@@ -104,6 +104,9 @@ def source_fingerprint(path: str | Path) -> list:
     out = [str(path.resolve()), st.st_size if path.is_file() else 0, st.st_mtime_ns]
     if path.is_dir():
         for child in sorted(path.iterdir()):
-            cst = child.stat()
+            try:
+                cst = child.stat()
+            except OSError:  # a dangling link: its own entry
+                cst = child.lstat()
             out.append([child.name, cst.st_size if child.is_file() else 0, cst.st_mtime_ns])
     return out
