@@ -34,6 +34,7 @@ def _resample(name: str) -> Image.Resampling:
 
 
 _FORMAT_HINT = {".png": ("PNG",), ".jpg": ("JPEG",), ".jpeg": ("JPEG",)}
+_ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -68,9 +69,10 @@ def open_image(source: bytes | str | Path, name: str = "", fix: str = "remove or
                     raise
                 fp.seek(0)
                 im = Image.open(fp)  # wrong extension: let PIL probe every format
-            with im:
-                im.load()
-                return ImageOps.exif_transpose(im)
+            im.load()
+            if im.getexif().get(_ORIENTATION, 1) in (1, None):
+                return im  # upright already: no copy
+            return ImageOps.exif_transpose(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "its size"
