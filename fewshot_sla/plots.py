@@ -28,11 +28,16 @@ def _pyplot():
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Lay out ``fig``, write it as a 100-dpi PNG at ``path`` (creating its folder) and close it."""
+    from .writable import writing
+
     path = Path(path)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    try:
+        with writing(path, "the plot", "pass another --output DIR"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=100)
+    finally:
+        _pyplot().close(fig)
     return path
 
 
