@@ -4,8 +4,9 @@ refuses a split sharing classes with them (one line naming how many, which, and 
 caused it) unless ``--allow-overlap``.
 
 Class names are compared by :func:`class_key`: Omniglot's ``<Alphabet>/<character>`` whatever the
-dataset options (a rotated class ``<Alphabet>/<character>/rot90`` maps back to its character), other
-datasets' names as they are.
+dataset options (a rotated class ``<Alphabet>/<character>/rot90`` maps back to its character), within
+its official part (``background`` or ``evaluation``, whose alphabets differ), other datasets' names as
+they are.
 """
 
 from __future__ import annotations
@@ -17,14 +18,28 @@ from typing import Any
 
 from .config import ConfigError
 
-__all__ = ["training_classes", "class_key", "shared_classes", "check_overlap"]
+__all__ = ["source_part", "training_classes", "class_key", "shared_classes", "check_overlap"]
 
 _ROTATED = re.compile(r"/rot(0|90|180|270)$")
 
 
-def training_classes(dataset: str, split: str, options: Mapping[str, Any], names: Sequence[Any]) -> dict[str, Any]:
+def source_part(dataset: str, split: str, options: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> str:
+    """The part of the source a split's classes come from (Omniglot: ``background``/``evaluation``,
+    from the loaded data's ``meta["part"]`` or as :func:`~fewshot_sla.data.omniglot.load_omniglot`
+    chooses it), ``""`` for datasets whose class names are unique."""
+    if dataset != "omniglot":
+        return ""
+    if meta and meta.get("part"):
+        return str(meta["part"])
+    return "evaluation" if split == "evaluation" or (split == "test" and not options.get("test_alphabets")) \
+        else "background"
+
+
+def training_classes(dataset: str, split: str, options: Mapping[str, Any], names: Sequence[Any],
+                     meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's record of its training classes (plain containers only)."""
-    return {"dataset": str(dataset), "split": str(split), "options": dict(options), "names": [str(n) for n in names]}
+    return {"dataset": str(dataset), "split": str(split), "options": dict(options),
+            "part": source_part(dataset, split, options, meta), "names": [str(n) for n in names]}
 
 
 def class_key(dataset: str, name: str) -> str:
@@ -32,10 +47,12 @@ def class_key(dataset: str, name: str) -> str:
     return _ROTATED.sub("", str(name)) if dataset == "omniglot" else str(name)
 
 
-def shared_classes(record: Mapping[str, Any], dataset: str, names: Sequence[Any]) -> tuple[list[str], int]:
-    """(sorted keys of ``names`` that are training classes of ``record``, number of distinct keys of ``names``)."""
+def shared_classes(record: Mapping[str, Any], dataset: str, names: Sequence[Any],
+                   part: str = "") -> tuple[list[str], int]:
+    """(sorted keys of ``names`` (classes of ``part``) that are training classes of ``record``, number of
+    distinct keys of ``names``)."""
     keys = {class_key(dataset, n) for n in names}
-    if record.get("dataset") != dataset:
+    if record.get("dataset") != dataset or record.get("part", "") != part:
         return [], len(keys)
     trained = {class_key(dataset, n) for n in record.get("names", ())}
     return sorted(keys & trained), len(keys)
@@ -59,7 +76,8 @@ def check_overlap(data: Mapping[str, Any], dataset_obj: Any, dataset: str, split
         print(f"note: {source} does not record its training classes (written by an earlier version); whether the "
               f"{split} split shares classes with them was not checked", file=sys.stderr)
         return
-    shared, total = shared_classes(record, dataset, list(dataset_obj.class_names))
+    part = source_part(dataset, split, options, getattr(dataset_obj, "meta", None))
+    shared, total = shared_classes(record, dataset, list(dataset_obj.class_names), part)
     if not shared:
         return
     if allow:

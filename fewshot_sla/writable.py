@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NotWritableError", "reason", "check_writable_dir", "check_run_dir", "check_writable_file",
+__all__ = ["NotWritableError", "reason", "os_error_line", "check_writable_dir", "check_run_dir", "check_writable_file",
            "check_report_output", "writing"]
 
 
@@ -33,6 +33,14 @@ def reason(exc: BaseException) -> str:
         return exc.strerror
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return first[:200]
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError`` nothing caught earlier: the path(s), the reason, what to check."""
+    names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    where = f"{names}: " if names else ""
+    return (f"{where}{reason(exc)}; check that the path exists and that you may write it (--traceback shows "
+            "where it failed)")
 
 
 def _fail(path: Path, what: str, fix: str, exc: BaseException | str) -> NotWritableError:

@@ -124,7 +124,7 @@ class MetaTrainer(Trainer):
         self.data_info = {"channels": ds.channels, "image_size": ds.image_size, "mean": self.mean,
                           "std": self.std, "dataset": cfg.dataset,
                           "train_classes": training_classes(cfg.dataset, cfg.train_split, cfg.dataset_options,
-                                                            ds.class_names)}
+                                                            ds.class_names, getattr(ds, "meta", None))}
         # one round per epoch; the LR steps after each epoch; validation every val_every epochs
         spe = cfg.steps_per_epoch
         self.total, self.save_every, self.lr_every = cfg.epochs * spe, spe, spe
