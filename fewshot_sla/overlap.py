@@ -87,13 +87,14 @@ def check_overlap(data: Mapping[str, Any], dataset_obj: Any, dataset: str, split
     what = f"{len(shared)} of its {total} classes"
     if dataset == "omniglot":  # name the alphabets: the unit of Omniglot's splits
         alphabets = sorted({k.split("/")[0] for k in shared})
-        what = f"{len(alphabets)} alphabets ({len(shared)} of its {total} characters: {_listing(alphabets)})"
+        what = (f"{len(alphabets)} alphabet{'s' * (len(alphabets) != 1)} ({len(shared)} of its {total} "
+                f"characters: {_listing(alphabets)})")
     else:
         what += f" ({_listing(shared)})"
     trained = dict(record.get("options") or {})
     changed = {k: v for k, v in options.items() if trained.get(k) != v}
-    cause = f"--dataset-options {_options(changed)} makes a" if changed else "the"
+    cause = f"--dataset-options {_options(changed)}: " if changed else ""
     opts = f" with {_options(trained)}" if trained else " with the default dataset options"
-    raise ConfigError(f"{cause} {split} split of {dataset} that shares {what} with the classes {source} trained on "
+    raise ConfigError(f"{cause}the {split} split of {dataset} shares {what} with the classes {source} trained on "
                       f"(its {record.get('split')} split{opts}); evaluate a split it did not train on, or pass "
                       "--allow-overlap to evaluate anyway")

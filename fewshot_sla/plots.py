@@ -112,6 +112,10 @@ def plot_histogram(report: dict[str, Any] | str | Path, output: str | Path | Non
 
 def plot_paths(paths: Sequence[str | Path], output: str | Path | None = None) -> list[Path]:
     """Plot every run directory (curves + histograms of its ``eval_*.json``) and JSON file given."""
+    if output:  # before any plot: an unwritable --output is one line
+        from .writable import check_writable_dir
+
+        check_writable_dir(output, "the plots into", "pass another --output DIR")
     written = []
     for p in map(Path, paths):
         if p.is_dir():
