@@ -67,22 +67,25 @@ def _listing(names: Sequence[str], limit: int = 3) -> str:
 
 
 def check_overlap(data: Mapping[str, Any], dataset_obj: Any, dataset: str, split: str, options: Mapping[str, Any],
-                  source: Any, allow: bool = False) -> None:
+                  source: Any, allow: bool = False, notes: bool = True) -> None:
     """Refuse (one-line :class:`ConfigError`) evaluating ``split`` of ``dataset`` (loaded with ``options``
     as ``dataset_obj``) when it shares classes with the training classes recorded in a checkpoint's
-    ``data``; a checkpoint without the record, or ``allow``, gets a one-line note on stderr instead."""
+    ``data``; a checkpoint without the record, or ``allow``, gets a one-line note on stderr instead
+    (``notes=False``: none, e.g. on the other processes of a torchrun job)."""
     record = data.get("train_classes")
     if not isinstance(record, Mapping):
-        print(f"note: {source} does not record its training classes (written by an earlier version); whether the "
-              f"{split} split shares classes with them was not checked", file=sys.stderr)
+        if notes:
+            print(f"note: {source} does not record its training classes (written by an earlier version); whether "
+                  f"the {split} split shares classes with them was not checked", file=sys.stderr)
         return
     part = source_part(dataset, split, options, getattr(dataset_obj, "meta", None))
     shared, total = shared_classes(record, dataset, list(dataset_obj.class_names), part)
     if not shared:
         return
     if allow:
-        print(f"note: the {split} split shares {len(shared)} of its {total} classes with {source}'s training "
-              "classes (--allow-overlap)", file=sys.stderr)
+        if notes:
+            print(f"note: the {split} split shares {len(shared)} of its {total} classes with {source}'s training "
+                  "classes (--allow-overlap)", file=sys.stderr)
         return
     what = f"{len(shared)} of its {total} classes"
     if dataset == "omniglot":  # name the alphabets: the unit of Omniglot's splits

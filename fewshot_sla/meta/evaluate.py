@@ -132,7 +132,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size, options=data_options)
         ds = datasets[key]
         check_against_data(tcfg, cfg.split, ds.channels, ds.image_size, 10**9, role="test")
-        check_overlap(ckpt["data"], ds, tcfg.dataset, cfg.split, data_options, p, allow=cfg.allow_overlap)
+        check_overlap(ckpt["data"], ds, tcfg.dataset, cfg.split, data_options, p, allow=cfg.allow_overlap,
+                      notes=info.is_main)
         if n_way > len(ds.class_names):
             raise ConfigError(f"--n-way {n_way} needs {n_way} classes but the {cfg.split} split of "
                               f"{tcfg.dataset} has {len(ds.class_names)}; lower --n-way to at most "
