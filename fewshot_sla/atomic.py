@@ -59,8 +59,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it and rename it over ``path``
     with the umask's mode (not ``mkstemp``'s 0600); on any error ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if is_no_space(e):
+            raise
+        raise _not_writable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -79,7 +84,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             )
             err.errno = errno.ENOSPC
             raise err from None
+        if isinstance(e, OSError):
+            raise _not_writable(path, e) from None
         raise
+
+
+def _not_writable(path: Path, exc: OSError) -> Exception:
+    """One line naming ``path`` for a write that failed (permissions, read-only file system, ...)."""
+    from .writable import NotWritableError, reason
+
+    why = reason(exc)
+    return NotWritableError(f"cannot write {path} ({why}); make {path.parent} writable or write elsewhere", why)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from . import __version__
 from .cli_options import COMMANDS, Parser, add_command, command, describe_configs, option
 from .devices import check_device
+from .hints import only_options
 from .meta import cli as _meta_cli  # noqa: F401 - adds meta-train and eval
 from .predict import cli as _predict_cli  # noqa: F401 - adds predict and export
 from .supervised import cli as _supervised_cli  # noqa: F401 - adds supervised
+from .writable import os_error_line
 
 
 @dataclass
@@ -62,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_options(parser: argparse.ArgumentParser, name: str) -> set[str]:
+    """The option strings (``--data-root``, ...) of subcommand ``name``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return set(action.choices[name]._option_string_actions)
+    return set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .atomic import NoSpaceError
     from .config import ConfigError
@@ -79,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, ImportError, DownloadError, NoSpaceError) as e:
         if getattr(args, "traceback", False):
             raise
-        parser.exit(2, f"fewshot-sla {args.command}{where}: error: {e}\n")
+        message = only_options(str(e), _command_options(parser, args.command))  # hints of this command only
+        parser.exit(2, f"fewshot-sla {args.command}{where}: error: {message}\n")
+    except OSError as e:  # a write or read failing late (permissions, read-only disk): one line naming the path
+        if getattr(args, "traceback", False):
+            raise
+        parser.exit(2, f"fewshot-sla {args.command}{where}: error: {os_error_line(e)}\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import (
     CONFIG_DIR,
@@ -69,6 +69,10 @@ class Parser(argparse.ArgumentParser):
             self.error(("unknown option " if flag.startswith("-") else "unexpected argument ") + flag
                        + (f"; did you mean {near[0]}?" if near else "; see --help"))
         return ns, extras
+
+    def error(self, message: str) -> NoReturn:
+        """A bad command line is one line on stderr (no usage block: ``--help`` shows it), exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _add(parser: Any, name: str, tp: Any, meta: Any, default: Any) -> None:

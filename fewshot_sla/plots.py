@@ -28,11 +28,16 @@ def _pyplot():
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Lay out ``fig``, write it as a 100-dpi PNG at ``path`` (creating its folder) and close it."""
+    from .writable import writing
+
     path = Path(path)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    try:
+        with writing(path, "the plot", "pass another --output DIR"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=100)
+    finally:
+        _pyplot().close(fig)
     return path
 
 
@@ -107,6 +112,10 @@ def plot_histogram(report: dict[str, Any] | str | Path, output: str | Path | Non
 
 def plot_paths(paths: Sequence[str | Path], output: str | Path | None = None) -> list[Path]:
     """Plot every run directory (curves + histograms of its ``eval_*.json``) and JSON file given."""
+    if output:  # before any plot: an unwritable --output is one line
+        from .writable import check_writable_dir
+
+        check_writable_dir(output, "the plots into", "pass another --output DIR")
     written = []
     for p in map(Path, paths):
         if p.is_dir():

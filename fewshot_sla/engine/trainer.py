@@ -35,6 +35,7 @@ from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..rundir import RunDir
 from ..seeding import get_rng_state, seed_everything, set_rng_state
+from ..writable import check_run_dir
 from .checkpoint import make_checkpoint, read_checkpoint
 from .precision import amp_dtype
 from .progress import progress
@@ -79,6 +80,8 @@ class Trainer:
         run_path = claim_run_dir(cfg.run_dir or cfg.default_run_dir(), self.dist, resume=resume)
         if not cfg.run_dir:  # the resolved config names its run directory
             self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
+        if self.dist.is_main:  # an unwritable run folder is one line, before any data is loaded
+            check_run_dir(run_path, resume)
         self.load_data()
         stop_after = getattr(cfg, "stop_after", 0)
         self.stop = stop_after if 0 < stop_after < self.total else self.total

@@ -61,14 +61,12 @@ def run_meta_train(args: argparse.Namespace) -> int:
          "intervals", description="Evaluate a meta-trained checkpoint on fixed episodes (mean +- 1.96 "
          "std/sqrt(n)); --compare evaluates more checkpoints on the same episodes and reports paired differences.")
 def run_eval(args: argparse.Namespace) -> int:
-    from ..distributed import env_info
     from .evaluate import evaluate, format_report
 
     short = build_config(EvalShortcuts, args)
     extra = tuple(i for i, on in (("aggregated", short.aggregate), ("single", short.single)) if on)
     if extra:
         args.inferences = tuple(getattr(args, "inferences", ())) + extra
-    report = evaluate(build_config(EvalConfig, args))
-    if env_info().is_main:  # under torchrun every rank evaluates a share; rank 0 reports
-        print(format_report(report))
+    # under torchrun every rank evaluates a share; rank 0 prints the table, before writing the JSON
+    evaluate(build_config(EvalConfig, args), show=lambda report: print(format_report(report), flush=True))
     return 0

@@ -177,6 +177,8 @@ class EvalConfig(Device):
     tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
     output: str = option("", "JSON file (default: next to the checkpoint)")
     quiet: bool = option(False, "no progress bar")
+    allow_overlap: bool = option(False, "evaluate even when the split shares classes with the checkpoint's "
+                                 "training classes (refused otherwise)")
 
     def check(self) -> None:
         if self.head:

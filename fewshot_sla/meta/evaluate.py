@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from ..distributed import DistInfo, barrier
 from ..engine import amp_dtype, checkpoint_step, load_model, progress, run_sharded, start_session
 from ..episodes import EpisodeSampler
 from ..inferences import episode_table, reported
+from ..overlap import check_overlap
 from ..rundir import to_jsonable
 from ..stats import mean_ci, paired_difference
+from ..writable import check_report_output, writing
 from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, check_against_data
 from .methods import episode_accuracy, run_episodes
@@ -94,13 +96,17 @@ def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
     return folder / f"{stem}.json"
 
 
-def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None,
+             show: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``fewshot-sla eval``: write and return the JSON report. ``datasets`` caches loaded splits by
-    ``(dataset, data_root, split, image_size, json of dataset_options)`` (tests pass in-memory data)."""
+    ``(dataset, data_root, split, image_size, json of dataset_options)`` (tests pass in-memory data);
+    ``show(report)`` runs on the main process before the report is written (so a failed write loses nothing)."""
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
     session = start_session(cfg.device, num_threads=cfg.num_threads)
     device, info = session.device, session.dist
+    if info.is_main:  # an unwritable --output (or checkpoint folder) is one line before any episode
+        check_report_output(cfg.output, cfg.checkpoint)
     datasets = {} if datasets is None else datasets
     paths = [cfg.checkpoint, *cfg.compare]
     report: dict[str, Any] = {"split": cfg.split, "episodes": cfg.episodes, "n_query": cfg.n_query,
@@ -126,6 +132,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             datasets[key] = load_split(tcfg.dataset, root, cfg.split, tcfg.image_size, options=data_options)
         ds = datasets[key]
         check_against_data(tcfg, cfg.split, ds.channels, ds.image_size, 10**9, role="test")
+        check_overlap(ckpt["data"], ds, tcfg.dataset, cfg.split, data_options, p, allow=cfg.allow_overlap,
+                      notes=info.is_main)
         if n_way > len(ds.class_names):
             raise ConfigError(f"--n-way {n_way} needs {n_way} classes but the {cfg.split} split of "
                               f"{tcfg.dataset} has {len(ds.class_names)}; lower --n-way to at most "
@@ -166,8 +174,11 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
     report["output"] = str(out)
     if info.is_main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
+        if show is not None:
+            show(report)
+        with writing(out, "the evaluation JSON", "pass another --output FILE (the results are printed above)"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
     barrier(info)
     return report
 

@@ -31,6 +31,7 @@ from ..distributed import barrier, broadcast_module
 from ..engine import Trainer, Validation, load_model
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
+from ..overlap import training_classes
 from ..seeding import seeded_generator
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
@@ -121,7 +122,9 @@ class MetaTrainer(Trainer):
             if self.val_ds is not None:
                 self.val_ds = _on_device(self.val_ds, self.device)
         self.data_info = {"channels": ds.channels, "image_size": ds.image_size, "mean": self.mean,
-                          "std": self.std, "dataset": cfg.dataset}
+                          "std": self.std, "dataset": cfg.dataset,
+                          "train_classes": training_classes(cfg.dataset, cfg.train_split, cfg.dataset_options,
+                                                            ds.class_names, getattr(ds, "meta", None))}
         # one round per epoch; the LR steps after each epoch; validation every val_every epochs
         spe = cfg.steps_per_epoch
         self.total, self.save_every, self.lr_every = cfg.epochs * spe, spe, spe

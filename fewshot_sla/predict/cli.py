@@ -16,6 +16,7 @@ import torch
 
 from ..cli_options import command, option
 from ..config import ConfigError, build_config, parse_options
+from ..writable import check_writable_file, writing
 
 __all__ = ["ClassifierOptions", "PredictOptions", "ExportOptions", "run_predict", "run_export", "query_labels",
            "prediction_rows", "write_rows"]
@@ -121,7 +122,7 @@ def _check_output(output: str | None, suffixes: tuple[str, ...], option: str = "
     p = Path(output)
     if p.suffix.lower() not in suffixes:
         raise ValueError(f"{option} {output}: unknown file type; end the name with {' or '.join(suffixes)}")
-    return p
+    return check_writable_file(p, "the output file", f"pass another {option} FILE")  # before any work
 
 
 def _table(rows: list[dict[str, Any]], truth: list[str | None]) -> str:
@@ -174,8 +175,9 @@ def run_predict(args: argparse.Namespace) -> int:
         correct = sum(r["prediction"] == t for r, t in zip(rows, truth))
         info["accuracy"] = correct / len(rows)
         print(f"accuracy: {100 * info['accuracy']:.2f}% ({correct}/{len(rows)}; labels from the query subfolders)")
-    if output is not None:
-        write_rows(output, rows, info)
+    if output is not None:  # after the table: a failed write loses nothing
+        with writing(output, "the output file", "pass another --output FILE (the predictions are printed above)"):
+            write_rows(output, rows, info)
         print(f"wrote {output}")
     return 0
 
@@ -195,7 +197,8 @@ def run_export(args: argparse.Namespace) -> int:
 
         _onnx_modules()  # fail before loading anything
     clf = _classifier(opts)
-    export_classifier(clf, output, opts.format, pixels=opts.input == "pixels")
+    with writing(output, "the export file", "pass another --output FILE"):
+        export_classifier(clf, output, opts.format, pixels=opts.input == "pixels")
     size = output.stat().st_size
     what = "embedding network" if opts.format == "backbone" else (
         f"{clf.n_way}-way classifier (inference {clf.inference}, head {clf.head_name})")

@@ -73,10 +73,13 @@ def _print_report(title: str, rep: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..rundir import to_jsonable
+    from ..writable import check_writable_file, writing
 
     act = build_config(SupervisedActions, args)
     if sum(x is not None for x in (act.resume, act.evaluate, act.ensemble)) > 1:
         raise ConfigError("--resume, --evaluate and --ensemble are separate actions; pass one of them")
+    if act.output:  # before training or evaluating: an unwritable --output is one line
+        check_writable_file(act.output, "the results file", "pass another --output FILE")
     if act.evaluate is not None or act.ensemble is not None:
         from .evaluate import evaluate_checkpoints
 
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                       f"evaluate few-shot episodes with fewshot-sla eval --checkpoint {result['run_dir']}")
             else:
                 _print_report("test accuracy", {**result["test"], "table": result["table"]})
-    if act.output:
-        atomic_write_text(act.output, json.dumps(to_jsonable(result), indent=2) + "\n")
+    if act.output:  # after the results are printed: a failed write loses nothing
+        with writing(act.output, "the results file", "pass another --output FILE (the results are printed above)"):
+            atomic_write_text(act.output, json.dumps(to_jsonable(result), indent=2) + "\n")
     return 0

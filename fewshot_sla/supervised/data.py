@@ -94,6 +94,9 @@ def load_data(cfg: SupervisedConfig, need_train: bool = True) -> SupervisedData:
 
     kw = dict(cfg.dataset_options, image_size=cfg.image_size, download=cfg.download)
     if cfg.cache_dir:
+        from ..writable import check_writable_dir
+
+        check_writable_dir(cfg.cache_dir, "the dataset cache", "choose another --cache-dir")  # before decoding
         kw["cache_dir"] = cfg.cache_dir
 
     def split(name: str):

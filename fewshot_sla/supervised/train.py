@@ -23,6 +23,7 @@ from ..config import ConfigError
 from ..distributed import DistInfo, barrier, broadcast_module, broadcast_object
 from ..engine import Trainer, Validation, autocast, read_checkpoint, run_sharded
 from ..inferences import reported
+from ..overlap import training_classes
 from ..rundir import to_jsonable
 from ..seeding import seeded_generator
 from ..transforms import get_transform_set
@@ -113,6 +114,7 @@ class SupervisedTrainer(Trainer):
             "std": list(self.preprocess.config.std or ()), "train_size": len(data.train_labels),
             "val_size": len(data.val_labels), "total_iterations": sched.total,
             "iterations_per_epoch": sched.iterations_per_epoch, "dataset": cfg.dataset,
+            "train_classes": training_classes(cfg.dataset, "train", cfg.dataset_options, data.class_names),
         }
         self.primary = reported("supervised", cfg.mode)
         self.val_episodes = self._episode_validation() if cfg.val_episodes else None
