@@ -128,3 +128,22 @@ def test_predict_support_augment(runs, episode, tmp_path, capsys):
         # three identical copies: the same class means, the same probabilities
         assert np.allclose([r0[c] for c in plain["classes"]], [r3[c] for c in plain["classes"]], atol=1e-6)
     capsys.readouterr()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_eval_with_support_augment_equals_one_process(fewshot_folder, tmp_path):
+    from test_distributed import torchrun
+    from test_meta_cli import train_args
+
+    run = tmp_path / "run"
+    assert main(train_args(fewshot_folder, run, "--mode", "sla", "--augment", "metaoptnet", "--epochs", "1")) == 0
+    common = ["eval", "--checkpoint", str(run), "--episodes", "7", "--n-query", "2", "--tasks-per-batch", "2",
+              "--support-augment", "3", "--device", "cpu", "--quiet", "--seed", "2"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main([*common, "--output", str(one)]) == 0
+    proc = torchrun(2, *common, "--output", str(two))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = json.loads(one.read_text())["models"][0], json.loads(two.read_text())["models"][0]
+    assert a["support_recipe"] == "metaoptnet"
+    for inference in ("single", "aggregated"):
+        assert a["results"][inference]["accuracies"] == b["results"][inference]["accuracies"], inference
