@@ -146,3 +146,24 @@ def test_one_line_errors(grey_run, tmp_path, capsys):
 
     assert "--data-root" in err("--dataset", "folder")
     assert "unknown dataset 'nope'" in err("--dataset", "nope", "--data-root", str(tmp_path))
+
+
+def test_the_commands_of_docs_cross_domain_parse():
+    import shlex
+    from pathlib import Path
+
+    from fewshot_sla.cli import build_parser
+    from fewshot_sla.config import build_config
+    from fewshot_sla.predict.cli import PredictOptions
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "CROSS_DOMAIN.md").read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("fewshot-sla ")]
+    assert len(lines) == 4
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        args = build_parser().parse_args(argv)
+        if argv[0] == "eval":
+            cfg = build_config(EvalConfig, args)
+            assert cfg.checkpoint and (cfg.dataset or cfg.support_augment)
+        else:
+            assert build_config(PredictOptions, args).support_augment == 5
