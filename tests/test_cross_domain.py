@@ -167,3 +167,28 @@ def test_the_commands_of_docs_cross_domain_parse():
             assert cfg.checkpoint and (cfg.dataset or cfg.support_augment)
         else:
             assert build_config(PredictOptions, args).support_augment == 5
+
+
+def test_compare_refuses_checkpoints_that_read_other_pixels_of_the_same_split(grey_run, tmp_path):
+    """Same-dataset --compare: a checkpoint whose dataset options give the same classes but other
+    pixels at the same size (here: one changed pixel) is refused in one line; the same pixels pass."""
+    from fewshot_sla.config import ConfigError
+    from fewshot_sla.rundir import load_checkpoint
+
+    ckpt = load_checkpoint(grey_run / "best.pt")
+    ckpt["config"]["dataset_options"] = {"resample": "nearest"}
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    ds = synthetic_dataset(6, 10, 16, 1, seed=5, prefix="te")
+    edited = ds.derive(ds.images.clone(), ds.labels)
+    edited.images[7, 0, 3, 3] ^= 0xFF
+    key = ("synthetic", "data", "test", None)
+    common = dict(checkpoint=str(grey_run), compare=(str(other),), episodes=3, n_way=3, k_shot=1, n_query=2,
+                  device="cpu", quiet=True, output=str(tmp_path / "c.json"))
+    same = {(*key, "{}"): ds, (*key, '{"resample": "nearest"}'): ds}
+    report = evaluate(EvalConfig(**common), datasets=same)
+    assert report["models"][0]["results"] == report["models"][1]["results"]
+    changed = {(*key, "{}"): ds, (*key, '{"resample": "nearest"}'): edited}
+    with pytest.raises(ConfigError, match="read different pixels of the same split") as e:
+        evaluate(EvalConfig(**common), datasets=changed)
+    assert "\n" not in str(e.value)

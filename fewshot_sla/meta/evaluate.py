@@ -147,7 +147,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         ds = datasets[key]
         if key not in fingerprints:
             fingerprints[key] = split_fingerprint(ds)
-        spec = ImageSpec.from_checkpoint(ckpt["data"])
+        spec = ImageSpec.from_checkpoint(ckpt["data"], loaded.config)  # invert: how its training data was read
         check_against_data(tcfg, cfg.split, spec.channels if target.cross else ds.channels,
                            spec.image_size if target.cross else ds.image_size, 10**9, role="test")
         if n_way > len(ds.class_names):
@@ -175,7 +175,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                               f"{', '.join(cfg.inferences)}; change --inferences")
         EpisodeSampler(ds.labels, n_way, k_shot, cfg.n_query, 1, class_names=list(ds.class_names),
                        option_names=("--n-way", "--k-shot", "--n-query"))
-        check_same_reading(report["models"], spec, fingerprints[key], p, paths[0])
+        check_same_reading(report["models"], spec, fingerprints[key], p, paths[0], target.cross)
         pre = through_spec(spec.normalise, ds.channels, ds.image_size, spec)
         recipe = cfg.support_recipe or training_recipe(loaded.pipeline, loaded.config)
         augment = None if not cfg.support_augment else SupportAugment(
@@ -211,16 +211,17 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
 
 
 def check_same_reading(models: list[dict[str, Any]], spec: ImageSpec, fingerprint: dict[str, Any], path: str,
-                       first: str) -> None:
+                       first: str, cross: bool = False) -> None:
     """``--compare`` scores every model on the same episodes, each model through its own image
     specification: its size, channels and normalisation are its own input format and may differ. A
     one-line :class:`ConfigError` when the split as this model reads it holds other pixels than the
-    first model's at the same image size (dataset options such as Omniglot's ``resample``), or the
-    specs disagree on ``invert`` (ink and background swapped: not the same images)."""
+    first model's at the same image size (dataset options such as Omniglot's ``resample``), or, on
+    their own dataset (not ``cross``: one loaded split for all), the specs disagree on ``invert``
+    (each model's split read with ink and background swapped: not the same images)."""
     if not models:
         return
     a = models[0]
-    if bool(a["image_spec"]["invert"]) != spec.invert:
+    if not cross and bool(a["image_spec"]["invert"]) != spec.invert:
         raise ConfigError(f"{path} reads images inverted={spec.invert} and {first} inverted="
                           f"{a['image_spec']['invert']}: --compare needs checkpoints that read the same images; "
                           "evaluate them separately")
