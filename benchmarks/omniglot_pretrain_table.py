@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from fewshot_sla.record import RecordMismatch, check_pairable
 from fewshot_sla.stats import paired_difference
 
 RUNS = ("pre_baseline", "pre_baseline_long", "pre_sla", "pre_slasd", "meta_sla", "svm_sla")
@@ -37,9 +38,16 @@ def _minutes(run: Path) -> float | None:
 
 def collect(out: Path) -> dict:
     results: dict = {}
+    records: dict[str, list] = {}
     for f in sorted(out.glob("eval_*way_*.json")):
         run, way, head = f.stem[len("eval_"):].rsplit("_", 2)
-        m = json.loads(f.read_text())["models"][0]
+        ev = json.loads(f.read_text())
+        records.setdefault(way, []).append((str(f), ev.get("record")))  # paired within a way: one record
+        try:
+            check_pairable(records[way])
+        except RecordMismatch as e:
+            sys.exit(f"error: {e}")
+        m = ev["models"][0]
         for inf, r in m["results"].items():
             results[(run, head, inf, int(way[:-3]))] = r
     if not results:

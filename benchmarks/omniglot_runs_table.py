@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from fewshot_sla.plots import _pyplot, save_figure
+from fewshot_sla.record import RecordMismatch, check_pairable
 from fewshot_sla.rundir import RunDir, run_name
 from fewshot_sla.stats import paired_difference
 from fewshot_sla.transforms import get_transform_set
@@ -59,14 +60,21 @@ def _setting(ev: dict) -> str:
 
 def collect_tests(files: list[Path]) -> tuple[dict, dict]:
     """``{setting: {run: {inference: {mean, ci95}}}}`` and the per-episode accuracies
-    ``{setting: {(run, inference): [...]}}``; refuses files of one setting with other episodes."""
+    ``{setting: {(run, inference): [...]}}``; refuses files of one setting with other episodes, or
+    whose reproducibility records differ (:func:`fewshot_sla.record.check_pairable`)."""
     tests: dict[str, dict] = {}
     per_episode: dict[str, dict] = {}
     protocol: dict[str, tuple] = {}
     splits: dict[str, dict] = {}
+    records: dict[str, list] = {}
     for f in files:
         ev = json.loads(f.read_text())
         s = _setting(ev)
+        records.setdefault(s, []).append((str(f), ev.get("record")))
+        try:
+            check_pairable(records[s])
+        except RecordMismatch as e:
+            raise SystemExit(f"omniglot_runs_table.py: error: {e}") from None
         key = (ev["episodes"], ev["n_query"], ev["seed"], ev["split"], ev["dataset"])
         if protocol.setdefault(s, key) != key:
             raise SystemExit(f"omniglot_runs_table.py: error: {f} is not on the episodes of the other {s} files "

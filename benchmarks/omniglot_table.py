@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+from fewshot_sla.record import RecordMismatch, check_pairable
 from fewshot_sla.rundir import run_name
 from fewshot_sla.stats import paired_difference
 
@@ -76,7 +77,23 @@ def collect(out: Path, reference: str = "protonet_baseline_long") -> dict:
             d = paired_difference(m["results"][m["reported"]]["accuracies"], ref["results"]["plain"]["accuracies"])
             comparisons[way].append({"a": m["checkpoint"], "b": ref["checkpoint"], "inference_a": m["reported"],
                                      "inference_b": "plain", **{k: d.as_dict()[k] for k in ("mean", "ci95", "n")}})
-    return {"rows": list(rows.values()), "comparisons": comparisons}
+    records = {way: (str(out / f"eval_{f}_{w}way{s}shot.json"), ev.get("record"))
+               for (w, s, f) in SETTINGS for way, ev in evals.items() if way == _key(w, s, f)}
+    return {"rows": list(rows.values()), "comparisons": comparisons, "records": records}
+
+
+def check_records(results: list[dict]) -> None:
+    """Each setting's eval files in all folders (seeds) are on the same episodes of the same data:
+    their reproducibility records agree (:func:`fewshot_sla.record.check_pairable`), else one line."""
+    by_setting: dict[str, list] = {}
+    for res in results:
+        for way, named in res.get("records", {}).items():
+            by_setting.setdefault(way, []).append(named)
+    for named in by_setting.values():
+        try:
+            check_pairable(named)
+        except RecordMismatch as e:
+            raise SystemExit(f"omniglot_table.py: error: {e}") from None
 
 
 def _unseeded(run: str) -> str:
@@ -138,6 +155,7 @@ def main() -> None:
             ap.exit(2, f"omniglot_table.py: error: {out} holds no eval_test_<W>way<S>shot.json; run bash "
                        f"benchmarks/omniglot_cpu.sh OMNIGLOT_ROOT {out} first\n")
         results.append(res)
+    check_records(results)
     res = {"rows": [r for x in results for r in x["rows"]], "comparisons": {}}
     for x in results:
         for way, comps in x["comparisons"].items():

@@ -161,9 +161,12 @@ class EvalConfig(Device):
 
     checkpoint: str = option("", "checkpoint (.pt) or run directory (best.pt) of meta-train or supervised")
     compare: tuple[str, ...] = option((), "more checkpoints on the same episodes (paired differences to --checkpoint)")
+    dataset: str = option("", "dataset to evaluate on (default: the checkpoint's; another one is cross-domain: "
+                          "its images are converted to the checkpoint's channels, size and normalisation)")
     data_root: str = option("", "dataset folder (default: the one stored in the checkpoint)")
     split: str = option("test", "split to evaluate")
-    dataset_options: dict[str, Any] = option({}, "override the checkpoint's dataset options (key=value,...)")
+    dataset_options: dict[str, Any] = option({}, "override the checkpoint's dataset options (key=value,...; "
+                                             "with another --dataset: that dataset's options)")
     episodes: int = option(1000, "number of episodes", ge=1)
     n_way: int | None = option(None, "ways (default: the checkpoint's eval_way)", ge=2)
     k_shot: int | None = option(None, "shots (default: the checkpoint's eval_shot)", ge=1)
@@ -175,6 +178,10 @@ class EvalConfig(Device):
     head_options: dict[str, Any] = option({}, "options of --head as key=value,... (e.g. lambda_reg=10 for ridge)")
     svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)", ge=1)
     tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
+    support_augment: int = option(0, "K augmented copies of each support image with the checkpoint's training "
+                                  "augmentation, replacing it (RFS's n_aug_support_samples: 5); 0: off", ge=0)
+    support_recipe: str = option("", "augmentation of --support-augment (default: the checkpoint's training one)",
+                                 choices=("", "none", "metaoptnet", "standard", "sla"))
     output: str = option("", "JSON file (default: next to the checkpoint)")
     quiet: bool = option(False, "no progress bar")
     allow_overlap: bool = option(False, "evaluate even when the split shares classes with the checkpoint's "

@@ -26,6 +26,8 @@ from ..data.spec import ImageSpec
 from ..engine.checkpoint import LoadedModel, load_model
 from ..heads import get_head
 from ..inferences import episode_table, head_logits, inferences, reported
+from ..seeding import seeded_generator
+from ..support_augment import STREAM, augment_copies, training_recipe
 from ..transforms import TransformSet, get_transform_set
 from .preprocess import ImageInput, preprocess_images
 from .support import SupportSet, read_support
@@ -38,7 +40,8 @@ class FewShotClassifier:
     ``classes_`` (the columns of :meth:`predict_proba`) and ``shots_`` (images per class)."""
 
     def __init__(self, loaded: LoadedModel, inference: str | None = None, head: str | None = None,
-                 head_options: dict[str, Any] | None = None, batch_size: int = 64) -> None:
+                 head_options: dict[str, Any] | None = None, batch_size: int = 64, support_augment: int = 0,
+                 augment_seed: int = 0) -> None:
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.mode = str(loaded.config.mode)
@@ -72,6 +75,10 @@ class FewShotClassifier:
             self.head_kwargs = {}
             self.scale = 1.0
         self.batch_size = int(batch_size)
+        if support_augment < 0:
+            raise ValueError(f"support_augment must be at least 0 (0: off), got {support_augment}")
+        self.support_augment, self.augment_seed = int(support_augment), int(augment_seed)
+        self.support_recipe = training_recipe(self.pipeline, loaded.config)
         self.classes_: list[Any] = []
         self.shots_: list[int] = []
         self._support_features: Tensor | None = None  # [1, S*M', D], float64 (the head runs in float64)
@@ -80,9 +87,12 @@ class FewShotClassifier:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", inference: str | None = None,
                         head: str | None = None, head_options: dict[str, Any] | None = None,
-                        batch_size: int = 64) -> FewShotClassifier:
-        """Load a checkpoint (a run directory or a ``.pt`` file of either pipeline)."""
-        return cls(load_model(path, device), inference, head, head_options, batch_size)
+                        batch_size: int = 64, support_augment: int = 0, augment_seed: int = 0) -> FewShotClassifier:
+        """Load a checkpoint (a run directory or a ``.pt`` file of either pipeline); ``support_augment``
+        K: fit to K copies of each support image through the training augmentation (RFS's protocol,
+        :mod:`fewshot_sla.support_augment`, drawn from ``augment_seed``)."""
+        return cls(load_model(path, device), inference, head, head_options, batch_size, support_augment,
+                   augment_seed)
 
     # -- the method --------------------------------------------------------------------------
     @property
@@ -124,8 +134,12 @@ class FewShotClassifier:
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
         self.classes_, self.shots_ = list(support.classes), support.shots
-        self._support_features = self.embed(self.spec.normalise(support.pixels))[None].double()
-        y = support.labels.to(self.device)
+        x, y = self.spec.normalise(support.pixels), support.labels
+        if self.support_augment:  # the one "episode" of predict: episode 0 of augment_seed
+            x, y = augment_copies(support.pixels, y, self.support_augment, self.spec.augmentation(self.support_recipe),
+                                  seeded_generator(self.augment_seed, STREAM, 0))
+        self._support_features = self.embed(x)[None].double()
+        y = y.to(self.device)
         self._support_labels = (sla.joint_labels(y, self.M) if self.M > 1 else y)[None]
         return self
 

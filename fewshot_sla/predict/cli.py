@@ -42,12 +42,17 @@ class ClassifierOptions:
     device: str = option("cpu", "auto, cpu, cuda or cuda:N")
     num_threads: int = option(0, "CPU threads of torch (0: torch's default)")
     batch_size: int = option(64, "images per backbone call")
+    support_augment: int = option(0, "fit to K copies of each support image through the checkpoint's training "
+                                  "augmentation (RFS's protocol: 5); 0: off", metavar="K")
+    augment_seed: int = option(0, "seed of --support-augment's draws")
     skip_bad: bool = option(False, "skip unreadable image files with a warning instead of stopping")
     quiet: bool = option(False, "print the result lines only")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.num_threads < 0:
             raise ConfigError("--batch-size must be at least 1 and --num-threads at least 0")
+        if self.support_augment < 0:
+            raise ConfigError(f"--support-augment must be at least 0 (0: off), got {self.support_augment}")
 
 
 @dataclass(kw_only=True)
@@ -76,7 +81,8 @@ def _classifier(opts: ClassifierOptions) -> Any:
         torch.set_num_threads(opts.num_threads)
     options = parse_options(opts.head_options, "--head-options") if opts.head_options else None
     clf = FewShotClassifier.from_checkpoint(opts.checkpoint, device=opts.device, inference=opts.inference,
-                                            head=opts.head, head_options=options, batch_size=opts.batch_size)
+                                            head=opts.head, head_options=options, batch_size=opts.batch_size,
+                                            support_augment=opts.support_augment, augment_seed=opts.augment_seed)
     return clf.fit(opts.support, skip_bad=opts.skip_bad)
 
 
@@ -170,7 +176,9 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"{len(rows)} queries, {clf.n_way} classes ({shots}); inference {clf.inference}, head {clf.head_name}")
     info: dict[str, Any] = {"checkpoint": str(opts.checkpoint), "support": str(opts.support),
                             "inference": clf.inference, "head": clf.head_name,
-                            "classes": [str(c) for c in clf.classes_], "shots": clf.shots_}
+                            "classes": [str(c) for c in clf.classes_], "shots": clf.shots_,
+                            "support_augment": clf.support_augment,
+                            "support_recipe": clf.support_recipe if clf.support_augment else None}
     if all(t is not None for t in truth):
         correct = sum(r["prediction"] == t for r, t in zip(rows, truth))
         info["accuracy"] = correct / len(rows)
