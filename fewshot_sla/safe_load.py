@@ -205,47 +205,50 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         if "weights_only" not in str(e):
             raise
         raise CheckpointRefusedError(f"{path}: refused to load: {_refusal(path, head, e)}; {_FIX}") from None
-    return to_plain(obj)
+    return to_plain(obj, strict=False)
 
 
-def _items(obj: dict) -> Iterator[tuple[Any, Any, Any]]:
+def _items(obj: dict, strict: bool) -> Iterator[tuple[Any, Any, Any, Any]]:
     for k, v in obj.items():
-        yield k, v, to_plain(v)
+        yield k, to_plain(k, strict), v, to_plain(v, strict)
 
 
-def to_plain(obj: Any) -> Any:
+def to_plain(obj: Any, strict: bool = True) -> Any:
     """``obj`` with NumPy arrays as lists, NumPy scalars as Python numbers, paths as strings, enums
     as their values and dataclasses as dicts (recursively); tensors and plain values are kept as
     they are, and a container with nothing to convert is returned itself (a ``state_dict``'s
-    ``OrderedDict`` keeps its ``_metadata``). Anything else is a ``TypeError``: a checkpoint would
-    need code to rebuild it."""
+    ``OrderedDict`` keeps its ``_metadata``). Anything else is a ``TypeError`` when ``strict`` (what
+    is saved: a checkpoint would need code to rebuild it), else kept (what ``weights_only`` loading
+    built, e.g. a ``torch.layout``)."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):  # before float: np.float64 is one
         return obj.item()
     if isinstance(obj, enum.Enum):  # before int and str: IntEnum, StrEnum
-        return to_plain(obj.value)
+        return to_plain(obj.value, strict)
     if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype,
                                        torch.device, torch.Size)):
         return obj
     if isinstance(obj, PurePath):
         return str(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name), strict) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        items = list(_items(obj))
-        if all(new is old for _, old, new in items):
+        items = list(_items(obj, strict))
+        if all(k2 is k and v2 is v for k, k2, v, v2 in items):
             return obj
         out = copy.copy(obj)  # the same type (OrderedDict) and attributes (a state_dict's _metadata)
-        for k, _, new in items:
-            out[k] = new
+        out.clear()
+        out.update((k2, v2) for _, k2, _, v2 in items)
         return out
     if isinstance(obj, (list, tuple)):
-        new = [to_plain(v) for v in obj]
+        new = [to_plain(v, strict) for v in obj]
         if all(a is b for a, b in zip(new, obj)) and type(obj) in (list, tuple):
             return obj
         return tuple(new) if isinstance(obj, tuple) else new
     if isinstance(obj, (set, frozenset)):
-        return sorted((to_plain(v) for v in obj), key=repr)
+        return sorted((to_plain(v, strict) for v in obj), key=repr)
+    if not strict:
+        return obj
     raise TypeError(f"a checkpoint holds only tensors and plain containers, not a {type(obj).__module__}."
                     f"{type(obj).__qualname__}")

@@ -231,19 +231,23 @@ class _Cfg:
 def test_to_plain_converts_numpy_paths_enums_and_dataclasses_and_keeps_state_dicts():
     sd = torch.nn.BatchNorm1d(2).state_dict()  # an OrderedDict with _metadata (BatchNorm's version)
     got = to_plain({"sd": sd, "arr": np.arange(3, dtype=np.uint32), "f": np.float64(0.25), "c": _Colour.RED,
-                    "cfg": _Cfg(Path("/a/b"), np.int64(7)), "t": (np.int32(1), "x"), "s": {3, 1}})
+                    "cfg": _Cfg(Path("/a/b"), np.int64(7)), "t": (np.int32(1), "x"), "s": {3, 1},
+                    np.int64(5): "key"})
     assert got["sd"] is sd and got["sd"]._metadata == sd._metadata
     assert got["arr"] == [0, 1, 2] and type(got["arr"][0]) is int
     assert got["f"] == 0.25 and type(got["f"]) is float and got["c"] == "red"
     assert got["cfg"] == {"path": "/a/b", "n": 7} and type(got["cfg"]["n"]) is int
     assert got["t"] == (1, "x") and type(got["t"][0]) is int and got["s"] == [1, 3]
+    assert [type(k) for k in got] == [str] * 7 + [int] and got[5] == "key"
     with_meta = OrderedDict(a=np.float32(1.0))
     with_meta._metadata = {"": {"version": 2}}
     converted = to_plain(with_meta)
     assert converted is not with_meta and converted._metadata == {"": {"version": 2}}
     assert type(converted["a"]) is float and type(with_meta["a"]) is np.float32  # the original is not changed
     with pytest.raises(TypeError, match="not a .*_Touch"):
-        to_plain({"x": _Touch("m")})
+        to_plain({"x": _Touch("m")})  # what is saved: refused
+    kept = [torch.strided]
+    assert to_plain(kept, strict=False) is kept  # what weights_only loading built: kept
 
 
 # ------------------------------------------------------------------ earlier versions' checkpoints
