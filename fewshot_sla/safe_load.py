@@ -36,6 +36,7 @@ import torch
 
 __all__ = ["CheckpointRefusedError", "LEGACY_NUMPY", "safe_torch_load", "to_plain", "pickle_globals"]
 
+_SCAN_BYTES = 64 << 20  # the most of a refused file read again to name what it holds
 _FIX = "use a best.pt or last.pt written by fewshot-sla (or its run directory)"
 
 
@@ -127,13 +128,13 @@ def _harmless() -> set[str]:
 
 def _pickle_bytes(path: Path, head: bytes) -> bytes:
     """The pickle stream(s) of a torch file: a zip archive's ``data.pkl``, or the legacy format's
-    leading pickles (the first 64 MiB at most; the names come first)."""
+    leading pickles (:data:`_SCAN_BYTES` at most: the names come first)."""
     if head.startswith(b"PK"):
         with zipfile.ZipFile(path) as z:
-            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-            return z.read(name) if name else b""
+            info = next((i for i in z.infolist() if i.filename.endswith("data.pkl")), None)
+            return z.read(info) if info is not None and info.file_size <= _SCAN_BYTES else b""
     with open(path, "rb") as f:
-        return f.read(64 << 20)
+        return f.read(_SCAN_BYTES)
 
 
 def _refusal(path: Path, head: bytes, err: Exception) -> str:
