@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .atomic import NoSpaceError, atomic_torch_save, atomic_write_text, is_no_space
+from .safe_load import CheckpointRefusedError, safe_torch_load
 
 __all__ = ["NonFiniteStateError", "check_finite_state", "load_checkpoint", "resolve_checkpoint", "run_name",
            "to_jsonable", "RunDir"]
@@ -67,7 +68,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint not found: {path} (pass a run directory holding best.pt/last.pt, or a .pt file)"
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = safe_torch_load(path, map_location=map_location)  # weights_only: a checkpoint never runs code
+    except CheckpointRefusedError:
+        raise
     except Exception as e:  # noqa: BLE001 - re-raised as one line naming the file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(

@@ -14,10 +14,13 @@ __all__ = ["get_rng_state", "set_rng_state", "seed_everything", "derive_seed", "
 
 
 def get_rng_state() -> dict[str, Any]:
-    """Every RNG state a training loop touches (Python, NumPy, torch CPU and CUDA)."""
+    """Every RNG state a training loop touches (Python, NumPy, torch CPU and CUDA), as tensors and
+    plain containers (a checkpoint holds nothing else): NumPy's as ``[name, keys, pos, has_gauss,
+    gauss]`` with the keys a list of ints."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [str(name), keys.tolist(), int(pos), int(has_gauss), float(gauss)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -33,13 +36,19 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     state) and one written on the CPU leaves the CUDA generators as they are. The trainers
     reseed every chunk (``derive_seed``), so the other devices' states are not needed.
     """
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]  # a list, or the tuple earlier versions saved
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         for i, s in enumerate(list(cuda)[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s, i)
+
+
+def _tuples(state: Any) -> Any:
+    """Python's random state with its lists as tuples (what ``random.setstate`` takes)."""
+    return tuple(_tuples(v) for v in state) if isinstance(state, (list, tuple)) else state
 
 
 def seed_everything(seed: int) -> None:

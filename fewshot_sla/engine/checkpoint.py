@@ -34,6 +34,7 @@ import torch
 
 from ..registry import Registry
 from ..rundir import check_finite_state, load_checkpoint, resolve_checkpoint
+from ..safe_load import to_plain
 
 __all__ = ["FORMAT", "LEGACY_FORMATS", "PIPELINES", "LoadedModel", "make_checkpoint", "upgrade",
            "read_checkpoint", "load_model"]
@@ -47,10 +48,12 @@ PIPELINES: Registry = Registry("pipeline")
 
 def make_checkpoint(pipeline: str, config: dict[str, Any], data: dict[str, Any], model: dict[str, Any],
                     **state: Any) -> dict[str, Any]:
-    """A checkpoint dict of ``pipeline`` (``state``: the trainer's resume state)."""
+    """A checkpoint dict of ``pipeline`` (``state``: the trainer's resume state), holding only tensors
+    and plain containers (:func:`~fewshot_sla.safe_load.to_plain`: it loads with ``weights_only=True``)."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; one of {', '.join(PIPELINES)}")
-    return {"format": FORMAT, "pipeline": pipeline, "config": config, "data": data, "model": model, **state}
+    return to_plain({"format": FORMAT, "pipeline": pipeline, "config": config, "data": data, "model": model,
+                     **state})
 
 
 def upgrade(ckpt: Any, source: str = "checkpoint") -> dict[str, Any]:
@@ -73,7 +76,8 @@ def upgrade(ckpt: Any, source: str = "checkpoint") -> dict[str, Any]:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint (a ``.pt`` file, or a run directory: its ``best.pt``, else ``last.pt``)
-    in the current format."""
+    in the current format, with ``weights_only=True`` (:mod:`fewshot_sla.safe_load`: a file that
+    would run code is refused in one line)."""
     return upgrade(load_checkpoint(path, map_location=map_location), str(path))
 
 
