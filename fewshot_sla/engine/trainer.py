@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..distributed import convert_sync_bn, wrap_ddp
+from ..distributed import barrier, convert_sync_bn, wrap_ddp
 from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..rundir import RunDir
@@ -207,6 +207,7 @@ class Trainer:
         if not saved:
             self.save(False)
         self.run.close()
+        barrier(self.dist)  # no rank exits (torchrun then stops the others) before rank 0 has written last.pt
         raise RunInterrupted(signum, interrupted_message(signum, self.step, self.total,
                                                          COMMANDS.get(self.pipeline, self.pipeline), self.run.path))
 
