@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
     from .data.download import DownloadError
     from .distributed import cleanup, env_info
+    from .engine.interrupt import RunInterrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "traceback", False):
             raise
         parser.exit(2, f"fewshot-sla {args.command}{where}: error: {os_error_line(e)}\n")
+    except RunInterrupted as e:  # SIGINT/SIGTERM during training: last.pt written at the step
+        if info.is_main:
+            print(e, file=sys.stderr, flush=True)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

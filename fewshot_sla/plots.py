@@ -47,7 +47,8 @@ def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
     run = RunDir(run_dir, enabled=False)
     records = run.read_metrics()
     if not records:
-        raise FileNotFoundError(f"{run.path / 'metrics.jsonl'} is missing or empty: is {run_dir} a meta-train run?")
+        raise FileNotFoundError(f"{run.path / 'metrics.jsonl'} is missing or empty: {run_dir} has logged no training "
+                                "or validation rows; pass the directory of a meta-train or supervised run")
     plt = _pyplot()
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]

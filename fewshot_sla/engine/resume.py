@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import ConfigError, config_from_dict, flag, resume_options
+from ..distributed import env_info
 from ..rundir import RunDir
+from ..runlock import check_not_locked
 
 __all__ = ["resume_config"]
 
@@ -33,6 +35,8 @@ def resume_config(cls: type[C], run_dir: str | Path, overrides: dict[str, Any] |
     """
     allowed = resume_options(cls)
     run = Path(run_dir)
+    if env_info().is_main:  # a live run holds it: name its PID (before "no checkpoint yet", say)
+        check_not_locked(run)
     RunDir(run, enabled=False).require_checkpoint("--resume")  # one line: why it cannot be resumed
     source = str(run / "config.json")
     data = json.loads((run / "config.json").read_text())

@@ -10,6 +10,7 @@ import torch
 
 from ..config import ConfigError
 from ..distributed import DistInfo, broadcast_object, check_sync_bn, init_distributed, resolve_dist_device
+from ..runlock import RunLock
 
 __all__ = ["Session", "start_session", "configure_backends", "claim_run_dir"]
 
@@ -50,15 +51,34 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def claim_run_dir(path: str | Path, dist: DistInfo, *, resume: bool) -> Path:
+def claim_run_dir(path: str | Path, dist: DistInfo, *, resume: bool, lock: RunLock | None = None) -> Path:
     """The run directory (rank 0's name on every rank), refusing to start over a run that has a
-    checkpoint and to resume one that has none. Nothing is created yet (only rank 0 writes, to
-    a :class:`~fewshot_sla.rundir.RunDir`)."""
+    checkpoint and to resume one that has none. With ``lock``, rank 0 first takes the directory's
+    :class:`~fewshot_sla.runlock.RunLock` (creating the directory, and nothing else), and every
+    rank refuses in one line a directory a live run holds; otherwise nothing is created yet (only
+    rank 0 writes, to a :class:`~fewshot_sla.rundir.RunDir`)."""
     path = Path(broadcast_object(str(path), dist))
-    has_checkpoint = (path / "last.pt").exists()
-    if not resume and has_checkpoint:
-        raise ConfigError(f"run directory {path} already holds a run (last.pt); continue it with --resume {path}, "
-                          "or choose another --run-dir")
-    if resume and not has_checkpoint:
-        raise FileNotFoundError(f"cannot resume {path}: no last.pt there; start the run without --resume")
+    if lock is not None:
+        refusal = None
+        if dist.is_main:
+            try:
+                lock.acquire(path)
+            except ConfigError as e:
+                refusal = e
+        message = broadcast_object(None if refusal is None else str(refusal), dist)
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise ConfigError(message)
+    try:
+        has_checkpoint = (path / "last.pt").exists()
+        if not resume and has_checkpoint:
+            raise ConfigError(f"run directory {path} already holds a run (last.pt); continue it with --resume {path}, "
+                              "or choose another --run-dir")
+        if resume and not has_checkpoint:
+            raise FileNotFoundError(f"cannot resume {path}: no last.pt there; start the run without --resume")
+    except BaseException:
+        if lock is not None:
+            lock.release(remove_dir=True)
+        raise
     return path

@@ -6,6 +6,11 @@ training forward; then ``last.pt`` resumed (every state and the RNG; ``metrics.j
 step) or a fresh start. ``fit``: rounds of optimiser steps (one :class:`~.step.ChunkedStep` each,
 train rows as they fall due), each ending at a checkpoint with validation when due, best
 tracking and atomic ``last.pt``/``best.pt`` (never non-finite). ``finish``: ``summary.json``.
+The run directory is locked (:mod:`fewshot_sla.runlock`) from before anything is written there
+until ``fit`` returns; SIGINT/SIGTERM during ``fit``'s rounds finish the step, write ``last.pt`` at
+it and raise :class:`~.interrupt.RunInterrupted` (:mod:`.interrupt`). A checkpoint written
+mid-round resumes exactly: the pipeline's ``state`` holds its running sums, and a round's logging
+counts from the round's first step, not the resumed one.
 
 A pipeline subclass supplies what differs: ``load_data`` (setting ``total``, ``save_every``,
 ``val_every``, ``lr_every`` in steps), ``build_model``, ``lr_schedule``,
@@ -30,19 +35,24 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..distributed import convert_sync_bn, wrap_ddp
+from ..distributed import barrier, convert_sync_bn, wrap_ddp
 from ..guards import check_finite_weights
 from ..optim import build_optimizer, piecewise_scheduler
 from ..rundir import RunDir
+from ..runlock import RunLock
 from ..seeding import get_rng_state, seed_everything, set_rng_state
 from ..writable import check_run_dir
 from .checkpoint import make_checkpoint, read_checkpoint
+from .interrupt import RunInterrupted, StopSignals, interrupted_message
 from .precision import amp_dtype
 from .progress import progress
 from .session import claim_run_dir, start_session
 from .step import ChunkedStep
 
 __all__ = ["Trainer", "Validation", "checkpoint_step"]
+
+#: pipeline -> the command that trains (and resumes) it
+COMMANDS = {"meta": "meta-train", "supervised": "supervised"}
 
 
 def checkpoint_step(ckpt: dict[str, Any]) -> int:
@@ -71,13 +81,21 @@ class Trainer:
     lr_every = 1  # optimiser steps per LR-scheduler step
 
     def __init__(self, cfg: Any, resume: bool = False) -> None:
+        self.lock = RunLock()  # taken by claim_run_dir (rank 0), released when fit returns
+        try:
+            self._start(cfg, resume)
+        except BaseException:  # a refused start leaves no lock (nor a folder it created and left empty)
+            self.lock.release(remove_dir=True)
+            raise
+
+    def _start(self, cfg: Any, resume: bool) -> None:
         self.cfg = cfg
         session = start_session(cfg.device, num_threads=cfg.num_threads, dist_timeout=cfg.dist_timeout,
                                 sync_bn=cfg.sync_bn, deterministic=cfg.deterministic)
         self.device, self.dist = session.device, session.dist
         self.quiet = cfg.quiet or not self.dist.is_main
         # every rank uses rank 0's (possibly time-stamped) directory name
-        run_path = claim_run_dir(cfg.run_dir or cfg.default_run_dir(), self.dist, resume=resume)
+        run_path = claim_run_dir(cfg.run_dir or cfg.default_run_dir(), self.dist, resume=resume, lock=self.lock)
         if not cfg.run_dir:  # the resolved config names its run directory
             self.cfg = cfg = dataclasses.replace(cfg, run_dir=str(run_path))
         if self.dist.is_main:  # an unwritable run folder is one line, before any data is loaded
@@ -130,8 +148,9 @@ class Trainer:
     def restore(self) -> None:
         ckpt = read_checkpoint(self.run.last, map_location="cpu")
         if ckpt["pipeline"] != self.pipeline:
-            raise ConfigError(f"{self.run.last} was written by `fewshot-sla {ckpt['pipeline']}`; resume it with "
-                              f"fewshot-sla {ckpt['pipeline']} --resume {self.run.path}")
+            command = COMMANDS.get(ckpt["pipeline"], ckpt["pipeline"])
+            raise ConfigError(f"{self.run.last} was written by `fewshot-sla {command}`; resume it with "
+                              f"fewshot-sla {command} --resume {self.run.path}")
         self.load_state(ckpt)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -155,17 +174,55 @@ class Trainer:
         return sums
 
     def log_due(self, first: int, last: int) -> bool:
-        """Whether a train row is due after this step of the round ``first`` to ``last``."""
-        return self.step % self.cfg.log_every == 0
+        """Whether a train row is due after this step of the round ``first`` to ``last`` (every
+        ``log_every`` steps, and the last step of the run)."""
+        return self.step % self.cfg.log_every == 0 or self.step == self.total
 
     def fit(self) -> dict[str, Any]:
-        """Train from the current step to the end (or ``--stop-after``); return the summary."""
+        """Train from the current step to the end (or ``--stop-after``); return the summary.
+        Raises :class:`~.interrupt.RunInterrupted` after SIGINT/SIGTERM (``last.pt`` written)."""
+        try:
+            with StopSignals() as signals:
+                self.train_rounds(signals)
+            if self.step < self.total:
+                self.save(False)
+                return {"stopped_at": self.step, "total_iterations": self.total, "run_dir": str(self.run.path),
+                        "message": f"stopped after iteration {self.step} of {self.total}; continue with "
+                                   f"`fewshot-sla {COMMANDS.get(self.pipeline, self.pipeline)} --resume "
+                                   f"{self.run.path}`"}
+            return self.finish()
+        finally:
+            self.lock.release()
+
+    def stop_signal(self, signals: StopSignals) -> int:
+        """The signal that asks the run to stop (0: none); under torchrun the same on every rank
+        (one all-reduce of a number per step), so all ranks stop after the same step."""
+        received = signals.received or 0
+        if self.dist.enabled:
+            flag = torch.tensor([received], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            received = int(flag.item())
+        return received
+
+    def interrupt(self, signum: int, saved: bool) -> None:
+        """Write ``last.pt`` at this step (unless ``saved``), flush the metrics and raise
+        :class:`~.interrupt.RunInterrupted`."""
+        if not saved:
+            self.save(False)
+        self.run.close()
+        barrier(self.dist)  # no rank exits (torchrun then stops the others) before rank 0 has written last.pt
+        raise RunInterrupted(signum, interrupted_message(signum, self.step, self.total,
+                                                         COMMANDS.get(self.pipeline, self.pipeline), self.run.path))
+
+    def train_rounds(self, signals: StopSignals) -> None:
+        """Rounds of steps, each ending at a checkpoint, until ``self.stop`` (or a signal)."""
         while self.step < self.stop:
-            first, t0 = self.step, time.time()
-            last = min(self.stop, self.total, (first // self.save_every + 1) * self.save_every)
+            start, t0 = self.step, time.time()
+            first = start - start % self.save_every  # the round's first step (a resumed run may start inside it)
+            last = min(self.stop, self.total, first + self.save_every)
             self.model.train()
             desc = f"epoch {self.epoch_of(last):g}/{self.epoch_of(self.total):g}"
-            with progress(last - first, desc, quiet=self.quiet) as bar:
+            with progress(last - first, desc, quiet=self.quiet, initial=start - first) as bar:
                 while self.step < last:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.record(self.train_step())
@@ -175,6 +232,10 @@ class Trainer:
                         self.run.log({"kind": "train", "epoch": self.epoch_of(self.step), "step": self.step,
                                       "lr": lr, **row, "time": round(self.train_time + time.time() - t0, 3)})
                         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}")
+                    # a round's last step goes on to its validation and checkpoint (checked below)
+                    if self.step < last and (signum := self.stop_signal(signals)):
+                        self.train_time += time.time() - t0
+                        self.interrupt(signum, saved=False)
             self.train_time += time.time() - t0
             if self.step % self.save_every and self.step < self.total:
                 break  # --stop-after between two checkpoints
@@ -190,12 +251,8 @@ class Trainer:
                 self.after_validation()
             self.save(is_best)
             self.report_round(val, is_best, time.time() - t0)
-        if self.step < self.total:
-            self.save(False)
-            return {"stopped_at": self.step, "total_iterations": self.total, "run_dir": str(self.run.path),
-                    "message": f"stopped after iteration {self.step} of {self.total}; continue with "
-                               f"`fewshot-sla {self.pipeline} --resume {self.run.path}`"}
-        return self.finish()
+            if signum := self.stop_signal(signals):  # a signal during validation or saving
+                self.interrupt(signum, saved=True)
 
     def after_validation(self) -> None:
         """Rows to log after each validation (none by default)."""

@@ -154,11 +154,17 @@ class MetaTrainer(Trainer):
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        # mid-epoch (a signal): the sums since the last train row and over the epoch, for an exact resume
+        mid = self.step % self.cfg.steps_per_epoch != 0
         return {"epoch": self.epoch, "last_val": self.last_val, "train_time": self.train_time,
-                "world_size": self.dist.world_size}
+                "world_size": self.dist.world_size, "window": dict(self.window) if mid else {},
+                "n_window": self.n_window if mid else 0, "epoch_sums": dict(self.epoch_sums) if mid else {}}
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self.last_val = ckpt["last_val"]
+        self.window = defaultdict(float, ckpt.get("window", {}))
+        self.n_window = int(ckpt.get("n_window", 0))
+        self.epoch_sums = defaultdict(float, ckpt.get("epoch_sums", {}))
 
     # -- training ---------------------------------------------------------------------------
     def chunks(self, step: int) -> list[tuple[int, list[int]]]:
