@@ -61,7 +61,7 @@ def _refusal(run_dir: Path) -> RunDirLocked:
 
 
 def _not_writable(run_dir: Path, e: OSError) -> ConfigError:
-    return ConfigError(f"cannot write in run directory {run_dir} ({e.strerror or e}); choose a writable --run-dir")
+    return ConfigError(f"cannot write the run folder {run_dir} ({e.strerror or e}); choose another --run-dir")
 
 
 def check_not_locked(run_dir: str | os.PathLike) -> None:

@@ -114,7 +114,7 @@ def test_run_lock_in_one_process(tmp_path):
 
 def test_a_run_dir_that_cannot_be_created_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match=r"cannot write in run directory .*file/run \(.*\); choose a writable "):
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .*file/run \(.*\); choose another "):
         RunLock().acquire(tmp_path / "file" / "run")
 
 

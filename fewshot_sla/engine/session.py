@@ -11,6 +11,7 @@ import torch
 from ..config import ConfigError
 from ..distributed import DistInfo, broadcast_object, check_sync_bn, init_distributed, resolve_dist_device
 from ..runlock import RunLock
+from ..writable import check_run_dir
 
 __all__ = ["Session", "start_session", "configure_backends", "claim_run_dir"]
 
@@ -62,6 +63,7 @@ def claim_run_dir(path: str | Path, dist: DistInfo, *, resume: bool, lock: RunLo
         refusal = None
         if dist.is_main:
             try:
+                check_run_dir(path, resume)  # unwritable: one line naming the folder, before any lock file
                 lock.acquire(path)
             except ConfigError as e:
                 refusal = e
