@@ -17,10 +17,12 @@ in issue 28 (1.28 ms) is shown, labelled as recorded. Timings are the best of se
 rounds (the machine may be shared).
 
     python benchmarks/episode_pipeline.py [--device cpu] [--reps 3] [--out benchmarks/results/episode_pipeline.json]
-        [--skip-forward] [--compare-out benchmarks/results/episode_pipeline_l2l.json] [--data DIR]
+        [--skip-forward] [--data DIR]
 
-Default outputs: runs/benchmarks/episode_pipeline.json and runs/benchmarks/episode_pipeline_l2l.json; the
-committed files under benchmarks/results/ change only with an explicit ``--out`` / ``--compare-out``.
+Default output: runs/benchmarks/episode_pipeline.json (the forward table's ``rows`` and the
+comparison's ``compare``); the committed files change only with an explicit ``--out``:
+benchmarks/results/episode_pipeline.json (forward table) and, with ``--skip-forward``,
+benchmarks/results/episode_pipeline_l2l.json (the comparison alone).
 """
 
 from __future__ import annotations
@@ -143,7 +145,15 @@ def learn2learn_task_fn(x: torch.Tensor, labels: np.ndarray, tset, k: int, q: in
 
 def compare(data: Path | None, rounds: int, per_round: int) -> dict:
     """Per-episode ms of each pipeline (module docs), best of ``rounds`` interleaved rounds."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _compare(data, rounds, per_round)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(data: Path | None, rounds: int, per_round: int) -> dict:
     tset = get_transform_set("rotation")
     k, q = 1, 15
     x, labels, source = omniglot_floats(data)
@@ -227,8 +237,6 @@ def main() -> None:
     ap.add_argument("--out", default="runs/benchmarks/episode_pipeline.json",
                     help="JSON output path (default: runs/benchmarks/episode_pipeline.json)")
     ap.add_argument("--skip-forward", action="store_true", help="only the learn2learn comparison")
-    ap.add_argument("--compare-out", default="runs/benchmarks/episode_pipeline_l2l.json",
-                    help="JSON of the learn2learn comparison (default: runs/benchmarks/episode_pipeline_l2l.json)")
     ap.add_argument("--data", default=None, help="folder holding omniglot/images_background.zip (default: "
                     "$FEWSHOT_SLA_DATA, ../shared/data, /work/shared/data)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the comparison (best is kept)")
@@ -238,30 +246,26 @@ def main() -> None:
                  REPO / "../shared/data", "/work/shared/data") if d and Path(d).expanduser().is_dir()), None)
     c = compare(data, args.rounds, per_round=args.per_round)
     print_compare(c)
-    cout = Path(args.compare_out)
-    cout.parent.mkdir(parents=True, exist_ok=True)
-    cout.write_text(json.dumps({"meta": {"torch": torch.__version__, "threads": 1, "machine": platform.machine(),
-                                         "python": platform.python_version()}, **c}, indent=2) + "\n")
-    print(f"wrote {cout}")
-    if args.skip_forward:
-        return
-    device = torch.device(args.device)
-    # a synthetic uint8 dataset shaped like mini-ImageNet's training split: 64 classes x 600 images
-    labels = np.repeat(np.arange(64), 600)
-    rows = [r for size in args.sizes for r in measure(size, labels, device, args.reps)]
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"{'px':>4} {'backbone':>9} {'images':>6} {'sample ms':>10} {'pipeline ms':>12} {'forward ms':>11} "
-          f"{'pipe/fwd':>9}")
-    for r in rows:
-        print(
-            f"{r['size']:>4} {r['backbone']:>9} {r['images']:>6} {r['sample_ms']:>10.2f} {r['pipeline_ms']:>12.2f} "
-            f"{r['forward_ms']:>11.1f} {r['pipeline_pct_of_forward']:>8.2f}%"
-        )
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "compare_threads": 1,
+            "machine": platform.machine(), "python": platform.python_version()}
+    rows = []
+    if not args.skip_forward:
+        device = torch.device(args.device)
+        meta.update(device=str(device), episode=f"{N_WAY}-way {K_SHOT}-shot {N_QUERY}-query, rotation M=4")
+        # a synthetic uint8 dataset shaped like mini-ImageNet's training split: 64 classes x 600 images
+        labels = np.repeat(np.arange(64), 600)
+        rows = [r for size in args.sizes for r in measure(size, labels, device, args.reps)]
+        print(f"\ndevice={device} torch={torch.__version__} threads={torch.get_num_threads()}")
+        print(f"{'px':>4} {'backbone':>9} {'images':>6} {'sample ms':>10} {'pipeline ms':>12} {'forward ms':>11} "
+              f"{'pipe/fwd':>9}")
+        for r in rows:
+            print(
+                f"{r['size']:>4} {r['backbone']:>9} {r['images']:>6} {r['sample_ms']:>10.2f} "
+                f"{r['pipeline_ms']:>12.2f} {r['forward_ms']:>11.1f} {r['pipeline_pct_of_forward']:>8.2f}%"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "episode": f"{N_WAY}-way {K_SHOT}-shot {N_QUERY}-query, rotation M=4"}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"meta": meta, **({"rows": rows} if rows else {}), "compare": c}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
