@@ -233,3 +233,23 @@ def test_concurrent_builders_decode_once(tmp_path):
     assert all(torch.equal(o.images, images) for o in out)
     assert sorted(p.name for p in path.parent.iterdir()) == [path.with_suffix(s).name for s in (".json", ".lock",
                                                                                                 ".npy")]
+
+
+def test_unusable_cache_folder_is_one_line_and_full_disk_falls_back(data, monkeypatch, capsys):
+    root, _, cache = data
+    (root.parent / "afile").write_text("x")
+    from fewshot_sla.data import DataError
+
+    with pytest.raises(DataError, match=r"data cache folder .*afile.* is not usable .*writable folder"):
+        get_dataset("folder", root, "all", cache_dir=root.parent / "afile" / "cache")
+    from fewshot_sla.atomic import NoSpaceError
+
+    def full(*a, **k):
+        raise NoSpaceError("no space left")
+
+    monkeypatch.setattr(cache_mod, "save_cached", full)
+    got = get_dataset("folder", root, "all", cache_dir=cache)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: no space left") and "decoded copy" in err[0]
+    assert torch.equal(got.images, get_dataset("folder", root, "all").images)
+    assert not list(cache.glob("*.npy"))

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write, atomic_write_text
-from .base import ImageDataset
+from ..atomic import NoSpaceError, atomic_write, atomic_write_text
+from .base import DataError, ImageDataset
 
 __all__ = ["CACHE_VERSION", "CACHE_ENV", "MMAP_AUTO_MIB", "cache_file", "source_fingerprint", "load_cached",
            "save_cached", "cached_dataset", "resolve_cache_dir"]
@@ -162,8 +162,12 @@ def load_cached(path: str | Path, fingerprint: str | None = None,
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive ``flock`` on ``<path>.lock`` (released when the block ends or the process dies)."""
     lock = path.with_suffix(".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise DataError(f"data cache folder {path.parent} is not usable ({e.strerror or type(e).__name__}); "
+                        f"point cache_dir / ${CACHE_ENV} at a writable folder, or unset it") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -190,7 +194,12 @@ def cached_dataset(path: str | Path, fingerprint: Callable[[], str], build: Call
             print(f"note: data cache {path.name} not used: {why}; decoding the source again", file=sys.stderr)
         built = build()
         now = fingerprint()
-        save_cached(path, built, now)
+        try:
+            save_cached(path, built, now)
+        except NoSpaceError:
+            print(f"note: no space left in {path.parent} for the data cache entry {path.name} "
+                  f"({built.nbytes / 2**20:.0f} MiB); using the decoded copy in memory", file=sys.stderr)
+            return built
         ds, why = load_cached(path, now, mmap)
     if ds is None:  # written but unreadable (disk trouble): the decoded copy is still right
         print(f"note: data cache {path.name} could not be read back ({why}); using the decoded copy",
