@@ -253,3 +253,44 @@ def test_unusable_cache_folder_is_one_line_and_full_disk_falls_back(data, monkey
     assert len(err) == 1 and err[0].startswith("note: no space left") and "decoded copy" in err[0]
     assert torch.equal(got.images, get_dataset("folder", root, "all").images)
     assert not list(cache.glob("*.npy"))
+
+
+_RANK_SCRIPT = """
+import sys, time, os
+from pathlib import Path
+import torch
+from fewshot_sla.data import ImageDataset
+from fewshot_sla.data.cache import cached_dataset
+
+folder, me = Path(sys.argv[1]), sys.argv[2]
+(folder / f"ready-{me}").touch()
+while len(list(folder.glob("ready-*"))) < 2:  # both processes ask at the same moment
+    time.sleep(0.01)
+
+def build():
+    with open(folder / "builds.txt", "a") as f:
+        f.write(me + "\\n")
+    time.sleep(1.0)
+    images = torch.arange(8 * 16, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(8, 1, 4, 4)
+    return ImageDataset(images, torch.arange(8) % 2, ["a", "b"], name="synthetic", split="train")
+
+ds = cached_dataset(folder / "cache" / "synthetic-train-x.npy", lambda: "fp", build, mmap=True)
+print(int(ds.images.sum()))
+"""
+
+
+def test_two_processes_decode_once(tmp_path):
+    """Two processes (as two torchrun ranks on a node) ask for a missing entry at the same moment:
+    exactly one runs the decode, both get the same images."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert len((tmp_path / "builds.txt").read_text().split()) == 1
+    want = int(torch.arange(8 * 16).remainder(256).sum())
+    assert [int(o[0].strip()) for o in outs] == [want, want]
