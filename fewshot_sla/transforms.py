@@ -121,12 +121,13 @@ class TransformSet:
 
 
 def _tracing() -> bool:
-    """Inside ``torch.jit`` tracing/scripting or ONNX export (there the view-by-view path is used,
-    so no shape-specific index constant is baked into the graph)."""
+    """Inside ``torch.jit`` tracing/scripting (also the TorchScript ONNX exporter) or ``torch.export``
+    (the dynamo ONNX exporter): there the view-by-view path is used, so no shape-specific index
+    constant is baked into the graph."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
-    onnx = getattr(torch, "onnx", None)
-    return bool(onnx is not None and getattr(onnx, "is_in_onnx_export", lambda: False)())
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(exporting is not None and exporting())
 
 
 @lru_cache(maxsize=64)
