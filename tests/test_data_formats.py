@@ -429,8 +429,8 @@ def test_cache_dir_round_trip_without_decoding(tmp_path, monkeypatch):
     make_omniglot(tmp_path / "data")
     cache = tmp_path / "cache"
     first = get_dataset("omniglot", tmp_path / "data", "train", val_alphabets=1, cache_dir=cache)
-    files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary file left behind
+    files = sorted(cache.iterdir())  # one entry: images, record and lock; no temporary file left behind
+    assert [f.suffix for f in files] == [".json", ".lock", ".npy"] and len({f.stem for f in files}) == 1
 
     import fewshot_sla.data.omniglot as om
 

@@ -99,3 +99,42 @@ def test_expansion_to_nm_way():
                 assert ex.query_labels[task, q * 4 + j] == batch.query_labels[task, q] * 4 + j
     with pytest.raises(ValueError, match="already expanded"):
         expand_episodes(ex, t)
+
+
+@pytest.mark.parametrize("name", ["rotation", "rotation2", "color_perm3", "rot_color_perm12", "rot_color_perm24"])
+def test_gather_expansion_and_precomputed_views_equal_view_by_view_expansion(name):
+    """expand_episodes (one pixel gather each for support and query) and collate_expanded (one
+    row gather from precomputed views) give the batch of the reference: map_images with the
+    rot90/channel-stacking expansion, labels y*M + j."""
+    from dataclasses import replace
+
+    from fewshot_sla.episodes import collate_expanded, precompute_views
+    from fewshot_sla.sla import joint_labels
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (60, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = np.repeat(np.arange(12), 5)
+    sampler = EpisodeSampler(labels, 3, 2, 2, n_episodes=4, seed=7)
+    episodes = list(sampler)
+    tset = get_transform_set(name)
+    base = collate_episodes(images, episodes, 3, 2, 2)
+    ref = base.map_images(tset.stack_views)
+    ref = replace(ref, support_labels=joint_labels(base.support_labels, tset.M),
+                  query_labels=joint_labels(base.query_labels, tset.M), n_way=3 * tset.M, M=tset.M)
+    for x in (images, images.float() / 255):
+        got = expand_episodes(collate_episodes(x, episodes, 3, 2, 2), tset)
+        pre = collate_expanded(precompute_views(x, tset), episodes, 3, 2, 2)
+        want = ref if x.dtype == torch.uint8 else replace(ref, support=ref.support.float() / 255,
+                                                          query=ref.query.float() / 255)
+        for b in (got, pre):
+            assert (b.n_way, b.M) == (want.n_way, want.M)
+            for f in ("support", "support_labels", "query", "query_labels"):
+                assert torch.equal(getattr(b, f), getattr(want, f)), (name, f)
+    # hand check: episode 0, support image 1, view 1 is t_1 of that dataset image
+    k, perm = tset.rotations[1 // (len(tset.color_perms) if tset.color_perms else 1)], None
+    if tset.color_perms:
+        perm = list(tset.color_perms[1 % len(tset.color_perms)])
+    img = images[episodes[0][1]]
+    hand = torch.rot90(img, k, (1, 2))
+    hand = hand[perm] if perm else hand
+    assert torch.equal(got.support[0, 1 * tset.M + 1].mul(255).round().to(torch.uint8), hand)

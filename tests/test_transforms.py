@@ -135,8 +135,45 @@ def test_colour_permutations_build_no_index_tensor_per_view():
     x = torch.empty(2, 3, 4, 4, device="meta")
     t = get_transform_set("rot_color_perm24")
     with Record() as rec:
-        out = t(x)
+        out = t.stack_views(x)  # the view-by-view path (used when tracing)
     assert out.device.type == "meta" and out.shape == (48, 3, 4, 4)
     names = [n for n, _ in rec.ops]
     assert not [n for n in names if n.startswith("index")], names  # no list index (old: 24 aten.index)
     assert all(devs <= {"meta"} for _, devs in rec.ops), rec.ops  # no host tensor enters
+    # the gather path: the index map is built and sent once per shape and device; a later call
+    # dispatches one index_select whose every tensor is already on the input's device
+    t(x)
+    with Record() as rec:
+        out = t(x)
+    assert out.device.type == "meta" and out.shape == (48, 3, 4, 4)
+    assert [n for n, _ in rec.ops if n.startswith("index")] == ["index_select"], rec.ops
+    assert all(devs <= {"meta"} for _, devs in rec.ops), rec.ops
+
+
+_SQUARE_ONLY = {n for n, views in EXPECTED.items() if any(k % 2 for k, _ in views)}
+
+
+@pytest.mark.parametrize("name,shape", [(n, s) for n in EXPECTED if n != "none"
+                                        for s in [(5, 3, 7, 7), (2, 3, 84, 84), (3, 3, 4, 6)]
+                                        if s[2] == s[3] or n not in _SQUARE_ONLY])
+def test_gather_expansion_equals_view_by_view_reference(name, shape):
+    """The one-gather expansion (index map over flattened pixels) is bit-identical to the
+    rot90/channel-stacking reference, and to the hand-written list reference, for every set."""
+    t = get_transform_set(name)
+    assert t.is_pixel_permutation
+    b, c, h, w = shape
+    g = torch.Generator().manual_seed(11)
+    for x in (torch.randn(shape, generator=g), torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)):
+        got = t(x)
+        assert torch.equal(got, t.stack_views(x))
+        assert torch.equal(got, _list_indexed(t, x))
+        idx = t.pixel_index(c, h, w)
+        assert sorted(idx[: c * h * w].tolist()) == list(range(c * h * w))  # each view is a permutation
+        assert torch.equal(idx[: c * h * w], torch.arange(c * h * w))  # identity first
+
+
+def test_grayscale_gather_expansion_equals_rot90():
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    t = get_transform_set("rotation")
+    ref = torch.stack([torch.rot90(x, k, (2, 3)) for k in range(4)], dim=1).reshape(24, 1, 28, 28)
+    assert torch.equal(t(x), ref)

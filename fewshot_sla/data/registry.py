@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import Registry
-from .archives import source_fingerprint
 from .base import DATA_ROOT_HINT, DATASET_INFO, DatasetInfo, DatasetNotFoundError, ImageDataset, resolve_split
-from .cache import cache_file, load_cached, save_cached
+from .cache import cache_file, cached_dataset, resolve_cache_dir, source_fingerprint
 from .cifar import load_cifar
 from .cifarfs import load_cifar_fs, load_fc100
 from .cub import load_cub
@@ -67,12 +66,16 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: int | None = None,
-                download: bool = False, cache_dir: str | Path | None = None, **options: Any) -> ImageDataset:
-    """Load ``split`` of dataset ``name`` from ``root`` as an in-memory uint8 :class:`ImageDataset`.
+                download: bool = False, cache_dir: str | Path | None = None, mmap: bool | None = None,
+                **options: Any) -> ImageDataset:
+    """Load ``split`` of dataset ``name`` from ``root`` as a uint8 :class:`ImageDataset`.
 
     ``image_size``: side to resize to (default the dataset's); ``download``: fetch missing files
-    where an official URL exists; ``cache_dir``: store the decoded split there as ``.npz`` and read
-    it back later; ``**options``: the loader's own (``DATASETS.build`` refuses unknown ones).
+    where an official URL exists; ``cache_dir`` (default ``$FEWSHOT_SLA_CACHE``, unset = no cache):
+    decode once into ``DIR/<dataset>-<split>-<digest>.npy`` and read it back later, re-decoded when
+    the source files change (``fewshot_sla.data.cache``); ``mmap``: memory-map the cached array
+    (``None``: when it is at least ``MMAP_AUTO_MIB``; needs a cache); ``**options``: the loader's own
+    (``DATASETS.build`` refuses unknown ones).
     """
     key = DATASETS.canonical(name)
     split = resolve_split(key, split, _INFO[key].splits)
@@ -88,16 +91,14 @@ def get_dataset(name: str, root: str | Path | None, split: str, *, image_size: i
             + (", or pass download=True (--download)" if key in ("omniglot", "cifar10", "cifar100",
                                                                   "cifar-fs", "fc100") else "")
         )
-    path = None
-    if cache_dir is not None:
-        ckey = {"image_size": image_size, "options": options, "source": source_fingerprint(root)}
-        path = cache_file(cache_dir, key, split, ckey)
-        cached = load_cached(path)
-        if cached is not None:
-            return cached
-    if download:
-        root.mkdir(parents=True, exist_ok=True)
-    ds = DATASETS.build(key, root, split, image_size=image_size, download=download, **options)
-    if path is not None:
-        save_cached(path, ds)
-    return ds
+    def build() -> ImageDataset:
+        if download:
+            root.mkdir(parents=True, exist_ok=True)
+        return DATASETS.build(key, root, split, image_size=image_size, download=download, **options)
+
+    folder = resolve_cache_dir(cache_dir)
+    if folder is None:
+        return build()
+    ckey = {"image_size": image_size, "options": options, "root": str(root.resolve())}
+    path = cache_file(folder, key, split, ckey)
+    return cached_dataset(path, lambda: source_fingerprint(root, exclude=folder), build, mmap)

@@ -10,7 +10,7 @@ import torch
 from ..sla import joint_labels
 from ..transforms import TransformSet, get_transform_set
 
-__all__ = ["EpisodeBatch", "collate_episodes", "expand_episodes"]
+__all__ = ["EpisodeBatch", "collate_episodes", "expand_episodes", "precompute_views", "collate_expanded"]
 
 _ALIGN = 16  # byte offset of every tensor in a packed buffer (any dtype can be viewed there)
 
@@ -123,6 +123,53 @@ def expand_episodes(batch: EpisodeBatch, transforms: TransformSet | str) -> Epis
     m = tset.M
     if m == 1:
         return batch
-    out = batch.map_images(tset)
+    out = _expand_by_gather(batch, tset) if _gatherable(batch, tset) else batch.map_images(tset)
     return replace(out, support_labels=joint_labels(batch.support_labels, m),
                    query_labels=joint_labels(batch.query_labels, m), n_way=batch.n_way * m, M=m)
+
+
+def _gatherable(batch: EpisodeBatch, tset: TransformSet) -> bool:
+    """Whether support and query can be expanded by one pixel gather each (plain contiguous
+    5-d image tensors of one shape, a pixel-permutation transform set, not tracing)."""
+    sup, qry = batch.support, batch.query
+    return (tset.is_pixel_permutation and sup.dim() == 5 and qry.dim() == 5 and sup.shape[2:] == qry.shape[2:]
+            and sup.is_contiguous() and qry.is_contiguous() and not torch.jit.is_tracing())
+
+
+def _expand_by_gather(batch: EpisodeBatch, tset: TransformSet) -> EpisodeBatch:
+    """:meth:`EpisodeBatch.map_images` with ``tset`` without concatenating support and query:
+    ``[T, S, C, H, W] -> [T, S*M, C, H, W]`` by one ``index_select`` over the flattened pixels."""
+    c, h, w = batch.support.shape[2:]
+    tset.check_input(c, h, w)
+    idx = tset.pixel_index(c, h, w, batch.support.device)
+    m, chw = tset.M, c * h * w
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        t, n = x.shape[:2]
+        return x.reshape(t * n, chw).index_select(1, idx).reshape(t, n * m, c, h, w)
+
+    return replace(batch, support=views(batch.support), query=views(batch.query))
+
+
+def precompute_views(images: torch.Tensor, transforms: TransformSet | str) -> torch.Tensor:
+    """All M views of every image, ``[N, C, H, W] -> [N, M, C, H, W]`` (one gather; M times the
+    memory of ``images``), for :func:`collate_expanded`. Only for pixel-permutation sets."""
+    tset = get_transform_set(transforms)
+    if not tset.is_pixel_permutation:
+        raise ValueError(f"transform set '{tset.name}' is not a permutation of pixels; expand per batch instead")
+    n = images.shape[0]
+    return tset(images).reshape(n, tset.M, *images.shape[1:])
+
+
+def collate_expanded(views: torch.Tensor, episodes: Sequence[Sequence[int]], n_way: int, k_shot: int,
+                     n_query: int) -> EpisodeBatch:
+    """``expand_episodes(collate_episodes(images, ...), tset)`` with ONE ``index_select`` from
+    ``views = precompute_views(images, tset)`` ``[N, M, C, H, W]`` (bit-identical batch)."""
+    m = views.shape[1]
+    base = collate_episodes(views.flatten(1, 2), episodes, n_way, k_shot, n_query)  # rows [T, S, M*C, H, W]
+    t, s, q = base.support.shape[0], base.support.shape[1], base.query.shape[1]
+    shape = views.shape[2:]
+    return EpisodeBatch(support=base.support.reshape(t, s * m, *shape),
+                        support_labels=joint_labels(base.support_labels, m),
+                        query=base.query.reshape(t, q * m, *shape), query_labels=joint_labels(base.query_labels, m),
+                        n_way=n_way * m, M=m)

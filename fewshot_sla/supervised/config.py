@@ -39,7 +39,8 @@ class SupervisedConfig(Run, Device, Optim, Method, Model, Data):
                           "dataset's mean/std), ldam (crop + flip, LDAM-DRW's CIFAR mean/std), none", choices=AUGMENTS)
     val_episodes: int = option(0, "few-shot datasets: select the checkpoint by this many fixed episodes of "
                                "--val-split solved by --val-head, not by held-out images (0 = off)", ge=0)
-    cache_dir: str = option("", "store the decoded images there as .npz and reuse them ('' = off)", resume=True)
+    cache_dir: str = option("", "decode once into a .npy cache there, memory-mapped when large ('': "
+                                "$FEWSHOT_SLA_CACHE if set, else no cache)", resume=True)
     val_size: int | None = option(None, f"training images held out for validation (0: none, the last checkpoint is "
                                   f"selected); unset: {DEFAULT_VAL_SIZE}, 0 for long-tailed runs (only 0)", ge=0)
     split_seed: int = option(0, "seed of the validation hold-out")
