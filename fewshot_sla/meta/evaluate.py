@@ -28,6 +28,7 @@ from ..rundir import to_jsonable
 from ..stats import mean_ci, paired_difference
 from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, check_against_data
+from .feature_cache import CACHED, CacheSettings, CacheStats, cached_episode_accuracies, episode_dependence
 from .methods import episode_accuracy, run_episodes
 from .model import EPISODIC_MODELS, FewShotModel
 
@@ -38,20 +39,33 @@ __all__ = ["evaluate_episodes", "evaluate", "summarize", "format_report"]
 def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: Preprocess, *, n_way: int, k_shot: int,
                       n_query: int, n_episodes: int, seed: int, device: torch.device,
                       inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
-                      desc: str = "eval", dist: DistInfo | None = None) -> dict[str, np.ndarray]:
+                      desc: str = "eval", dist: DistInfo | None = None, cache: CacheSettings | None = None,
+                      record: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Inference -> ``float64 [n_episodes]`` accuracies of the episodes of a sampler seeded with ``seed``;
-    under torchrun (``dist``) the episodes are split across ranks and gathered in episode order."""
+    under torchrun (``dist``) the episodes are split across ranks and gathered in episode order.
+    Features are cached (one pass per image and view, :mod:`.feature_cache`) unless ``cache`` says
+    ``per-episode`` or the model's features depend on the episode; ``record["features"]`` says which."""
     dist = dist or DistInfo()
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
     names = tuple(inferences or model.inferences)
+    cache = cache or CacheSettings()
+    record = {} if record is None else record
 
     def run(indices: list[int]) -> dict[str, np.ndarray]:  # the episodes ``indices``, in that order
         accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
         was_training = model.training
         model.eval()
+        why = "--features per-episode" if cache.features == "per-episode" else episode_dependence(model, preprocess)
+        record["features"] = CACHED if why is None else f"per episode ({why})"
         try:
             with progress(len(indices), desc, quiet=quiet or not dist.is_main) as bar:
+                if why is None:
+                    stats = CacheStats()
+                    out = cached_episode_accuracies(model, dataset, preprocess, sampler, indices, names, device,
+                                                    tasks_per_batch, cache, stats, bar)
+                    record.update(features=stats.line(), cache=stats)
+                    return out
                 for start in range(0, len(indices), tasks_per_batch):
                     idx = indices[start : start + tasks_per_batch]
                     out = run_episodes(model, load_batch(dataset, sampler, idx, device, preprocess), inferences=names)
