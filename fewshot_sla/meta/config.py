@@ -175,6 +175,12 @@ class EvalConfig(Device):
     head_options: dict[str, Any] = option({}, "options of --head as key=value,... (e.g. lambda_reg=10 for ridge)")
     svm_max_iter: int = option(3, "svm: QP iterations at test time (MetaOptNet's test.py: 3)", ge=1)
     tasks_per_batch: int = option(8, "episodes per forward pass", ge=1)
+    features: str = option("cached", "cached: each image through the backbone once per view, where the model's "
+                           "features do not depend on the episode; per-episode: every episode's images",
+                           choices=("cached", "per-episode"))
+    cache_mib: float = option(0.0, "cap of the feature cache in MiB, streamed by class above it (0: half the "
+                              "available memory)", ge=0)
+    cache_dtype: str = option("float32", "dtype of the cached features", choices=("float32", "float16"))
     output: str = option("", "JSON file (default: next to the checkpoint)")
     quiet: bool = option(False, "no progress bar")
 

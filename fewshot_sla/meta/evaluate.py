@@ -165,16 +165,19 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                        option_names=("--n-way", "--k-shot", "--n-query"))
         pre = ImageSpec.from_checkpoint(ckpt["data"]).normalise
         t0 = time.time()
+        record: dict[str, Any] = {}
         accs = evaluate_episodes(
             model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
             seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
             quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info,
+            cache=CacheSettings(cfg.features, cfg.cache_mib, cfg.cache_dtype), record=record,
         )
         report["models"].append({"checkpoint": str(p), "pipeline": loaded.pipeline, "mode": mode, "head": tcfg.head,
                                  "backbone": tcfg.backbone, "transforms": tcfg.transforms,
                                  "reported": reported(episode_table(loaded.pipeline), mode),
                                  "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
-                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs)})
+                                 "seconds": round(time.time() - t0, 3), "features": record["features"],
+                                 "results": summarize(accs)})
         del model
     report["comparisons"] = compare_models(report["models"])
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
@@ -221,6 +224,8 @@ def format_report(report: dict[str, Any]) -> str:
              f"seed {report['seed']}  (mean +- 1.96 std/sqrt(n))"]
     width = max(len(m["checkpoint"]) for m in report["models"])
     for m in report["models"]:
+        if "features" in m:
+            lines.append(f"  {m['checkpoint']:<{width}}  features: {m['features']}")
         for inf, r in m["results"].items():
             star = " *" if inf == m["reported"] else ""
             lines.append(f"  {m['checkpoint']:<{width}}  {m['mode']:<7} {inf:<11} "
