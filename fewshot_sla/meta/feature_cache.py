@@ -234,9 +234,11 @@ class _ClassFeatures:
 def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any, sampler: EpisodeSampler,
                               indices: Sequence[int], inferences: Sequence[str], device: torch.device,
                               tasks_per_batch: int, settings: CacheSettings, stats: CacheStats,
-                              bar: Any = None) -> dict[str, np.ndarray]:
+                              bar: Any = None, predictions: dict[str, list[Tensor]] | None = None,
+                              ) -> dict[str, np.ndarray]:
     """Inference -> ``float64 [len(indices)]`` accuracies of episodes ``indices`` of ``sampler`` (in that
-    order), solved on cached features; ``model`` in eval mode, under ``torch.no_grad``."""
+    order), solved on cached features; ``model`` in eval mode, under ``torch.no_grad``. ``predictions``
+    (inference -> list) receives each group's predicted classes ``[T, Q]`` in episode order."""
     import time
 
     names = tuple(inferences)
@@ -252,6 +254,7 @@ def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any
     stats.cap_mib = cap / 2**20
     store = _ClassFeatures(model, dataset, preprocess, views, device, settings, members, stats)
     results: dict[str, list[np.ndarray | None]] = {k: [None] * len(groups) for k in names}
+    preds: dict[str, list[Tensor | None]] = {k: [None] * len(groups) for k in names}
     if not groups:
         return {k: np.zeros(0) for k in names}
 
@@ -263,6 +266,8 @@ def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any
         logits, yq = solve_episodes(model, f[:, :s], f[:, s:], sampler.n_way, names)
         for k in names:
             results[k][g] = episode_accuracy(logits[k], yq).double().cpu().numpy()
+            if predictions is not None:
+                preds[k][g] = logits[k].argmax(-1).cpu()
         stats.solve_seconds += time.perf_counter() - t0
         if bar is not None:
             bar.update(len(groups[g]))
@@ -284,6 +289,9 @@ def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any
             solve(g)
     else:
         _stream(store, need, solve, load)
+    if predictions is not None:
+        for k in names:
+            predictions.setdefault(k, []).extend(preds[k])
     return {k: np.concatenate(v) for k, v in results.items()}
 
 
