@@ -246,8 +246,8 @@ def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any
     groups = [list(indices[i : i + tasks_per_batch]) for i in range(0, len(indices), tasks_per_batch)]
     labels = dataset.labels.cpu().numpy()
     members = class_indices(labels)
-    episodes = {i: sampler.episode(i) for i in indices}
-    need = [sorted({int(labels[j]) for i in g for j in episodes[i]}) for g in groups]
+    episodes = {i: np.asarray(sampler.episode(i), dtype=np.int64) for i in indices}
+    need = [np.unique(labels[np.concatenate([episodes[i] for i in g])]).tolist() for g in groups]
     needed = sorted({c for cs in need for c in cs})
     stats.classes = len(needed)
     cap = int(settings.mib * 2**20) if settings.mib else auto_cache_bytes(device)
@@ -260,7 +260,7 @@ def cached_episode_accuracies(model: FewShotModel, dataset: Any, preprocess: Any
 
     def solve(g: int) -> None:
         t0 = time.perf_counter()
-        idx = torch.as_tensor([episodes[i] for i in groups[g]], dtype=torch.long, device=device)
+        idx = torch.from_numpy(np.stack([episodes[i] for i in groups[g]])).to(device)
         s = sampler.n_way * sampler.k_shot
         f = store.gather(idx)  # [T, S+Q, V, D]
         logits, yq = solve_episodes(model, f[:, :s], f[:, s:], sampler.n_way, names)
