@@ -201,3 +201,11 @@ def test_torchrun_two_ranks_cached_equals_one_process_per_episode(checkpoints, t
     for a, b in zip(json.loads(one.read_text())["models"], json.loads(two.read_text())["models"]):
         for k in a["results"]:
             assert a["results"][k]["accuracies"] == b["results"][k]["accuracies"], k
+
+
+def test_a_cap_below_one_group_of_episodes_is_one_line_and_exit_2(checkpoints, tmp_path, capsys):
+    rc = main(["eval", "--checkpoint", str(checkpoints / "meta"), "--episodes", "3", "--n-way", "3", "--quiet",
+               "--cache-mib", "0.0001", "--output", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "raise --cache-mib to at least" in err
+    assert not (tmp_path / "x.json").exists()

@@ -54,6 +54,18 @@ def readme_commands() -> list[list[str]]:
     return cmds
 
 
+def doc_benchmark_commands() -> list[list[str]]:
+    """The ``benchmarks/`` commands in the code blocks of ``docs/*.md`` (a result documented there)."""
+    out = []
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in code_blocks(doc.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if "benchmarks/" in line and not line.startswith("#"):
+                    out.append(shlex.split(line))
+    return out
+
+
 def main_job(config: str = "omniglot_conv4_sla_20way") -> list[list[str]]:
     """The README's first block that meta-trains ``--config CONFIG``: the main job (the one-hour
     recipe), or with ``omniglot_conv4_sla`` the quick 10-epoch job."""
@@ -115,7 +127,7 @@ def test_main_job_trains_what_the_results_table_trained():
 
 
 def test_every_committed_result_has_its_readme_command_with_out():
-    cmds = readme_commands()
+    cmds = readme_commands() + doc_benchmark_commands()
     named = set()
     for c in cmds:
         scripts = [w for w in c if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))]
