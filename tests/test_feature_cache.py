@@ -204,8 +204,9 @@ def test_torchrun_two_ranks_cached_equals_one_process_per_episode(checkpoints, t
 
 
 def test_a_cap_below_one_group_of_episodes_is_one_line_and_exit_2(checkpoints, tmp_path, capsys):
-    rc = main(["eval", "--checkpoint", str(checkpoints / "meta"), "--episodes", "3", "--n-way", "3", "--quiet",
-               "--cache-mib", "0.0001", "--output", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--checkpoint", str(checkpoints / "meta"), "--episodes", "3", "--n-way", "3", "--n-query", "3",
+              "--quiet", "--cache-mib", "0.0001", "--output", str(tmp_path / "x.json")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "raise --cache-mib to at least" in err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "raise --cache-mib to at least 1" in err
     assert not (tmp_path / "x.json").exists()
