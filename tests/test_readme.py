@@ -54,6 +54,19 @@ def readme_commands() -> list[list[str]]:
     return cmds
 
 
+def doc_benchmark_commands() -> list[list[str]]:
+    """The ``benchmarks/`` commands in the code blocks of ``docs/*.md`` (a result documented there)."""
+    out = []
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in code_blocks(doc.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if "benchmarks/" in line and not line.startswith("#"):
+                    out.append(shlex.split(line))
+        out += [shlex.split(m) for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", doc.read_text())]
+    return out
+
+
 def main_job(config: str = "omniglot_conv4_sla_20way") -> list[list[str]]:
     """The README's first block that meta-trains ``--config CONFIG``: the main job (the one-hour
     recipe), or with ``omniglot_conv4_sla`` the quick 10-epoch job."""
@@ -114,15 +127,8 @@ def test_main_job_trains_what_the_results_table_trained():
     assert readme.epochs == 10
 
 
-def docs_commands() -> list[list[str]]:
-    """Inline `python benchmarks/...` commands of the topic pages under docs/ (whose results the
-    README does not list yet)."""
-    return [shlex.split(m) for page in sorted((ROOT / "docs").glob("*.md"))
-            for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", page.read_text())]
-
-
 def test_every_committed_result_has_its_readme_command_with_out():
-    cmds = readme_commands() + docs_commands()
+    cmds = readme_commands() + doc_benchmark_commands()
     named = set()
     for c in cmds:
         scripts = [w for w in c if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))]

@@ -182,6 +182,12 @@ class EvalConfig(Device):
                                   "augmentation, replacing it (RFS's n_aug_support_samples: 5); 0: off", ge=0)
     support_recipe: str = option("", "augmentation of --support-augment (default: the checkpoint's training one)",
                                  choices=("", "none", "metaoptnet", "standard", "sla"))
+    features: str = option("cached", "cached: each image through the backbone once per view, where the model's "
+                           "features do not depend on the episode; per-episode: every episode's images",
+                           choices=("cached", "per-episode"))
+    cache_mib: float = option(0.0, "cap of the feature cache in MiB, streamed by class above it (0: half the "
+                              "available memory)", ge=0)
+    cache_dtype: str = option("float32", "dtype of the cached features", choices=("float32", "float16"))
     output: str = option("", "JSON file (default: next to the checkpoint)")
     quiet: bool = option(False, "no progress bar")
     allow_overlap: bool = option(False, "evaluate even when the split shares classes with the checkpoint's "

@@ -34,6 +34,7 @@ from ..writable import check_report_output, writing
 from .batches import EpisodeDataset, Preprocess, load_batch, load_split
 from .config import EvalConfig, check_against_data
 from .cross_domain import describe_domains, resolve_target, through_spec
+from .feature_cache import CACHED, CacheSettings, CacheStats, cached_episode_accuracies, episode_dependence
 from .methods import episode_accuracy, run_episodes
 from .model import EPISODIC_MODELS, FewShotModel
 
@@ -45,21 +46,37 @@ def evaluate_episodes(model: FewShotModel, dataset: EpisodeDataset, preprocess: 
                       n_query: int, n_episodes: int, seed: int, device: torch.device,
                       inferences: Sequence[str] | None = None, tasks_per_batch: int = 8, quiet: bool = True,
                       desc: str = "eval", dist: DistInfo | None = None,
-                      support_augment: SupportAugment | None = None) -> dict[str, np.ndarray]:
+                      support_augment: SupportAugment | None = None, cache: CacheSettings | None = None,
+                      record: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Inference -> ``float64 [n_episodes]`` accuracies of the episodes of a sampler seeded with ``seed``;
     under torchrun (``dist``) the episodes are split across ranks and gathered in episode order.
-    ``support_augment``: supports replaced by augmented copies (:mod:`fewshot_sla.support_augment`)."""
+    ``support_augment``: supports replaced by augmented copies (:mod:`fewshot_sla.support_augment`).
+    Features are cached (one pass per image and view, :mod:`.feature_cache`) unless ``cache`` says
+    ``per-episode``, the supports are augmented per episode, or the model's features depend on the
+    episode; ``record["features"]`` says which."""
     dist = dist or DistInfo()
     sampler = EpisodeSampler(dataset.labels, n_way, k_shot, n_query, n_episodes, seed=seed,
                              class_names=list(dataset.class_names))
     names = tuple(inferences or model.inferences)
+    cache = cache or CacheSettings()
+    record = {} if record is None else record
 
     def run(indices: list[int]) -> dict[str, np.ndarray]:  # the episodes ``indices``, in that order
         accs: dict[str, list[np.ndarray]] = {k: [] for k in names}
         was_training = model.training
         model.eval()
+        why = ("--features per-episode" if cache.features == "per-episode"
+               else "--support-augment: supports augmented per episode" if support_augment is not None
+               else episode_dependence(model, preprocess))
+        record["features"] = CACHED if why is None else f"per episode ({why})"
         try:
             with progress(len(indices), desc, quiet=quiet or not dist.is_main) as bar:
+                if why is None:
+                    stats = CacheStats()
+                    out = cached_episode_accuracies(model, dataset, preprocess, sampler, indices, names, device,
+                                                    tasks_per_batch, cache, stats, bar)
+                    record.update(features=stats.line(), cache=stats)
+                    return out
                 for start in range(0, len(indices), tasks_per_batch):
                     idx = indices[start : start + tasks_per_batch]
                     if support_augment is None:
@@ -190,10 +207,12 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
             cfg.support_augment, through_spec(spec.augmentation(recipe), ds.channels, ds.image_size, spec),
             cfg.seed, recipe)
         t0 = time.time()
+        record: dict[str, Any] = {}
         accs = evaluate_episodes(
             model, ds, pre, n_way=n_way, k_shot=k_shot, n_query=cfg.n_query, n_episodes=cfg.episodes,
             seed=cfg.seed, device=device, inferences=names, tasks_per_batch=cfg.tasks_per_batch,
             quiet=cfg.quiet or not info.is_main, desc=Path(p).name, dist=info, support_augment=augment,
+            cache=CacheSettings(cfg.features, cfg.cache_mib, cfg.cache_dtype), record=record,
         )
         report["models"].append({"checkpoint": str(p), "sha256": file_sha256(resolve_checkpoint(p)),
                                  "source": {"dataset": target.source, "dataset_options": dict(tcfg.dataset_options)},
@@ -203,7 +222,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                                  "backbone": tcfg.backbone, "transforms": tcfg.transforms,
                                  "reported": reported(episode_table(loaded.pipeline), mode),
                                  "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
-                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs)})
+                                 "seconds": round(time.time() - t0, 3), "features": record["features"],
+                                 "results": summarize(accs)})
         del model
     report["comparisons"] = compare_models(report["models"])
     report["domains"] = describe_domains([m["source"]["dataset"] for m in report["models"]], report["dataset"],
@@ -296,6 +316,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{', '.join(sorted({str(m.get('support_recipe')) for m in report['models']}))})")
     width = max(len(m["checkpoint"]) for m in report["models"])
     for m in report["models"]:
+        if "features" in m:
+            lines.append(f"  {m['checkpoint']:<{width}}  features: {m['features']}")
         for inf, r in m["results"].items():
             star = " *" if inf == m["reported"] else ""
             lines.append(f"  {m['checkpoint']:<{width}}  {m['mode']:<7} {inf:<11} "

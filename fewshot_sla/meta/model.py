@@ -32,6 +32,10 @@ class FewShotModel(nn.Module):
     """Backbone ``[B, C, H, W] -> [B, D]`` + few-shot head ``(query, support, support_labels, n_way)
     -> [T, Q, n_way]`` + logit scale(s) (MetaOptNet's, init ``scale_init``) of one training mode."""
 
+    #: features in eval mode do not depend on the episode (``eval`` may cache them); a learner that
+    #: adapts per task or a transductive one sets ``False`` (and may name why in ``episode_dependence``)
+    episode_independent: bool = True
+
     def __init__(self, backbone: nn.Module, head: nn.Module, mode: str = "baseline",
                  transforms: TransformSet | str = "none", learn_scale: bool = True, scale_init: float = 1.0) -> None:
         super().__init__()
