@@ -160,7 +160,8 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                                  "backbone": tcfg.backbone, "transforms": tcfg.transforms,
                                  "reported": reported(episode_table(loaded.pipeline), mode),
                                  "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
-                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs)})
+                                 "seconds": round(time.time() - t0, 3), "results": summarize(accs),
+                                 **_learner_record(model)})
         del model
     report["comparisons"] = compare_models(report["models"])
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
@@ -170,6 +171,13 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
         atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
     barrier(info)
     return report
+
+
+def _learner_record(model: torch.nn.Module) -> dict[str, Any]:
+    """A gradient-based learner's name, inner steps and BatchNorm rule (:mod:`fewshot_sla.meta.gradient`)."""
+    if not hasattr(model, "batch_norm_rule"):
+        return {}
+    return {"learner": model.learner, "inner_steps": model.inner_steps_test, "batch_norm": model.batch_norm_rule}
 
 
 def compare_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -211,6 +219,10 @@ def format_report(report: dict[str, Any]) -> str:
             star = " *" if inf == m["reported"] else ""
             lines.append(f"  {m['checkpoint']:<{width}}  {m['mode']:<7} {inf:<11} "
                          f"{100 * r['mean']:6.2f} +- {100 * r['ci95']:.2f}%{star}")
+    for m in report["models"]:
+        if "batch_norm" in m:
+            lines.append(f"  {m['checkpoint']}: {m['learner']}, {m['inner_steps']} inner steps, BatchNorm "
+                         f"{m['batch_norm']}")
     if report["comparisons"]:
         lines.append("paired differences (A - B, same episodes):")
         for c in report["comparisons"]:
