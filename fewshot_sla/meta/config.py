@@ -83,8 +83,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     classifier_init: str = option("learned", "maml/fomaml/anil: the classifier's initial weights: learned (one row "
                                   "per class, Finn et al.; tests need the training ways) or zero (any ways)",
                                   choices=("learned", "zero"))
-    task_batching: str = option("vmap", "maml/fomaml/anil: a chunk's tasks batched with torch.func.vmap, or loop "
-                                "(one task at a time; equal results)", choices=("vmap", "loop"))
+    task_batching: str = option("auto", "maml/fomaml/anil: a chunk's tasks batched with torch.func.vmap, or loop "
+                                "(one task at a time; equal results); auto: vmap on CUDA, loop on the CPU (faster "
+                                "there: benchmarks/maml_speed.py)", choices=("auto", "vmap", "loop"))
 
     @property
     def train_shape(self) -> EpisodeShape:

@@ -25,7 +25,8 @@ SLA+SI (``single``) and SLA+AG (``aggregated``: the M views' logits of each quer
 BatchNorm (:data:`BN_RULE`): batch statistics of the set being forwarded, in training and at test
 (transductive, as MAML's code and learn2learn), no running statistics: every BatchNorm2d of the
 backbone becomes a :class:`TaskBatchNorm`. The tasks of a chunk run batched with
-:func:`torch.func.vmap` (``task_batching="vmap"``) or one at a time (``"loop"``); both compute the
+:func:`torch.func.vmap` (``task_batching="vmap"``) or one at a time (``"loop"``; ``"auto"``: vmap on
+CUDA, the loop on the CPU, where vmap's grouped convolutions are slower); both compute the
 same losses and meta-gradients (``tests/test_maml.py``). ``TaskBatchNorm`` computes the statistics
 with plain tensor operations because the double backward of the fused ``batch_norm`` kernel under
 ``vmap`` is wrong in torch 2.13 (it differs from the per-task loop by ~1e-3 in float64).
@@ -106,7 +107,7 @@ class GradientModel(nn.Module):
     def __init__(self, backbone: nn.Module, learner: str = "maml", mode: str = "baseline",
                  transforms: TransformSet | str = "none", n_way: int = 5, inner_lr: float = 0.4, inner_steps: int = 1,
                  inner_steps_test: int = 3, first_order: bool = False, meta_sgd: bool = False,
-                 classifier_init: str = "learned", task_batching: str = "vmap") -> None:
+                 classifier_init: str = "learned", task_batching: str = "auto") -> None:
         super().__init__()
         if learner not in LEARNERS[1:]:
             raise ValueError(f"learner must be one of {', '.join(LEARNERS[1:])}, got {learner!r}")
@@ -200,7 +201,10 @@ class GradientModel(nn.Module):
         slow, fast = self._split()
         lrs = self._lrs()
         with torch.enable_grad():  # the inner loop takes gradients also under no_grad (evaluation)
-            if self.task_batching == "vmap":
+            batching = self.task_batching
+            if batching == "auto":  # vmap's batched (grouped) convolutions are slower than a loop on the CPU
+                batching = "vmap" if support.device.type == "cuda" else "loop"
+            if batching == "vmap":
                 task = partial(self._task, n_cls=n_cls, steps=steps)
                 return vmap(task, in_dims=(None, None, None, 0, 0, 0))(slow, fast, lrs, support, support_labels,
                                                                       query)
