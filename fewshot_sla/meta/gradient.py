@@ -194,10 +194,10 @@ class GradientModel(nn.Module):
         """Query logits ``[T, Q, n_cls]`` of T tasks (support ``[T, S, C, H, W]``, labels ``[T, S]`` in
         ``[0, n_cls)``, query ``[T, Q, C, H, W]``), each adapted with ``steps`` inner steps."""
         if self.classifier is not None and n_cls != self.ways:
-            base = n_cls // (self.M if self.mode == "sla" else 1)
-            raise ConfigError(f"this {self.learner} model learned the initial weights of a {self.ways}-way classifier "
-                              f"(--classifier-init learned), not of a {base}-way one; evaluate with its training "
-                              "ways, or train with --classifier-init zero (any number of ways)")
+            per = self.M if self.mode == "sla" else 1
+            raise ConfigError(f"this {self.learner} model learned the initial weights of a {self.ways // per}-way "
+                              f"classifier (--classifier-init learned), not of a {n_cls // per}-way one; evaluate "
+                              f"with --n-way {self.ways // per}, or train with --classifier-init zero (any ways)")
         slow, fast = self._split()
         lrs = self._lrs()
         with torch.enable_grad():  # the inner loop takes gradients also under no_grad (evaluation)
