@@ -284,3 +284,66 @@ def test_sla_sd_is_refused_with_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match="use --mode sla"):
         tiny(tmp_path, learner="maml", mode="sla+sd")
+
+
+# ------------------------------------------------------------------ predict and export
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load
+def test_predict_fits_by_the_inner_loop_and_export_bakes_the_support_in(tmp_path):
+    from predict_helpers import files, labels_of, manual_inputs, write_episode
+    from synthetic import synthetic_dataset
+
+    from fewshot_sla.engine import load_model
+    from fewshot_sla.meta.config import MetaTrainConfig
+    from fewshot_sla.predict import FewShotClassifier
+    from fewshot_sla.predict.export import export_classifier
+
+    run = tmp_path / "run"
+    cfg = MetaTrainConfig(
+        dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8}, learner="maml",
+        classifier_init="zero", mode="sla", transforms="rotation", inner_lr=0.1, inner_steps=1, inner_steps_test=2,
+        n_way=3, k_shot=1, n_query=2, episodes_per_epoch=4, tasks_per_batch=2, eval_way=3, eval_shot=1,
+        eval_query=2, val_episodes=2, epochs=1, lr=0.01, optimizer="adam", weight_decay=0.0, lr_milestones=(),
+        lr_factors=(1.0,), run_dir=str(run), quiet=True, device="cpu")
+    train(cfg, datasets={"train": synthetic_dataset(8, 10, 16, 1, seed=0),
+                         "val": synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")})
+    episode = write_episode(tmp_path / "episode")
+    clf = FewShotClassifier.from_checkpoint(run)
+    assert clf.inference == "aggregated" and clf.head_name == "maml"
+    clf.fit(episode / "support")
+    queries = files(episode / "query")
+    probs = clf.predict_proba(queries)
+
+    # by hand: 2 inner steps from a zero 16-way classifier on the support's 4 rotations, then the
+    # adapted network on the queries' rotations (one batch), logits of view j for class (i, j) averaged
+    loaded = load_model(run)
+    params = {k: v.detach().clone().requires_grad_() for k, v in loaded.model.named_parameters()}
+    s_paths = files(episode / "support")
+    xs, ys = _rotations(manual_inputs(s_paths, loaded.data), labels_of(s_paths))
+    fast = {**params, "classifier.weight": torch.zeros(16, 8, requires_grad=True),
+            "classifier.bias": torch.zeros(16, requires_grad=True)}
+    fast = _adapt(fast, lambda w: F.cross_entropy(_head(w, _features(w, xs)), ys), 2, {k: 0.1 for k in fast}, True)
+    xq, _ = _rotations(manual_inputs(queries, loaded.data), labels_of(queries))
+    joint = _head(fast, _features(fast, xq)).detach()
+    agg = torch.stack([torch.stack([sum(joint[q * 4 + j, i * 4 + j] for j in range(4)) / 4 for i in range(4)])
+                       for q in range(len(queries))])
+    torch.testing.assert_close(probs, torch.softmax(agg, -1), atol=1e-5, rtol=0)
+
+    path = export_classifier(clf, tmp_path / "maml.pt")
+    exported = torch.jit.load(str(path))
+    torch.testing.assert_close(exported(clf.preprocess(queries)), probs, atol=1e-5, rtol=0)
+    assert list(exported.class_names) == clf.classes_
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_two_torchrun_processes_equal_one_with_accumulate(data_root, tmp_path):  # noqa: F811
+    from test_distributed import assert_same_weights, torchrun, train_losses
+
+    args = ["--learner", "maml", "--mode", "sla", "--inner-steps", "2", "--inner-lr", "0.1", "--episodes-per-epoch",
+            "8", "--tasks-per-batch", "4", "--epochs", "1", "--val-episodes", "4", "--optimizer", "adam", "--lr",
+            "0.01", "--weight-decay", "0"]
+    assert main(train_args(data_root, tmp_path / "single", *args, "--accumulate", "2")) == 0
+    proc = torchrun(2, *train_args(data_root, tmp_path / "ddp", *args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    la, lb = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
+    assert len(la) == 2 and la == pytest.approx(lb, rel=1e-5)
+    assert_same_weights(tmp_path / "single" / "last.pt", tmp_path / "ddp" / "last.pt")

@@ -34,6 +34,7 @@ with plain tensor operations because the double backward of the fused ``batch_no
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -168,36 +169,56 @@ class GradientModel(nn.Module):
     def _linear(fast: Params, f: Tensor) -> Tensor:
         return F.linear(f, fast["classifier.weight"], fast["classifier.bias"])
 
-    def _task(self, slow: Params, fast: Params, lrs: Params | float, xs: Tensor, ys: Tensor, xq: Tensor,
-              n_cls: int, steps: int) -> Tensor:
-        """Query logits ``[Q, n_cls]`` of one task after adapting ``fast`` to ``(xs, ys)``."""
+    def _adapt(self, slow: Params, fast: Params, lrs: Params | float, xs: Tensor, ys: Tensor, n_cls: int,
+               steps: int) -> Params:
+        """Every weight of the network after adapting ``fast`` to one task's support ``(xs, ys)``."""
         if "classifier.weight" not in fast:  # zero init: n_cls equal (zero) rows
             dim = self.backbone.out_dim
             fast = {**fast, "classifier.weight": xs.new_zeros(n_cls, dim), "classifier.bias": xs.new_zeros(n_cls)}
-        if self.learner == "anil":  # the backbone is shared: features once
-            fs, fq = self._features(slow, xs), self._features(slow, xq)
+        if self.learner == "anil":  # the backbone is shared: the support's features once
+            fs = self._features(slow, xs)
 
             def support_loss(w: Params) -> Tensor:
                 return F.cross_entropy(self._linear(w, fs), ys)
+        else:
+            def support_loss(w: Params) -> Tensor:
+                return F.cross_entropy(self._linear(w, self._features(w, xs)), ys)
 
-            fast = inner_loop(support_loss, fast, lrs, steps, self.first_order)
-            return self._linear(fast, fq)
+        return {**slow, **inner_loop(support_loss, fast, lrs, steps, self.first_order)}
 
-        def support_loss(w: Params) -> Tensor:
-            return F.cross_entropy(self._linear(w, self._features(w, xs)), ys)
+    def _task(self, slow: Params, fast: Params, lrs: Params | float, xs: Tensor, ys: Tensor, xq: Tensor,
+              n_cls: int, steps: int) -> Tensor:
+        """Query logits ``[Q, n_cls]`` of one task after adapting ``fast`` to ``(xs, ys)``."""
+        weights = self._adapt(slow, fast, lrs, xs, ys, n_cls, steps)
+        return self._linear(weights, self._features(weights, xq))
 
-        fast = inner_loop(support_loss, fast, lrs, steps, self.first_order)
-        return self._linear(fast, self._features(fast, xq))
-
-    def adapt_and_score(self, support: Tensor, support_labels: Tensor, query: Tensor, n_cls: int,
-                        steps: int) -> Tensor:
-        """Query logits ``[T, Q, n_cls]`` of T tasks (support ``[T, S, C, H, W]``, labels ``[T, S]`` in
-        ``[0, n_cls)``, query ``[T, Q, C, H, W]``), each adapted with ``steps`` inner steps."""
+    def _check_ways(self, n_cls: int) -> None:
         if self.classifier is not None and n_cls != self.ways:
             per = self.M if self.mode == "sla" else 1
             raise ConfigError(f"this {self.learner} model learned the initial weights of a {self.ways // per}-way "
                               f"classifier (--classifier-init learned), not of a {n_cls // per}-way one; evaluate "
                               f"with --n-way {self.ways // per}, or train with --classifier-init zero (any ways)")
+
+    def adapted_network(self, support: Tensor, labels: Tensor, n_cls: int) -> tuple[nn.Module, Tensor, Tensor]:
+        """One support set ``[S, C, H, W]`` (labels in ``[0, n_cls)``) baked in: a copy of the backbone with
+        the adapted weights (``inner_steps_test`` steps) and the adapted classifier's weight ``[n_cls, D]``
+        and bias ``[n_cls]`` (detached)."""
+        self._check_ways(n_cls)
+        slow, fast = self._split()
+        with torch.enable_grad():
+            weights = self._adapt(slow, fast, self._lrs(), support, labels, n_cls, self.inner_steps_test)
+        backbone = copy.deepcopy(self.backbone)
+        with torch.no_grad():
+            for k, p in backbone.named_parameters():
+                p.copy_(weights[f"backbone.{k}"])
+        backbone.requires_grad_(False)
+        return backbone, weights["classifier.weight"].detach(), weights["classifier.bias"].detach()
+
+    def adapt_and_score(self, support: Tensor, support_labels: Tensor, query: Tensor, n_cls: int,
+                        steps: int) -> Tensor:
+        """Query logits ``[T, Q, n_cls]`` of T tasks (support ``[T, S, C, H, W]``, labels ``[T, S]`` in
+        ``[0, n_cls)``, query ``[T, Q, C, H, W]``), each adapted with ``steps`` inner steps."""
+        self._check_ways(n_cls)
         slow, fast = self._split()
         lrs = self._lrs()
         with torch.enable_grad():  # the inner loop takes gradients also under no_grad (evaluation)
