@@ -25,17 +25,19 @@ SLA+SI (``single``) and SLA+AG (``aggregated``: the M views' logits of each quer
 BatchNorm (:data:`BN_RULE`): batch statistics of the set being forwarded, in training and at test
 (transductive, as MAML's code and learn2learn), no running statistics: every BatchNorm2d of the
 backbone becomes a :class:`TaskBatchNorm`. The tasks of a chunk run batched with
-:func:`torch.func.vmap` (``task_batching="vmap"``) or one at a time (``"loop"``; ``"auto"``: vmap on
-CUDA, the loop on the CPU, where vmap's grouped convolutions are slower); both compute the
-same losses and meta-gradients (``tests/test_maml.py``). ``TaskBatchNorm`` computes the statistics
-with plain tensor operations because the double backward of the fused ``batch_norm`` kernel under
-``vmap`` is wrong in torch 2.13 (it differs from the per-task loop by ~1e-3 in float64).
+:func:`torch.func.vmap` (``task_batching="vmap"``) or one at a time (``"loop"``; ``"auto"``: vmap
+on CUDA, the loop on the CPU, where vmap's grouped convolutions are slower); both compute the same
+losses and meta-gradients (``tests/test_maml.py``). The loop uses torch's fused batch_norm kernel;
+under vmap ``TaskBatchNorm`` computes the statistics with plain tensor operations, because the
+double backward of the fused kernel under vmap is wrong in torch 2.13 (it differs from the per-task
+loop by ~1e-3 in float64).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -60,13 +62,17 @@ Params = dict[str, Tensor]
 
 
 class TaskBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d that always normalises with the statistics of its input batch (biased variance, as
-    the fused kernel) and keeps no running statistics; same ``weight``/``bias`` as BatchNorm2d."""
+    """BatchNorm2d that always normalises with the statistics of its input batch and keeps no running
+    statistics; same ``weight``/``bias`` as BatchNorm2d. ``fused``: torch's batch_norm kernel (the
+    per-task loop), else plain tensor operations (biased variance, as the kernel; under vmap)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__(num_features, eps=eps, affine=True, track_running_stats=False)
+        self.fused = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         var = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)
         y = (x - mean) * torch.rsqrt(var + self.eps)
@@ -85,6 +91,19 @@ def task_batch_norm(module: nn.Module) -> nn.Module:
         else:
             task_batch_norm(child)
     return module
+
+
+@contextmanager
+def _unfused(model: nn.Module) -> Iterator[None]:
+    """Every :class:`TaskBatchNorm` of ``model`` on plain tensor operations (vmap), restored afterwards."""
+    bns = [m for m in model.modules() if isinstance(m, TaskBatchNorm)]
+    for m in bns:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.fused = True
 
 
 def inner_loop(loss_fn: Callable[[Params], Tensor], fast: Params, lrs: Params | float, steps: int,
@@ -227,8 +246,9 @@ class GradientModel(nn.Module):
                 batching = "vmap" if support.device.type == "cuda" else "loop"
             if batching == "vmap":
                 task = partial(self._task, n_cls=n_cls, steps=steps)
-                return vmap(task, in_dims=(None, None, None, 0, 0, 0))(slow, fast, lrs, support, support_labels,
-                                                                      query)
+                with _unfused(self):
+                    return vmap(task, in_dims=(None, None, None, 0, 0, 0))(slow, fast, lrs, support, support_labels,
+                                                                          query)
             return torch.stack([self._task(slow, fast, lrs, support[t], support_labels[t], query[t], n_cls, steps)
                                 for t in range(support.shape[0])])
 
