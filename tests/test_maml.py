@@ -279,11 +279,13 @@ def test_eval_reports_the_batch_norm_rule_and_refuses_other_ways_with_a_learned_
         assert e.value.code == 2 and len(err) == 1 and message in err[0], err
 
 
-def test_sla_sd_is_refused_with_one_line(tmp_path):
+def test_sla_sd_and_sync_bn_are_refused_with_one_line(tmp_path):
     from fewshot_sla.config import ConfigError
 
     with pytest.raises(ConfigError, match="use --mode sla"):
         tiny(tmp_path, learner="maml", mode="sla+sd")
+    with pytest.raises(ConfigError, match="drop --sync-bn"):
+        tiny(tmp_path, learner="anil", sync_bn=True)
 
 
 # ------------------------------------------------------------------ predict and export

@@ -143,6 +143,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                               f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
                               f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}")
         self.check_milestones("lr_milestones")
+        if self.learner != "head" and self.sync_bn:
+            raise ConfigError(f"--learner {self.learner} normalises with each task's own batch statistics; drop "
+                              "--sync-bn")
         if self.learner != "head" and self.mode == "sla+sd":
             raise ConfigError(f"--learner {self.learner} supports --mode baseline, da or sla, not sla+sd; "
                               "use --mode sla")
