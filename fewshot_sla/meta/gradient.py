@@ -234,12 +234,16 @@ class GradientModel(nn.Module):
         return backbone, weights["classifier.weight"].detach(), weights["classifier.bias"].detach()
 
     def adapt_and_score(self, support: Tensor, support_labels: Tensor, query: Tensor, n_cls: int,
-                        steps: int) -> Tensor:
+                        steps: int, detach: bool = False) -> Tensor:
         """Query logits ``[T, Q, n_cls]`` of T tasks (support ``[T, S, C, H, W]``, labels ``[T, S]`` in
-        ``[0, n_cls)``, query ``[T, Q, C, H, W]``), each adapted with ``steps`` inner steps."""
+        ``[0, n_cls)``, query ``[T, Q, C, H, W]``), each adapted with ``steps`` inner steps; ``detach``:
+        no graph back to the model's weights (evaluation)."""
         self._check_ways(n_cls)
         slow, fast = self._split()
         lrs = self._lrs()
+        if detach:
+            slow, fast = ({k: v.detach() for k, v in d.items()} for d in (slow, fast))
+            lrs = lrs if isinstance(lrs, float) else {k: v.detach() for k, v in lrs.items()}
         with torch.enable_grad():  # the inner loop takes gradients also under no_grad (evaluation)
             batching = self.task_batching
             if batching == "auto":  # vmap's batched (grouped) convolutions are slower than a loop on the CPU
@@ -269,7 +273,7 @@ class GradientModel(nn.Module):
         ys, yq = batch.support_labels, batch.query_labels
         out = EpisodeOutput(loss=None, labels=yq)
         if self.mode == "baseline" or (self.mode == "da" and loss is None):
-            plain = self.adapt_and_score(batch.support, ys, batch.query, n, steps)
+            plain = self.adapt_and_score(batch.support, ys, batch.query, n, steps, detach=loss is None)
             out.logits["plain"] = plain
             if loss is not None:
                 out.loss = sla.cross_entropy(plain, yq, loss.smoothing)
@@ -283,7 +287,8 @@ class GradientModel(nn.Module):
             out.objective_acc = episode_accuracy(logits, target)
             return out
         xb = expand_episodes(batch, self.transforms)  # sla: NM-way episodes, labels y*M + j
-        joint = self.adapt_and_score(xb.support, xb.support_labels, xb.query, n * m, steps)  # [T, Q*M, N*M]
+        joint = self.adapt_and_score(xb.support, xb.support_labels, xb.query, n * m, steps,
+                                     detach=loss is None)  # [T, Q*M, N*M]
         out.logits["single"] = sla.single_logits(joint, m)
         out.logits["aggregated"] = sla.aggregated_logits(joint, m)
         if loss is not None:
