@@ -16,6 +16,8 @@ from ..optim import OPTIMIZERS
 from ..sections import MODES, Data, Device, EpisodeShape, Method, Model, Optim, Run, option, registered
 from ..transforms import get_transform_set
 
+LEARNERS: tuple[str, ...] = ("head", "maml", "fomaml", "anil")  # fewshot_sla.meta.gradient's learners
+
 __all__ = ["MODES", "INFERENCES", "REPORTED_INFERENCE", "MetaTrainConfig", "EvalConfig", "parse_options",
            "check_against_data", "check_world_size", "meta_config_names"]
 
@@ -70,6 +72,20 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     lr_milestones: tuple[int, ...] = option((19, 39, 49), "completed epochs after which the lr factor changes "
                                             "(MetaOptNet's x0.06 from its 1-based epoch 20 on: 19)")
     warmup_epochs: int = option(0, "linear lr warm-up epochs", ge=0)
+    # -- gradient-based learners (fewshot_sla.meta.gradient, docs/MAML.md) --------------------
+    learner: str = option("head", "head (a few-shot head on the features), maml (second order), fomaml (first "
+                          "order), anil (inner loop on the linear classifier only)", choices=LEARNERS)
+    inner_lr: float = option(0.4, "maml/fomaml/anil: inner-loop learning rate (Meta-SGD: its initial value)", gt=0)
+    inner_steps: int = option(1, "maml/fomaml/anil: inner gradient steps in training", ge=1)
+    inner_steps_test: int = option(3, "maml/fomaml/anil: inner gradient steps in validation and test", ge=1)
+    first_order: bool = option(False, "maml/anil: first-order meta-gradient (inner gradients detached; fomaml's)")
+    meta_sgd: bool = option(False, "maml/fomaml/anil: learn one inner learning rate per adapted weight (Meta-SGD)")
+    classifier_init: str = option("learned", "maml/fomaml/anil: the classifier's initial weights: learned (one row "
+                                  "per class, Finn et al.; tests need the training ways) or zero (any ways)",
+                                  choices=("learned", "zero"))
+    task_batching: str = option("auto", "maml/fomaml/anil: a chunk's tasks batched with torch.func.vmap, or loop "
+                                "(one task at a time; equal results); auto: vmap on CUDA, loop on the CPU (faster "
+                                "there: benchmarks/maml_speed.py)", choices=("auto", "vmap", "loop"))
 
     @property
     def train_shape(self) -> EpisodeShape:
@@ -108,7 +124,8 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
 
     def run_name(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        return f"{self.dataset}-{self.backbone}-{self.head}-{self.mode.replace('+', '')}-{stamp}"
+        learner = self.head if self.learner == "head" else self.learner
+        return f"{self.dataset}-{self.backbone}-{learner}-{self.mode.replace('+', '')}-{stamp}"
 
     def check(self) -> None:
         self.head = registered("head", self.head)
@@ -126,6 +143,12 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                               f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
                               f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}")
         self.check_milestones("lr_milestones")
+        if self.learner != "head" and self.sync_bn:
+            raise ConfigError(f"--learner {self.learner} normalises with each task's own batch statistics; drop "
+                              "--sync-bn")
+        if self.learner != "head" and self.mode == "sla+sd":
+            raise ConfigError(f"--learner {self.learner} supports --mode baseline, da or sla, not sla+sd; "
+                              "use --mode sla")
 
 
 def check_world_size(cfg: MetaTrainConfig, world_size: int) -> None:

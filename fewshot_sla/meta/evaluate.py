@@ -223,7 +223,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
                                  "reported": reported(episode_table(loaded.pipeline), mode),
                                  "epoch": ckpt.get("epoch"), "step": checkpoint_step(ckpt),
                                  "seconds": round(time.time() - t0, 3), "features": record["features"],
-                                 "results": summarize(accs)})
+                                 "results": summarize(accs), **_learner_record(model)})
         del model
     report["comparisons"] = compare_models(report["models"])
     report["domains"] = describe_domains([m["source"]["dataset"] for m in report["models"]], report["dataset"],
@@ -276,6 +276,13 @@ def eval_record(cfg: EvalConfig, report: dict[str, Any]) -> dict[str, Any]:
                        fingerprint=report["fingerprint"], protocol=protocol, checkpoints=checkpoints)
 
 
+def _learner_record(model: torch.nn.Module) -> dict[str, Any]:
+    """A gradient-based learner's name, inner steps and BatchNorm rule (:mod:`fewshot_sla.meta.gradient`)."""
+    if not hasattr(model, "batch_norm_rule"):
+        return {}
+    return {"learner": model.learner, "inner_steps": model.inner_steps_test, "batch_norm": model.batch_norm_rule}
+
+
 def compare_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Paired differences (see the module docs) between evaluated models' per-episode accuracies."""
     out = []
@@ -322,6 +329,10 @@ def format_report(report: dict[str, Any]) -> str:
             star = " *" if inf == m["reported"] else ""
             lines.append(f"  {m['checkpoint']:<{width}}  {m['mode']:<7} {inf:<11} "
                          f"{100 * r['mean']:6.2f} +- {100 * r['ci95']:.2f}%{star}")
+    for m in report["models"]:
+        if "batch_norm" in m:
+            lines.append(f"  {m['checkpoint']}: {m['learner']}, {m['inner_steps']} inner steps, BatchNorm "
+                         f"{m['batch_norm']}")
     if report["comparisons"]:
         lines.append("paired differences (A - B, same episodes):")
         for c in report["comparisons"]:

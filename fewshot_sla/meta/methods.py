@@ -59,7 +59,10 @@ def run_episodes(model: FewShotModel, batch: EpisodeBatch, loss: LossSettings | 
                  inferences: Sequence[str] | None = None) -> EpisodeOutput:
     """Forward preprocessed N-way episodes (``M == 1``) through ``model``: the loss with ``loss``
     (``None``: inference only) and the logits of ``inferences`` (default: all ``model.inferences``;
-    training adds those that come free with the loss)."""
+    training adds those that come free with the loss). A model with its own ``run_episodes``
+    (:class:`~fewshot_sla.meta.gradient.GradientModel`) runs it."""
+    if hasattr(model, "run_episodes"):
+        return model.run_episodes(batch, loss, inferences)
     if batch.M != 1:
         raise ValueError("run_episodes expects N-way episodes (M == 1); it expands them itself")
     mode, n, m = model.mode, batch.n_way, model.M

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import get_backbone
-from ..config import config_from_dict
+from ..config import ConfigError, config_from_dict
 from ..engine.checkpoint import PIPELINES, LoadedModel
 from ..heads import get_head
 from ..registry import Registry
@@ -87,6 +87,12 @@ def build_model(cfg: MetaTrainConfig, channels: int, image_size: int) -> FewShot
     if "in_channels" in cfg.backbone_options:
         raise ValueError(f"--backbone-options in_channels: the data's channels ({channels}) set it; drop it")
     backbone = get_backbone(cfg.backbone, channels, **{"image_size": image_size, **cfg.backbone_options})
+    if cfg.learner != "head":  # an inner loop per task (MAML family)
+        from .gradient import GradientModel
+
+        return GradientModel(backbone, cfg.learner, cfg.mode, cfg.transforms, cfg.n_way, cfg.inner_lr, cfg.inner_steps,
+                             cfg.inner_steps_test, cfg.first_order, cfg.meta_sgd, cfg.classifier_init,
+                             cfg.task_batching)
     head = get_head(cfg.head, **cfg.head_kwargs())
     return FewShotModel(backbone, head, cfg.mode, cfg.transforms, cfg.learn_scale, cfg.scale_init)
 
@@ -107,6 +113,11 @@ def episodic_model(loaded: LoadedModel, head: str = "", head_options: dict[str, 
     """A meta-training checkpoint's model, with its head rebuilt when ``head`` or ``head_options``
     are given; an SVM head solves its QP in ``svm_max_iter`` iterations."""
     model, cfg = loaded.model, loaded.config
+    if getattr(cfg, "learner", "head") != "head":
+        if head or head_options:
+            raise ConfigError(f"{cfg.learner} checkpoints adapt their own classifier per episode; drop --head and "
+                              "--head-options")
+        return model, cfg
     other = bool(head) and head != cfg.head
     if other or head_options:
         own = {} if other else cfg.head_options

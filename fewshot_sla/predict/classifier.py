@@ -9,7 +9,9 @@
 Inferences and their defaults are :mod:`fewshot_sla.inferences`' table (a supervised checkpoint's
 features are solved with ``head``, protonet by default); shots may differ between classes. The
 head runs in float64 on the float32 features, so a query's probabilities do not depend on the
-batch it comes in.
+batch it comes in. A ``maml``/``fomaml``/``anil`` checkpoint fits by its inner loop on the whole
+support set (``inner_steps_test`` steps); its BatchNorm normalises each batch of ``batch_size``
+queries with that batch's statistics (transductive, as in training and ``eval``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,16 @@ class FewShotClassifier:
         if self.inference not in supported:
             raise ValueError(f"inference {self.inference!r} is not available for a {self.pipeline} checkpoint "
                              f"trained with mode {self.mode!r}; choose one of {', '.join(supported)}")
-        if self.pipeline == "meta":
+        # a gradient-based learner (maml, fomaml, anil): fit = the inner loop on the support set
+        self.adapts = hasattr(model, "adapted_network")
+        self._adapted: tuple[Tensor, Tensor] | None = None  # the adapted classifier's weight [K, D] and bias [K]
+        if self.adapts:
+            self.transforms = model.transforms
+            self.head_name, self.head, self.head_kwargs, self.scale = str(model.learner), model, {}, 1.0
+            if head is not None or head_options:
+                raise ValueError(f"a {model.learner} checkpoint adapts its own classifier to the support set; "
+                                 "drop --head and --head-options")
+        elif self.pipeline == "meta":
             self.transforms: TransformSet = model.transforms
             own = head is None or head == loaded.config.head
             self.head_name = str(loaded.config.head if head is None else head)
@@ -77,6 +88,9 @@ class FewShotClassifier:
         self.batch_size = int(batch_size)
         if support_augment < 0:
             raise ValueError(f"support_augment must be at least 0 (0: off), got {support_augment}")
+        if support_augment and self.adapts:
+            raise ValueError(f"--support-augment is for heads fitted on fixed features; a {model.learner} checkpoint "
+                             "adapts its network to the support set as it is: drop --support-augment")
         self.support_augment, self.augment_seed = int(support_augment), int(augment_seed)
         self.support_recipe = training_recipe(self.pipeline, loaded.config)
         self.classes_: list[Any] = []
@@ -119,6 +133,9 @@ class FewShotClassifier:
     def _solve(self, fq: Tensor) -> Tensor:
         """Query features (``[Q*M, D]`` for aggregated, else ``[Q, D]``) -> N-way logits ``[Q, N]``."""
         n, m = self.n_way, self.M
+        if self._adapted is not None:
+            w, b = self._adapted
+            return head_logits(self.inference, (fq @ w.t() + b)[None], m)[0]
         with torch.no_grad():
             logits = self.scale * self.head(fq[None].double(), self._support_features, self._support_labels, n * m,
                                             **self.head_kwargs).float()
@@ -134,6 +151,15 @@ class FewShotClassifier:
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
         self.classes_, self.shots_ = list(support.classes), support.shots
+        if self.adapts:  # the inner loop on the whole support set (its views: joint labels y*M + j)
+            x, y = self.spec.normalise(support.pixels).to(self.device), support.labels.to(self.device)
+            if self.M > 1:
+                x, y = self.transforms(x), sla.joint_labels(y, self.M)
+            self.backbone, w, b = self.loaded.model.adapted_network(x, y, self.n_way * self.M)
+            self._adapted = (w, b)
+            self._support_labels = y[None]
+            self._support_features = self.embed(x, views=False)[None]
+            return self
         x, y = self.spec.normalise(support.pixels), support.labels
         if self.support_augment:  # the one "episode" of predict: episode 0 of augment_seed
             x, y = augment_copies(support.pixels, y, self.support_augment, self.spec.augmentation(self.support_recipe),

@@ -67,6 +67,9 @@ def fitted_head(clf: FewShotClassifier, chunk: int = 1024) -> nn.Module:
     """The head of a fitted classifier with its support set baked in; ``ValueError`` for a head
     whose logits are not linear in the query features (and not ProtoNet's distances)."""
     clf._check_fitted()
+    if clf._adapted is not None:  # a gradient-based learner: its adapted linear classifier
+        w, b = clf._adapted
+        return FittedLinear(w.t(), b, 1.0)
     fs, ys = clf._support_features, clf._support_labels  # [1, S', D], [1, S']
     k = clf.n_way * clf.M
     if isinstance(clf.head, ProtoNetHead):
