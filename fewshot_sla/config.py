@@ -130,19 +130,26 @@ def _as_flag(key: str, v: Any) -> str:
     return f"{flag(key)} " + (" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v))
 
 
-def _valid(cls: type, data: dict[str, Any], source: str) -> bool:
+def _error(cls: type, data: dict[str, Any], source: str) -> str | None:
+    """The reason ``data`` is not a valid ``cls`` (``None`` when it is)."""
     try:
         config_from_dict(cls, data, source=source)
-    except ConfigError:
-        return False
-    return True
+    except ConfigError as e:
+        return _reason(e)
+    return None
+
+
+def _reason(e: ConfigError) -> str:
+    return str(e.__cause__) if e.__cause__ is not None else str(e)
 
 
 def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None,
                  config: str | Path | None = None) -> C:
     """Layer dataclass defaults < config file < explicit options into a ``cls`` instance. An invalid result
     is blamed on its source: the command-line option(s) whose value made it invalid when the defaults and the
-    config file alone are valid (``invalid command-line option --eval-every 0: ...``), else the config file."""
+    config file alone are valid (``invalid command-line option --eval-every 0: ...``), else the config file.
+    The options blamed are those that give the same reason on their own (an option that is invalid on its
+    own for another reason, only next to the defaults, is not blamed), else a minimal set that does."""
     file_data: dict[str, Any] = load_config_file(config) if config is not None else {}
     explicit = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     names = option_names(cls)
@@ -153,21 +160,21 @@ def build_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None 
     except ConfigError as e:
         if not explicit or str(e).startswith("unknown option"):
             raise
-        if not _valid(cls, file_data, source):  # the config (over the defaults) is invalid without the command line
+        if _error(cls, file_data, source) is not None:  # the config (over the defaults) is invalid alone
             raise e from None
+        reason = _reason(e)
 
-        def fails(keys: list[str]) -> bool:
-            return not _valid(cls, {**file_data, **{k: explicit[k] for k in keys}}, source)
+        def same(keys: list[str]) -> bool:
+            return _error(cls, {**file_data, **{k: explicit[k] for k in keys}}, source) == reason
 
-        culprits = [k for k in explicit if fails([k])]
-        if not culprits:  # only a combination fails: keep a minimal set of options that still fails
+        culprits = [k for k in explicit if same([k])]
+        if not culprits:  # only a combination gives this reason: keep a minimal set that still does
             culprits = list(explicit)
             for k in list(culprits):
-                if len(culprits) > 1 and fails([c for c in culprits if c != k]):
+                if len(culprits) > 1 and same([c for c in culprits if c != k]):
                     culprits.remove(k)
         opts = ", ".join(_as_flag(k, explicit[k]) for k in culprits)
         what = "option" if len(culprits) == 1 else "options"
-        reason = str(e.__cause__) if e.__cause__ is not None else str(e)
         raise ConfigError(f"invalid command-line {what} {opts}: {reason}") from None
 
 

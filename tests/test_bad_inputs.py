@@ -4,10 +4,12 @@ cannot drift). Adding a case is one table row; a new placeholder is one entry of
 
 Placeholders in the command and the line: ``<tmp>`` a fresh folder per row holding ``file.txt`` (a
 regular file: a path below it cannot be created, whoever runs the tests), ``empty/``, ``garbage.pt``,
-``bad.toml`` and ``unknown.toml``; ``<ro>`` a read-only folder; ``<folder>`` a tiny few-shot image
+``bad.toml`` and ``unknown.toml`` (and, when a row names it, ``evil.pt``: a pickle that would call
+``os.system`` if loaded with pickle); ``<ro>`` a read-only folder; ``<folder>`` a tiny few-shot image
 folder; ``<run>`` a meta-train run on it; ``<ro-run>`` a read-only copy of that run; ``<omni>`` a tiny
 Omniglot (background and evaluation), ``<omni-run>`` a run trained on it with ``val_alphabets=1`` (no
-test alphabets carved out); ``<episode>`` a support/query folder; ``<*>`` in a line matches anything.
+test alphabets carved out); ``<maml-run>`` a ``--learner maml`` run on the folder;
+``<episode>`` a support/query folder; ``<*>`` in a line matches anything.
 
 Read-only folders: ``chmod 0o555`` stops writes for a regular user only. When the tests run as root
 (which ignores the mode), ``os.open`` and ``os.mkdir`` (what ``tempfile`` and the writability probe
@@ -25,6 +27,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
 from fewshot_sla.cli import main
 
@@ -88,6 +91,8 @@ def shared(tmp_path_factory, fewshot_folder):
                                   "--mode", "baseline", "--transforms", "none", "--val-episodes", "0",
                                   "--dataset-options", "val_alphabets=1"),
         "<episode>": write_episode(base / "episode"),
+        "<maml-run>": _meta_train(str(fewshot_folder), base / "maml-run", "--dataset", "folder", "--val-episodes",
+                                  "2", "--learner", "maml"),
     }
 
 
@@ -119,6 +124,11 @@ def _read_only(monkeypatch, folders: list[Path]) -> None:
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo this ran",))
+
+
 def _places(text: str, tmp: Path, shared: dict, monkeypatch) -> dict[str, str]:
     """The placeholders ``text`` names, made."""
     (tmp / "file.txt").write_text("a regular file\n")
@@ -126,6 +136,8 @@ def _places(text: str, tmp: Path, shared: dict, monkeypatch) -> dict[str, str]:
     (tmp / "garbage.pt").write_bytes(b"this is not a checkpoint")
     (tmp / "bad.toml").write_text("epochs = [1,\n")
     (tmp / "unknown.toml").write_text("epochz = 3\n")
+    if "evil.pt" in text:  # a pickle whose loading would call os.system (writing it runs nothing)
+        torch.save({"model": _Evil()}, tmp / "evil.pt")
     places = {"<tmp>": str(tmp)}
     read_only = []
     if "<ro>" in text:

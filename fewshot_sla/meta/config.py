@@ -146,6 +146,9 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
         if self.learner != "head" and self.sync_bn:
             raise ConfigError(f"--learner {self.learner} normalises with each task's own batch statistics; drop "
                               "--sync-bn")
+        if self.learner != "head" and (self.head != "protonet" or self.head_options):
+            raise ConfigError(f"--learner {self.learner} adapts its own classifier in the inner loop and uses no "
+                              "few-shot head; drop --head and --head-options (or use --learner head)")
         if self.learner != "head" and self.mode == "sla+sd":
             raise ConfigError(f"--learner {self.learner} supports --mode baseline, da or sla, not sla+sd; "
                               "use --mode sla")

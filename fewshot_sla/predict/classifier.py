@@ -88,9 +88,6 @@ class FewShotClassifier:
         self.batch_size = int(batch_size)
         if support_augment < 0:
             raise ValueError(f"support_augment must be at least 0 (0: off), got {support_augment}")
-        if support_augment and self.adapts:
-            raise ValueError(f"--support-augment is for heads fitted on fixed features; a {model.learner} checkpoint "
-                             "adapts its network to the support set as it is: drop --support-augment")
         self.support_augment, self.augment_seed = int(support_augment), int(augment_seed)
         self.support_recipe = training_recipe(self.pipeline, loaded.config)
         self.classes_: list[Any] = []
@@ -151,8 +148,12 @@ class FewShotClassifier:
     def fit_pixels(self, support: SupportSet) -> FewShotClassifier:
         """Fit to an already read :class:`~fewshot_sla.predict.support.SupportSet`."""
         self.classes_, self.shots_ = list(support.classes), support.shots
+        x, y = self.spec.normalise(support.pixels), support.labels
+        if self.support_augment:  # the one "episode" of predict: episode 0 of augment_seed
+            x, y = augment_copies(support.pixels, y, self.support_augment, self.spec.augmentation(self.support_recipe),
+                                  seeded_generator(self.augment_seed, STREAM, 0))
         if self.adapts:  # the inner loop on the whole support set (its views: joint labels y*M + j)
-            x, y = self.spec.normalise(support.pixels).to(self.device), support.labels.to(self.device)
+            x, y = x.to(self.device), y.to(self.device)
             if self.M > 1:
                 x, y = self.transforms(x), sla.joint_labels(y, self.M)
             self.backbone, w, b = self.loaded.model.adapted_network(x, y, self.n_way * self.M)
@@ -160,10 +161,6 @@ class FewShotClassifier:
             self._support_labels = y[None]
             self._support_features = self.embed(x, views=False)[None]
             return self
-        x, y = self.spec.normalise(support.pixels), support.labels
-        if self.support_augment:  # the one "episode" of predict: episode 0 of augment_seed
-            x, y = augment_copies(support.pixels, y, self.support_augment, self.spec.augmentation(self.support_recipe),
-                                  seeded_generator(self.augment_seed, STREAM, 0))
         self._support_features = self.embed(x)[None].double()
         y = y.to(self.device)
         self._support_labels = (sla.joint_labels(y, self.M) if self.M > 1 else y)[None]
