@@ -611,3 +611,29 @@ def test_resnet12_forward_equals_functional_reference(avg_pool):
     ref = resnet12_reference(x, sd, avg_pool)
     assert ref.shape == (3, 10 if avg_pool else 10 * 2) and ref.abs().max() > 0.1
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_strided_conv4_is_finn_et_al_omniglot_network_written_out():
+    """``strided=True``: four ``conv3x3(stride 2, padding 1) + BN + ReLU`` blocks, no max-pooling, the
+    maps averaged over space (Finn et al.'s Omniglot network; learn2learn's ``OmniglotCNN``), against
+    the same computation with ``F.conv2d`` / ``F.batch_norm`` written out; 28 -> 14 -> 7 -> 4 -> 2."""
+    torch.manual_seed(0)
+    m = get_backbone("conv4", in_channels=1, image_size=28, conv_bias=True, strided=True).train()
+    assert m.out_dim == m.feature_dim(84) == 64
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    m = m.double()
+    convs = [c for c in m.encoder if isinstance(c, torch.nn.Conv2d)]
+    bns = [b for b in m.encoder if isinstance(b, torch.nn.BatchNorm2d)]
+    assert not any(isinstance(p, torch.nn.MaxPool2d) for p in m.encoder)
+    h, widths = x, []
+    for c, b in zip(convs, bns):
+        h = torch.nn.functional.conv2d(h, c.weight, c.bias, stride=2, padding=1)
+        mean, var = h.mean(dim=(0, 2, 3), keepdim=True), h.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        h = torch.relu((h - mean) / torch.sqrt(var + b.eps) * b.weight[:, None, None] + b.bias[:, None, None])
+        widths.append(h.shape[-1])
+    assert widths == [14, 7, 4, 2]
+    torch.testing.assert_close(m(x), h.mean(dim=(2, 3)), rtol=1e-12, atol=1e-12)
+    # the same weights as the max-pooled network: only the downsampling differs
+    assert n_params(m) == n_params(get_backbone("conv4", in_channels=1, image_size=28, conv_bias=True))
+    with pytest.raises(ValueError, match="strided must be true or false"):
+        get_backbone("conv4", strided="yes")
