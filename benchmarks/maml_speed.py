@@ -2,7 +2,8 @@
 or under vmap) against a per-task Python loop that clones the model as learn2learn does, and
 learn2learn itself when it can be imported.
 
-The step: Conv-4 (64 filters, BatchNorm on batch statistics), Omniglot-sized 28 px grey images,
+The step: Finn et al.'s Omniglot Conv-4 (64 filters, stride-2 convolutions without max-pooling, conv
+biases, BatchNorm on batch statistics: learn2learn's ``OmniglotCNN``), Omniglot-sized 28 px grey images,
 5-way 1-shot, 15 queries per class, 32 tasks, inner lr 0.4; 1 and 5 inner steps second order and 1
 step first order; forward (inner loops and query losses), backward, one Adam step. Each
 (implementation, setting) runs in its own process, so that its peak resident memory (CPU) or peak
@@ -43,6 +44,9 @@ SETTINGS = {"1-step": (1, False), "5-step": (5, False), "1-step-fo": (1, True)}
 IMPLS = ("ours-loop", "ours-vmap", "clone-loop", "learn2learn")
 #: learn2learn's MAML on this step, one thread, as recorded on this machine for issue 27 (s per step)
 RECORDED_L2L = {"1-step": 1.17, "5-step": 2.40, "1-step-fo": 1.02}
+#: Finn et al.'s Omniglot network (stride-2 convolutions, no max-pooling, conv biases), as learn2learn's
+#: ``OmniglotCNN`` and the maml_omniglot_conv4* configs
+NET = {"conv_bias": True, "strided": True}
 
 
 def _tasks(device: torch.device, tasks: int) -> EpisodeBatch:
@@ -56,14 +60,14 @@ def _tasks(device: torch.device, tasks: int) -> EpisodeBatch:
 
 def _ours(steps: int, first_order: bool, batching: str) -> GradientModel:
     torch.manual_seed(0)
-    return GradientModel(Conv4(1, image_size=SIZE), "maml", "baseline", "none", WAYS, INNER_LR, steps, steps,
+    return GradientModel(Conv4(1, image_size=SIZE, **NET), "maml", "baseline", "none", WAYS, INNER_LR, steps, steps,
                          first_order, False, "learned", batching)
 
 
 def _plain(model: GradientModel) -> nn.Module:
     """The same weights as a plain ``nn.Sequential`` (native BatchNorm2d in training mode)."""
     torch.manual_seed(0)
-    net = nn.Sequential(Conv4(1, image_size=SIZE), nn.Linear(model.backbone.out_dim, WAYS))
+    net = nn.Sequential(Conv4(1, image_size=SIZE, **NET), nn.Linear(model.backbone.out_dim, WAYS))
     net.load_state_dict({k.replace("backbone.", "0.").replace("classifier.", "1."): v
                          for k, v in model.state_dict().items()}, strict=False)
     return net
