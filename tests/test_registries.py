@@ -40,7 +40,7 @@ def test_a_backbone_gets_its_options_and_an_unknown_one_names_the_valid_ones():
         BACKBONES.build("conv4", hiden=8, width=2)
     assert isinstance(e.value, TypeError)
     assert str(e.value) == ("backbone 'conv4' got unknown option(s) ['hiden', 'width']; "
-                            "valid options: in_channels, image_size, hidden, out_channels, conv_bias")
+                            "valid options: in_channels, image_size, hidden, out_channels, conv_bias, strided")
 
 
 def test_a_dataset_gets_its_options_and_an_unknown_one_names_the_valid_ones(fewshot_folder, tmp_path):
