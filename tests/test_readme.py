@@ -155,7 +155,7 @@ def test_benchmark_defaults_do_not_touch_committed_results():
 
 
 @pytest.mark.parametrize("script", ["omniglot_table.py", "collect_results.py", "sd_study_table.py",
-                                    "omniglot_runs_table.py", "cross_domain_table.py"])
+                                    "omniglot_runs_table.py", "cross_domain_table.py", "maml_table.py"])
 def test_table_scripts_refuse_a_folder_without_runs(tmp_path, script):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})
