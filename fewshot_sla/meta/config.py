@@ -143,13 +143,18 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
                               f"{self.tasks_per_batch}; use e.g. --episodes-per-epoch "
                               f"{max(1, round(self.episodes_per_epoch / self.tasks_per_batch)) * self.tasks_per_batch}")
         self.check_milestones("lr_milestones")
-        if self.learner != "head" and self.sync_bn:
+        if self.learner != "head":
+            self.check_gradient_learner()
+
+    def check_gradient_learner(self) -> None:
+        """What a maml/fomaml/anil learner cannot be combined with, one line each."""
+        if self.sync_bn:
             raise ConfigError(f"--learner {self.learner} normalises with each task's own batch statistics; drop "
                               "--sync-bn")
-        if self.learner != "head" and (self.head != "protonet" or self.head_options):
+        if self.head != "protonet" or self.head_options:
             raise ConfigError(f"--learner {self.learner} adapts its own classifier in the inner loop and uses no "
                               "few-shot head; drop --head and --head-options (or use --learner head)")
-        if self.learner != "head" and self.mode == "sla+sd":
+        if self.mode == "sla+sd":
             raise ConfigError(f"--learner {self.learner} supports --mode baseline, da or sla, not sla+sd; "
                               "use --mode sla")
 

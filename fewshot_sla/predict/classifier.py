@@ -158,8 +158,6 @@ class FewShotClassifier:
                 x, y = self.transforms(x), sla.joint_labels(y, self.M)
             self.backbone, w, b = self.loaded.model.adapted_network(x, y, self.n_way * self.M)
             self._adapted = (w, b)
-            self._support_labels = y[None]
-            self._support_features = self.embed(x, views=False)[None]
             return self
         self._support_features = self.embed(x)[None].double()
         y = y.to(self.device)
@@ -186,5 +184,5 @@ class FewShotClassifier:
         return [self.classes_[i] for i in self.predict_proba(queries).argmax(-1).tolist()]
 
     def _check_fitted(self) -> None:
-        if self._support_features is None:
+        if self._support_features is None and self._adapted is None:
             raise ValueError("the classifier is not fitted; call fit(support) first")
