@@ -189,7 +189,7 @@ def count_step(args: argparse.Namespace, mode: str, head: str, steps: int = 2) -
     )
     meta = torch.device("meta")
     with tempfile.TemporaryDirectory() as d:
-        trainer = MetaTrainer(dataclasses.replace(cfg, run_dir=str(Path(d) / "run")), {"train": data})
+        trainer = MetaTrainer(dataclasses.replace(cfg, run_dir=str(Path(d) / "run"), test_episodes=0), {"train": data})
         # built on the CPU (the config accepts no meta device), then moved as a GPU run has it:
         # model and images on the device (--data-on-device, the default)
         trainer.device = meta

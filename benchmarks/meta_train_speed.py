@@ -47,7 +47,7 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 def measure(cfg: MetaTrainConfig, data, steps: int, warmup: int) -> dict:
     """Episodes/s and seconds per step of ``steps`` training steps after ``warmup`` ones."""
     with tempfile.TemporaryDirectory() as d:
-        trainer = MetaTrainer(dataclasses.replace(cfg, run_dir=str(Path(d) / "run")), {"train": data})
+        trainer = MetaTrainer(dataclasses.replace(cfg, run_dir=str(Path(d) / "run"), test_episodes=0), {"train": data})
         for _ in range(warmup):
             trainer.train_step()
         sync = synchronizer(trainer.device)

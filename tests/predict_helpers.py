@@ -17,7 +17,8 @@ def meta_run(path, mode="sla+sd", head="protonet"):
         dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8}, head=head,
         mode=mode, transforms="rotation", n_way=3, k_shot=1, n_query=2, episodes_per_epoch=6, tasks_per_batch=2,
         eval_way=3, eval_shot=1, eval_query=2, val_episodes=4, eval_tasks_per_batch=4, epochs=1, lr=0.05,
-        lr_milestones=(), lr_factors=(1.0,), svm_max_iter=3, run_dir=str(path), quiet=True, device="cpu")
+        lr_milestones=(), lr_factors=(1.0,), svm_max_iter=3, run_dir=str(path), quiet=True, device="cpu",
+        test_episodes=0)
     train(cfg, datasets={"train": synthetic_dataset(8, 10, 16, 1, seed=0),
                          "val": synthetic_dataset(6, 10, 16, 1, seed=1, prefix="val")})
     return path

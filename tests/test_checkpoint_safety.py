@@ -131,7 +131,7 @@ def resumable(fewshot_folder, tmp_path_factory):
     cfg = MetaTrainConfig(dataset="folder", data_root=str(fewshot_folder), backbone="conv4",
                           backbone_options={"hidden": 4, "out_channels": 4}, n_way=3, k_shot=1, n_query=1,
                           episodes_per_epoch=2, tasks_per_batch=2, eval_way=3, eval_shot=1, eval_query=1,
-                          val_episodes=2, epochs=1, device="cpu", quiet=True)
+                          val_episodes=2, epochs=1, device="cpu", quiet=True, test_episodes=0)
     return dataclasses.asdict(cfg)
 
 
@@ -308,7 +308,7 @@ def _same_run(a: Path, b: Path):
 
 
 def test_meta_checkpoints_are_plain_and_resume_exactly_also_from_fb725f2(tmp_path):
-    straight = MetaTrainConfig(**fb725f2.META, epochs=2, run_dir=str(tmp_path / "straight"))
+    straight = MetaTrainConfig(**fb725f2.META, epochs=2, run_dir=str(tmp_path / "straight"), test_episodes=0)
     train(straight, datasets=fb725f2.meta_data())
     for name in ("last.pt", "best.pt"):
         # a bare weights_only load (no allow-list) reads it, and it holds only plain values

@@ -111,7 +111,7 @@ def test_supervised_actions_keep_their_spelling():
     assert parser.parse_args(["supervised", "--resume", "RUN", "--stop-after", "3"]).resume == "RUN"
 
 
-def test_quiet_meta_train_prints_the_last_line_of_a_verbose_run(fewshot_folder, tmp_path, capsys):
+def test_quiet_meta_train_prints_the_last_lines_of_a_verbose_run(fewshot_folder, tmp_path, capsys):
     def train(run, *quiet):
         assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
                      "--backbone-options", "hidden=8,out_channels=8", "--n-way", "3", "--k-shot", "1", "--n-query",
@@ -121,5 +121,7 @@ def test_quiet_meta_train_prints_the_last_line_of_a_verbose_run(fewshot_folder, 
         return capsys.readouterr().out.splitlines()
 
     verbose, quiet = train("a"), train("b", "--quiet")
-    assert len(verbose) > 2 and verbose[-1].startswith("best val aggregated ")
-    assert quiet == [verbose[-1].replace(str(tmp_path / "a"), str(tmp_path / "b"))]
+    # the selection, then the final test of best.pt (RUN/test.json)
+    assert len(verbose) > 3 and verbose[-2].startswith("best val aggregated ")
+    assert verbose[-1].startswith("test aggregated ") and verbose[-1].endswith(f"{tmp_path / 'a' / 'test.json'}")
+    assert quiet == [line.replace(str(tmp_path / "a"), str(tmp_path / "b")) for line in verbose[-2:]]

@@ -301,6 +301,7 @@ def test_predict_fits_by_the_inner_loop_and_export_bakes_the_support_in(tmp_path
 
     run = tmp_path / "run"
     cfg = MetaTrainConfig(
+        test_episodes=0,
         dataset="synthetic", backbone="conv4", backbone_options={"hidden": 8, "out_channels": 8}, learner="maml",
         classifier_init="zero", mode="sla", transforms="rotation", inner_lr=0.1, inner_steps=1, inner_steps_test=2,
         n_way=3, k_shot=1, n_query=2, episodes_per_epoch=4, tasks_per_batch=2, eval_way=3, eval_shot=1,

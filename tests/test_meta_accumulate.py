@@ -50,7 +50,7 @@ def _config(tmp_path) -> MetaTrainConfig:
         episodes_per_epoch=T, tasks_per_batch=T, accumulate=2, epochs=1, val_episodes=0,
         optimizer="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WD, nesterov=True,
         lr_milestones=(), lr_factors=(1.0,), log_every=1, seed=3, run_dir=str(tmp_path / "run"),
-        quiet=True, device="cpu",
+        quiet=True, device="cpu", test_episodes=0,
     )
 
 

@@ -183,7 +183,7 @@ def test_resume_options_are_the_fields_marked_resume_and_todays_sets():
     # the two allow-lists of the previous version, written out by hand
     assert set(resume_options(MetaTrainConfig)) == {
         "epochs", "device", "num_threads", "quiet", "data_root", "download", "test_episodes", "dist_timeout",
-        "deterministic", "accumulate"}
+        "deterministic", "accumulate", "test_split", "test_dataset_options"}  # the final test: after training
     assert set(resume_options(SupervisedConfig)) == {
         "device", "quiet", "plot", "stop_after", "eval_batch_size", "data_root", "cache_dir", "dist_timeout",
         "accumulate", "num_threads", "deterministic"}

@@ -29,7 +29,7 @@ def _config(tmp_path, **kw):
         head="protonet", mode="sla+sd", transforms="rotation", n_way=3, k_shot=2, n_query=2,
         episodes_per_epoch=8, tasks_per_batch=2, val_episodes=0, epochs=1, lr=0.05, lr_milestones=(),
         lr_factors=(1.0,), sd_temperature=2.0, sd_beta=0.5, run_dir=str(tmp_path / "run"), quiet=True,
-        device="cpu",
+        device="cpu", test_episodes=0,
     )
     base.update(kw)
     return MetaTrainConfig(**base)

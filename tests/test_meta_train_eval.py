@@ -32,7 +32,7 @@ def tiny(tmp_path, name="run", **kw):
         head="protonet", svm_max_iter=3, mode="sla", transforms="rotation", n_way=3, k_shot=1, n_query=2,
         episodes_per_epoch=6, tasks_per_batch=2, eval_way=3, eval_shot=1, eval_query=3, val_episodes=12,
         eval_tasks_per_batch=6, epochs=1, lr=0.05, lr_milestones=(), lr_factors=(1.0,), log_every=2,
-        run_dir=str(tmp_path / name), quiet=True, device="cpu",
+        run_dir=str(tmp_path / name), quiet=True, device="cpu", test_episodes=0,
     )
     base.update(kw)
     return MetaTrainConfig(**base)
@@ -226,6 +226,7 @@ def test_config_roundtrip_through_the_checkpoint(tmp_path):
 def test_final_test_uses_the_evaluation_svm_iterations(tmp_path, monkeypatch):
     """--test-episodes scores best.pt as `fewshot-sla eval` does: MetaOptNet's 3 test-time QP
     iterations, not the 15 of training and validation."""
+    import fewshot_sla.meta.evaluate as me
     import fewshot_sla.meta.train as mt
     from fewshot_sla.meta.config import EvalConfig
 
@@ -236,10 +237,11 @@ def test_final_test_uses_the_evaluation_svm_iterations(tmp_path, monkeypatch):
         seen.append((desc, dict(model.head_kwargs)))
         return real(model, *args, desc=desc, **kw)
 
-    monkeypatch.setattr(mt, "evaluate_episodes", spy)
+    monkeypatch.setattr(mt, "evaluate_episodes", spy)  # validation
+    monkeypatch.setattr(me, "evaluate_episodes", spy)  # the final test: `fewshot-sla eval`'s evaluate
     cfg = tiny(tmp_path, head="svm", mode="baseline", transforms="none", svm_max_iter=15, test_episodes=6)
     summary = train(cfg, datasets={**DATA, "test": VAL})
-    assert seen == [("validation", {}), ("test", {"max_iter": EvalConfig().svm_max_iter})]
+    assert seen == [("validation", {}), ("best.pt", {"max_iter": EvalConfig().svm_max_iter})]
     assert EvalConfig().svm_max_iter == 3 and summary["test"]["plain"]["n"] == 6
 
 

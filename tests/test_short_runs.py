@@ -20,7 +20,8 @@ def meta_args(root, run, *extra):
     return ["meta-train", "--dataset", "folder", "--data-root", str(root), "--backbone", "conv4", "--backbone-options",
             "hidden=8,out_channels=8", "--head", "protonet", "--mode", "sla", "--n-way", "3", "--k-shot", "1",
             "--n-query", "2", "--episodes-per-epoch", "6", "--tasks-per-batch", "2", "--val-episodes", "0",
-            "--epochs", "2", "--device", "cpu", "--num-threads", "1", "--quiet", "--run-dir", str(run), *extra]
+            "--test-episodes", "0", "--epochs", "2", "--device", "cpu", "--num-threads", "1", "--quiet", "--run-dir",
+            str(run), *extra]
 
 
 def train_rows(run):

@@ -128,7 +128,7 @@ def test_a_run_folder_write_failing_after_the_check_is_one_line(tmp_path, capsys
     _, line = _one_line(capsys, ["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder),
                                  "--backbone", "conv4", "--backbone-options", "hidden=4,out_channels=4",
                                  "--n-way", "3", "--k-shot", "1", "--n-query", "1", "--episodes-per-epoch", "2",
-                                 "--tasks-per-batch", "2", "--epochs", "1", "--val-episodes", "0", "--device",
-                                 "cpu", "--quiet", "--run-dir", str(run)])
+                                 "--tasks-per-batch", "2", "--epochs", "1", "--val-episodes", "0", "--test-episodes",
+                                 "0", "--device", "cpu", "--quiet", "--run-dir", str(run)])
     assert line == (f"fewshot-sla meta-train: error: cannot write {run / 'config.json'} (Permission denied); make "
                     f"{run} writable or write elsewhere")

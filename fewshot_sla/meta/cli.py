@@ -38,7 +38,9 @@ class EvalShortcuts:
 @command("meta-train", MetaTrainActions, MetaTrainConfig,
          help="meta-train a backbone with a few-shot head (baseline, da, sla, sla+sd)",
          description="Meta-train a backbone with a few-shot head, with or without self-supervised label "
-         "augmentation. Options override --config, which overrides the defaults.")
+         "augmentation, then test the selected checkpoint (best.pt) on --test-episodes episodes as `fewshot-sla "
+         "eval` would (RUN/test.json; the last line of output). Options override --config, which overrides the "
+         "defaults.")
 def run_meta_train(args: argparse.Namespace) -> int:
     from ..distributed import env_info
     from .train import resume_config, train
@@ -49,11 +51,15 @@ def run_meta_train(args: argparse.Namespace) -> int:
         return 0
     cfg = run_config(MetaTrainConfig, args, "meta-train", act.config, act.resume or None, resume_config)
     summary = train(cfg, resume=bool(act.resume))
+    if not env_info().is_main:
+        return 0
     best = summary["best"]
-    if cfg.quiet and env_info().is_main:  # the last line, which --quiet keeps
+    if cfg.quiet:  # the lines that --quiet keeps
         score = "" if best.get("score") in (None, -float("inf")) else \
             f"best val {summary['reported_inference']} {100 * best['score']:.2f}% at epoch {best['epoch']}; "
         print(f"{score}run directory {summary['run_dir']}", flush=True)
+    if "test_line" in summary:  # the last line: the final test of best.pt (RUN/test.json)
+        print(summary["test_line"], flush=True)
     return 0
 
 

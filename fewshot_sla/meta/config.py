@@ -41,8 +41,12 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     """
 
     train_split: str = option("train", "split used for meta-training")
-    test_split: str = option("test", "split of the final test (with --test-episodes)")
-    test_episodes: int = option(0, "evaluate best.pt on this many test episodes at the end", resume=True, ge=0)
+    test_split: str = option("test", "split of the final test", resume=True)
+    test_episodes: int = option(1000, "at the end, test best.pt on this many episodes of --test-split as `fewshot-sla "
+                                "eval` does (the --eval-way/--eval-shot/--eval-query shape, seed 0) and write "
+                                "RUN/test.json; 0: no test", resume=True, ge=0)
+    test_dataset_options: dict[str, Any] = option({}, "dataset options of the final test over --dataset-options "
+                                                  "(key=value,..., e.g. rotate_classes=false)", resume=True)
     data_on_device: bool = option(True, "keep the uint8 images on the device")
     # -- head -------------------------------------------------------------------------------
     head: str = option("protonet", "few-shot head: protonet, ridge, svm, r2d2 or one registered in HEADS")

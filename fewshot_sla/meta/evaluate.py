@@ -132,10 +132,12 @@ def _default_output(cfg: EvalConfig, n_way: int, k_shot: int) -> Path:
 
 
 def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = None,
-             show: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             show: Callable[[dict[str, Any]], None] | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``fewshot-sla eval``: write and return the JSON report. ``datasets`` caches loaded splits by
     ``(dataset, data_root, split, image_size, json of dataset_options)`` (tests pass in-memory data);
-    ``show(report)`` runs on the main process before the report is written (so a failed write loses nothing)."""
+    ``show(report)`` runs on the main process before the report is written (so a failed write loses nothing);
+    ``extra``: more fields of the report (meta-train's final test: the equivalent ``command``)."""
     if not cfg.checkpoint:
         raise ConfigError("--checkpoint is required: a .pt file or a run directory holding best.pt")
     session = start_session(cfg.device, num_threads=cfg.num_threads)
@@ -231,6 +233,7 @@ def evaluate(cfg: EvalConfig, datasets: dict[tuple, EpisodeDataset] | None = Non
     report["record"] = eval_record(cfg, report)
     out = Path(cfg.output) if cfg.output else _default_output(cfg, n_way, k_shot)
     report["output"] = str(out)
+    report.update(extra or {})
     if info.is_main:
         if show is not None:
             show(report)

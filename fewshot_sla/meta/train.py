@@ -12,7 +12,10 @@ Under torchrun with K processes the step's episodes split into ``G = K * accumul
 (episode ``i`` in chunk ``i mod G``; rank ``r`` runs chunks ``r, r + K, ...``), so K processes
 compute what one process with ``--accumulate K`` computes; ``--resume`` works with any world size.
 Run directory: ``config.json``, ``metrics.jsonl`` (``train`` rows: means over the steps since the
-previous row; ``val`` rows: accuracy and CI per inference), ``last.pt``, ``best.pt``, ``summary.json``.
+previous row; ``val`` rows: accuracy and CI per inference; a final ``test`` row), ``last.pt``, ``best.pt``,
+``summary.json`` and, unless ``test_episodes`` is 0, ``test.json``: ``best.pt`` tested as ``fewshot-sla eval``
+tests it (:mod:`fewshot_sla.meta.final_test`), after training, on its own seeded episodes (the trained
+weights do not depend on it). ``--resume`` of a finished run trains nothing and tests ``best.pt`` again.
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
+from ..data.base import DatasetNotFoundError
 from ..data.spec import ImageSpec
 from ..distributed import barrier, broadcast_module
-from ..engine import Trainer, Validation, load_model
+from ..engine import Trainer, Validation
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
-from ..overlap import training_classes
+from ..overlap import shared_classes, source_part, training_classes
 from ..seeding import seeded_generator
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
-from .config import EvalConfig, MetaTrainConfig, check_against_data, check_world_size
-from .evaluate import evaluate_episodes, summarize
+from .config import MetaTrainConfig, check_against_data, check_world_size
+from .cross_domain import resolve_target
+from .evaluate import evaluate, evaluate_episodes, format_report, summarize
+from .final_test import TEST_FILE, eval_command, final_test_config, result_line
 from .methods import EpisodeOutput, LossSettings, run_episodes
 from .model import FewShotModel, build_model
 
@@ -86,9 +92,10 @@ class MetaTrainer(Trainer):
         return self.step // self.cfg.steps_per_epoch
 
     # -- data and model ---------------------------------------------------------------------
-    def _load(self, split: str) -> EpisodeDataset:
+    def _load(self, split: str, options: dict[str, Any] | None = None) -> EpisodeDataset:
         c = self.cfg
-        return load_split(c.dataset, c.data_root, split, c.image_size, c.download, c.dataset_options)
+        return load_split(c.dataset, c.data_root, split, c.image_size, c.download, {**c.dataset_options,
+                                                                                     **(options or {})})
 
     def load_data(self) -> None:
         cfg, datasets = self.cfg, self.datasets
@@ -97,7 +104,7 @@ class MetaTrainer(Trainer):
             check_against_data(cfg, cfg.train_split, ch, 0, 10**9)
         self.train_ds = datasets.get("train") or self._load(cfg.train_split)
         self.val_ds = (datasets.get("val") or self._load(cfg.val_split)) if cfg.val_episodes else None
-        self.test_ds = datasets.get("test")
+        self.test_ds = (datasets.get("test") or self._load_test()) if cfg.test_episodes else None
         ds = self.train_ds
         check_against_data(cfg, cfg.train_split, ds.channels, ds.image_size, len(ds.class_names), "train")
         if self.val_ds is not None:
@@ -113,10 +120,10 @@ class MetaTrainer(Trainer):
                                       cfg.episodes_per_epoch * cfg.epochs, seed=cfg.seed,
                                       class_names=list(ds.class_names),
                                       option_names=("--n-way", "--k-shot", "--n-query"))
-        if self.val_ds is not None:  # checks the episode shape against the data up front
-            EpisodeSampler(self.val_ds.labels, *cfg.val_shape, 1,
-                           class_names=list(self.val_ds.class_names),
-                           option_names=("--eval-way", "--eval-shot", "--eval-query"))
+        for held_out in (self.val_ds, self.test_ds):  # checks the episode shape against the data up front
+            if held_out is not None:
+                EpisodeSampler(held_out.labels, *cfg.val_shape, 1, class_names=list(held_out.class_names),
+                               option_names=("--eval-way", "--eval-shot", "--eval-query"))
         if cfg.data_on_device and self.device.type != "cpu":
             self.train_ds = _on_device(self.train_ds, self.device)
             if self.val_ds is not None:
@@ -125,10 +132,36 @@ class MetaTrainer(Trainer):
                           "std": self.std, "dataset": cfg.dataset,
                           "train_classes": training_classes(cfg.dataset, cfg.train_split, cfg.dataset_options,
                                                             ds.class_names, getattr(ds, "meta", None))}
+        if self.test_ds is not None:
+            self.check_test_split()
         # one round per epoch; the LR steps after each epoch; validation every val_every epochs
         spe = cfg.steps_per_epoch
         self.total, self.save_every, self.lr_every = cfg.epochs * spe, spe, spe
         self.val_every = spe * (cfg.val_every if self.val_ds is not None else 1)
+
+    def _load_test(self) -> EpisodeDataset:
+        cfg = self.cfg
+        try:
+            return self._load(cfg.test_split, cfg.test_dataset_options)
+        except (FileNotFoundError, ValueError) as e:  # missing files, or a split the data does not have
+            why = f"{e}; the final test reads --test-split {cfg.test_split}: pass --test-episodes 0 to train without it"
+            raise (DatasetNotFoundError if isinstance(e, FileNotFoundError) else ConfigError)(why) from None
+
+    def check_test_split(self) -> None:
+        """What ``fewshot-sla eval`` would refuse at the end of the run, refused before it starts: test
+        images of another size than the training ones, or test classes the run trains on."""
+        cfg, ds, t = self.cfg, self.train_ds, self.test_ds
+        check_against_data(cfg, cfg.test_split, t.channels, t.image_size, len(t.class_names), "test")
+        if (t.channels, t.image_size) != (ds.channels, ds.image_size):
+            raise ConfigError(f"test images are {t.channels}x{t.image_size}px but training images "
+                              f"{ds.channels}x{ds.image_size}px; set --image-size, or --test-episodes 0")
+        part = source_part(cfg.dataset, cfg.test_split, {**cfg.dataset_options, **cfg.test_dataset_options},
+                           getattr(t, "meta", None))
+        shared, total = shared_classes(self.data_info["train_classes"], cfg.dataset, list(t.class_names), part)
+        if shared:
+            raise ConfigError(f"--test-split {cfg.test_split} shares {len(shared)} of its {total} classes with the "
+                              f"training classes ({', '.join(shared[:3])}{', ...' * (len(shared) > 3)}); pass a "
+                              "split the run does not train on as --test-split, or --test-episodes 0")
 
     def build_model(self) -> FewShotModel:
         return build_model(self.cfg, self.train_ds.channels, self.train_ds.image_size)
@@ -243,10 +276,14 @@ class MetaTrainer(Trainer):
 
     # -- the end ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        test = {"test": self.test()} if self.cfg.test_episodes else {}
+        test = self.test() if self.cfg.test_episodes else None
+        extra = {} if test is None else {
+            "test": {k: {s: v for s, v in r.items() if s != "accuracies"}
+                     for k, r in test["models"][0]["results"].items()},
+            "test_report": test["output"], "test_line": result_line(test)}
         return {"run_dir": str(self.run.path), "mode": self.cfg.mode, "reported_inference": self.cfg.reported_inference,
                 "epochs": self.epoch, "steps": self.step, "train_time_s": round(self.train_time, 3),
-                "best": self.best, "last": self.last_val, **test}
+                "best": self.best, "last": self.last_val, **extra}
 
     def finish(self) -> dict[str, Any]:
         summary = super().finish()
@@ -256,20 +293,21 @@ class MetaTrainer(Trainer):
         return summary
 
     def test(self) -> dict[str, Any]:
-        """Evaluate ``best.pt`` on ``test_episodes`` test episodes (seed 0, all inferences)."""
+        """``best.pt`` evaluated by ``fewshot-sla eval`` (:mod:`.final_test`): ``RUN/test.json``, its report;
+        a ``test`` row (``final``) in ``metrics.jsonl``."""
         cfg = self.cfg
         barrier(self.dist)  # rank 0 has written best.pt
-        model = load_model(self.run.best, self.device).model
-        model.amp_dtype, model.channels_last = self.amp_dtype, cfg.channels_last
-        if cfg.channels_last:  # inputs and weights in one memory format, as `fewshot-sla eval --channels-last`
-            model.to(memory_format=torch.channels_last)
-        if cfg.head == "svm":  # as `fewshot-sla eval`: MetaOptNet's test-time QP iterations
-            model.head_kwargs = {"max_iter": EvalConfig.svm_max_iter}
-        res = self._episodes(model, self.test_ds or self._load(cfg.test_split), cfg.test_episodes, 0, "test")
-        if not self.quiet:
-            for k, r in res.items():
-                print(f"test {k}: {100 * r['mean']:.2f} +- {100 * r['ci95']:.2f}% ({cfg.test_episodes} episodes)")
-        return res
+        ecfg = final_test_config(cfg, self.run.best, self.run.path / TEST_FILE, self.quiet)
+        key = resolve_target("", "", ecfg.dataset_options, cfg).key(ecfg.split)
+        datasets = {} if self.test_ds is None else {key: self.test_ds}
+        show = None if self.quiet else (lambda report: print(format_report(report), flush=True))
+        report = evaluate(ecfg, datasets, show=show, extra={"command": eval_command(ecfg)})
+        results = report["models"][0]["results"]
+        self.run.log({"kind": "test", "epoch": report["models"][0]["epoch"], "step": report["models"][0]["step"],
+                      "final": True, "episodes": ecfg.episodes,
+                      **{f"{name}_{k}": r[stat] for k, r in results.items()
+                         for name, stat in (("acc", "mean"), ("ci95", "ci95"))}})
+        return report
 
 
 def _on_device(ds: EpisodeDataset, device: torch.device) -> EpisodeDataset:
