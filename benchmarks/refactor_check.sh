@@ -34,7 +34,7 @@ run_side() {  # run_side SIDE CODE: every run of one side into $OUT/SIDE
   local side=$1 code=$2 dir=$OUT/$1
   local O="$DATA/omniglot"
   local meta=(python -m fewshot_sla.cli meta-train --config omniglot_conv4_sla --data-root "$O"
-              --dataset-options val_alphabets=5,test_alphabets=5 --quiet --num-threads 1)
+              --dataset-options val_alphabets=5,test_alphabets=5 --test-episodes 0 --quiet --num-threads 1)
   local small=(--episodes-per-epoch 40 --val-episodes 20 --log-every 5)
   # --out-dir/--no-progress: the spellings every version accepts
   local sup=(python -m fewshot_sla.cli supervised --config supervised_cifar10_conv4_cpu --data-root "$DATA"

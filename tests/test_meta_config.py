@@ -1,5 +1,6 @@
 """Meta-training configs: every shipped TOML loads, paper values, layering, and one-line errors."""
 
+import inspect
 import sys
 
 import pytest
@@ -176,6 +177,27 @@ def test_bad_svm_iterations_and_unknown_config_are_one_line_errors(tmp_path, cap
 
 
 # ---------------------------------------------------------------- one vocabulary of both pipelines
+def test_omniglot_configs_carve_their_test_alphabets_as_the_main_job():
+    """Every CPU-sized Omniglot meta config (the quick jobs, the main job, MAML's) tests on 5 background
+    alphabets held out as the main job's are (so the one download, images_background.zip, is all a run
+    needs), with the same split seed: the same test classes. (maml_omniglot_conv4, Finn et al.'s setting,
+    tests on the official evaluation alphabets.)"""
+    from fewshot_sla.data.omniglot import load_omniglot
+
+    main = build_config(MetaTrainConfig, {}, config="omniglot_conv4_sla_20way")
+    seed = inspect.signature(load_omniglot).parameters["split_seed"].default
+    cpu = [n for n in meta_config_names() if "omniglot" in n
+           and "CPU" in tomllib.loads((CONFIG_DIR / f"{n}.toml").read_text())["description"]]
+    assert len(cpu) == 7 and {"omniglot_conv4_sla", "omniglot_conv4_baseline", "omniglot_conv4_slasd"} <= set(cpu)
+    for name in cpu:
+        cfg = build_config(MetaTrainConfig, {}, config=name)
+        options = {**cfg.dataset_options, **cfg.test_dataset_options}
+        assert options.get("val_alphabets") == main.dataset_options["val_alphabets"] == 5, name
+        assert options.get("test_alphabets") == main.dataset_options["test_alphabets"] == 5, name
+        assert options.get("split_seed", seed) == main.dataset_options.get("split_seed", seed), name
+        assert not options.get("rotate_classes") and cfg.test_split == "test" and cfg.test_episodes == 1000, name
+
+
 def test_resume_options_are_the_fields_marked_resume_and_todays_sets():
     from fewshot_sla.config import resume_options
     from fewshot_sla.supervised.config import SupervisedConfig
