@@ -32,14 +32,22 @@ class PlotOptions:
 @command("list", help="list datasets, backbones, heads, transform sets and named configs")
 def run_list(args: argparse.Namespace) -> int:
     """Print what can be named on the command line, and each named config's description."""
-    from . import backbones, data, heads, transforms
+    from . import backbones, heads, transforms
     from .config import list_named_configs
 
-    for title, names in (("datasets", data.list_datasets()), ("backbones", backbones.list_backbones()),
+    for title, names in (("datasets (the files each expects under --data-root DIR)", describe_datasets()),
+                         ("backbones", backbones.list_backbones()),
                          ("heads", heads.list_heads()), ("transform sets", transforms.list_transform_sets()),
                          ("named configs (--config NAME)", describe_configs(list_named_configs()))):
         print(f"{title}:\n  " + "\n  ".join(names))
     return 0
+
+
+def describe_datasets() -> list[str]:
+    """``name  layout`` per registered dataset (the files it expects under its data root, one line)."""
+    from .data import dataset_info, list_datasets
+
+    return [f"{name:<16} {dataset_info(name).layout}".rstrip() for name in list_datasets()]
 
 
 @command("plot", PlotOptions, help="draw training/validation curves and per-episode accuracy histograms "

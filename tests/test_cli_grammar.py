@@ -3,6 +3,7 @@ dataclasses, refuses abbreviated or misspelt options with the nearest real one, 
 before any work, and ``list`` describes each named config as its TOML file does."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -86,6 +87,39 @@ def test_list_describes_each_named_config_as_its_toml_file(capsys):
         description = " ".join(tomllib.loads(f.read_text())["description"].split())
         name, _, text = line.strip().partition(" ")
         assert name == f.stem and text.strip() == description and description
+
+
+def _layout_files(layout):
+    """The file and folder names a layout line names (``{a,b}`` expanded), not the patterns (``<class>/*``)."""
+    out = []
+    for word in layout.split():
+        word = word.strip("(),;:")
+        if "<" in word or "*" in word or not re.search(r"(/|\.(zip|pickle|pkl|npz|tgz|gz|txt)|ubyte\[\.gz\])$", word):
+            continue
+        m = re.search(r"\{([^}]*)\}", word)
+        out += [word[:m.start()] + alt + word[m.end():] for alt in m.group(1).split(",")] if m else [word]
+    return out
+
+
+def test_list_gives_each_datasets_files_as_its_loader_looks_for_them(capsys, tmp_path):
+    """Every file a dataset's layout line names is one its loader asks for when the data root is empty."""
+    from fewshot_sla.data import dataset_info, get_dataset, list_datasets
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("datasets (the files each expects under --data-root DIR):") + 1
+    listed = [line.split(None, 1) for line in out[start:start + len(list_datasets())]]
+    assert [name for name, _ in listed] == list_datasets()
+    for name, layout in listed:
+        assert layout == dataset_info(name).layout and layout
+        asked = ""
+        for split in dataset_info(name).splits:
+            try:
+                get_dataset(name, tmp_path, split)
+            except (FileNotFoundError, ValueError) as e:
+                asked += f" {e}"
+        files = [f.rstrip("/") for f in _layout_files(layout)]  # a folder's name
+        assert len(files) >= 2 and all(f in asked for f in files), (name, [f for f in files if f not in asked])
 
 
 def test_predict_and_export_take_num_threads_and_give_the_same_result(run, episode, tmp_path, monkeypatch):

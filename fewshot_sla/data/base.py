@@ -30,8 +30,9 @@ class DatasetNotFoundError(FileNotFoundError):
 @dataclass(frozen=True)
 class DatasetInfo:
     """Static facts about a named dataset: default (square) image size, channels, per-channel
-    mean/std on the [0, 1] scale (and their source), accepted splits, and whether it is an
-    episode (class-disjoint) benchmark."""
+    mean/std on the [0, 1] scale (and their source), accepted splits, whether it is an
+    episode (class-disjoint) benchmark, and the files it expects under its data root (``layout``,
+    one line: set by :func:`~fewshot_sla.data.registry.register_dataset`)."""
 
     name: str
     image_size: int
@@ -41,6 +42,7 @@ class DatasetInfo:
     splits: tuple[str, ...]
     fewshot: bool
     stats_source: str = ""
+    layout: str = ""
 
 
 def _over255(values: Sequence[float]) -> tuple[float, ...]:
