@@ -3,6 +3,6 @@
 ``supervised``, which register their checkpoint loaders in ``engine.PIPELINES``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import meta, supervised  # noqa: E402, F401  (after __version__, which the CLI imports)
