@@ -101,9 +101,14 @@ def _layout_files(layout):
     return out
 
 
-def test_list_gives_each_datasets_files_as_its_loader_looks_for_them(capsys, tmp_path):
+def test_list_gives_each_datasets_files_as_its_loader_looks_for_them(capsys, tmp_path, monkeypatch):
     """Every file a dataset's layout line names is one its loader asks for when the data root is empty."""
-    from fewshot_sla.data import dataset_info, get_dataset, list_datasets
+    import fewshot_sla.data.fashion_mnist as fm
+    from fewshot_sla.data import dataset_info, get_dataset, list_datasets, registry
+
+    # a Fashion-MNIST installed where Debian's package puts it would be found instead of refused
+    monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "nothing")
+    monkeypatch.setitem(registry.DEFAULT_ROOTS, "fashion-mnist", tmp_path / "nothing")
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
