@@ -40,7 +40,7 @@ def _default(f: dataclasses.Field) -> str:
     if value is None or value == {} or value == ():
         return "-"
     if isinstance(value, bool):
-        return "`--" + ("" if value else "no-") + f.name.replace("_", "-") + "`"
+        return "on" if value else "off"
     if isinstance(value, (tuple, list)):
         value = " ".join(str(v) for v in value)
     return f"`{_cell(value)}`"
