@@ -25,7 +25,7 @@ def _cell(text: str) -> str:
 def _sentence(text: str) -> str:
     """``text`` as one cell ending with a full stop (none if empty)."""
     text = _cell(text)
-    return text if not text or text.endswith((".", ")")) else text + "."
+    return text if not text or text.endswith(".") else text + "."
 
 
 def _default(f: dataclasses.Field) -> str:
