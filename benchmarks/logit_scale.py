@@ -1,4 +1,5 @@
-"""How far a meta-trained model's logit scale is from the best one: the README's case for ``--scale-init``.
+"""How far a meta-trained model's logit scale is from the best one: the case for ``--scale-init``
+(docs/how-to/meta-training.md).
 
     python benchmarks/logit_scale.py CHECKPOINT [CHECKPOINT ...] [--data-root DIR] [--episodes 20]
         [--seed 3] [--out JSON]

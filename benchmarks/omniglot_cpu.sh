@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's Omniglot results: Conv-4 at 28 px, 5-way 1-shot meta-training on 20 background
+# The documented Omniglot results: Conv-4 at 28 px, 5-way 1-shot meta-training on 20 background
 # alphabets (5 held out for validation, 5 held out for testing), the same number of steps for
 # every method (10 epochs x 75 steps x 4 episodes by default), channels_last; then 1000 test
 # episodes at 5-way 1-shot and 20-way 1-shot, with paired differences against the ProtoNet

@@ -2,7 +2,7 @@
 ``fewshot-sla predict`` on real data.
 
 Picks ``--characters`` characters (seeded) from the alphabets that ``--dataset-options
-val_alphabets=5,test_alphabets=5`` holds out for testing (the README's main job), and copies each
+val_alphabets=5,test_alphabets=5`` holds out for testing (the main job's), and copies each
 character's first ``--shots`` drawings to ``OUT/support/<character>/`` and the others (15 of 20) to
 ``OUT/query/<character>/``: the official PNGs as they are (black strokes on white, 105 px), so
 ``predict`` converts them exactly as a user's own files.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "pretraining, then episodes" results on Omniglot (CPU, Conv-4 at 28 px): supervised
+# The documented "pretraining, then episodes" results on Omniglot (CPU, Conv-4 at 28 px): supervised
 # pretraining on the 20 training alphabets of the background set (baseline, SLA, SLA+SD; config
 # supervised_omniglot_conv4_cpu; the baseline also with 4x the iterations), the meta-trained
 # ProtoNet + SLA and SVM + SLA runs for comparison, then 1000 test episodes on the 5 held-out test

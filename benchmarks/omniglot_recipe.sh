@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's Omniglot recipe results (issue: ProtoNet's published numbers on a CPU): Conv-4 at
+# The documented Omniglot recipe results (issue: ProtoNet's published numbers on a CPU): Conv-4 at
 # 28 px on the background set (20 alphabets for training, 5 for validation, 5 held out for the
 # test), each run about an hour on one core:
 #   sla_s<seed>:      ProtoNet + SLA, config omniglot_conv4_sla_20way (Adam, 20-way episodes, 6,000 steps)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's Omniglot SLA+SD curves (issue: does self-distillation pay off?): ProtoNet + SLA+SD with
+# The documented Omniglot SLA+SD curves (issue: does self-distillation pay off?): ProtoNet + SLA+SD with
 # the recipe of omniglot_conv4_sla_20way for its first 3,000 steps (--epochs 3: the same lr schedule,
 # Adam 1e-3 halved at step 2,000), the paper's setting (T = 1, beta = 1, distillation from the first
 # step) with training seeds 0 and 1, and --sd-start 0.5 with seed 0; validated every 1,000 steps like

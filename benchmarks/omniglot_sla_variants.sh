@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's variants of the ProtoNet + SLA recipe on Omniglot (issue: ProtoNet's published numbers
+# The documented variants of the ProtoNet + SLA recipe on Omniglot (issue: ProtoNet's published numbers
 # on a CPU): the main job's recipe (omniglot_conv4_sla_20way: Adam 1e-3, 20-way 1-shot episodes with
 # 5 queries, 6,000 steps, the lr halved after 1/3 and 2/3 of the run) with one thing changed, each for
 # as many images through the backbone as the main job (6,000 steps x 480), seed 0, one thread each:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's SLA+SD study on CIFAR-10 (CPU budget: Conv-4, batch 64, config
+# The documented SLA+SD study on CIFAR-10 (CPU budget: Conv-4, batch 64, config
 # supervised_cifar10_conv4_cpu, seed 0 unless said, the test set evaluated at every validation step):
 #   at 600 iterations (where SLA+SD loses most): the baseline, SLA+SD with the paper's setting
 #   (T = 1, beta = 1, lr 0.1), and one change at a time: --sd-beta 0 and 0.5, --lr 0.05,

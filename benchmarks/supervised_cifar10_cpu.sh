@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's CPU-sized CIFAR-10 results (standard and long-tailed R = 100), one run after another.
+# The documented CPU-sized CIFAR-10 results (standard and long-tailed R = 100), one run after another.
 # Usage: bash benchmarks/supervised_cifar10_cpu.sh [DATA_ROOT] [OUT_DIR]
 # Then:  python benchmarks/collect_results.py OUT_DIR/std_* OUT_DIR/lt_* [--out JSON]  (prints the table,
 #        writes runs/benchmarks/supervised_cifar10_cpu.json unless --out is given)

@@ -1,17 +1,14 @@
 """The one table of inferences (which predictions each pipeline's modes report, which one selects
 ``best.pt`` and is ``predict``'s default) and the N-way logits of each from a head's outputs.
 
-=============  ======================================================================
-name           prediction
-=============  ======================================================================
-``plain``      meta: the N-way head on untransformed support and queries (baseline, da)
-``single``     SLA+SI: the identity view scored against the identity classes (supervised
-               baseline/da/mt: the N-way head on the untransformed image)
-``aggregated`` SLA+AG: logits of view j against classes (i, j), averaged over j
-``distilled``  SLA+SD: the self-distilled N-way head, one forward pass per image
-``joint``      supervised: N*M-way accuracy of every transformed row (sla, sla+sd)
-``transform``  supervised: accuracy of MT's M-way transform head
-=============  ======================================================================
+| name | prediction |
+| --- | --- |
+| ``plain`` | meta: the N-way head on untransformed support and queries (baseline, da) |
+| ``single`` | SLA+SI: the identity view against the identity classes (supervised baseline/da/mt: plain) |
+| ``aggregated`` | SLA+AG: logits of view j against classes (i, j), averaged over j |
+| ``distilled`` | SLA+SD: the self-distilled N-way head, one forward pass per image |
+| ``joint`` | supervised: N*M-way accuracy of every transformed row (sla, sla+sd) |
+| ``transform`` | supervised: accuracy of MT's M-way transform head |
 
 In episodes a supervised checkpoint's features are solved with a few-shot head (the ``pretrained``
 rows); for its SLA+SD checkpoints ``plain`` is the single-pass inference.

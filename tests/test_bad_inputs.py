@@ -1,4 +1,4 @@
-"""Every row of the bad-input table (docs/BAD_INPUTS.md) through the CLI in-process: exit status 2,
+"""Every row of the bad-input table (docs/reference/bad-inputs.md) through the CLI in-process: exit status 2,
 exactly one line on stderr, and that line equal to the table's (the table is parsed here, so the two
 cannot drift). Adding a case is one table row; a new placeholder is one entry of ``PLACES``.
 
@@ -31,7 +31,7 @@ import torch
 
 from fewshot_sla.cli import main
 
-TABLE = Path(__file__).resolve().parents[1] / "docs" / "BAD_INPUTS.md"
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "bad-inputs.md"
 _CELL = re.compile(r"(?<!\\)\|")
 
 

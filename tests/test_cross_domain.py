@@ -156,7 +156,7 @@ def test_the_commands_of_docs_cross_domain_parse():
     from fewshot_sla.config import build_config
     from fewshot_sla.predict.cli import PredictOptions
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "CROSS_DOMAIN.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "cross-domain.md").read_text()
     lines = [ln for ln in text.splitlines() if ln.startswith("fewshot-sla ")]
     assert len(lines) == 4
     for line in lines:

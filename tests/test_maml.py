@@ -222,7 +222,7 @@ def test_adapted_weights_and_meta_gradients_equal_learn2learn():
         import learn2learn as l2l
     except Exception as e:  # noqa: BLE001 - any import failure (it imports torchvision)
         pytest.skip(f"learn2learn cannot be imported here ({type(e).__name__}: {str(e)[:120]}); install it with "
-                    "the README's recipe to run this comparison")
+                    "the recipe in docs/how-to/learn2learn.md to run this comparison")
     model, batch = _model("maml"), _batch()
     loss, grads = _ours(model, batch)
     net = torch.nn.Sequential(model.backbone, torch.nn.Linear(3, model.ways).double())

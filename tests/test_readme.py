@@ -1,6 +1,8 @@
-"""The README's own commands: the main job parses, fetches Omniglot itself and trains exactly
-what produced the Results table; every committed benchmark result is reproduced by a README
-command with an explicit ``--out``; the install and learn2learn recipes are the portable ones."""
+"""The README's and the documentation's own commands: the main job and the quick start parse, fetch
+Omniglot themselves, test what they trained in the same command and train exactly what produced the
+results tables; every committed benchmark result is reproduced by a command with an explicit ``--out``
+in the README or a docs page; every ``fewshot-sla`` command there parses; the install and
+learn2learn recipes are the portable ones; the README stays short."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from fewshot_sla.meta.config import MetaTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+#: every page of the documentation site (docs/ and its subfolders)
+DOCS = {p.relative_to(ROOT).as_posix(): p.read_text() for p in sorted((ROOT / "docs").rglob("*.md"))}
+README_MAX_LINES = 250
 
 
 def code_blocks(text: str = README, langs: tuple[str, ...] = ("bash", "sh", "")) -> list[str]:
@@ -48,28 +53,29 @@ def commands(block: str) -> list[list[str]]:
 
 
 def readme_commands() -> list[list[str]]:
-    """Every command in a code block, plus every inline `python benchmarks/...` command."""
+    """Every command in a code block of the README, plus every inline `python benchmarks/...` command."""
     cmds = [c for b in code_blocks() for c in commands(b)]
     cmds += [shlex.split(m) for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", README)]
     return cmds
 
 
 def doc_benchmark_commands() -> list[list[str]]:
-    """The ``benchmarks/`` commands in the code blocks of ``docs/*.md`` (a result documented there)."""
+    """The ``benchmarks/`` commands in the code blocks of every docs page (docs/ and its subfolders),
+    plus the inline ones: a result documented there."""
     out = []
-    for doc in sorted((ROOT / "docs").glob("*.md")):
-        for block in code_blocks(doc.read_text()):
+    for text in DOCS.values():
+        for block in code_blocks(text):
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.split(" #")[0].strip()
                 if "benchmarks/" in line and not line.startswith("#"):
                     out.append(shlex.split(line))
-        out += [shlex.split(m) for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", doc.read_text())]
+        out += [shlex.split(m) for m in re.findall(r"`((?:python|bash) benchmarks/[^`]+)`", text)]
     return out
 
 
 def main_job(config: str = "omniglot_conv4_sla_20way") -> list[list[str]]:
     """The README's first block that meta-trains ``--config CONFIG``: the main job (the one-hour
-    recipe), or with ``omniglot_conv4_sla`` the quick 10-epoch job."""
+    recipe), or with ``omniglot_conv4_sla`` the quick start's 10-epoch job."""
     for block in code_blocks():
         cmds = commands(block)
         if any(c[:2] == ["fewshot-sla", "meta-train"] and config in c for c in cmds):
@@ -84,16 +90,21 @@ def _meta_cfg(argv: list[str]) -> MetaTrainConfig:
 
 
 @pytest.mark.parametrize("config", ["omniglot_conv4_sla_20way", "omniglot_conv4_sla"])
-def test_main_job_downloads_and_parses(config):
-    train, evaluate = main_job(config)[:2]
-    assert train[:2] == ["fewshot-sla", "meta-train"] and evaluate[:2] == ["fewshot-sla", "eval"]
+def test_main_job_downloads_tests_and_parses(config):
+    """One command: it fetches its data, carves its own test alphabets (no --dataset-options) and
+    ends by testing the selected checkpoint on 1000 episodes (no separate eval step)."""
+    block = main_job(config)
+    assert len(block) == 1, f"the {config} block should be the one meta-train command: {block}"
+    train = block[0]
+    assert train[:2] == ["fewshot-sla", "meta-train"]
     assert "--download" in train and "--data-root" not in train  # the newcomer has no local copy
+    assert "--dataset-options" not in train  # the config carves the test split itself
     cfg = _meta_cfg(train[1:])
     assert cfg.download and cfg.data_root == "data/omniglot"
     assert cfg.dataset_options == {"val_alphabets": 5, "test_alphabets": 5}
+    assert cfg.test_episodes == 1000 and cfg.test_split == "test"
     assert "`data/omniglot/`" in README and "9.5 MB" in README and "--data-root DIR" in README
-    eargs = build_parser().parse_args(evaluate[1:])
-    assert eargs.checkpoint == train[train.index("--run-dir") + 1]
+    assert "--test-episodes 0" in README and "test.json" in README
 
 
 def test_main_job_is_the_recipe_benchmark():
@@ -117,17 +128,17 @@ def test_main_job_trains_what_the_results_table_trained():
     assert m, "omniglot_cpu.sh's train=(...) options"
     words = shlex.split(m.group(1).replace('"$DATA"', "DATA").replace('"$EPOCHS"', "10")
                         .replace("$((EPOCHS / 2))", "5").replace("$((EPOCHS * 3 / 4))", "7"))
-    assert "EPOCHS=${3:-10}" in script and "(10 epochs)" in README
+    assert "EPOCHS=${3:-10}" in script and "(10 epochs, 750 steps)" in README
     bench = _meta_cfg(["meta-train", "--config", "omniglot_conv4_sla", *words])
     readme = _meta_cfg(main_job("omniglot_conv4_sla")[0][1:])
-    ignore = {"data_root", "download", "num_threads", "quiet", "run_dir"}
+    ignore = {"data_root", "download", "num_threads", "quiet", "run_dir", "test_episodes"}
     diff = {f.name for f in dataclasses.fields(MetaTrainConfig)
             if f.name not in ignore and getattr(bench, f.name) != getattr(readme, f.name)}
     assert not diff, {k: (getattr(readme, k), getattr(bench, k)) for k in diff}
     assert readme.epochs == 10
 
 
-def test_every_committed_result_has_its_readme_command_with_out():
+def test_every_committed_result_has_its_documented_command_with_out():
     cmds = readme_commands() + doc_benchmark_commands()
     named = set()
     for c in cmds:
@@ -140,7 +151,7 @@ def test_every_committed_result_has_its_readme_command_with_out():
         elif "--out" in c:
             named.add(c[c.index("--out") + 1])
         else:  # without --out a benchmark may only print
-            assert script == "benchmarks/omniglot_table.py", f"README runs {script} without --out: {shlex.join(c)}"
+            assert script == "benchmarks/omniglot_table.py", f"the docs run {script} without --out: {shlex.join(c)}"
     committed = {f"benchmarks/results/{p.name}" for p in (ROOT / "benchmarks" / "results").glob("*.json")}
     assert committed and committed <= named, committed - named
 
@@ -167,25 +178,81 @@ def test_table_scripts_refuse_a_folder_without_runs(tmp_path, script):
 
 
 def test_install_and_learn2learn_recipes_are_portable():
-    install = next(b for b in code_blocks() if "pip install torch" in b)
+    install = next(b for b in code_blocks() if "pip install torch" in b)  # the README's own install
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in install
     assert 'pip install -c constraints.txt -e ".[dev]"' in install
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install --quiet torch==2.13.0\n" in ci and '-c constraints.txt -e ".[dev]"' in ci
-    l2l = next(b for b in code_blocks() if "learn2learn==0.2.0" in b)
+    l2l = next(b for text in DOCS.values() for b in code_blocks(text) if "learn2learn==0.2.0" in b)
+    assert "learn2learn==0.2.0" not in README  # the build recipe is a docs how-to
     lines = [c for c in commands(l2l)]
     assert 'cd "$(mktemp -d)"' in l2l.splitlines()[0] and lines[-1] == ["cd", "$REPO"]
     assert '"learn2learn-*"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_readme_links_and_mentions():
-    assert "DESIGN.md" not in README and "(docs/ARCHITECTURE.md)" in README
-    assert "tensorboard --logdir runs" in README and "FEWSHOT_SLA_DATA" in README
+    assert "DESIGN.md" not in README and "(docs/architecture.md)" in README
+    assert "FEWSHOT_SLA_DATA" in README
+    docs = "\n".join(DOCS.values())
+    assert "tensorboard --logdir runs" in docs and "FEWSHOT_SLA_DATA" in docs
     assert (ROOT / "configs").is_symlink() and (ROOT / "configs").resolve() == ROOT / "fewshot_sla" / "configs"
-    assert "symbolic link" in README
+    assert "symbolic link" in docs
 
 
-def test_every_benchmark_script_the_readme_runs_exists():
-    named = {w for c in readme_commands() for w in c if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))}
+def test_readme_links_resolve():
+    """Every relative link of the README names a file of the repository (and its anchor, a heading there)."""
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert len(links) > 20
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.is_file(), f"README links to {link}, which does not exist"
+        if anchor and target.suffix == ".md":
+            slugs = {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+                     for h in re.findall(r"^#+ (.*)$", target.read_text(), flags=re.M)}
+            assert anchor in slugs, f"README links to {link}: no such heading in {path}"
+
+
+def test_readme_is_short():
+    lines = README.count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES}); move detail to docs/"
+
+
+def test_user_facing_commands_do_not_use_the_developer_data_path():
+    for name, text in {"README.md": README, **DOCS}.items():
+        assert "../shared/data" not in text, f"{name} uses the developer-only path ../shared/data"
+
+
+def _fewshot_sla_commands() -> list[tuple[str, list[str]]]:
+    out = []
+    for name, text in {"README.md": README, **DOCS}.items():
+        for block in code_blocks(text, langs=("bash", "sh")):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split(" #")[0].split(";"):
+                    if part.strip().startswith("fewshot-sla "):
+                        out.append((name, shlex.split(part)))
+    return out
+
+
+def test_every_documented_fewshot_sla_command_parses():
+    """Each ``fewshot-sla ...`` line of a bash block in the README or the docs is a valid command line
+    (options, choices and types; paths are placeholders)."""
+    cmds = _fewshot_sla_commands()
+    assert len(cmds) > 30
+    parser, bad = build_parser(), []
+    for name, words in cmds:
+        try:
+            parser.parse_args(words[1:])
+        except SystemExit as e:
+            if e.code != 0:
+                bad.append(f"{name}: {shlex.join(words)}")
+    assert not bad, "these documented commands do not parse:\n" + "\n".join(bad)
+
+
+def test_every_benchmark_script_the_docs_run_exists():
+    named = {w for c in readme_commands() + doc_benchmark_commands() for w in c
+             if w.startswith("benchmarks/") and w.endswith((".py", ".sh"))}
     missing = sorted(s for s in named if not (ROOT / s).is_file())
     assert len(named) > 10 and not missing, missing

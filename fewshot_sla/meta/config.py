@@ -76,7 +76,7 @@ class MetaTrainConfig(Run, Device, Optim, Method, Model, Data):
     lr_milestones: tuple[int, ...] = option((19, 39, 49), "completed epochs after which the lr factor changes "
                                             "(MetaOptNet's x0.06 from its 1-based epoch 20 on: 19)")
     warmup_epochs: int = option(0, "linear lr warm-up epochs", ge=0)
-    # -- gradient-based learners (fewshot_sla.meta.gradient, docs/MAML.md) --------------------
+    # -- gradient-based learners (fewshot_sla.meta.gradient, docs/how-to/maml.md) --------------------
     learner: str = option("head", "head (a few-shot head on the features), maml (second order), fomaml (first "
                           "order), anil (inner loop on the linear classifier only)", choices=LEARNERS)
     inner_lr: float = option(0.4, "maml/fomaml/anil: inner-loop learning rate (Meta-SGD: its initial value)", gt=0)
