@@ -33,7 +33,7 @@ def import_learn2learn(*subpackages: str) -> ModuleType:
         return sys.modules["learn2learn"]
     spec = importlib.util.find_spec("learn2learn")
     if spec is None or spec.submodule_search_locations is None:
-        raise ImportError("learn2learn is not installed: bash .ci/install_learn2learn.sh installs it")
+        raise ModuleNotFoundError("No module named 'learn2learn'", name="learn2learn")
     before = set(sys.modules)
     package = importlib.util.module_from_spec(spec)  # its __init__ is not executed
     sys.modules["learn2learn"] = package
