@@ -1,7 +1,7 @@
 """Skips by group, so that CI can tell a skip it allows from one that would hide a broken feature.
 
-Every skip of the suite goes through one of these helpers, which raise pytest's skip carrying a
-:class:`SkipGroup`; ``conftest.py`` prints one line per group and reason at the end of the run and, when
+The suite's skips go through these helpers (but for the platform ones below), which raise pytest's
+skip carrying a :class:`SkipGroup`; ``conftest.py`` prints one line per group and reason at the end of the run and, when
 ``FEWSHOT_SLA_CI=1`` (set by ``.ci/run``), fails the run on a skip that :func:`ci_verdict` refuses:
 
 - ``cuda``: the test needs a CUDA device. Allowed: CI runs on CPUs.
@@ -12,7 +12,8 @@ Every skip of the suite goes through one of these helpers, which raise pytest's 
 - ``package``: an optional Python or Debian package is not installed. Refused: ``.ci/run``
   installs every one the tests use.
 - any other skip (a bare ``pytest.skip``, ``skipif``, ``importorskip``): refused, so that a new
-  skip states its group.
+  skip states its group. The platform conditions that CI's Linux machine meets (torch.distributed
+  built, ``/dev/full``) stay plain ``skipif`` marks: there, CI refuses them like any such skip.
 """
 
 from __future__ import annotations
