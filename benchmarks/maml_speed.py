@@ -1,6 +1,7 @@
 """Speed of one MAML meta-training step: ``fewshot_sla.meta.gradient`` (torch.func; tasks in a loop
 or under vmap) against a per-task Python loop that clones the model as learn2learn does, and
-learn2learn itself when it can be imported.
+learn2learn itself where it is installed (``tests/l2l_import.py`` loads its algorithms subpackage
+without the torchvision/gym imports of its ``__init__``; ``bash .ci/install_learn2learn.sh``).
 
 The step: Finn et al.'s Omniglot Conv-4 (64 filters, stride-2 convolutions without max-pooling, conv
 biases, BatchNorm on batch statistics: learn2learn's ``OmniglotCNN``), Omniglot-sized 28 px grey images,
@@ -38,6 +39,9 @@ from fewshot_sla.backbones.conv4 import Conv4
 from fewshot_sla.episodes import EpisodeBatch
 from fewshot_sla.meta.gradient import GradientModel
 from fewshot_sla.meta.methods import LossSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from l2l_import import import_learn2learn  # noqa: E402 - learn2learn's algorithms, without torchvision and gym
 
 WAYS, SHOTS, QUERIES, TASKS, SIZE, INNER_LR = 5, 1, 15, 32, 28, 0.4
 SETTINGS = {"1-step": (1, False), "5-step": (5, False), "1-step-fo": (1, True)}
@@ -122,9 +126,7 @@ def _step_fn(impl: str, setting: str, device: torch.device):
     net = _plain(ours).to(device).train()
     if impl == "clone-loop":
         return list(net.parameters()), lambda b: _clone_loss(net, b, steps, fo)
-    import learn2learn as l2l
-
-    maml = l2l.algorithms.MAML(net, lr=INNER_LR, first_order=fo)
+    maml = import_learn2learn().algorithms.MAML(net, lr=INNER_LR, first_order=fo)
     return list(maml.parameters()), lambda b: _l2l_loss(maml, b, steps)
 
 
@@ -171,8 +173,8 @@ def run_one(impl: str, setting: str, device: torch.device, repeats: int, tasks: 
 
 def _l2l_importable() -> str | None:
     try:
-        import learn2learn  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - it imports torchvision, gym, ...
+        import_learn2learn()
+    except ImportError as e:
         return f"{type(e).__name__}: {str(e)[:100]}"
     return None
 
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(f"{impl:<12} {setting:<10} {r['s_per_step']:8.3f} {r['ms_per_task']:8.1f} {r['forward_s']:7.3f} "
                   f"{r['backward_and_adam_s']:7.3f} {r['peak_mib']:9.1f} {r['grad_rel_diff'] or 0:9.1e}")
-        if setting in RECORDED_L2L:
+        if l2l_error and setting in RECORDED_L2L:
             print(f"{'learn2learn':<12} {setting:<10} {RECORDED_L2L[setting]:8.3f}   (recorded earlier on this "
                   "machine, one thread, not measured in this run)")
     if l2l_error:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance
+from skips import skip_no_cuda
 
 from fewshot_sla.data import get_augmentation
 from fewshot_sla.data.augment import (
@@ -229,8 +230,8 @@ def test_recipe_equals_the_documented_ops_replayed_with_one_generator(dataset, r
     assert torch.equal(torch.rand(4, generator=g2), torch.rand(4, generator=g))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_output_on_the_input_device():
+    skip_no_cuda()
     x = _batch(b=8, s=32).cuda()
     out = get_augmentation("cifar-fs", "metaoptnet")(x, torch.Generator().manual_seed(0))
     ref = get_augmentation("cifar-fs", "metaoptnet")(x.cpu(), torch.Generator().manual_seed(0))

@@ -3,7 +3,6 @@ split against a hand count, archive == folder, the bounding-box crop against a h
 PIL, and the real archive where it is present."""
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skips import require_data
 
 from fewshot_sla.data import DataError, DatasetNotFoundError, get_dataset
 from fewshot_sla.data.cub import load_cub
@@ -152,19 +152,7 @@ def test_refusals(cub, tmp_path):
         load_cub(top, "test", image_size=8)
 
 
-def _real_cub():
-    env = os.environ.get("FEWSHOT_SLA_DATA")
-    for base in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[2] / "shared" / "data",
-                                                 Path("../shared/data")]:
-        for cand in (base / "CUB_200_2011.tgz", base / "CUB_200_2011"):
-            if cand.exists():
-                return cand
-    return None
-
-
-@pytest.mark.skipif(_real_cub() is None, reason="CUB-200-2011 not found: put CUB_200_2011.tgz (or its extracted "
-                    "CUB_200_2011/ folder) in $FEWSHOT_SLA_DATA or ../shared/data")
 def test_real_cub_novel_split():
-    ds = load_cub(_real_cub(), "test", image_size=32)
+    ds = load_cub(require_data("CUB-200-2011", "CUB_200_2011.tgz", "CUB_200_2011"), "test", image_size=32)
     assert ds.num_classes == 50 and ds.class_names[0] == "004.Groove_billed_Ani"  # official index 3
     assert len(ds) == int(ds.class_counts().sum()) and ds.class_counts().min() >= 40

@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from skips import skip_missing_package
 
 from fewshot_sla.data import DataError, DatasetNotFoundError, get_dataset, registry
 from fewshot_sla.data import fashion_mnist as fm
@@ -134,9 +135,10 @@ def test_default_root_and_refusals(tmp_path, monkeypatch):
         get_dataset("fashion_mnist", bad, "test")
 
 
-@pytest.mark.skipif(not fm.DEFAULT_ROOT.is_dir(), reason=f"Fashion-MNIST not installed at {fm.DEFAULT_ROOT}: "
-                    "apt-get install dataset-fashion-mnist (Debian/Ubuntu package)")
 def test_real_fashion_mnist_from_the_debian_package():
+    if not fm.DEFAULT_ROOT.is_dir():
+        skip_missing_package(f"the Debian package dataset-fashion-mnist ({fm.DEFAULT_ROOT})",
+                             "apt-get install dataset-fashion-mnist")
     test = get_dataset("fashion_mnist", None, "test")
     assert test.images.shape == (10000, 1, 28, 28) and test.class_counts().tolist() == [1000] * 10
     train = get_dataset("fashion_mnist", None, "train")

@@ -6,59 +6,54 @@ listings; pixels are checked on decoded samples."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skips import DATA_VARIABLE, REPO, SkipGroup, group_of, real_data_root, require_data
 
 from fewshot_sla.data import get_dataset
 from fewshot_sla.data.cifar import find_image_folder, list_image_folder
 from fewshot_sla.data.images import decode_files
 from fewshot_sla.data.omniglot import find_omniglot, scan_omniglot, split_alphabets
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_VARIABLE = "FEWSHOT_SLA_DATA"
-
-
-def real_data_root(environ: Mapping[str, str] = os.environ) -> Path:
-    """``$FEWSHOT_SLA_DATA`` (a relative value is relative to the repository root), else
-    ``../shared/data`` next to the repository."""
-    value = environ.get(DATA_VARIABLE) or "../shared/data"
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (REPO / p).resolve()
-
-
 DATA = real_data_root()
-OMNIGLOT_ZIP = DATA / "omniglot" / "images_background.zip"
-CIFAR_ZIP = DATA / "cifar10-jpg.zip"
-_HINT = f"set {DATA_VARIABLE} to the folder holding omniglot/images_background.zip and cifar10-jpg.zip"
-
-needs_omniglot = pytest.mark.skipif(
-    not OMNIGLOT_ZIP.is_file(), reason=f"real Omniglot not found at {OMNIGLOT_ZIP} ({_HINT})")
-needs_cifar = pytest.mark.skipif(
-    not CIFAR_ZIP.is_file(), reason=f"real CIFAR-10 JPEG zip not found at {CIFAR_ZIP} ({_HINT})")
 
 
-def test_real_data_root_follows_the_variable(tmp_path):
+def test_real_data_root_follows_the_variable(tmp_path, monkeypatch):
     assert real_data_root({}) == (REPO.parent / "shared" / "data").resolve()
     assert real_data_root({DATA_VARIABLE: str(tmp_path)}) == tmp_path
     assert real_data_root({DATA_VARIABLE: "data"}) == REPO / "data"
-    assert DATA_VARIABLE in needs_omniglot.kwargs["reason"] and DATA_VARIABLE in needs_cifar.kwargs["reason"]
+    (tmp_path / "omniglot").mkdir()
+    monkeypatch.setenv(DATA_VARIABLE, str(tmp_path))
+    with pytest.raises(pytest.skip.Exception) as e:  # a data skip names the file, the folder and the variable
+        require_data("Omniglot", "omniglot/images_background.zip")
+    assert group_of(e.value) == SkipGroup("data", "Omniglot", tmp_path)
+    assert "omniglot/images_background.zip" in str(e.value) and DATA_VARIABLE in str(e.value)
+    (tmp_path / "omniglot" / "images_background.zip").write_bytes(b"")
+    assert require_data("Omniglot", "omniglot/images_background.zip") == tmp_path / "omniglot/images_background.zip"
 
 
 @pytest.fixture(scope="module")
-def omniglot_index():
+def omniglot_zip() -> Path:
+    return require_data("Omniglot", "omniglot/images_background.zip")
+
+
+@pytest.fixture(scope="module")
+def cifar_zip() -> Path:
+    return require_data("CIFAR-10 (JPEG zip)", "cifar10-jpg.zip")
+
+
+@pytest.fixture(scope="module")
+def omniglot_index(omniglot_zip):
     tree = find_omniglot(DATA, "background")
     yield scan_omniglot(tree, "background")
     tree.close()
 
 
-@needs_omniglot
 def test_omniglot_background_counts(omniglot_index):
     idx = omniglot_index
     assert len(idx.alphabets) == 30
@@ -68,8 +63,7 @@ def test_omniglot_background_counts(omniglot_index):
     assert all(len({p.rsplit("_", 1)[1] for p in f}) == 20 for f in idx.files)
 
 
-@needs_omniglot
-def test_omniglot_alphabet_split_disjoint_and_covering(omniglot_index):
+def test_omniglot_alphabet_split_disjoint_and_covering(omniglot_index, omniglot_zip):
     split = split_alphabets(omniglot_index.alphabets, 5, 0, seed=0)
     assert set(split["train"]).isdisjoint(split["val"])
     assert sorted(split["train"] + split["val"]) == omniglot_index.alphabets
@@ -86,7 +80,7 @@ def test_omniglot_alphabet_split_disjoint_and_covering(omniglot_index):
     assert sorted(tr.class_names + va.class_names) == everything
     assert len(tr) + len(va) == 19280 and tr.class_counts().tolist() == [20] * tr.num_classes
     # a decoded sample equals PIL's own decode of the same PNG (resized, ink = 255)
-    with zipfile.ZipFile(OMNIGLOT_ZIP) as z:
+    with zipfile.ZipFile(omniglot_zip) as z:
         for i in (0, len(va) // 2, len(va) - 1):
             cls = va.class_names[int(va.labels[i])]
             first = int(torch.nonzero(va.labels == va.labels[i])[0])
@@ -100,8 +94,7 @@ def test_omniglot_alphabet_split_disjoint_and_covering(omniglot_index):
     assert 0.02 < float(va.images.float().mean() / 255) < 0.2
 
 
-@needs_cifar
-def test_cifar10_zip_counts_from_listing():
+def test_cifar10_zip_counts_from_listing(cifar_zip):
     tree = find_image_folder("cifar10", DATA)
     assert tree is not None and tree.kind == "zip"
     try:
@@ -119,12 +112,11 @@ def test_cifar10_zip_counts_from_listing():
         tree.close()
 
 
-@needs_cifar
-def test_cifar10_test_split_from_zip(tmp_path):
+def test_cifar10_test_split_from_zip(tmp_path, cifar_zip):
     ds = get_dataset("cifar10", DATA, "test", cache_dir=tmp_path)
     assert len(ds) == 10000 and ds.class_counts().tolist() == [1000] * 10
     assert ds.images.shape == (10000, 3, 32, 32) and ds.images.dtype == torch.uint8
-    with zipfile.ZipFile(CIFAR_ZIP) as z:
+    with zipfile.ZipFile(cifar_zip) as z:
         for i in (0, 4321, 9999):
             cls = ds.class_names[int(ds.labels[i])]
             k = i - int(torch.nonzero(ds.labels == ds.labels[i])[0])

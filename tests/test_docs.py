@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from skips import import_or_skip
 
 import fewshot_sla
 from fewshot_sla.cli_reference import FIX, render
@@ -53,9 +53,8 @@ def test_changelog_latest_version_is_the_package_version():
 
 
 def test_mkdocs_build_strict(tmp_path):
-    pytest.importorskip("mkdocs", reason=f"mkdocs is not installed: {DEV}")
-    pytest.importorskip("material", reason=f"mkdocs-material is not installed: {DEV}")
-    pytest.importorskip("mkdocstrings_handlers.python", reason=f"mkdocstrings[python] is not installed: {DEV}")
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
+        import_or_skip(module, DEV)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
     site = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),

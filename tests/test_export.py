@@ -1,7 +1,6 @@
 """``fewshot-sla export``: the exported TorchScript/ONNX classifier gives the probabilities of the
 Python classifier, run in a fresh process where fewshot_sla cannot be imported."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from predict_helpers import files
+from skips import import_or_skip
 from torch import nn
 
 from fewshot_sla.cli import main
@@ -20,7 +20,6 @@ from fewshot_sla.predict import FewShotClassifier
 from fewshot_sla.predict.export import export_classifier
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load: what users of the file call
-HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 CASES = [("aggregated", None), ("single", "ridge"), ("distilled", "svm"), ("aggregated", "r2d2")]
 
 STANDALONE = textwrap.dedent("""
@@ -50,7 +49,13 @@ STANDALONE = textwrap.dedent("""
 """)
 
 
-def test_exported_modules_equal_the_classifier_in_a_fresh_process(run, episode, tmp_path):
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_modules_equal_the_classifier_in_a_fresh_process(run, episode, tmp_path, fmt):
+    if fmt == "onnx":
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            import_or_skip(module, "pip install -c constraints.txt -e '.[onnx]' (onnx, onnxscript, onnxruntime, "
+                                   "numpy<2)")
+    suffix = {"torchscript": ".pt", "onnx": ".onnx"}[fmt]
     queries = files(episode / "query")
     expected, names = {}, []
     for inference, head in CASES:
@@ -63,11 +68,10 @@ def test_exported_modules_equal_the_classifier_in_a_fresh_process(run, episode, 
         clf.scale *= 4.0 / float(clf.logits(x).abs().max())
         probs = clf.predict_proba(queries)
         assert float(probs.max(-1).values.min()) < 0.95 and float(probs.max(-1).values.max()) > 0.5
-        for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")) if HAS_ONNX else (("torchscript", ".pt"),):
-            name = f"{inference}-{head}{suffix}"
-            export_classifier(clf, tmp_path / name, fmt)
-            expected[name] = (probs, clf.classes_, clf.inference)
-            names.append(name)
+        name = f"{inference}-{head}{suffix}"
+        export_classifier(clf, tmp_path / name, fmt)
+        expected[name] = (probs, clf.classes_, clf.inference)
+        names.append(name)
     np.save(tmp_path / "x.npy", x.numpy())
     env = {**os.environ, "PYTHONPATH": ""}
     proc = subprocess.run([sys.executable, "-c", STANDALONE, *names], cwd=tmp_path, env=env, capture_output=True,

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from skips import import_or_skip
 from torch.autograd import gradcheck
 
 from fewshot_sla.heads import HEADS, get_head, list_heads
@@ -160,7 +161,7 @@ def test_r2d2_scale_lambda_equals_official_sqrt_s_scaling():
 
 def cvxpy_svm_cs(support, labels, n_way, C):
     """MetaOptNet's SVM-CS dual for one task, solved by cvxpy/Clarabel. Returns a [S, N]."""
-    cp = pytest.importorskip("cvxpy")
+    cp = import_or_skip("cvxpy", "pip install cvxpy (the dev extra)")
     x = support.numpy()
     y = np.eye(n_way)[labels.numpy()]
     a = cp.Variable(y.shape)
@@ -173,7 +174,7 @@ def cvxpy_svm_cs(support, labels, n_way, C):
 
 
 def test_svm_matches_cvxpy_and_satisfies_kkt():
-    pytest.importorskip("cvxpy")
+    import_or_skip("cvxpy", "pip install cvxpy (the dev extra)")
     N, C = 3, 0.1
     query, support, labels = make_episode(seed=7, T=2, N=N, K=2, Q=4, D=5)
     logits = get_head("svm", C_reg=C, max_iter=50)(query, support, labels, N)

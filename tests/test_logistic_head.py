@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from skips import import_or_skip
 from torch.autograd import gradcheck
 
 from fewshot_sla.heads import HEADS, LogisticHead, get_head
@@ -36,7 +37,7 @@ def l2n(x):
 
 def sklearn_proba(query, support, labels, C, normalize=True, fit_intercept=True):
     """scikit-learn's probabilities, one fit per task: [T, Q, N]."""
-    sklearn = pytest.importorskip("sklearn", reason="scikit-learn is the reference (pip install scikit-learn)")
+    sklearn = import_or_skip("sklearn", "the reference; pip install scikit-learn (the dev extra)")
     from sklearn.linear_model import LogisticRegression
 
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])

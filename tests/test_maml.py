@@ -2,7 +2,8 @@
 against hand-written references that share none of their code: an explicit Conv-4 (``F.conv2d``,
 the fused ``F.batch_norm`` on the batch's statistics, ReLU, max-pooling, ``F.linear``) adapted with
 ``torch.autograd.grad(create_graph=True)`` task by task; finite differences (gradcheck); explicit
-loops over the M rotations; ``learn2learn.algorithms.MAML`` where it can be imported; one process
+loops over the M rotations; ``learn2learn.algorithms.MAML`` (its algorithms subpackage, loaded by
+``l2l_import.py`` without the torchvision/gym imports of its package ``__init__``); one process
 against ``--accumulate``; and the ``eval`` report."""
 
 import json
@@ -10,6 +11,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from l2l_import import import_learn2learn
+from skips import skip_missing_package
 from test_meta_cli import data_root, train_args  # noqa: F401 - the module's fixture
 from test_meta_train_eval import DATA, tiny
 
@@ -219,10 +222,9 @@ def test_sla_inner_and_outer_losses_equal_an_explicit_loop_over_the_rotations(le
 # ------------------------------------------------------------------ learn2learn
 def test_adapted_weights_and_meta_gradients_equal_learn2learn():
     try:
-        import learn2learn as l2l
-    except Exception as e:  # noqa: BLE001 - any import failure (it imports torchvision)
-        pytest.skip(f"learn2learn cannot be imported here ({type(e).__name__}: {str(e)[:120]}); install it with "
-                    "the recipe in docs/how-to/learn2learn.md to run this comparison")
+        l2l = import_learn2learn()
+    except ImportError as e:
+        skip_missing_package("learn2learn 0.2.0", "bash .ci/install_learn2learn.sh", e)
     model, batch = _model("maml"), _batch()
     loss, grads = _ours(model, batch)
     net = torch.nn.Sequential(model.backbone, torch.nn.Linear(3, model.ways).double())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from skips import import_or_skip
 
 from fewshot_sla.cli import main
 from fewshot_sla.rundir import RunDir
@@ -207,7 +208,7 @@ def test_root_scripts_run_the_same_code(runs, tmp_path, monkeypatch, capsys):
 
 
 def test_plot_writes_pngs_and_explains_missing_matplotlib(runs, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("matplotlib")
+    import_or_skip("matplotlib", "pip install -e '.[plot]' (or the dev extra)")
     ev = runs / "sd" / "eval_test_3way1shot_8ep_seed0.json"
     assert main(["eval", "--checkpoint", str(runs / "sd"), "--episodes", "8", "--n-query", "3", "--device", "cpu",
                  "--quiet"]) == 0

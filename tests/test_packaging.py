@@ -16,6 +16,7 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from skips import import_or_skip
 
 import fewshot_sla
 from fewshot_sla.cli import main
@@ -44,7 +45,7 @@ def _source_files() -> list[str]:
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
     """sdist and wheel of a copy of the checkout (the build writes egg-info beside setup.cfg)."""
-    pytest.importorskip("build", reason="install the dev extra (it holds `build`)")
+    import_or_skip("build", "pip install -c constraints.txt -e '.[dev]' (the dev extra holds `build`)")
     base = tmp_path_factory.mktemp("package")
     src = base / "src"
     for rel in _source_files():

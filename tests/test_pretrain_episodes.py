@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from skips import import_or_skip
 from synthetic import synthetic_dataset
 
 from fewshot_sla.cli import main
@@ -155,7 +156,7 @@ def test_rfs_configs_run_rfs_schedule_and_backbone(name):
 def test_eval_with_the_logistic_head_equals_scikit_learn(pretrained, fewshot_folder, tmp_path):
     """RFS's evaluation: L2-normalised features of the pretrained backbone, multinomial logistic
     regression with C = 1 (scikit-learn), per episode."""
-    sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn is a dev dependency")
+    sklearn = import_or_skip("sklearn.linear_model", "pip install scikit-learn (the dev extra)")
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(pretrained / "baseline"), "--episodes", "5", "--n-way", "3",
                  "--k-shot", "2", "--n-query", "2", "--head", "logistic", "--device", "cpu", "--quiet",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from skips import skip_no_cuda
 from test_heads import cvxpy_svm_cs  # the one cvxpy reference of the SVM-CS dual
 from torch.autograd import gradcheck
 
@@ -66,7 +67,7 @@ def test_logits_equal_qpth(n_way, k_shot, M, max_iter):
 @pytest.mark.parametrize(("n_way", "k_shot", "M", "C"), [(5, 1, 4, 0.1), (3, 2, 1, 1.0), (5, 1, 1, 10.0)])
 def test_primal_dual_iterates_equal_qpth(n_way, k_shot, M, C):
     """x, the slacks s and the duals z equal qpth's pdipm iterates (reordered class-major)."""
-    pdipm = pytest.importorskip("qpth.solvers.pdipm.batch")
+    from qpth.solvers.pdipm import batch as pdipm  # qpth is a hard dependency
     _, support, labels, n = sla_episode(7, n_way, k_shot, M, T=3)
     kernel = support @ support.transpose(1, 2)
     quad, p, G, h, A, b = qpth_dense(kernel, labels, n, C)
@@ -177,9 +178,9 @@ def test_bad_solver_name():
         get_head("svm", solver="cvxpy")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("max_iter", [3, 15])
 def test_cuda_equals_cpu(max_iter):
+    skip_no_cuda()
     query, support, labels, n = sla_episode(15, 5, 1, 4)
     w = torch.randn(query.shape[0], query.shape[1], n, generator=torch.Generator().manual_seed(4), dtype=F64)
     results = []

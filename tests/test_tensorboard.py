@@ -4,13 +4,14 @@ both pipelines, and nothing (no failure) without the tensorboard package."""
 import os
 
 import pytest
+from skips import import_or_skip
 
 from fewshot_sla.cli import main
 from fewshot_sla.rundir import RunDir
 
 
 def test_tensorboard_events_written_and_readable(tmp_path):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
+    import_or_skip("tensorboard", "pip install -e '.[tensorboard]' (or the dev extra)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = RunDir(tmp_path / "run")
@@ -37,7 +38,7 @@ def _scalar_tags(run_dir):
 
 
 def test_both_pipelines_write_tensorboard_scalars(tmp_path, fewshot_folder, write_cifar10_batches):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed: pip install -e '.[tensorboard]'")
+    import_or_skip("tensorboard", "pip install -e '.[tensorboard]' (or the dev extra)")
     meta = tmp_path / "meta"
     assert main(["meta-train", "--dataset", "folder", "--data-root", str(fewshot_folder), "--backbone", "conv4",
                  "--backbone-options", "hidden=4,out_channels=4", "--mode", "sla", "--n-way", "3", "--k-shot", "1",
