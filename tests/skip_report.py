@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from skips import CI_VARIABLE, ci_verdict, group_of
 
-#: per run: (group, reason, dataset, root) of each skipped test, in order
+#: per run: (group, reason, dataset, root, package) of each skipped test, in order
 _SKIPS = pytest.StashKey[list]()
 #: per run, with FEWSHOT_SLA_CI on: each distinct entry of _SKIPS -> (CI allows it, why)
 _VERDICTS = pytest.StashKey[dict]()
@@ -37,10 +37,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     report = yield
     if report.skipped and not hasattr(report, "wasxfail"):
         g = group_of(call.excinfo.value) if call.excinfo is not None else None
-        group, dataset, root = (g.group, g.dataset, g.root) if g is not None else (None, None, None)
+        group, dataset, root, package = (g.group, g.dataset, g.root, g.package) if g is not None else (None,) * 4
         longrepr = report.longrepr
         reason = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)).removeprefix("Skipped: ")
-        item.config.stash[_SKIPS].append((group, reason, dataset, None if root is None else str(root)))
+        item.config.stash[_SKIPS].append((group, reason, dataset, None if root is None else str(root), package))
     return report
 
 
@@ -50,8 +50,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     verdicts = session.config.stash[_VERDICTS]
     for key in session.config.stash[_SKIPS]:
-        group, _, dataset, root = key
-        verdicts[key] = ci_verdict(group, dataset, None if root is None else Path(root))
+        group, _, dataset, root, package = key
+        verdicts[key] = ci_verdict(group, dataset, None if root is None else Path(root), package)
     if not all(ok for ok, _ in verdicts.values()) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

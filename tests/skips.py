@@ -10,7 +10,10 @@ skip carrying a :class:`SkipGroup`; ``conftest.py`` prints one line per group an
   :data:`NOT_SHARED` (which the shared folder does not carry); refused where the folder exists
   and should hold the dataset (it lacks it, or the test looks in the wrong place).
 - ``package``: an optional Python or Debian package is not installed. Refused: ``.ci/run``
-  installs every one the tests use.
+  installs every one the tests use. One exception, named by ``.ci/run`` itself: a system package
+  that it could not install on that machine (no root and no sudo, or apt-get failed) is listed in
+  ``FEWSHOT_SLA_CI_UNINSTALLABLE`` as ``name=why`` and its skip is allowed with that reason, so
+  the run says it loudly instead of failing for the machine's sake.
 - any other skip (a bare ``pytest.skip``, ``skipif``, ``importorskip``): refused, so that a new
   skip states its group. The platform conditions that CI's Linux machine meets (torch.distributed
   built, ``/dev/full``) stay plain ``skipif`` marks: there, CI refuses them like any such skip.
@@ -31,6 +34,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA_VARIABLE = "FEWSHOT_SLA_DATA"
 CI_VARIABLE = "FEWSHOT_SLA_CI"
+#: set by ``.ci/run``: ``name=why`` of the system packages it could not install, ``;``-separated
+UNINSTALLABLE_VARIABLE = "FEWSHOT_SLA_CI_UNINSTALLABLE"
 GROUPS = ("cuda", "data", "package")
 #: datasets the tests read from the data folder that the shared folder does not carry, and why
 NOT_SHARED = {
@@ -42,11 +47,13 @@ NOT_SHARED = {
 @dataclass(frozen=True)
 class SkipGroup:
     """What a skip raised by these helpers carries (as ``skip_group``): its group (one of
-    :data:`GROUPS`) and, for ``data``, the dataset and the folder it was looked for in."""
+    :data:`GROUPS`); for ``data``, the dataset and the folder it was looked for in; for a system
+    ``package``, its name as ``.ci/run`` installs it."""
 
     group: str
     dataset: str | None = None
     root: Path | None = None
+    package: str | None = None
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -75,11 +82,13 @@ def skip_no_cuda() -> None:
         skip(SkipGroup("cuda"), "needs a CUDA device")
 
 
-def skip_missing_package(name: str, install: str, error: BaseException | None = None) -> NoReturn:
-    """Skip the test (group ``package``): ``name`` is not installed (``install`` installs it)."""
+def skip_missing_package(name: str, install: str, error: BaseException | None = None,
+                         system_package: str | None = None) -> NoReturn:
+    """Skip the test (group ``package``): ``name`` is not installed (``install`` installs it);
+    ``system_package``: the Debian package ``.ci/run`` installs for it."""
     __tracebackhide__ = True
     why = f" ({type(error).__name__}: {str(error)[:120]})" if error is not None else ""
-    skip(SkipGroup("package"), f"{name} is not installed{why}: {install}")
+    skip(SkipGroup("package", package=system_package), f"{name} is not installed{why}: {install}")
 
 
 def import_or_skip(module: str, install: str) -> ModuleType:
@@ -116,7 +125,14 @@ def require_data(dataset: str, *names: str) -> Path:
     return found
 
 
-def ci_verdict(group: str | None, dataset: str | None = None, root: Path | None = None) -> tuple[bool, str]:
+def uninstallable(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``{package: why}`` of the system packages ``.ci/run`` could not install on this machine."""
+    pairs = (item.partition("=") for item in environ.get(UNINSTALLABLE_VARIABLE, "").split(";") if item.strip())
+    return {name.strip(): why.strip() or "no reason given" for name, _, why in pairs}
+
+
+def ci_verdict(group: str | None, dataset: str | None = None, root: Path | None = None, package: str | None = None,
+               environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
     """Whether CI allows a skip of ``group`` (None: a skip without one), and why."""
     if group == "cuda":
         return True, "CI runs on CPUs"
@@ -127,5 +143,8 @@ def ci_verdict(group: str | None, dataset: str | None = None, root: Path | None 
             return True, f"there is no data folder {root}"
         return False, f"the data folder {root} exists, so it should hold {dataset}"
     if group == "package":
+        skipped = uninstallable(environ)
+        if package is not None and package in skipped:
+            return True, f".ci/run could not install {package} on this machine: {skipped[package]}"
         return False, ".ci/run installs every optional package the tests use"
     return False, f"a skip without a group: raise it with a helper of tests/skips.py ({', '.join(GROUPS)})"

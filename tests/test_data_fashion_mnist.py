@@ -138,7 +138,7 @@ def test_default_root_and_refusals(tmp_path, monkeypatch):
 def test_real_fashion_mnist_from_the_debian_package():
     if not fm.DEFAULT_ROOT.is_dir():
         skip_missing_package(f"the Debian package dataset-fashion-mnist ({fm.DEFAULT_ROOT})",
-                             "apt-get install dataset-fashion-mnist")
+                             "apt-get install dataset-fashion-mnist", system_package="dataset-fashion-mnist")
     test = get_dataset("fashion_mnist", None, "test")
     assert test.images.shape == (10000, 1, 28, 28) and test.class_counts().tolist() == [1000] * 10
     train = get_dataset("fashion_mnist", None, "train")

@@ -18,7 +18,7 @@ CASES = textwrap.dedent("""
     from pathlib import Path
 
     import pytest
-    from skips import SkipGroup, import_or_skip, skip
+    from skips import SkipGroup, import_or_skip, skip, skip_missing_package
 
     DATA = Path(__file__).parent / "data"
 
@@ -41,6 +41,9 @@ CASES = textwrap.dedent("""
     def test_refused_package():
         import_or_skip("no_such_module_here", "pip install no-such-module-here")
 
+    def test_refused_system_package():
+        skip_missing_package("the Debian package dataset-x", "apt-get install dataset-x", system_package="dataset-x")
+
     def test_refused_bare():
         pytest.skip("a bare skip")
 
@@ -49,10 +52,11 @@ CASES = textwrap.dedent("""
 """)
 
 
-def _pytest(tmp_path: Path, select: str, ci: str | None) -> tuple[int, list[str]]:
+def _pytest(tmp_path: Path, select: str, ci: str | None, **extra_env: str) -> tuple[int, list[str]]:
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "test_cases.py").write_text(CASES)
-    env = {k: v for k, v in os.environ.items() if k != "FEWSHOT_SLA_CI"}
+    env = {k: v for k, v in os.environ.items() if k not in ("FEWSHOT_SLA_CI", "FEWSHOT_SLA_CI_UNINSTALLABLE")}
+    env.update(extra_env)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     if ci is not None:
         env["FEWSHOT_SLA_CI"] = ci
@@ -76,13 +80,14 @@ def test_one_line_per_group_and_reason_and_no_verdict_outside_ci(tmp_path):
         "skipped 1 [data] Omniglot not found (folder there)",
         "skipped 1 [package] no_such_module_here is not installed (ModuleNotFoundError: No module named "
         "'no_such_module_here'): pip install no-such-module-here",
+        "skipped 1 [package] the Debian package dataset-x is not installed: apt-get install dataset-x",
         "skipped 1 [no group] a bare skip",
         "skipped 1 [no group] could not import 'no_such_module_here': No module named 'no_such_module_here'",
     ]
     # pytest's own lines (-rs) point at the test, not at the helper that raised the skip
     pytest_lines = [line for line in lines if line.startswith("SKIPPED")]
-    assert len(pytest_lines) == 7 and all("test_cases.py:" in line for line in pytest_lines), pytest_lines
-    assert lines[-1].startswith("1 passed, 8 skipped")
+    assert len(pytest_lines) == 8 and all("test_cases.py:" in line for line in pytest_lines), pytest_lines
+    assert lines[-1].startswith("1 passed, 9 skipped")
 
 
 def test_ci_allows_cuda_and_absent_data(tmp_path):
@@ -106,12 +111,28 @@ def test_ci_fails_the_run_on_each_refused_skip(tmp_path):
         "skipped 1 [package] no_such_module_here is not installed (ModuleNotFoundError: No module named "
         "'no_such_module_here'): pip install no-such-module-here":
             ".ci/run installs every optional package the tests use",
+        "skipped 1 [package] the Debian package dataset-x is not installed: apt-get install dataset-x":
+            ".ci/run installs every optional package the tests use",
         "skipped 1 [no group] a bare skip": without_group,
         "skipped 1 [no group] could not import 'no_such_module_here': No module named 'no_such_module_here'":
             without_group,
     }
-    assert "FEWSHOT_SLA_CI is on: 4 skipped test(s) that CI does not allow: the run fails" in lines
-    assert lines[-1].startswith("1 passed, 8 skipped")
+    assert "FEWSHOT_SLA_CI is on: 5 skipped test(s) that CI does not allow: the run fails" in lines
+    assert lines[-1].startswith("1 passed, 9 skipped")
     # one refused skip is enough; FEWSHOT_SLA_CI=0 is off
     assert _pytest(tmp_path, "passes or allowed or refused_package", ci="1")[0] == 1
     assert _pytest(tmp_path, "not nothing", ci="0")[0] == 0
+
+
+def test_ci_allows_a_system_package_that_ci_run_could_not_install_and_says_why(tmp_path):
+    """``.ci/run`` lists a Debian package it could not install (no root, no apt-get) in
+    FEWSHOT_SLA_CI_UNINSTALLABLE: that package's skip is allowed with the reason, no other."""
+    why = "neither root nor passwordless sudo"
+    rc, lines = _pytest(tmp_path, "system_package", ci="1", FEWSHOT_SLA_CI_UNINSTALLABLE=f"dataset-x={why}")
+    assert rc == 0, lines
+    assert _skip_lines(lines) == [
+        "skipped 1 [package] the Debian package dataset-x is not installed: apt-get install dataset-x "
+        f"(CI allows it: .ci/run could not install dataset-x on this machine: {why})"]
+    # another package named there does not excuse it, nor does it excuse a Python package
+    assert _pytest(tmp_path, "system_package", ci="1", FEWSHOT_SLA_CI_UNINSTALLABLE="dataset-y=no apt-get")[0] == 1
+    assert _pytest(tmp_path, "refused_package", ci="1", FEWSHOT_SLA_CI_UNINSTALLABLE=f"dataset-x={why}")[0] == 1
