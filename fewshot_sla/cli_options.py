@@ -20,6 +20,7 @@ from .config import (
     build_config,
     canonical_options,
     check_config_command,
+    flag,
     option_names,
     renamed_options,
 )
@@ -91,7 +92,7 @@ def _add(parser: Any, name: str, tp: Any, meta: Any, default: Any) -> None:
     if meta.get("positional"):
         parser.add_argument(name, **kwargs)
     else:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, required=default is dataclasses.MISSING,
+        parser.add_argument(flag(name), dest=name, required=default is dataclasses.MISSING,
                             **kwargs)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from typing import Any
+
+from .config import flag, renamed_options
 
 __all__ = ["render", "main"]
 
@@ -46,19 +49,17 @@ def _default(f: dataclasses.Field) -> str:
     return f"`{_cell(value)}`"
 
 
-def _option(f: dataclasses.Field) -> str:
+def _option(f: dataclasses.Field, tp: Any) -> str:
     meta = f.metadata.get("metavar") or f.name.upper()
     if f.metadata.get("positional"):
         return f"`{meta}`"
-    name = "--" + f.name.replace("_", "-")
-    if f.type in (bool, "bool"):
-        return f"`{name}`, `--no-{name[2:]}`"
-    return f"`{name} {meta}`"
+    if tp is bool:  # argparse.BooleanOptionalAction, as cli_options adds it
+        return f"`{flag(f.name)}`, `--no-{flag(f.name)[2:]}`"
+    return f"`{flag(f.name)} {meta}`"
 
 
 def _table(cls: type) -> list[str]:
-    from .config import renamed_options
-
+    hints = typing.get_type_hints(cls)
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(cls):
         if not f.init or f.metadata.get("help", "") == "==SUPPRESS==":
@@ -68,13 +69,13 @@ def _table(cls: type) -> list[str]:
             text += " Choices: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
         if f.metadata.get("resume"):
             text += " `--resume` may change it."
-        rows.append(f"| {_option(f)} | {_default(f)} | {text} |")
+        rows.append(f"| {_option(f, hints[f.name])} | {_default(f)} | {text} |")
     old = renamed_options(cls)
     doc = (cls.__doc__ or cls.__name__).strip().split("\n\n")[0]
     out = [f"{_sentence(doc)} (`{cls.__name__}`)", "", *rows]
     if old:
         out += ["", "Old spellings, still accepted with a one-line note: " + ", ".join(
-            f"`--{o.replace('_', '-')}` (now `--{n.replace('_', '-')}`)" for o, (n, _) in sorted(old.items())) + "."]
+            f"`{flag(o)}` (now `{flag(n)}`)" for o, (n, _) in sorted(old.items())) + "."]
     return out
 
 

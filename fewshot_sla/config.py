@@ -11,6 +11,7 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -230,6 +231,12 @@ def parse_options(value: Any, name: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k.replace("-", "_")] = {"true": True, "false": False}.get(v.lower(), v)
     return out
+
+
+def options_text(opts: Mapping[str, Any]) -> str:
+    """``opts`` spelled as :func:`parse_options` reads it back: ``key=value,...``, keys sorted, booleans
+    lowercase (``--dataset-options rotate_classes=false``)."""
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(opts.items()))
 
 
 def _split_top_level(text: str) -> list[str]:

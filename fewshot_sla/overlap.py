@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, options_text
 
 __all__ = ["source_part", "training_classes", "class_key", "shared_classes", "check_overlap"]
 
@@ -58,11 +58,7 @@ def shared_classes(record: Mapping[str, Any], dataset: str, names: Sequence[Any]
     return sorted(keys & trained), len(keys)
 
 
-def _options(opts: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(opts.items()))
-
-
-def _listing(names: Sequence[str], limit: int = 3) -> str:
+def listing(names: Sequence[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
@@ -91,13 +87,13 @@ def check_overlap(data: Mapping[str, Any], dataset_obj: Any, dataset: str, split
     if dataset == "omniglot":  # name the alphabets: the unit of Omniglot's splits
         alphabets = sorted({k.split("/")[0] for k in shared})
         what = (f"{len(alphabets)} alphabet{'s' * (len(alphabets) != 1)} ({len(shared)} of its {total} "
-                f"characters: {_listing(alphabets)})")
+                f"characters: {listing(alphabets)})")
     else:
-        what += f" ({_listing(shared)})"
+        what += f" ({listing(shared)})"
     trained = dict(record.get("options") or {})
     changed = {k: v for k, v in options.items() if trained.get(k) != v}
-    cause = f"--dataset-options {_options(changed)}: " if changed else ""
-    opts = f" with {_options(trained)}" if trained else " with the default dataset options"
+    cause = f"--dataset-options {options_text(changed)}: " if changed else ""
+    opts = f" with {options_text(trained)}" if trained else " with the default dataset options"
     raise ConfigError(f"{cause}the {split} split of {dataset} shares {what} with the classes {source} trained on "
                       f"(its {record.get('split')} split{opts}); evaluate a split it did not train on, or pass "
                       "--allow-overlap to evaluate anyway")

@@ -32,7 +32,7 @@ class DatasetInfo:
     """Static facts about a named dataset: default (square) image size, channels, per-channel
     mean/std on the [0, 1] scale (and their source), accepted splits, whether it is an
     episode (class-disjoint) benchmark, and the files it expects under its data root (``layout``,
-    one line: set by :func:`~fewshot_sla.data.registry.register_dataset`)."""
+    one line, shown by ``fewshot-sla list``)."""
 
     name: str
     image_size: int
@@ -62,45 +62,64 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         ("train", "val", "test", "background", "evaluation"), True,
         "images_background at 28x28, ink = 255 (this package's convention), "
         "computed by benchmarks/data_loading.py",
+        layout="images_background.zip or images_background/<alphabet>/<character>/*.png (--download fetches "
+               "it); the official test split: images_evaluation.zip or images_evaluation/",
     ),
     "mini-imagenet": DatasetInfo(
         "mini-imagenet", 84, 3, _IMAGENET_FS_MEAN, _IMAGENET_FS_STD,
         ("train", "val", "test"), True, "MetaOptNet data/mini_imagenet.py",
+        layout="MetaOptNet's miniImageNet_category_split_{train_phase_train,val,test}.pickle, or "
+               "learn2learn's mini-imagenet-cache-{train,validation,test}.pkl",
     ),
     "tiered-imagenet": DatasetInfo(
         "tiered-imagenet", 84, 3, _IMAGENET_FS_MEAN, _IMAGENET_FS_STD,
         ("train", "val", "test"), True, "MetaOptNet data/tiered_imagenet.py",
+        layout="MetaOptNet's {train,val,test}_images.npz and {train,val,test}_labels.pkl",
     ),
     "cifar-fs": DatasetInfo(
         "cifar-fs", 32, 3, _CIFAR_FS_MEAN, _CIFAR_FS_STD,
         ("train", "val", "test"), True, "MetaOptNet data/CIFAR_FS.py",
+        layout="MetaOptNet's CIFAR_FS_{train,val,test}.pickle, or CIFAR-100's cifar-100-python/ or "
+               "cifar-100-python.tar.gz (--download fetches it)",
     ),
     "fc100": DatasetInfo(
         "fc100", 32, 3, _CIFAR_FS_MEAN, _CIFAR_FS_STD,
         ("train", "val", "test"), True, "MetaOptNet data/FC100.py",
+        layout="MetaOptNet's FC100_{train,val,test}.pickle, or CIFAR-100's cifar-100-python/ or "
+               "cifar-100-python.tar.gz (--download fetches it)",
     ),
     "cifar10": DatasetInfo(
         "cifar10", 32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
         ("train", "val", "test"), False, "CIFAR-10 training set, per-pixel statistics",
+        layout="cifar-10-batches-py/ or cifar-10-python.tar.gz (--download fetches it), or images "
+               "train/<class>/*.png|jpg and test/<class>/*.png|jpg (a folder or zip)",
     ),
     "cifar100": DatasetInfo(
         "cifar100", 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
         ("train", "val", "test"), False, "CIFAR-100 training set, per-pixel statistics",
+        layout="cifar-100-python/ or cifar-100-python.tar.gz (--download fetches it), or images "
+               "train/<class>/*.png|jpg and test/<class>/*.png|jpg (a folder or zip)",
     ),
     "cub": DatasetInfo(
         "cub", 84, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
         ("train", "val", "test", "all"), True,
         "ImageNet statistics, as Chen et al. 2019 (CloserLookFewShot data/datamgr.py) normalise CUB",
+        layout="CUB_200_2011.tgz (the official archive, read in place) or CUB_200_2011/ "
+               "(images/<NNN.Name>/*.jpg, classes.txt, images.txt)",
     ),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", 28, 1, (0.2860,), (0.3530,),
         ("train", "test", "all"), False,
         "Fashion-MNIST training set (60,000 images), per-pixel statistics",
+        layout="{train,t10k}-images-idx3-ubyte[.gz] and {train,t10k}-labels-idx1-ubyte[.gz] (default: "
+               "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)",
     ),
     "folder": DatasetInfo(
         "folder", 84, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
         ("train", "val", "test", "all"), True,
         "placeholder; a loaded folder dataset computes its own statistics",
+        layout="train/, val/ and test/, each <class>/*.png|jpg|jpeg (a folder or zip); or <class>/* with "
+               "split_file=PATH (or split all)",
     ),
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -35,48 +34,22 @@ DATASETS: Registry = Registry("dataset", aliases={"miniimagenet": "mini-imagenet
 _INFO: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo, layout: str = "") -> None:
-    """Add a loader ``loader(root, split, *, image_size, download, **options)`` under ``name``;
-    ``layout``: the files it expects under the data root, one line (``fewshot-sla list``; default
-    ``info.layout``)."""
+def register_dataset(name: str, loader: Callable[..., ImageDataset], info: DatasetInfo) -> None:
+    """Add a loader ``loader(root, split, *, image_size, download, **options)`` under ``name``."""
     DATASETS[name] = loader
-    _INFO[name] = dataclasses.replace(info, layout=layout) if layout else info
+    _INFO[name] = info
 
 
-#: the built-in datasets: name, loader, the files it expects under the data root (one line)
-_BUILT_IN: tuple[tuple[str, Callable[..., ImageDataset], str], ...] = (
-    ("omniglot", load_omniglot,
-     "images_background.zip or images_background/<alphabet>/<character>/*.png (--download fetches "
-     "it); the official test split: images_evaluation.zip or images_evaluation/"),
-    ("mini-imagenet", load_mini_imagenet,
-     "MetaOptNet's miniImageNet_category_split_{train_phase_train,val,test}.pickle, or learn2learn's "
-     "mini-imagenet-cache-{train,validation,test}.pkl"),
-    ("tiered-imagenet", load_tiered_imagenet,
-     "MetaOptNet's {train,val,test}_images.npz and {train,val,test}_labels.pkl"),
-    ("cifar-fs", load_cifar_fs,
-     "MetaOptNet's CIFAR_FS_{train,val,test}.pickle, or CIFAR-100's cifar-100-python/ or "
-     "cifar-100-python.tar.gz (--download fetches it)"),
-    ("fc100", load_fc100,
-     "MetaOptNet's FC100_{train,val,test}.pickle, or CIFAR-100's cifar-100-python/ or "
-     "cifar-100-python.tar.gz (--download fetches it)"),
-    ("cifar10", partial(load_cifar, "cifar10"),
-     "cifar-10-batches-py/ or cifar-10-python.tar.gz (--download fetches it), or images "
-     "train/<class>/*.png|jpg and test/<class>/*.png|jpg (a folder or zip)"),
-    ("cifar100", partial(load_cifar, "cifar100"),
-     "cifar-100-python/ or cifar-100-python.tar.gz (--download fetches it), or images "
-     "train/<class>/*.png|jpg and test/<class>/*.png|jpg (a folder or zip)"),
-    ("cub", load_cub,
-     "CUB_200_2011.tgz (the official archive, read in place) or CUB_200_2011/ (images/<NNN.Name>/*.jpg, "
-     "classes.txt, images.txt)"),
-    ("fashion-mnist", load_fashion_mnist,
-     "{train,t10k}-images-idx3-ubyte[.gz] and {train,t10k}-labels-idx1-ubyte[.gz] (default: "
-     "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)"),
-    ("folder", load_folder,
-     "train/, val/ and test/, each <class>/*.png|jpg|jpeg (a folder or zip); or <class>/* with "
-     "split_file=PATH (or split all)"),
-)
-for _name, _loader, _layout in _BUILT_IN:
-    register_dataset(_name, _loader, DATASET_INFO[_name], _layout)
+register_dataset("omniglot", load_omniglot, DATASET_INFO["omniglot"])
+register_dataset("mini-imagenet", load_mini_imagenet, DATASET_INFO["mini-imagenet"])
+register_dataset("tiered-imagenet", load_tiered_imagenet, DATASET_INFO["tiered-imagenet"])
+register_dataset("cifar-fs", load_cifar_fs, DATASET_INFO["cifar-fs"])
+register_dataset("fc100", load_fc100, DATASET_INFO["fc100"])
+register_dataset("cifar10", partial(load_cifar, "cifar10"), DATASET_INFO["cifar10"])
+register_dataset("cifar100", partial(load_cifar, "cifar100"), DATASET_INFO["cifar100"])
+register_dataset("cub", load_cub, DATASET_INFO["cub"])
+register_dataset("fashion-mnist", load_fashion_mnist, DATASET_INFO["fashion-mnist"])
+register_dataset("folder", load_folder, DATASET_INFO["folder"])
 
 #: data roots used when none is given or the given one does not exist (where a package installs them)
 DEFAULT_ROOTS: dict[str, Path] = {"fashion-mnist": FASHION_MNIST_ROOT}

@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..config import options_text
 from .config import EvalConfig, MetaTrainConfig
 
 __all__ = ["TEST_FILE", "TEST_SEED", "final_test_config", "eval_command", "result_line"]
@@ -37,7 +38,7 @@ def eval_command(ecfg: EvalConfig) -> str:
              str(ecfg.episodes), "--n-way", str(ecfg.n_way), "--k-shot", str(ecfg.k_shot), "--n-query",
              str(ecfg.n_query), "--seed", str(ecfg.seed)]
     if ecfg.dataset_options:
-        words += ["--dataset-options", ",".join(f"{k}={_value(v)}" for k, v in ecfg.dataset_options.items())]
+        words += ["--dataset-options", options_text(ecfg.dataset_options)]
     if ecfg.tasks_per_batch != EvalConfig.tasks_per_batch:
         words += ["--tasks-per-batch", str(ecfg.tasks_per_batch)]
     if ecfg.amp != EvalConfig.amp:
@@ -45,10 +46,6 @@ def eval_command(ecfg: EvalConfig) -> str:
     if ecfg.channels_last:
         words.append("--channels-last")
     return shlex.join(words)
-
-
-def _value(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def result_line(report: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from ..distributed import barrier, broadcast_module
 from ..engine import Trainer, Validation
 from ..engine import resume_config as _resume_config
 from ..episodes import EpisodeSampler
-from ..overlap import shared_classes, source_part, training_classes
+from ..overlap import listing, shared_classes, source_part, training_classes
 from ..seeding import seeded_generator
 from .batches import EpisodeDataset, dataset_channels, load_batch, load_split, step_chunks
 from .config import MetaTrainConfig, check_against_data, check_world_size
@@ -160,7 +160,7 @@ class MetaTrainer(Trainer):
         shared, total = shared_classes(self.data_info["train_classes"], cfg.dataset, list(t.class_names), part)
         if shared:
             raise ConfigError(f"--test-split {cfg.test_split} shares {len(shared)} of its {total} classes with the "
-                              f"training classes ({', '.join(shared[:3])}{', ...' * (len(shared) > 3)}); pass a "
+                              f"training classes ({listing(shared)}); pass a "
                               "split the run does not train on as --test-split, or --test-episodes 0")
 
     def build_model(self) -> FewShotModel:
